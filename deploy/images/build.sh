@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build the bookstream images from wheels prepared on this host (`make images`).
+#
+#   deploy/images/build.sh [lending shelving cli operator]     (default: all four)
+#
+# Env: TAG (default dev) -> bookstream/<name>:$TAG; BASE_IMAGE (passed as --build-arg when set,
+# e.g. bookstream/base:py3.11 from `make image-base`; the Dockerfiles default to
+# python:3.11-slim); PYTHON (the host Python 3.11 that builds the wheels; default .venv/bin/python
+# or python3); CONTEXT (default .cache/images/context).
+#
+# Step 1 (`pip wheel`, on the host, which reaches the package index): every bookstream
+# distribution and its dependencies become wheels in $CONTEXT/wheels, with pip's own wheel.
+# Step 2 (`docker build`, offline): each Dockerfile installs its own distribution from those
+# wheels with --no-index. The build context is only $CONTEXT (wheels/), never the source tree.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+TAG=${TAG:-dev}
+CONTEXT=${CONTEXT:-$ROOT/.cache/images/context}
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "need Python 3.11 on the host to build cp311 wheels, got " + sys.version' 
+
+declare -A DOCKERFILE=(
+  [lending]=services/lending/Dockerfile
+  [shelving]=services/shelving/Dockerfile
+  [cli]=cli/Dockerfile
+  [operator]=operator/Dockerfile
+)
+NAMES=("$@")
+[ ${#NAMES[@]} -gt 0 ] || NAMES=(lending shelving cli operator)
+
+DISTS=(./services/core ./services/lending ./services/shelving ./cli)
+[ -f operator/pyproject.toml ] && DISTS+=(./operator)
+
+WHEELS=$CONTEXT/wheels
+mkdir -p "$WHEELS"
+# The project's own wheels are rebuilt every time; dependency wheels are reused.
+rm -f "$WHEELS"/bookstream*.whl
+echo "== wheels -> $WHEELS"
+# Our distributions, built from the tree.
+"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$WHEELS" "${DISTS[@]}"
+# Their dependencies, as binary wheels for the images' interpreter: CPython 3.11 on glibc x86-64.
+# Naming our wheels by path pins them to the ones just built. pip evaluates environment markers
+# with the host's full Python version, so dependencies only older 3.11.x releases need are named
+# here: redis needs async-timeout below 3.11.3, and Debian bookworm's python3 is 3.11.2 (the
+# Dockerfiles' `pip install --no-index` fails loudly if anything is still missing).
+MARKER_DEPS=(async-timeout)
+"$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$WHEELS" --find-links "$WHEELS" \
+  --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  --platform linux_x86_64 --platform any \
+  pip "${MARKER_DEPS[@]}" "$WHEELS"/bookstream*.whl
+
+BUILD_ARGS=()
+[ -n "${BASE_IMAGE:-}" ] && BUILD_ARGS+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+for name in "${NAMES[@]}"; do
+  df=${DOCKERFILE[$name]:-}
+  [ -n "$df" ] || { echo "unknown image $name (lending shelving cli operator)" >&2; exit 2; }
+  [ -f "$df" ] || { echo "$df is missing" >&2; exit 1; }
+  echo "== bookstream/$name:$TAG <- $df ${BASE_IMAGE:+(BASE_IMAGE=$BASE_IMAGE)}"
+  # The legacy builder: the Dockerfiles use nothing BuildKit-only, and Debian's docker.io has
+  # no buildx plugin.
+  DOCKER_BUILDKIT=0 docker build --quiet "${BUILD_ARGS[@]}" -f "$df" -t "bookstream/$name:$TAG" "$CONTEXT" >/dev/null
+  docker image inspect --format "   {{.Id}} {{.Size}} bytes user={{.Config.User}}" "bookstream/$name:$TAG"
+done
