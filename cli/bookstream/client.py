@@ -1,0 +1,243 @@
+"""The Python client: submit requests and returns, wait for their outcomes.
+
+``AsyncClient`` does the work; ``Client`` runs it on a private event loop for code that
+is not async. ``url=None`` means the embedded Redis (started on first use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bookstream.errors import BadInput, OutcomeTimeout, Unreachable
+from bookstream.location import BookLocation, from_state
+from bookstream_core.config import ConfigError, RedisSettings, normalize_address
+from bookstream_core.connection import connect
+from bookstream_core.embedded import EmbeddedRedisError
+from bookstream_core.events import (
+    SCHEMA_VERSION,
+    Outcome,
+    RequestEvent,
+    ReturnEvent,
+    decode_outcome,
+    encode_event,
+)
+from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
+from bookstream_core.keys import InvalidLibraryName, LibraryKeys
+from bookstream_lending.keys import LendingKeys
+from bookstream_shelving.keys import ShelvingKeys
+
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+#: While waiting, the outcome key is also polled this often, in case a Pub/Sub
+#: message was missed (e.g. the connection dropped and came back).
+POLL_INTERVAL = 0.5
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        library: str = "main",
+        *,
+        password: str | None = None,
+        db: int | None = None,
+        home: str | Path | None = None,
+        settings: RedisSettings | None = None,
+    ) -> None:
+        try:
+            self.keys = LibraryKeys(library)
+            if settings is None:
+                settings = RedisSettings(
+                    url=normalize_address(url) if url else None,
+                    password=password,
+                    db=db,
+                    home=Path(home) if home is not None else Path(".bookstream"),
+                )
+        except (InvalidLibraryName, ConfigError) as exc:
+            raise BadInput(str(exc)) from None
+        self.settings = settings
+        self.library = library
+        self._lending = LendingKeys(self.keys)
+        self._shelving = ShelvingKeys(self.keys)
+        self._r: aioredis.Redis | None = None
+
+    async def _redis(self) -> aioredis.Redis:
+        if self._r is None:
+            try:
+                self._r = connect(self.settings, client_name="bookstream-client")
+            except EmbeddedRedisError as exc:
+                raise Unreachable(str(exc)) from None
+        return self._r
+
+    async def aclose(self) -> None:
+        if self._r is not None:
+            await self._r.aclose()
+            self._r = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ submitting
+
+    def _event(self, kind: str, user: str, books: Iterable[str], request_id: str | None) -> RequestEvent | ReturnEvent:
+        books = list(books)
+        try:
+            check_id("user id", user)
+            check_books(books)
+            rid = check_request_id(request_id) if request_id is not None else new_request_id()
+        except InvalidId as exc:
+            raise BadInput(str(exc)) from None
+        cls = RequestEvent if kind == "request" else ReturnEvent
+        return cls(v=SCHEMA_VERSION, id=rid, user=user, books=books)
+
+    async def _submit(self, event: RequestEvent | ReturnEvent) -> None:
+        r = await self._redis()
+        try:
+            await r.xadd(self.keys.inbox("lending"), {"e": encode_event(event)})
+        except UNREACHABLE as exc:
+            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+
+    async def submit_request(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+        """Submit without waiting; returns the request id (pass it to ``outcome``)."""
+        event = self._event("request", user, books, request_id)
+        await self._submit(event)
+        return event.id
+
+    async def submit_return(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+        event = self._event("return", user, books, request_id)
+        await self._submit(event)
+        return event.id
+
+    async def request(
+        self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0
+    ) -> Outcome:
+        """Ask for books and wait (at most ``timeout`` s) for the outcome."""
+        return await self._round_trip(self._event("request", user, books, request_id), timeout)
+
+    async def return_books(
+        self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0
+    ) -> Outcome:
+        """Bring books back and wait (at most ``timeout`` s) for the outcome."""
+        return await self._round_trip(self._event("return", user, books, request_id), timeout)
+
+    async def _round_trip(self, event: RequestEvent | ReturnEvent, timeout: float) -> Outcome:
+        # Subscribe before submitting so that the announcement cannot be missed.
+        return await self._wait(event.id, timeout, submit=event)
+
+    async def outcome(self, request_id: str, timeout: float = 10.0) -> Outcome:
+        """Wait (at most ``timeout`` s) for the outcome of a submitted request."""
+        try:
+            check_request_id(request_id)
+        except InvalidId as exc:
+            raise BadInput(str(exc)) from None
+        return await self._wait(request_id, timeout, submit=None)
+
+    async def _wait(
+        self, request_id: str, timeout: float, submit: RequestEvent | ReturnEvent | None
+    ) -> Outcome:
+        r = await self._redis()
+        key = self.keys.outcome(request_id)
+        deadline = time.monotonic() + timeout
+        try:
+            async with r.pubsub() as pubsub:
+                await pubsub.subscribe(key)
+                existing = await r.get(key)
+                if existing is not None:
+                    return decode_outcome(existing)
+                if submit is not None:
+                    await self._submit(submit)
+                while (left := deadline - time.monotonic()) > 0:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=min(left, POLL_INTERVAL)
+                    )
+                    if message is not None and message["type"] == "message":
+                        return decode_outcome(message["data"])
+                    existing = await r.get(key)
+                    if existing is not None:
+                        return decode_outcome(existing)
+        except UNREACHABLE as exc:
+            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+        raise OutcomeTimeout(request_id, timeout)
+
+    # ------------------------------------------------------------------ looking up
+
+    async def user_books(self, user: str) -> list[str]:
+        """The books lent to ``user``, sorted."""
+        try:
+            check_id("user id", user)
+        except InvalidId as exc:
+            raise BadInput(str(exc)) from None
+        r = await self._redis()
+        try:
+            books = await r.smembers(self._lending.loans(user))
+        except UNREACHABLE as exc:
+            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+        return sorted(b.decode() for b in books)
+
+    async def locate(self, book: str) -> BookLocation:
+        """Where the book is: on the shelf, in storage, lent to whom, in transit..."""
+        try:
+            check_id("book id", book)
+        except InvalidId as exc:
+            raise BadInput(str(exc)) from None
+        r = await self._redis()
+        try:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hget(self._lending.book_status, book)
+                pipe.hget(self._shelving.off_shelf, book)
+                status, off = await pipe.execute()
+        except UNREACHABLE as exc:
+            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+        return from_state(book, status, int(off or 0))
+
+
+class Client:
+    """The same methods as ``AsyncClient``, blocking, for code that is not async."""
+
+    def __init__(self, url: str | None = None, library: str = "main", **kwargs: object) -> None:
+        self._runner = asyncio.Runner()
+        self._async = AsyncClient(url, library, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._runner.run(self._async.aclose())
+        self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def request(self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0) -> Outcome:
+        return self._runner.run(self._async.request(user, books, request_id=request_id, timeout=timeout))
+
+    def return_books(self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0) -> Outcome:
+        return self._runner.run(self._async.return_books(user, books, request_id=request_id, timeout=timeout))
+
+    def submit_request(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+        return self._runner.run(self._async.submit_request(user, books, request_id=request_id))
+
+    def submit_return(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+        return self._runner.run(self._async.submit_return(user, books, request_id=request_id))
+
+    def outcome(self, request_id: str, timeout: float = 10.0) -> Outcome:
+        return self._runner.run(self._async.outcome(request_id, timeout))
+
+    def user_books(self, user: str) -> list[str]:
+        return self._runner.run(self._async.user_books(user))
+
+    def locate(self, book: str) -> BookLocation:
+        return self._runner.run(self._async.locate(book))

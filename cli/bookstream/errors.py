@@ -1,0 +1,26 @@
+"""Errors the client raises; the CLI maps each to an exit code."""
+
+from __future__ import annotations
+
+
+class BookstreamError(Exception):
+    """Base of everything the client raises on purpose."""
+
+
+class BadInput(BookstreamError, ValueError):
+    """The caller named something out of bounds (exit code 2)."""
+
+
+class OutcomeTimeout(BookstreamError, TimeoutError):
+    """No outcome arrived in time; the request may still be applied later (exit code 3)."""
+
+    def __init__(self, request_id: str, timeout: float) -> None:
+        super().__init__(
+            f"no outcome for request {request_id} within {timeout:g} s (is a lending and a "
+            f"shelving worker running?); ask again later with: bookstream outcome {request_id}"
+        )
+        self.request_id = request_id
+
+
+class Unreachable(BookstreamError, ConnectionError):
+    """Redis cannot be reached (exit code 3)."""

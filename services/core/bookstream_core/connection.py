@@ -1,0 +1,36 @@
+"""Opening Redis connections from settings (the embedded one started on demand)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+
+from bookstream_core.config import RedisSettings
+from bookstream_core.embedded import EmbeddedRedis
+
+
+def resolve_url(settings: RedisSettings) -> str:
+    """The URL to connect to; starts the embedded Redis when none is named."""
+    if settings.url is None:
+        return EmbeddedRedis(settings.home).ensure()
+    return settings.url
+
+
+def connect(settings: RedisSettings, *, client_name: str | None = None) -> aioredis.Redis:
+    url = resolve_url(settings)
+    kwargs: dict[str, object] = {
+        "decode_responses": False,
+        "health_check_interval": 15,
+        # A short, jittered retry inside redis-py for one-off blips; longer outages
+        # are handled (and logged once per state change) by the worker loop.
+        "retry": Retry(EqualJitterBackoff(cap=0.5, base=0.02), 3),
+        "client_name": client_name or settings.client_name,
+    }
+    if not url.startswith("unix://"):
+        kwargs["socket_keepalive"] = True  # notice a dead peer on a TCP connection
+    if settings.password is not None:
+        kwargs["password"] = settings.password
+    if settings.db is not None:
+        kwargs["db"] = settings.db
+    return aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]

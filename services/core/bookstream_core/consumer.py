@@ -1,0 +1,251 @@
+"""The stream consumer loop both services run.
+
+Read a batch with XREADGROUP, validate every entry, move the invalid ones aside (dead
+letters, with a ``rejected`` outcome for the requester), and hand the rest to the
+service, which applies and acknowledges them in one atomic server-side call. At start
+the worker first re-reads what its own name still holds (a previous life's pending
+entries); periodically it claims entries idle too long in any consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from bookstream_core.config import RuntimeSettings
+from bookstream_core.events import EVENT_FIELD
+from bookstream_core.functions import CoreFunctions
+from bookstream_core.ids import REQUEST_ID_PATTERN
+from bookstream_core.keys import LibraryKeys
+from bookstream_core.logging import get_logger
+from bookstream_core.metrics import Metrics
+from bookstream_core.service import InvalidEvent, Service
+
+MAX_ENTRY_BYTES = 64 * 1024
+DEAD_VALUE_BYTES = 8 * 1024  # a dead-letter entry keeps at most this much of each value
+_REQUEST_ID_RE = __import__("re").compile(REQUEST_ID_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    reason: str
+    deliveries: int = 1
+
+
+def _identify(fields: dict[bytes, bytes]) -> tuple[str, str]:
+    """Best effort: the request id and kind of an entry we reject, to answer it."""
+    raw = fields.get(EVENT_FIELD)
+    if raw is None or len(raw) > MAX_ENTRY_BYTES:
+        return "", ""
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    rid, kind = data.get("id"), data.get("type")
+    if isinstance(rid, str) and len(rid) <= 64 and _REQUEST_ID_RE.match(rid):
+        return rid, kind if kind in ("request", "return") else ""
+    return "", ""
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        r: aioredis.Redis,
+        keys: LibraryKeys,
+        service: Service,
+        consumer: str,
+        runtime: RuntimeSettings,
+        metrics: Metrics,
+    ) -> None:
+        self.r = r
+        self.keys = keys
+        self.service = service
+        self.consumer = consumer
+        self.runtime = runtime
+        self.metrics = metrics
+        self.core = CoreFunctions(r)
+        self.inbox = keys.inbox(service.name)
+        self.group = keys.group(service.name)
+        self.log = get_logger(service=service.name, worker=consumer, library=keys.library)
+        self._labels = {"library": keys.library, "service": service.name}
+
+    async def prepare(self) -> None:
+        await self.core.load()
+        await self.service.load()
+        try:
+            await self.r.xgroup_create(self.inbox, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, *, own_pending: bool = False) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        response = await self.r.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.inbox: "0" if own_pending else ">"},
+            count=self.runtime.batch_size,
+            block=None if own_pending else self.runtime.block_ms,
+        )
+        if not response:
+            return []
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1]
+        return entries
+
+    async def handle(
+        self, entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]], deliveries: dict[bytes, int] | None = None
+    ) -> None:
+        valid: list[tuple[bytes, object]] = []
+        rejected: list[Rejected] = []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted from the stream while pending: nothing to apply
+                await self.r.xack(self.inbox, self.group, entry_id)
+                continue
+            count = (deliveries or {}).get(entry_id, 1)
+            if count > self.runtime.max_deliveries:
+                rejected.append(Rejected(entry_id, fields, "too_many_deliveries", count))
+                continue
+            try:
+                valid.append((entry_id, self.service.decode(self._payload(fields))))
+            except InvalidEvent as exc:
+                rejected.append(Rejected(entry_id, fields, exc.reason, count))
+        if rejected:
+            await self.dead_letter(rejected)
+        if valid:
+            started = time.perf_counter()
+            try:
+                await self.service.apply(valid)
+            except ResponseError as exc:
+                # The batch call failed as a whole: apply one by one so that only the
+                # entry that fails is set aside and nothing behind it waits.
+                self.log.warning("batch failed, applying one by one", error=str(exc))
+                await self._apply_singly(valid)
+            self.metrics.processing.labels(**self._labels).observe(time.perf_counter() - started)
+            self.metrics.batch_size.labels(**self._labels).observe(len(valid))
+
+    async def _apply_singly(self, valid: list[tuple[bytes, object]]) -> None:
+        for entry_id, event in valid:
+            try:
+                await self.service.apply([(entry_id, event)])
+            except ResponseError as exc:
+                fields = await self.r.xrange(self.inbox, entry_id, entry_id)
+                raw = fields[0][1] if fields else {}
+                await self.dead_letter([Rejected(entry_id, raw, f"apply_failed: {exc}"[:500])])
+
+    def _payload(self, fields: dict[bytes, bytes]) -> bytes:
+        payload = fields.get(EVENT_FIELD)
+        if payload is None:
+            raise InvalidEvent("missing_field: the entry has no 'e' field")
+        if len(payload) > MAX_ENTRY_BYTES:
+            raise InvalidEvent(f"too_large: {len(payload)} bytes (at most {MAX_ENTRY_BYTES})")
+        return payload
+
+    async def dead_letter(self, rejected: list[Rejected]) -> None:
+        rows: list[list[bytes | str | int]] = []
+        for item in rejected:
+            request_id, kind = _identify(item.fields)
+            row: list[bytes | str | int] = [
+                item.entry_id,
+                item.reason,
+                item.deliveries,
+                request_id,
+                kind,
+                self.service.guard_key(request_id) if request_id else "",
+                len(item.fields),
+            ]
+            for name, value in item.fields.items():
+                row.extend([name[:256], value[:DEAD_VALUE_BYTES]])
+            rows.append(row)
+            self.metrics.dead_letters.labels(
+                **self._labels, reason=item.reason.split(":", 1)[0]
+            ).inc()
+            self.log.warning(
+                "dead letter",
+                entry=item.entry_id.decode(),
+                reason=item.reason,
+                request_id=request_id or None,
+                deliveries=item.deliveries,
+            )
+        await self.core.dead_letter(
+            self.inbox,
+            self.keys.dead_letters(self.service.name),
+            self.keys.domain_events,
+            group=self.group,
+            retention_s=self.runtime.retention_s,
+            maxlen=self.runtime.events_maxlen,
+            outcome_prefix=self.keys.outcome(""),
+            rows=rows,
+        )
+
+    async def drain_own_pending(self) -> None:
+        """Entries this name read but never acknowledged (a previous life crashed)."""
+        while True:
+            entries = await self.read(own_pending=True)
+            if not entries:
+                return
+            ids = [entry_id for entry_id, _ in entries]
+            await self.handle(entries, await self._deliveries(ids))
+
+    async def claim(self) -> int:
+        """Take over entries idle longer than the bound, from any consumer."""
+        claimed_total = 0
+        start = "0-0"
+        while True:
+            response = await self.r.xautoclaim(
+                self.inbox,
+                self.group,
+                self.consumer,
+                min_idle_time=self.runtime.claim_idle_ms,
+                start_id=start,
+                count=self.runtime.batch_size,
+            )
+            next_start, entries = response[0], response[1]
+            if entries:
+                claimed_total += len(entries)
+                self.metrics.claims.labels(**self._labels).inc(len(entries))
+                ids = [entry_id for entry_id, _ in entries]
+                await self.handle(entries, await self._deliveries(ids))
+            if next_start in (b"0-0", "0-0"):
+                break
+            start = next_start.decode() if isinstance(next_start, bytes) else next_start
+        if claimed_total:
+            self.log.info("claimed idle entries", count=claimed_total)
+        return claimed_total
+
+    async def _deliveries(self, ids: list[bytes]) -> dict[bytes, int]:
+        if not ids:
+            return {}
+        lo, hi = min(ids, key=_id_key), max(ids, key=_id_key)
+        rows = await self.r.xpending_range(
+            self.inbox, self.group, min=lo, max=hi, count=len(ids) + 1000, consumername=self.consumer
+        )
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    async def run_once(self) -> int:
+        entries = await self.read()
+        if entries:
+            await self.handle(entries)
+        return len(entries)
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early when asked to stop; True if stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,128 @@
+"""Versioned event schemas: what travels through the inbox streams, and the Outcome.
+
+Every stream entry has one field, ``e``, holding a JSON object with a schema version
+``v`` and a ``type``. Producers other than bookstream's own client only ever write the
+``request`` and ``return`` events into the lending inbox (``bookstream info --json``
+prints where); ``fetch``/``reshelve``/``fetched`` travel between the services.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from bookstream_core.ids import (
+    ID_PATTERN,
+    MAX_BOOKS_PER_EVENT,
+    MAX_ID_LENGTH,
+    MAX_REQUEST_ID_LENGTH,
+    REQUEST_ID_PATTERN,
+)
+from bookstream_core.types import OutcomeKind, OutcomeStatus
+
+SCHEMA_VERSION = 1
+EVENT_FIELD = b"e"
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+RequestId = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_LENGTH, pattern=REQUEST_ID_PATTERN),
+]
+Books = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_BOOKS_PER_EVENT)]
+Version = Literal[1]
+
+
+class _Event(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, frozen=True):
+    v: Version
+    id: RequestId
+
+
+class RequestEvent(_Event, tag="request"):
+    """A user asks for books (client -> lending)."""
+
+    user: Id
+    books: Books
+
+
+class ReturnEvent(_Event, tag="return"):
+    """A user brings books back (client -> lending)."""
+
+    user: Id
+    books: Books
+
+
+class FetchedEvent(_Event, tag="fetched"):
+    """Shelving has taken a request's books off the shelves (shelving -> lending)."""
+
+    books: Books
+
+
+class FetchEvent(_Event, tag="fetch"):
+    """Lending asks for books from the shelves (lending -> shelving)."""
+
+    eid: RequestId
+    books: Books
+
+
+class ReshelveEvent(_Event, tag="reshelve"):
+    """Books travel back to the shelves (lending -> shelving)."""
+
+    eid: RequestId
+    books: Books
+
+
+LendingEvent = RequestEvent | ReturnEvent | FetchedEvent
+ShelvingEvent = FetchEvent | ReshelveEvent
+
+lending_decoder = msgspec.json.Decoder(LendingEvent)
+shelving_decoder = msgspec.json.Decoder(ShelvingEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_event(event: _Event) -> bytes:
+    return _encoder.encode(event)
+
+
+class Unavailable(msgspec.Struct, frozen=True):
+    book: str
+    #: ``lent`` (to another user), ``held_by_you``, ``reserved`` (by a request in flight).
+    reason: str
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of one request or return.
+
+    ``status`` is ``accepted`` (request granted, maybe partly: see ``unavailable``),
+    ``processed`` (return applied), ``denied`` (nothing changed; ``reason`` says why:
+    ``none_available``, ``limit``, ``not_held``) or ``rejected`` (the event could not be
+    applied at all, e.g. malformed; ``reason`` says why). ``books_in_hand`` is the user's
+    books after the outcome.
+    """
+
+    request_id: str
+    kind: OutcomeKind
+    status: OutcomeStatus
+    user: str = ""
+    lent: list[str] = []
+    unavailable: list[Unavailable] = []
+    returned: list[str] = []
+    not_held: list[str] = []
+    reason: str | None = None
+    books_in_hand: list[str] = []
+    limit: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("accepted", "processed")
+
+    def to_dict(self) -> dict[str, object]:
+        result: dict[str, object] = msgspec.to_builtins(self)
+        return result
+
+
+outcome_decoder = msgspec.json.Decoder(Outcome)
+
+
+def decode_outcome(raw: bytes | str) -> Outcome:
+    return outcome_decoder.decode(raw)

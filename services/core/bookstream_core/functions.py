@@ -1,0 +1,92 @@
+"""Loading Redis Functions libraries, and the typed wrapper of the core library.
+
+Each library's source starts with ``#!lua name=<library>_v<N>``: the version is part of
+the name, so during a rolling upgrade old and new workers each find their own library.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+_NAME_RE = re.compile(r"^#!lua name=(\S+)")
+
+
+class FunctionsUnavailable(RuntimeError):
+    """The library is not loaded and this connection may not load it."""
+
+
+def read_library(package: str, filename: str) -> str:
+    return resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+
+
+def library_name(source: str) -> str:
+    match = _NAME_RE.match(source)
+    if match is None:
+        raise ValueError("a functions library must start with '#!lua name=...'")
+    return match.group(1)
+
+
+async def load_library(r: aioredis.Redis, source: str) -> str:
+    """Load (or replace) the library. Under an ACL user without FUNCTION LOAD rights, an
+    already loaded library of the same name is accepted (an admin loaded it)."""
+    name = library_name(source)
+    try:
+        await r.function_load(source, replace=True)
+    except ResponseError as exc:
+        if "NOPERM" not in str(exc) and "no permissions" not in str(exc).lower():
+            raise
+        listed = await r.function_list(library=name)
+        if not listed:
+            raise FunctionsUnavailable(
+                f"Redis functions library {name} is not loaded and this user may not load it: "
+                "load it once with an admin user (bookstream info --functions)"
+            ) from exc
+    return name
+
+
+class CoreFunctions:
+    """Typed calls into ``bookstream_core_v1`` (see core.lua for each function's contract)."""
+
+    source = read_library("bookstream_core", "core.lua")
+
+    def __init__(self, r: aioredis.Redis) -> None:
+        self._r = r
+
+    async def load(self) -> None:
+        await load_library(self._r, self.source)
+
+    async def dead_letter(
+        self,
+        inbox: str,
+        dead: str,
+        events: str,
+        *,
+        group: str,
+        retention_s: int,
+        maxlen: int,
+        outcome_prefix: str,
+        rows: list[list[bytes | str | int]],
+    ) -> int:
+        args: list[bytes | str | int] = [group, retention_s, maxlen, outcome_prefix]
+        for row in rows:
+            args.extend(row)
+        result = await self._r.fcall("bs1_dead_letter", 3, inbox, dead, events, *args)  # type: ignore[misc]
+        return int(result)
+
+    async def lock_acquire(self, key: str, value: str, ttl_ms: int, force: bool) -> bytes | None:
+        """None when acquired, else the current holder's description."""
+        result = await self._r.fcall("bs1_lock_acquire", 1, key, value, ttl_ms, int(force))  # type: ignore[misc]
+        return None if int(result[0]) == 1 else result[1]  # type: ignore[no-any-return]
+
+    async def lock_renew(self, key: str, value: str, ttl_ms: int) -> bool:
+        return int(await self._r.fcall("bs1_lock_renew", 1, key, value, ttl_ms)) == 1  # type: ignore[misc]
+
+    async def lock_release(self, key: str, value: str) -> bool:
+        return int(await self._r.fcall("bs1_lock_release", 1, key, value)) == 1  # type: ignore[misc]
+
+    async def trim(self, stream: str) -> int:
+        return int(await self._r.fcall("bs1_trim", 1, stream))  # type: ignore[misc]

@@ -1,0 +1,72 @@
+"""The shared key contract of one library.
+
+Every key of a library carries the hash tag ``{LIBRARY}`` so that every script touches
+one slot: the same code runs on one Redis and on a Redis Cluster. Keys that only one
+service reads or writes live in that service's own ``keys.py``; here are the ones that
+cross a service boundary (inbox streams, outcomes, dead letters, worker locks).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bookstream_core.types import ServiceName
+
+#: Library names end up inside a hash tag, so braces are excluded.
+LIBRARY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SERVICES: tuple[ServiceName, ...] = ("lending", "shelving")
+
+
+class InvalidLibraryName(ValueError):
+    pass
+
+
+def check_library(name: str) -> str:
+    if not LIBRARY_RE.match(name):
+        raise InvalidLibraryName(
+            f"invalid library name {name!r}: 1-63 characters of letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryKeys:
+    library: str
+
+    def __post_init__(self) -> None:
+        check_library(self.library)
+
+    @property
+    def prefix(self) -> str:
+        return f"bs:{{{self.library}}}:"
+
+    def inbox(self, service: ServiceName) -> str:
+        """The stream a service consumes (its consumer group has the service's name)."""
+        return f"{self.prefix}{service}:inbox"
+
+    def dead_letters(self, service: ServiceName) -> str:
+        return f"{self.prefix}{service}:dead"
+
+    @staticmethod
+    def group(service: ServiceName) -> str:
+        return service
+
+    def outcome(self, request_id: str) -> str:
+        """String key holding an outcome; also the Pub/Sub channel it is announced on."""
+        return f"{self.prefix}outcome:{request_id}"
+
+    @property
+    def domain_events(self) -> str:
+        """Bounded stream of every outcome (the library's history)."""
+        return f"{self.prefix}events"
+
+    def worker_lock(self, service: ServiceName, name: str) -> str:
+        return f"{self.prefix}worker:{service}:{name}"
+
+    def worker_lock_pattern(self, service: ServiceName) -> str:
+        return f"{self.prefix}worker:{service}:*"
+
+    @property
+    def all_keys_pattern(self) -> str:
+        return f"{self.prefix}*"

@@ -1,0 +1,121 @@
+"""Prometheus metrics every worker serves (names documented in README "Metrics").
+
+One ``Metrics`` object per process, holding its own registry, so that two workers in
+one process (``bookstream serve``) and tests do not collide on the global registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "bookstream_requests",
+            "Book requests by outcome status (accepted, denied, rejected).",
+            ["library", "status"],
+            registry=r,
+        )
+        self.returns = Counter(
+            "bookstream_returns",
+            "Book returns by outcome status (processed, denied, rejected).",
+            ["library", "status"],
+            registry=r,
+        )
+        self.denials = Counter(
+            "bookstream_denials",
+            "Denied requests and returns by reason (none_available, limit, not_held).",
+            ["library", "kind", "reason"],
+            registry=r,
+        )
+        self.books_lent = Counter(
+            "bookstream_books_lent", "Books lent to users.", ["library"], registry=r
+        )
+        self.books_returned = Counter(
+            "bookstream_books_returned", "Books returned by users.", ["library"], registry=r
+        )
+        self.request_latency = Histogram(
+            "bookstream_request_latency_seconds",
+            "Request/return to outcome, from the inbox entry's time to the outcome (Redis clock).",
+            ["library", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing = Histogram(
+            "bookstream_processing_seconds",
+            "Time to apply one batch of events (one atomic call per batch).",
+            ["library", "service"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "bookstream_batch_size",
+            "Events per applied batch.",
+            ["library", "service"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        self.events = Counter(
+            "bookstream_events_processed",
+            "Events consumed, per stream and event type.",
+            ["library", "service", "stream", "type"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "bookstream_dead_letters",
+            "Entries moved to the dead-letter stream, by reason.",
+            ["library", "service", "reason"],
+            registry=r,
+        )
+        self.claims = Counter(
+            "bookstream_claims",
+            "Entries claimed from idle or dead consumers.",
+            ["library", "service"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "bookstream_reconnects",
+            "Times the worker lost Redis and got it back.",
+            ["library", "service"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "bookstream_stream_lag",
+            "Entries in the inbox not yet delivered to the service's group.",
+            ["library", "service"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "bookstream_stream_pending",
+            "Entries delivered to the group but not yet acknowledged.",
+            ["library", "service"],
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "bookstream_oldest_pending_seconds",
+            "Age of the oldest unacknowledged entry of the group.",
+            ["library", "service"],
+            registry=r,
+        )
+        self.dead_letter_length = Gauge(
+            "bookstream_dead_letter_entries",
+            "Entries in the service's dead-letter stream.",
+            ["library", "service"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "bookstream_worker_ready",
+            "1 while the worker holds its name and reaches Redis, else 0.",
+            ["library", "service"],
+            registry=r,
+        )

@@ -1,0 +1,140 @@
+"""Process entry points: parse options once, build settings, run workers until a signal.
+
+SIGINT/SIGTERM stop gracefully (the batch in hand is finished, names are released); a
+second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sys
+from collections.abc import Sequence
+
+from bookstream_core.config import (
+    ConfigError,
+    ObservabilitySettings,
+    WorkerSettings,
+    add_worker_arguments,
+    worker_settings_from,
+)
+from bookstream_core.consumer import sleep_or_stop
+from bookstream_core.embedded import EmbeddedRedisError
+from bookstream_core.functions import FunctionsUnavailable
+from bookstream_core.health import HealthServer
+from bookstream_core.logging import configure_logging, get_logger
+from bookstream_core.metrics import Metrics
+from bookstream_core.types import ServiceName
+from bookstream_core.worker import UNREACHABLE, NameTaken, ServiceFactory, Worker
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def service_main(
+    service: ServiceName, factory: ServiceFactory, description: str, argv: Sequence[str] | None = None
+) -> int:
+    parser = argparse.ArgumentParser(prog=f"bookstream-{service}", description=description)
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = worker_settings_from(service, args, os.environ)
+    except ConfigError as exc:
+        print(f"bookstream-{service}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_workers([(settings, factory)], settings.observability)
+
+
+def run_workers(
+    specs: Sequence[tuple[WorkerSettings, ServiceFactory]], observability: ObservabilitySettings
+) -> int:
+    configure_logging(observability.log_format, observability.log_level)
+    install_uvloop()
+    try:
+        return asyncio.run(_run(specs, observability))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _start(worker: Worker, stop: asyncio.Event) -> bool:
+    """Start, waiting for Redis if it is not up yet (a pod may start before it)."""
+    delay = 0.2
+    warned = False
+    while not stop.is_set():
+        try:
+            await worker.start()
+            return True
+        except UNREACHABLE as exc:
+            if not warned:
+                worker.log.warning("redis unreachable at start, retrying", error=str(exc))
+                warned = True
+            delay = min(delay * 2, 5.0)
+            await sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
+    return False
+
+
+async def _run(
+    specs: Sequence[tuple[WorkerSettings, ServiceFactory]], observability: ObservabilitySettings
+) -> int:
+    log = get_logger()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("stopping: finishing the batch in hand (signal again to force)",
+                     signal=signal.Signals(signum).name)
+            stop.set()
+        elif main_task is not None:
+            log.warning("forced stop")
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    metrics = Metrics()
+    try:
+        workers = [Worker(settings, factory, metrics) for settings, factory in specs]
+    except EmbeddedRedisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    health: HealthServer | None = None
+    if observability.metrics_port is not None:
+        health = HealthServer(
+            metrics.registry,
+            lambda: all(w.ready for w in workers),
+            observability.metrics_host,
+            observability.metrics_port,
+        )
+        await health.start()
+    try:
+        for worker in workers:
+            if not await _start(worker, stop):
+                return EXIT_OK
+        await asyncio.gather(*(worker.run(stop) for worker in workers))
+        return EXIT_OK
+    except NameTaken as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except FunctionsUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except asyncio.CancelledError:
+        return 130
+    finally:
+        if health is not None:
+            await health.stop()

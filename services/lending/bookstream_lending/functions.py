@@ -1,0 +1,60 @@
+"""Typed wrapper of the ``bookstream_lending_v1`` functions library (lending.lua)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from bookstream_core.config import DomainSettings, RuntimeSettings
+from bookstream_core.functions import load_library, read_library
+from bookstream_core.keys import LibraryKeys
+
+SOURCE = read_library("bookstream_lending", "lending.lua")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One event's result: ``status`` is accepted, denied, processed, pending (waiting for
+    shelving), duplicate (applied before) or orphan (dead-lettered by the script)."""
+
+    type: str
+    status: str
+    reason: str
+    books: int
+    latency_ms: int
+    outcome: bytes
+
+
+class LendingFunctions:
+    def __init__(self, r: aioredis.Redis, keys: LibraryKeys) -> None:
+        self._r = r
+        self._keys = (keys.inbox("lending"), keys.inbox("shelving"), keys.domain_events)
+
+    async def load(self) -> None:
+        await load_library(self._r, SOURCE)
+
+    async def apply(
+        self,
+        domain: DomainSettings,
+        runtime: RuntimeSettings,
+        events: list[tuple[bytes, str, str, str, list[str]]],
+    ) -> list[Applied]:
+        """events: (entry id, type, request id, user, books)."""
+        args: list[bytes | str | int] = [
+            "lending",
+            domain.user_limit,
+            domain.storage_capacity,
+            runtime.retention_s,
+            runtime.events_maxlen,
+        ]
+        for entry_id, type_, request_id, user, books in events:
+            args.extend((entry_id, type_, request_id, user, len(books)))
+            args.extend(books)
+        rows = await self._r.fcall("bs1_lending_apply", 3, *self._keys, *args)  # type: ignore[misc]
+        return [
+            Applied(
+                row[0].decode(), row[1].decode(), row[2].decode(), int(row[3]), int(row[4]), row[5]
+            )
+            for row in rows
+        ]

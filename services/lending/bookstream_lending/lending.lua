@@ -1,0 +1,333 @@
+#!lua name=bookstream_lending_v1
+--
+-- Lending's state machine. Every event of lending's inbox is applied by
+-- bs1_lending_apply in one atomic call that checks it was not applied already,
+-- changes lending's state, emits the follow-up events (shelving's inbox, the
+-- outcome, the domain event) and XACKs it. The key layout is mirrored in keys.py.
+--
+-- Book status (hash lending:book, field = book id; absent = not with lending):
+--   storage          in the automated storage, available
+--   held:<reqid>     reserved for an in-flight request (taken from storage)
+--   paged:<reqid>    being fetched from the shelves for an in-flight request
+--   lent:<user>      checked out to <user>
+-- A book lending has no record of is on the shelves or travelling back to them.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function entry_ms(entry_id)
+  return tonumber(string.match(entry_id, '^(%d+)')) or 0
+end
+
+-- JSON array of strings; cjson would encode an empty table as {}.
+local function json_list(items)
+  local parts = {}
+  for i, item in ipairs(items) do parts[i] = cjson.encode(item) end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+local function json_unavailable(items)
+  local parts = {}
+  for i, item in ipairs(items) do
+    parts[i] = '{"book":' .. cjson.encode(item[1]) .. ',"reason":' .. cjson.encode(item[2]) .. '}'
+  end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+local function decode_unavailable(raw)
+  local items = {}
+  for i, item in ipairs(cjson.decode(raw)) do items[i] = {item.book, item.reason} end
+  return items
+end
+
+local function decode_list(raw)
+  if raw == '[]' then return {} end
+  return cjson.decode(raw)
+end
+
+local function members(key)
+  local books = redis.call('SMEMBERS', key)
+  table.sort(books)
+  return books
+end
+
+-- ctx: prefix, keys, settings of this call
+local function new_ctx(keys, args)
+  local p = string.match(keys[1], '^(.*)lending:inbox$')
+  return {
+    p = p,
+    inbox = keys[1],
+    shelving_inbox = keys[2],
+    events = keys[3],
+    book = p .. 'lending:book',
+    storage = p .. 'lending:storage',
+    borrowers = p .. 'lending:borrowers',
+    group = args[1],
+    limit = tonumber(args[2]),
+    capacity = tonumber(args[3]),
+    retention = tonumber(args[4]),
+    events_maxlen = tonumber(args[5]),
+    now = now_ms(),
+  }
+end
+
+local function loans_key(ctx, user) return ctx.p .. 'lending:loans:' .. user end
+local function req_key(ctx, reqid) return ctx.p .. 'lending:req:' .. reqid end
+local function outcome_key(ctx, reqid) return ctx.p .. 'outcome:' .. reqid end
+
+-- Store the outcome (bounded by retention), announce it to waiting clients and
+-- append it to the domain event stream.
+local function publish_outcome(ctx, reqid, json)
+  local key = outcome_key(ctx, reqid)
+  redis.call('SET', key, json, 'EX', ctx.retention)
+  redis.call('PUBLISH', key, json)
+  redis.call('XADD', ctx.events, 'MAXLEN', '~', ctx.events_maxlen, '*', 'e', json)
+end
+
+local function outcome_json(reqid, kind, status, user, fields)
+  return '{"request_id":' .. cjson.encode(reqid)
+    .. ',"kind":"' .. kind .. '","status":"' .. status .. '"'
+    .. ',"user":' .. cjson.encode(user)
+    .. ',"lent":' .. json_list(fields.lent or {})
+    .. ',"unavailable":' .. json_unavailable(fields.unavailable or {})
+    .. ',"returned":' .. json_list(fields.returned or {})
+    .. ',"not_held":' .. json_list(fields.not_held or {})
+    .. ',"reason":' .. (fields.reason and cjson.encode(fields.reason) or 'null')
+    .. ',"books_in_hand":' .. json_list(fields.in_hand or {})
+    .. ',"limit":' .. (fields.limit and tostring(fields.limit) or 'null')
+    .. '}'
+end
+
+local function emit_shelving(ctx, type, reqid, eid, books)
+  local json = '{"v":1,"type":"' .. type .. '","id":' .. cjson.encode(reqid)
+    .. ',"eid":' .. cjson.encode(eid) .. ',"books":' .. json_list(books) .. '}'
+  redis.call('XADD', ctx.shelving_inbox, '*', 'e', json)
+end
+
+-- Final decision of a request whose books are all in hand (held by it).
+-- from_storage / from_shelf: books the request holds, by where they came from.
+-- Returns the result row for the worker.
+local function deny(ctx, reqid, user, submitted_ms, reason, unavailable)
+  local json = outcome_json(reqid, 'request', 'denied', user, {
+    unavailable = unavailable, reason = reason,
+    in_hand = members(loans_key(ctx, user)), limit = ctx.limit,
+  })
+  publish_outcome(ctx, reqid, json)
+  return {'request', 'denied', reason, 0, ctx.now - submitted_ms, json}
+end
+
+local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, unavailable)
+  local lkey = loans_key(ctx, user)
+  local count = redis.call('SCARD', lkey)
+  local found = #from_storage + #from_shelf
+  local status, reason
+  if found == 0 then
+    status, reason = 'denied', 'none_available'
+  elseif count + found > ctx.limit then
+    status, reason = 'denied', 'limit'
+    -- All or nothing: every reservation goes back where it came from. Returns may
+    -- have refilled the storage meanwhile; what no longer fits goes to the shelves.
+    local to_shelf = {}
+    local in_storage = redis.call('SCARD', ctx.storage)
+    for _, b in ipairs(from_storage) do
+      if in_storage < ctx.capacity then
+        in_storage = in_storage + 1
+        redis.call('HSET', ctx.book, b, 'storage')
+        redis.call('SADD', ctx.storage, b)
+      else
+        redis.call('HDEL', ctx.book, b)
+        to_shelf[#to_shelf + 1] = b
+      end
+    end
+    for _, b in ipairs(from_shelf) do
+      redis.call('HDEL', ctx.book, b)
+      to_shelf[#to_shelf + 1] = b
+    end
+    if #to_shelf > 0 then
+      emit_shelving(ctx, 'reshelve', reqid, reqid .. ':rollback', to_shelf)
+    end
+  else
+    status = 'accepted'
+  end
+  local lent = {}
+  if status == 'accepted' then
+    local value = 'lent:' .. user
+    for _, b in ipairs(from_storage) do lent[#lent + 1] = b end
+    for _, b in ipairs(from_shelf) do lent[#lent + 1] = b end
+    for _, b in ipairs(lent) do
+      redis.call('HSET', ctx.book, b, value)
+      redis.call('SADD', lkey, b)
+    end
+    redis.call('SADD', ctx.borrowers, user)
+    table.sort(lent)
+  end
+  local json = outcome_json(reqid, 'request', status, user, {
+    lent = lent, unavailable = unavailable, reason = reason,
+    in_hand = members(lkey), limit = ctx.limit,
+  })
+  publish_outcome(ctx, reqid, json)
+  return {'request', status, reason or '', #lent, ctx.now - submitted_ms, json}
+end
+
+local function on_request(ctx, entry_id, reqid, user, books)
+  if redis.call('EXISTS', outcome_key(ctx, reqid)) == 1
+      or redis.call('EXISTS', req_key(ctx, reqid)) == 1 then
+    return {'request', 'duplicate', '', 0, 0, ''}
+  end
+  local held, paged, unavailable, seen = {}, {}, {}, {}
+  for _, b in ipairs(books) do
+    if not seen[b] then
+      seen[b] = true
+      local st = redis.call('HGET', ctx.book, b)
+      if not st then
+        paged[#paged + 1] = b
+      elseif st == 'storage' then
+        held[#held + 1] = b
+      elseif st == 'lent:' .. user then
+        unavailable[#unavailable + 1] = {b, 'held_by_you'}
+      elseif string.sub(st, 1, 5) == 'lent:' then
+        unavailable[#unavailable + 1] = {b, 'lent'}
+      else
+        unavailable[#unavailable + 1] = {b, 'reserved'}
+      end
+    end
+  end
+  local submitted = entry_ms(entry_id)
+  local count = redis.call('SCARD', loans_key(ctx, user))
+  -- Shelving hands over every book it is asked for (lending knows where every book
+  -- it touched is), so a request that cannot fit is denied before anything moves.
+  if #held + #paged == 0 then
+    return deny(ctx, reqid, user, submitted, 'none_available', unavailable)
+  elseif count + #held + #paged > ctx.limit then
+    return deny(ctx, reqid, user, submitted, 'limit', unavailable)
+  end
+  for _, b in ipairs(held) do
+    redis.call('HSET', ctx.book, b, 'held:' .. reqid)
+    redis.call('SREM', ctx.storage, b)
+  end
+  if #paged == 0 then
+    return decide(ctx, reqid, user, submitted, held, {}, unavailable)
+  end
+  for _, b in ipairs(paged) do redis.call('HSET', ctx.book, b, 'paged:' .. reqid) end
+  redis.call('HSET', req_key(ctx, reqid),
+    'user', user, 'submitted', submitted, 'held', json_list(held),
+    'paged', json_list(paged), 'unavailable', json_unavailable(unavailable))
+  emit_shelving(ctx, 'fetch', reqid, reqid .. ':fetch', paged)
+  return {'request', 'pending', '', #held + #paged, 0, ''}
+end
+
+local function on_return(ctx, entry_id, reqid, user, books)
+  if redis.call('EXISTS', outcome_key(ctx, reqid)) == 1
+      or redis.call('EXISTS', req_key(ctx, reqid)) == 1 then
+    return {'return', 'duplicate', '', 0, 0, ''}
+  end
+  local lkey = loans_key(ctx, user)
+  local mine = 'lent:' .. user
+  local returned, not_held, to_shelf, seen = {}, {}, {}, {}
+  local in_storage = redis.call('SCARD', ctx.storage)
+  for _, b in ipairs(books) do
+    if not seen[b] then
+      seen[b] = true
+      if redis.call('HGET', ctx.book, b) == mine then
+        returned[#returned + 1] = b
+        redis.call('SREM', lkey, b)
+        -- Returned books refill the automated storage; the rest go to the shelves.
+        if in_storage < ctx.capacity then
+          in_storage = in_storage + 1
+          redis.call('HSET', ctx.book, b, 'storage')
+          redis.call('SADD', ctx.storage, b)
+        else
+          redis.call('HDEL', ctx.book, b)
+          to_shelf[#to_shelf + 1] = b
+        end
+      else
+        not_held[#not_held + 1] = b
+      end
+    end
+  end
+  if #to_shelf > 0 then emit_shelving(ctx, 'reshelve', reqid, reqid .. ':reshelve', to_shelf) end
+  local in_hand = members(lkey)
+  if #in_hand == 0 then redis.call('SREM', ctx.borrowers, user) end
+  local status, reason = 'processed', nil
+  if #returned == 0 then status, reason = 'denied', 'not_held' end
+  table.sort(returned)
+  local json = outcome_json(reqid, 'return', status, user, {
+    returned = returned, not_held = not_held, reason = reason, in_hand = in_hand,
+    limit = ctx.limit,
+  })
+  publish_outcome(ctx, reqid, json)
+  return {'return', status, reason or '', #returned, ctx.now - entry_ms(entry_id), json}
+end
+
+-- Shelving has taken the request's paged books off the shelves: they are in hand.
+-- The reply's own book list is informational: what the request paged is in its state.
+local function on_fetched(ctx, entry_id, reqid)
+  local rkey = req_key(ctx, reqid)
+  local state = redis.call('HMGET', rkey, 'user', 'submitted', 'held', 'paged', 'unavailable')
+  if not state[1] then
+    if redis.call('EXISTS', outcome_key(ctx, reqid)) == 1 then
+      return {'fetched', 'duplicate', '', 0, 0, ''}
+    end
+    return {'fetched', 'orphan', 'unknown_request', 0, 0, ''}
+  end
+  local user, submitted = state[1], tonumber(state[2])
+  local held, paged = decode_list(state[3]), decode_list(state[4])
+  redis.call('DEL', rkey)
+  local result = decide(ctx, reqid, user, submitted, held, paged, decode_unavailable(state[5]))
+  result[1] = 'fetched'
+  return result
+end
+
+-- A row the worker could not even validate never reaches here (it is dead-lettered
+-- by the core library); this guards against an unknown type all the same.
+local function dead_letter(ctx, entry_id, reason, payload)
+  redis.call('XADD', ctx.p .. 'lending:dead', 'MAXLEN', '~', ctx.events_maxlen, '*',
+    'stream', ctx.inbox, 'entry', entry_id, 'reason', reason, 'deliveries', '1',
+    'time', tostring(ctx.now), 'e', payload)
+end
+
+-- KEYS: lending inbox, shelving inbox, domain events stream
+-- ARGV: group, user limit, storage capacity, retention seconds, events maxlen,
+--       then per event: entry id, type, request id, user, book count, books...
+-- Returns one row per event: {type, status, reason, books, latency ms, outcome json}
+-- status: accepted|denied|processed|pending|duplicate|orphan
+local function apply(keys, args)
+  local ctx = new_ctx(keys, args)
+  local rows, acks = {}, {}
+  local i = 6
+  while i <= #args do
+    local entry_id, type, reqid, user = args[i], args[i + 1], args[i + 2], args[i + 3]
+    local n = tonumber(args[i + 4])
+    local books = {}
+    for j = 1, n do books[j] = args[i + 4 + j] end
+    i = i + 5 + n
+    local ok, row = pcall(function()
+      if type == 'request' then return on_request(ctx, entry_id, reqid, user, books)
+      elseif type == 'return' then return on_return(ctx, entry_id, reqid, user, books)
+      elseif type == 'fetched' then return on_fetched(ctx, entry_id, reqid)
+      end
+      return {type, 'orphan', 'unknown_type', 0, 0, ''}
+    end)
+    if not ok then row = {type, 'orphan', 'script_error: ' .. tostring(row), 0, 0, ''} end
+    if row[2] == 'orphan' then
+      dead_letter(ctx, entry_id, row[3], cjson.encode({type = type, id = reqid, user = user, books = books}))
+    end
+    rows[#rows + 1] = row
+    acks[#acks + 1] = entry_id
+  end
+  if #acks > 0 then redis.call('XACK', ctx.inbox, ctx.group, unpack(acks)) end
+  return rows
+end
+
+-- Read-only views for status, locate and audit.
+-- KEYS: lending inbox. ARGV: book. Returns the status string or false.
+local function locate(keys, args)
+  local p = string.match(keys[1], '^(.*)lending:inbox$')
+  return redis.call('HGET', p .. 'lending:book', args[1])
+end
+
+redis.register_function('bs1_lending_apply', apply)
+redis.register_function{function_name = 'bs1_lending_locate', callback = locate,
+  flags = {'no-writes'}}

@@ -1,0 +1,119 @@
+"""Lending's handlers: validate inbox events, apply a batch in one call, log and count."""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aioredis
+
+from bookstream_core.config import WorkerSettings
+from bookstream_core.events import (
+    FetchedEvent,
+    LendingEvent,
+    RequestEvent,
+    ReturnEvent,
+    decode_outcome,
+    lending_decoder,
+)
+from bookstream_core.keys import LibraryKeys
+from bookstream_core.logging import get_logger
+from bookstream_core.metrics import Metrics
+from bookstream_core.service import InvalidEvent
+from bookstream_core.types import ServiceName
+from bookstream_lending.functions import Applied, LendingFunctions
+from bookstream_lending.keys import LendingKeys
+
+FINAL = ("accepted", "denied", "processed")
+
+
+def decode_event(payload: bytes) -> LendingEvent:
+    try:
+        return lending_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"invalid_event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"invalid_json: {exc}") from None
+
+
+class LendingService:
+    name: ServiceName = "lending"
+
+    def __init__(
+        self, r: aioredis.Redis, keys: LibraryKeys, settings: WorkerSettings, metrics: Metrics
+    ) -> None:
+        self.functions = LendingFunctions(r, keys)
+        self.own_keys = LendingKeys(keys)
+        self.settings = settings
+        self.metrics = metrics
+        self.library = keys.library
+        self.stream = keys.inbox("lending")
+        self.log = get_logger(service="lending", worker=settings.name, library=keys.library)
+        self.log_outcomes = settings.observability.log_level in ("debug", "info")
+
+    async def load(self) -> None:
+        await self.functions.load()
+
+    def decode(self, payload: bytes) -> object:
+        return decode_event(payload)
+
+    def guard_key(self, request_id: str) -> str:
+        return self.own_keys.request(request_id)
+
+    async def apply(self, batch: list[tuple[bytes, object]]) -> None:
+        events: list[tuple[bytes, str, str, str, list[str]]] = []
+        for entry_id, event in batch:
+            if isinstance(event, RequestEvent):
+                events.append((entry_id, "request", event.id, event.user, event.books))
+            elif isinstance(event, ReturnEvent):
+                events.append((entry_id, "return", event.id, event.user, event.books))
+            elif isinstance(event, FetchedEvent):
+                events.append((entry_id, "fetched", event.id, "", []))
+            else:  # pragma: no cover - decode() returns only the types above
+                raise TypeError(f"unexpected event {event!r}")
+        rows = await self.functions.apply(self.settings.domain, self.settings.runtime, events)
+        for (entry_id, event), row in zip(batch, rows, strict=True):
+            self._account(entry_id, event, row)
+
+    def _account(self, entry_id: bytes, event: object, row: Applied) -> None:
+        m, lib = self.metrics, self.library
+        m.events.labels(lib, "lending", self.stream, row.type).inc()
+        if row.status == "orphan":
+            m.dead_letters.labels(lib, "lending", row.reason.split(":", 1)[0]).inc()
+            self.log.warning("dead letter", entry=entry_id.decode(), reason=row.reason)
+            return
+        if row.status not in FINAL:
+            if row.status == "duplicate" and self.log_outcomes:
+                self.log.info("duplicate event ignored", request_id=getattr(event, "id", None), type=row.type)
+            return
+        kind = "return" if row.type == "return" else "request"
+        if kind == "request":
+            m.requests.labels(lib, row.status).inc()
+            if row.status == "accepted":
+                m.books_lent.labels(lib).inc(row.books)
+        else:
+            m.returns.labels(lib, row.status).inc()
+            if row.status == "processed":
+                m.books_returned.labels(lib).inc(row.books)
+        if row.status == "denied":
+            m.denials.labels(lib, kind, row.reason).inc()
+        m.request_latency.labels(lib, kind).observe(max(row.latency_ms, 0) / 1000)
+        if self.log_outcomes:
+            self._log_outcome(kind, row)
+
+    def _log_outcome(self, kind: str, row: Applied) -> None:
+        outcome = decode_outcome(row.outcome)
+        fields: dict[str, object] = {
+            "request_id": outcome.request_id,
+            "user": outcome.user,
+            "in_hand": len(outcome.books_in_hand),
+        }
+        if outcome.reason:
+            fields["reason"] = outcome.reason
+        if kind == "request":
+            fields["lent"] = outcome.lent
+            if outcome.unavailable:
+                fields["unavailable"] = {u.book: u.reason for u in outcome.unavailable}
+        else:
+            fields["returned"] = outcome.returned
+            if outcome.not_held:
+                fields["not_held"] = outcome.not_held
+        self.log.info(f"{kind} {outcome.status}", **fields)

@@ -1,0 +1,42 @@
+"""Typed wrapper of the ``bookstream_shelving_v1`` functions library (shelving.lua)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from bookstream_core.config import RuntimeSettings
+from bookstream_core.functions import load_library, read_library
+from bookstream_core.keys import LibraryKeys
+
+SOURCE = read_library("bookstream_shelving", "shelving.lua")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """``status``: applied, duplicate (applied before) or orphan (dead-lettered)."""
+
+    type: str
+    status: str
+    books: int
+
+
+class ShelvingFunctions:
+    def __init__(self, r: aioredis.Redis, keys: LibraryKeys) -> None:
+        self._r = r
+        self._keys = (keys.inbox("shelving"), keys.inbox("lending"))
+
+    async def load(self) -> None:
+        await load_library(self._r, SOURCE)
+
+    async def apply(
+        self, runtime: RuntimeSettings, events: list[tuple[bytes, str, str, str, list[str]]]
+    ) -> list[Applied]:
+        """events: (entry id, type, request id, event id, books)."""
+        args: list[bytes | str | int] = ["shelving", runtime.retention_s, runtime.events_maxlen]
+        for entry_id, type_, request_id, event_id, books in events:
+            args.extend((entry_id, type_, request_id, event_id, len(books)))
+            args.extend(books)
+        rows = await self._r.fcall("bs1_shelving_apply", 2, *self._keys, *args)  # type: ignore[misc]
+        return [Applied(row[0].decode(), row[1].decode(), int(row[2])) for row in rows]

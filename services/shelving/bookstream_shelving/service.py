@@ -1,0 +1,66 @@
+"""Shelving's handlers: take books off the shelves for lending, put returned ones back."""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aioredis
+
+from bookstream_core.config import WorkerSettings
+from bookstream_core.events import FetchEvent, ReshelveEvent, ShelvingEvent, shelving_decoder
+from bookstream_core.keys import LibraryKeys
+from bookstream_core.logging import get_logger
+from bookstream_core.metrics import Metrics
+from bookstream_core.service import InvalidEvent
+from bookstream_core.types import ServiceName
+from bookstream_shelving.functions import ShelvingFunctions
+
+
+def decode_event(payload: bytes) -> ShelvingEvent:
+    try:
+        return shelving_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"invalid_event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"invalid_json: {exc}") from None
+
+
+class ShelvingService:
+    name: ServiceName = "shelving"
+
+    def __init__(
+        self, r: aioredis.Redis, keys: LibraryKeys, settings: WorkerSettings, metrics: Metrics
+    ) -> None:
+        self.functions = ShelvingFunctions(r, keys)
+        self.settings = settings
+        self.metrics = metrics
+        self.library = keys.library
+        self.stream = keys.inbox("shelving")
+        self.log = get_logger(service="shelving", worker=settings.name, library=keys.library)
+        self.log_events = settings.observability.log_level == "debug"
+
+    async def load(self) -> None:
+        await self.functions.load()
+
+    def decode(self, payload: bytes) -> object:
+        return decode_event(payload)
+
+    def guard_key(self, request_id: str) -> str:
+        return ""  # shelving's events are never the first answer to a request
+
+    async def apply(self, batch: list[tuple[bytes, object]]) -> None:
+        events: list[tuple[bytes, str, str, str, list[str]]] = []
+        for entry_id, event in batch:
+            if isinstance(event, FetchEvent):
+                events.append((entry_id, "fetch", event.id, event.eid, event.books))
+            elif isinstance(event, ReshelveEvent):
+                events.append((entry_id, "reshelve", event.id, event.eid, event.books))
+            else:  # pragma: no cover - decode() returns only the types above
+                raise TypeError(f"unexpected event {event!r}")
+        rows = await self.functions.apply(self.settings.runtime, events)
+        for (entry_id, event), row in zip(batch, rows, strict=True):
+            self.metrics.events.labels(self.library, "shelving", self.stream, row.type).inc()
+            if row.status == "orphan":
+                self.metrics.dead_letters.labels(self.library, "shelving", "script_error").inc()
+                self.log.warning("dead letter", entry=entry_id.decode(), type=row.type)
+            elif self.log_events:
+                self.log.debug(f"{row.type} {row.status}", request_id=getattr(event, "id", None), books=row.books)

@@ -1,0 +1,132 @@
+"""Fixtures that start real things: redis-server processes on unix sockets.
+
+The machine may already run a Redis on 6379; nothing here touches it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server; ``url`` is a unix:// URL, ``port`` an optional TCP port."""
+
+    directory: Path
+    socket: Path
+    process: subprocess.Popen[bytes]
+    port: int = 0
+    appendfsync: str = "everysec"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def tcp_url(self) -> str:
+        assert self.port, "started without a TCP port"
+        return f"redis://127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.socket))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def start(self) -> None:
+        """(Re)start on the same directory and socket: AOF brings the data back."""
+        self.process = _spawn(self.directory, self.socket, self.port, self.appendfsync)
+
+
+def _spawn(directory: Path, sock: Path, port: int, appendfsync: str) -> subprocess.Popen[bytes]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not on PATH: apt-get install redis-server (make test does)")
+    args = [
+        exe,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--unixsocket", str(sock),
+        "--unixsocketperm", "700",
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "yes",
+        "--appendfsync", appendfsync,
+        "--daemonize", "no",
+        "--logfile", str(directory / "redis.log"),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = (directory / "redis.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"redis-server exited at start:\n{log}")
+        try:
+            if redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping():
+                return proc
+        except (redis.ConnectionError, FileNotFoundError):
+            time.sleep(0.02)
+    proc.kill()
+    pytest.fail("redis-server did not answer within 10 s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    servers: list[RedisServer] = []
+    dirs: list[str] = []
+
+    def make(*, tcp: bool = False, appendfsync: str = "everysec") -> RedisServer:
+        # Short paths: unix socket paths are limited to ~107 bytes.
+        directory = Path(tempfile.mkdtemp(prefix="bsr-", dir="/tmp"))
+        dirs.append(str(directory))
+        sock = directory / "r.sock"
+        port = free_port() if tcp else 0
+        server = RedisServer(
+            directory, sock, _spawn(directory, sock, port, appendfsync), port, appendfsync
+        )
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
+    return redis_factory()
+
+
+@pytest.fixture
+def bookstream_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for child processes: no inherited BOOKSTREAM_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKSTREAM_")}
+    env["BOOKSTREAM_HOME"] = str(tmp_path / "home")
+    return env
