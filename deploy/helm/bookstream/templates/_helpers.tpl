@@ -1,0 +1,132 @@
+{{/* Chart name, possibly overridden. */}}
+{{- define "bookstream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Object name prefix: <release>-bookstream, or <release> when it already holds the name. */}}
+{{- define "bookstream.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "bookstream.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bookstream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object the chart makes; call with (dict "ctx" $ "component" "operator"). */}}
+{{- define "bookstream.labels" -}}
+helm.sh/chart: {{ include "bookstream.chart" .ctx }}
+{{ include "bookstream.selectorLabels" . }}
+app.kubernetes.io/part-of: bookstream
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end -}}
+
+{{- define "bookstream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bookstream.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* <repository>:<tag>, tag defaulting to appVersion; call with (dict "ctx" $ "image" .Values.images.x). */}}
+{{- define "bookstream.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{- define "bookstream.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (printf "%s-operator" (include "bookstream.fullname" .)) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bookstream.redisName" -}}
+{{- printf "%s-redis" (include "bookstream.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "bookstream.redisSecretName" -}}
+{{- default (include "bookstream.redisName" .) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "bookstream.redisSecretKey" -}}
+{{- if .Values.redis.auth.existingSecret -}}{{ .Values.redis.auth.existingSecretKey }}{{- else -}}password{{- end -}}
+{{- end -}}
+
+{{/* The chart Redis' URL, reachable from any namespace. */}}
+{{- define "bookstream.redisUrl" -}}
+{{- printf "redis://%s.%s.svc:6379" (include "bookstream.redisName" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* The chart Redis' password: given, else kept from the existing Secret, else generated. */}}
+{{- define "bookstream.redisPassword" -}}
+{{- if .Values.redis.auth.password -}}
+{{- .Values.redis.auth.password -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "bookstream.redisName" .) -}}
+{{- if and $existing $existing.data (hasKey $existing.data "password") -}}
+{{- index $existing.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Restricted pod security for containers the chart runs. */}}
+{{- define "bookstream.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/* The operator's command line (kopf run options; see operator/README.md). */}}
+{{- define "bookstream.operatorArgs" -}}
+- --liveness=http://0.0.0.0:8080/healthz
+{{- if .Values.operator.watchNamespaces }}
+{{- range .Values.operator.watchNamespaces }}
+- --namespace={{ . }}
+{{- end }}
+{{- else }}
+- --all-namespaces
+{{- end }}
+{{- end -}}
+
+{{/* What the operator does inside a namespace it watches (see operator/README.md "RBAC"). */}}
+{{- define "bookstream.operatorNamespacedRules" -}}
+# The custom resource: watch it, patch its finalizers/annotations (kopf's progress) and status.
+- apiGroups: [bookstream.io]
+  resources: [libraryinstances]
+  verbs: [get, list, watch, patch]
+- apiGroups: [bookstream.io]
+  resources: [libraryinstances/status]
+  verbs: [get, patch]
+# The objects it owns for each LibraryInstance.
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [services, configmaps]
+  verbs: [get, list, watch, create, patch, update, delete]
+# Read-only: worker pods for ready replicas and names; the Redis password Secret a
+# LibraryInstance names (get only, never list or watch: it reads the one it is told).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Kubernetes events about what it did.
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
