@@ -10,11 +10,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 import redis
 
 
@@ -130,3 +131,113 @@ def bookstream_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKSTREAM_")}
     env["BOOKSTREAM_HOME"] = str(tmp_path / "home")
     return env
+
+
+# --------------------------------------------------------------------------- workers
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``bookstream-lending``/``bookstream-shelving`` process."""
+
+    service: str
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    metrics_port: int | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: the worker gets no chance to clean up."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=timeout)
+        return int(self.process.returncode)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+
+
+def worker_command(service: str) -> str:
+    exe = VENV_BIN / f"bookstream-{service}"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(f"bookstream-{service}")
+    if found is None:
+        pytest.fail(f"bookstream-{service} is not installed (make install)")
+    return found
+
+
+@pytest.fixture
+def start_worker(
+    tmp_path: Path, bookstream_env: dict[str, str]
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes: ``start_worker("lending", server, name="l1", library="main")``."""
+    started: list[WorkerProcess] = []
+
+    def start(
+        service: str,
+        server: RedisServer,
+        *,
+        name: str | None = None,
+        library: str = "main",
+        metrics: bool = False,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> WorkerProcess:
+        name = name or f"{service}-{len(started)}"
+        log = tmp_path / f"{service}-{name}-{len(started)}.log"
+        port = free_port() if metrics else None
+        args = [worker_command(service), name, "--redis", server.url, "--library", library]
+        args += ["--log-level", "info", "--claim-idle-ms", "2000"]
+        if port is not None:
+            args += ["--metrics-port", str(port)]
+        args += extra or []
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env={**bookstream_env, **(env or {})}
+            )
+        worker = WorkerProcess(service, name, proc, log, port)
+        started.append(worker)
+        _wait_started(worker, server, library)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def _wait_started(worker: WorkerProcess, server: RedisServer, library: str) -> None:
+    """A worker is up once it holds its name lock."""
+    key = f"bs:{{{library}}}:worker:{worker.service}:{worker.name}"
+    client = server.client()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if worker.process.poll() is not None:
+            pytest.fail(f"{worker.service} worker exited at start:\n{worker.output()}")
+        if client.exists(key) and "worker started" in worker.output():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{worker.service} worker {worker.name} did not start:\n{worker.output()}")
+
+
+@pytest.fixture
+async def aredis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of a private Redis with bookstream's functions loaded."""
+    from bookstream_core.functions import CoreFunctions, load_library
+    from bookstream_lending.functions import SOURCE as LENDING
+    from bookstream_shelving.functions import SOURCE as SHELVING
+
+    client = aioredis.Redis(unix_socket_path=str(redis_server.socket))
+    await CoreFunctions(client).load()
+    await load_library(client, LENDING)
+    await load_library(client, SHELVING)
+    yield client
+    await client.aclose()

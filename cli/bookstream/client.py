@@ -69,6 +69,10 @@ class AsyncClient:
         self._shelving = ShelvingKeys(self.keys)
         self._r: aioredis.Redis | None = None
 
+    async def redis(self) -> aioredis.Redis:
+        """The underlying connection (for inspection commands)."""
+        return await self._redis()
+
     async def _redis(self) -> aioredis.Redis:
         if self._r is None:
             try:

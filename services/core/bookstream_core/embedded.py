@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -113,14 +114,35 @@ class EmbeddedRedis:
         raise EmbeddedRedisError(f"redis-server did not come up within 15 s; its log:\n{tail}")
 
     def stop(self) -> bool:
-        """Shut the server down (it rewrites nothing: AOF is already on disk)."""
+        """Shut the server down gracefully (SIGTERM: it flushes the AOF and exits)."""
         if not self.running():
             return False
+        pid = self.pid()
+        if pid is None:
+            raise EmbeddedRedisError(f"no pid file in {self.directory}; stop redis-server by hand")
         try:
-            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=10).shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # the connection drops as the server exits
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.running():
-            time.sleep(0.05)
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            # Redis removes its pid file as the last step before exiting; the process
+            # itself may linger as a zombie until whoever adopted it reaps it.
+            if not self.pidfile.exists() or not _alive(pid):
+                return True
+            time.sleep(0.02)
+        raise EmbeddedRedisError(f"redis-server (pid {pid}) did not stop within 15 s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True

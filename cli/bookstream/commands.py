@@ -1,0 +1,145 @@
+"""The inspection commands: status, info, audit, embedded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from bookstream.audit import audit
+from bookstream.client import UNREACHABLE, AsyncClient
+from bookstream.errors import Unreachable
+from bookstream.render import books
+from bookstream.status import library_status, render_status, to_json
+from bookstream_core.embedded import EmbeddedRedis
+from bookstream_core.events import SCHEMA_VERSION
+from bookstream_core.ids import MAX_BOOKS_PER_EVENT, MAX_ID_LENGTH, MAX_REQUEST_ID_LENGTH
+from bookstream_core.keys import SERVICES, LibraryKeys
+
+
+async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
+    async with client:
+        try:
+            if args.user:
+                held = await client.user_books(args.user)
+                if args.json:
+                    print(to_json({"user": args.user, "books": held}))
+                else:
+                    print(f"{args.user} holds {len(held)} book(s): {books(held)}")
+            if args.book:
+                where = await client.locate(args.book)
+                if args.json:
+                    print(to_json(_struct(where)))
+                else:
+                    print(f"{args.book}: {where.describe()}")
+            if not args.user and not args.book:
+                status = await library_status(await client.redis(), client.library)
+                print(to_json(status) if args.json else render_status(status))
+        except UNREACHABLE as exc:
+            raise Unreachable(f"cannot reach Redis at {client.settings.describe()}: {exc}") from None
+    return 0
+
+
+def _struct(value: object) -> dict[str, object]:
+    import msgspec
+
+    result: dict[str, object] = msgspec.to_builtins(value)
+    return result
+
+
+def info(library: str) -> dict[str, object]:
+    keys = LibraryKeys(library)
+    return {
+        "library": library,
+        "schema_version": SCHEMA_VERSION,
+        "event_field": "e",
+        "streams": {
+            service: {
+                "inbox": keys.inbox(service),
+                "group": keys.group(service),
+                "dead_letters": keys.dead_letters(service),
+            }
+            for service in SERVICES
+        },
+        "producer": {
+            "write_to": keys.inbox("lending"),
+            "entry": {"e": "<JSON event>"},
+            "events": {
+                "request": {"v": SCHEMA_VERSION, "type": "request", "id": "<request id>",
+                            "user": "<user id>", "books": ["<book id>", "..."]},
+                "return": {"v": SCHEMA_VERSION, "type": "return", "id": "<request id>",
+                           "user": "<user id>", "books": ["<book id>", "..."]},
+            },
+            "limits": {
+                "request_id": f"1-{MAX_REQUEST_ID_LENGTH} of [A-Za-z0-9_.:-]",
+                "user_and_book_ids": f"1-{MAX_ID_LENGTH} characters, no control characters",
+                "books_per_event": MAX_BOOKS_PER_EVENT,
+            },
+        },
+        "outcomes": {
+            "key": keys.outcome("<request id>"),
+            "channel": keys.outcome("<request id>"),
+            "note": "SUBSCRIBE to the channel, then GET the key, then submit",
+        },
+        "domain_events": keys.domain_events,
+        "functions_libraries": ["bookstream_core_v1", "bookstream_lending_v1", "bookstream_shelving_v1"],
+    }
+
+
+def info_command(library: str, as_json: bool) -> int:
+    data = info(library)
+    if as_json:
+        print(to_json(data))
+        return 0
+    streams = data["streams"]
+    assert isinstance(streams, dict)
+    print(f"library {library}, event schema version {SCHEMA_VERSION}")
+    for service, s in streams.items():
+        print(f"  {service}: inbox {s['inbox']} (group {s['group']}), dead letters {s['dead_letters']}")
+    print(f"  outcomes: key/channel {LibraryKeys(library).outcome('<request id>')}")
+    print("  (--json for the event schema)")
+    return 0
+
+
+async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
+    async with client:
+        try:
+            report = await audit(
+                await client.redis(),
+                client.library,
+                user_limit=args.user_limit,
+                storage_capacity=args.storage_capacity,
+            )
+        except UNREACHABLE as exc:
+            raise Unreachable(f"cannot reach Redis at {client.settings.describe()}: {exc}") from None
+    if args.json:
+        print(to_json(report.to_dict()))
+    else:
+        verdict = "OK" if report.ok else f"{len(report.violations)} VIOLATION(S)"
+        print(
+            f"audit of library {report.library}: {verdict} ({report.books_lent} books lent to "
+            f"{report.borrowers} users, {report.in_storage} in storage, "
+            f"{report.outcomes_replayed} outcomes replayed)"
+        )
+        for violation in report.violations:
+            print(f"  violation: {violation}")
+        for note in report.notes:
+            print(f"  note: {note}")
+    return 0 if report.ok else 1
+
+
+def embedded_command(action: str) -> int:
+    server = EmbeddedRedis(Path(os.environ.get("BOOKSTREAM_HOME") or ".bookstream"))
+    if action == "start":
+        print(f"embedded Redis running at {server.ensure()}")
+        return 0
+    if action == "stop":
+        print("stopped" if server.stop() else "not running")
+        return 0
+    if server.running():
+        print(json.dumps({"running": True, "url": server.url, "pid": server.pid(),
+                          "directory": str(server.directory)}))
+        return 0
+    print(json.dumps({"running": False, "directory": str(server.directory)}))
+    return 3

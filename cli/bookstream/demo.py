@@ -1,0 +1,70 @@
+"""``bookstream demo``: the original sample's scenario, end to end, on the embedded Redis.
+
+It uses its own library namespace (``demo``), emptied first, so every run starts from
+an empty library and no other library's data is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from bookstream.audit import audit
+from bookstream.client import AsyncClient
+from bookstream.render import render_outcome
+from bookstream_core.config import RedisSettings, normalize_address
+from bookstream_core.connection import connect
+from bookstream_core.embedded import EmbeddedRedis
+from bookstream_core.keys import LibraryKeys
+from bookstream_core.logging import configure_logging
+
+LIBRARY = "demo"
+SCENARIO: list[tuple[str, str, list[str]]] = [
+    ("request", "user1", ["alice-in-wonderland", "geb", "invisible-cities"]),
+    ("return", "user1", ["invisible-cities"]),
+    ("request", "user2", ["geb", "invisible-cities", "selfish-gene"]),
+]
+
+
+def run_demo(redis_url: str | None = None) -> int:
+    configure_logging("console", "warning")
+    home = Path(os.environ.get("BOOKSTREAM_HOME") or ".bookstream")
+    embedded = EmbeddedRedis(home)
+    started_here = redis_url is None and not embedded.running()
+    settings = RedisSettings(url=normalize_address(redis_url) if redis_url else None, home=home)
+    try:
+        return asyncio.run(_demo(settings))
+    finally:
+        if started_here:
+            embedded.stop()
+
+
+async def _demo(settings: RedisSettings) -> int:
+    from bookstream.local import local_workers
+
+    r = connect(settings)
+    keys = LibraryKeys(LIBRARY)
+    stale = [key async for key in r.scan_iter(match=keys.all_keys_pattern, count=1000)]
+    if stale:
+        await r.unlink(*stale)
+    print(f"bookstream demo on {settings.describe()} (library {LIBRARY!r}, emptied)\n")
+    failures = 0
+    async with local_workers(settings, LIBRARY, name="demo"), AsyncClient(
+        library=LIBRARY, settings=settings
+    ) as client:
+        for kind, user, books in SCENARIO:
+            print(f"$ bookstream {kind} {user} {' '.join(books)}")
+            if kind == "request":
+                outcome = await client.request(user, books, timeout=15)
+            else:
+                outcome = await client.return_books(user, books, timeout=15)
+            print(render_outcome(outcome) + "\n")
+            failures += not outcome.ok
+    report = await audit(r, LIBRARY)
+    await r.aclose()
+    print(f"$ bookstream audit --library {LIBRARY}")
+    print("audit: OK" if report.ok else "audit: VIOLATIONS")
+    for violation in report.violations:
+        print(f"  violation: {violation}")
+    return 0 if report.ok and failures == 0 else 1

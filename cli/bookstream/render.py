@@ -1,0 +1,51 @@
+"""How outcomes look in a terminal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from bookstream_core.events import Outcome
+
+REASONS = {
+    "lent": "lent to another user",
+    "held_by_you": "you already have it",
+    "reserved": "reserved by another request in flight",
+    "none_available": "none of the books is available",
+    "limit": "it would take you over the limit",
+    "not_held": "none of these books is lent to you",
+}
+
+
+def book(name: str) -> str:
+    """Quote ids that would be ambiguous in a comma-separated list."""
+    return json.dumps(name, ensure_ascii=False) if any(c in name for c in ', "') else name
+
+
+def books(names: Iterable[str]) -> str:
+    listed = [book(n) for n in names]
+    return ", ".join(listed) if listed else "none"
+
+
+def render_outcome(outcome: Outcome) -> str:
+    head = f"{outcome.kind} {outcome.request_id}"
+    if outcome.user:
+        head += f" by {outcome.user}"
+    head += f": {outcome.status.upper()}"
+    if outcome.reason:
+        head += f" ({REASONS.get(outcome.reason, outcome.reason)})"
+    lines = [head]
+    if outcome.kind == "request" and outcome.status != "rejected":
+        lines.append(f"  lent:         {books(outcome.lent)}")
+        for item in outcome.unavailable:
+            lines.append(f"  unavailable:  {book(item.book)} ({REASONS.get(item.reason, item.reason)})")
+    elif outcome.kind == "return" and outcome.status != "rejected":
+        lines.append(f"  returned:     {books(outcome.returned)}")
+        if outcome.not_held:
+            lines.append(f"  not held:     {books(outcome.not_held)}")
+    if outcome.status != "rejected":
+        limit = f"/{outcome.limit}" if outcome.limit is not None else ""
+        lines.append(
+            f"  in hand ({len(outcome.books_in_hand)}{limit}): {books(outcome.books_in_hand)}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""bookstream_core_v1 alone: dead letters, worker-name locks, trimming."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from bookstream_core.events import decode_outcome
+from bookstream_core.functions import CoreFunctions
+from bookstream_core.keys import LibraryKeys
+
+KEYS = LibraryKeys("t")
+INBOX = KEYS.inbox("lending")
+
+
+async def _pending_entry(r: aioredis.Redis, fields: dict[str, str]) -> bytes:
+    entry: bytes = await r.xadd(INBOX, fields)  # type: ignore[arg-type]
+    await r.xreadgroup("lending", "w1", {INBOX: ">"})
+    return entry
+
+
+async def _dead_letter(core: CoreFunctions, *rows: list[bytes | str | int]) -> int:
+    return await core.dead_letter(
+        INBOX, KEYS.dead_letters("lending"), KEYS.domain_events,
+        group="lending", retention_s=60, maxlen=1000, outcome_prefix=KEYS.outcome(""), rows=list(rows),
+    )
+
+
+async def test_dead_letter_moves_the_entry_aside_and_answers_once(aredis: aioredis.Redis) -> None:
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    core = CoreFunctions(aredis)
+    raw = '{"v":9,"type":"request","id":"r1"}'
+    entry = await _pending_entry(aredis, {"e": raw})
+    answered = await _dead_letter(core, [entry, "invalid_event: v", 1, "r1", "request", "", 1, "e", raw])
+    assert answered == 1
+    (dead_id, dead), = await aredis.xrange(KEYS.dead_letters("lending"))
+    assert dead[b"reason"] == b"invalid_event: v"
+    assert dead[b"entry"] == entry
+    assert dead[b"f.e"] == raw.encode()
+    outcome = decode_outcome(await aredis.get(KEYS.outcome("r1")))
+    assert (outcome.status, outcome.reason) == ("rejected", "invalid_event: v")
+    assert (await aredis.xpending(INBOX, "lending"))["pending"] == 0
+
+    # A second bad entry with the same id does not overwrite the first answer.
+    entry2 = await _pending_entry(aredis, {"e": "x"})
+    assert await _dead_letter(core, [entry2, "other", 1, "r1", "request", "", 1, "e", "x"]) == 0
+    assert decode_outcome(await aredis.get(KEYS.outcome("r1"))).reason == "invalid_event: v"
+
+
+async def test_dead_letter_does_not_answer_a_request_in_flight(aredis: aioredis.Redis) -> None:
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    guard = "bs:{t}:lending:req:r1"
+    await aredis.hset(guard, "user", "ann")
+    entry = await _pending_entry(aredis, {"junk": "1"})
+    row: list[bytes | str | int] = [entry, "missing_field", 1, "r1", "request", guard, 1, "junk", "1"]
+    assert await _dead_letter(CoreFunctions(aredis), row) == 0
+    assert await aredis.get(KEYS.outcome("r1")) is None
+
+
+async def test_lock_acquire_renew_release_force(aredis: aioredis.Redis) -> None:
+    core = CoreFunctions(aredis)
+    key = KEYS.worker_lock("lending", "w1")
+    assert await core.lock_acquire(key, "me", 10_000, False) is None
+    assert await core.lock_acquire(key, "other", 10_000, False) == b"me"
+    assert await core.lock_renew(key, "me", 10_000)
+    assert not await core.lock_renew(key, "other", 10_000)
+    assert await core.lock_acquire(key, "other", 10_000, True) is None  # --force
+    assert not await core.lock_renew(key, "me", 10_000)
+    assert not await core.lock_release(key, "me")
+    assert await core.lock_release(key, "other")
+    assert not await aredis.exists(key)
+    # Expired while cut off and nobody took it: renewing takes it back.
+    assert await core.lock_renew(key, "me", 10_000)
+    assert 0 < await aredis.pttl(key) <= 10_000
+
+
+async def test_trim_keeps_what_a_group_still_needs(aredis: aioredis.Redis) -> None:
+    core = CoreFunctions(aredis)
+    ids = [await aredis.xadd(INBOX, {"n": str(i)}) for i in range(10)]
+    await aredis.xgroup_create(INBOX, "lending", id="0")
+    await aredis.xreadgroup("lending", "w1", {INBOX: ">"}, count=6)  # 0..5 delivered
+    await aredis.xack(INBOX, "lending", *ids[:2], *ids[3:6])  # 2 still pending
+    assert await core.trim(INBOX) == 2
+    remaining = [e for e, _ in await aredis.xrange(INBOX)]
+    assert remaining == ids[2:]
+    await aredis.xack(INBOX, "lending", ids[2])
+    assert await core.trim(INBOX) == 4  # everything delivered and acked
+    assert [e for e, _ in await aredis.xrange(INBOX)] == ids[6:]
+    # A second group that has read nothing holds everything back.
+    await aredis.xgroup_create(INBOX, "audit", id="0")
+    assert await core.trim(INBOX) == 0
+    assert await aredis.xlen(INBOX) == 4

@@ -1,0 +1,83 @@
+"""bs1_shelving_apply alone: fetch and reshelve count, commute, and apply once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis.asyncio as aioredis
+
+from bookstream_core.config import RuntimeSettings
+from bookstream_core.keys import LibraryKeys
+from bookstream_shelving.functions import Applied, ShelvingFunctions
+from bookstream_shelving.keys import ShelvingKeys
+
+KEYS = LibraryKeys("t")
+SK = ShelvingKeys(KEYS)
+
+
+class Shelving:
+    def __init__(self, r: aioredis.Redis) -> None:
+        self.r = r
+        self.fn = ShelvingFunctions(r, KEYS)
+
+    async def event(self, type_: str, rid: str, eid: str, books: list[str], entry: bytes | None = None) -> tuple[bytes, Applied]:
+        if entry is None:
+            entry = await self.r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
+            await self.r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})
+        (row,) = await self.fn.apply(RuntimeSettings(retention_s=60), [(entry, type_, rid, eid, books)])
+        return entry, row
+
+    async def off(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in (await self.r.hgetall(SK.off_shelf)).items()}
+
+
+@pytest.fixture
+async def shelving(aredis: aioredis.Redis) -> Shelving:
+    await aredis.xgroup_create(KEYS.inbox("shelving"), "shelving", id="0", mkstream=True)
+    return Shelving(aredis)
+
+
+async def test_fetch_takes_books_off_and_answers_lending(shelving: Shelving) -> None:
+    _, row = await shelving.event("fetch", "r1", "r1:fetch", ["a", "b c"])
+    assert (row.type, row.status, row.books) == ("fetch", "applied", 2)
+    assert await shelving.off() == {"a": 1, "b c": 1}
+    (reply,) = await shelving.r.xrange(KEYS.inbox("lending"))
+    assert json.loads(reply[1][b"e"]) == {"v": 1, "type": "fetched", "id": "r1", "books": ["a", "b c"]}
+    pending = await shelving.r.xpending(KEYS.inbox("shelving"), "shelving")
+    assert pending["pending"] == 0
+
+
+async def test_replayed_event_is_applied_once(shelving: Shelving) -> None:
+    entry, _ = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
+    _, again = await shelving.event("fetch", "r1", "r1:fetch", ["a"], entry=entry)
+    _, other_entry = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
+    assert again.status == "duplicate" and other_entry.status == "duplicate"
+    assert await shelving.off() == {"a": 1}
+    assert await shelving.r.xlen(KEYS.inbox("lending")) == 1
+
+
+async def test_reshelve_puts_books_back(shelving: Shelving) -> None:
+    await shelving.event("fetch", "r1", "r1:fetch", ["a", "b"])
+    _, row = await shelving.event("reshelve", "r2", "r2:reshelve", ["a"])
+    assert row.status == "applied"
+    assert await shelving.off() == {"b": 1}
+    assert await shelving.r.xlen(KEYS.inbox("lending")) == 1  # reshelving is not answered
+
+
+async def test_fetch_of_a_book_still_travelling_back_commutes(shelving: Shelving) -> None:
+    """A returned book fetched again before its reshelving is applied: either order
+    ends with the book off the shelf exactly once."""
+    await shelving.event("fetch", "r1", "r1:fetch", ["a"])
+    await shelving.event("fetch", "r3", "r3:fetch", ["a"])  # overtakes r2's reshelve
+    assert await shelving.off() == {"a": 2}
+    await shelving.event("reshelve", "r2", "r2:reshelve", ["a"])
+    assert await shelving.off() == {"a": 1}
+
+
+async def test_unknown_type_is_dead_lettered(shelving: Shelving) -> None:
+    _, row = await shelving.event("burn", "r1", "r1:burn", ["a"])
+    assert row.status == "orphan"
+    (entry,) = await shelving.r.xrange(KEYS.dead_letters("shelving"))
+    assert entry[1][b"reason"] == b"unknown_type"
+    assert await shelving.off() == {}
