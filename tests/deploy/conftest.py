@@ -1,0 +1,38 @@
+"""Fixtures for the deploy tests (helm, docker images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.deploy import tools
+
+
+@pytest.fixture(scope="session")
+def k8s_bin() -> Path:
+    try:
+        return tools.k8s_bin_dir()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """Skip (with the reason) only when no Docker engine can run on this machine."""
+    from tests.deploy import containers
+
+    problem = containers.engine_problem()
+    if problem is not None:
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def images(docker_engine: None) -> dict[str, str]:
+    """The images, built once per session on the local base image (wheels from this tree)."""
+    from tests.deploy import containers
+
+    names = ["lending", "shelving", "cli"]
+    if containers.dockerfiles()["operator"].exists():
+        names.append("operator")
+    return containers.build_images(names)

@@ -1,0 +1,327 @@
+"""The Helm chart: lint, render with defaults and with every optional part, validate every object
+against the Kubernetes OpenAPI schemas and the CRD's schema, and check the values schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.deploy import tools
+from tests.deploy.tools import Doc
+
+pytestmark = pytest.mark.usefixtures("k8s_bin")
+
+EVERYTHING_ON = {
+    "libraryInstance.enabled": "true",
+    "libraryInstance.spec.lending.replicas": "3",
+    "libraryInstance.spec.limits.userLimit": "7",
+    "monitoring.podMonitor.enabled": "true",
+    "monitoring.serviceMonitor.enabled": "true",
+    "monitoring.grafanaDashboard.enabled": "true",
+    "redis.enabled": "true",
+    "redis.persistence.enabled": "true",
+    "imagePullSecrets[0].name": "regcred",
+}
+PROM_OPERATOR = ["monitoring.coreos.com/v1"]
+
+
+def test_helm_lint_defaults_and_everything_on() -> None:
+    tools.helm("lint", "--strict", str(tools.CHART))
+    lint_on = ["lint", "--strict", str(tools.CHART), *tools.set_args(EVERYTHING_ON)]
+    tools.helm(*lint_on)
+    tools.helm(*lint_on, "--set", "operator.watchNamespaces={books,other}")
+
+
+def _validate_all(objects: list[Doc]) -> None:
+    assert objects
+    for obj in objects:
+        tools.validate(obj)
+
+
+def test_defaults_render_valid_objects() -> None:
+    objects = tools.render()
+    _validate_all(objects)
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        [
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Secret",
+            "Service",
+            "Service",
+            "StatefulSet",
+            "ConfigMap",
+        ]
+    )
+    # No Prometheus Operator: no PodMonitor/ServiceMonitor (the operator annotates the metrics
+    # Services for annotation-based scraping instead).
+    assert not tools.by_kind(objects, "PodMonitor")
+    assert not tools.by_kind(objects, "LibraryInstance")
+
+
+def test_everything_on_renders_valid_objects() -> None:
+    objects = tools.render(EVERYTHING_ON, api_versions=PROM_OPERATOR)
+    _validate_all(objects)
+    for kind in ("PodMonitor", "ServiceMonitor", "LibraryInstance", "ConfigMap", "StatefulSet"):
+        assert tools.by_kind(objects, kind), kind
+    library = tools.one(objects, "LibraryInstance")
+    spec = library["spec"]
+    assert spec["lending"] == {"replicas": 3, "image": "bookstream/lending:0.1.0"}
+    assert spec["shelving"] == {"image": "bookstream/shelving:0.1.0"}
+    assert spec["limits"] == {"userLimit": 7}
+    assert spec["image"] == {"pullSecrets": ["regcred"]}
+    # The LibraryInstance points at the chart's Redis and its password Secret.
+    secret = tools.one(objects, "Secret")
+    assert spec["redis"] == {
+        "url": "redis://rel-bookstream-redis.books.svc:6379",
+        "passwordSecretRef": {"name": secret["metadata"]["name"], "key": "password"},
+    }
+    service = tools.one(objects, "Service", "rel-bookstream-redis")
+    assert service["spec"]["ports"][0]["port"] == 6379
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"redis.enabled": "false"},
+        {"redis.persistence.enabled": "false"},
+        {"redis.auth.existingSecret": "my-redis", "redis.auth.existingSecretKey": "pw"},
+        {"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "ops"},
+        {"operator.watchNamespaces": "{books,other}", "libraryInstance.enabled": "true"},
+        {"monitoring.grafanaDashboard.enabled": "false", "monitoring.podMonitor.enabled": "false"},
+    ],
+    ids=["no-redis", "redis-emptydir", "existing-secret", "no-rbac", "namespaced", "no-monitoring"],
+)
+def test_variants_render_valid_objects(values: dict[str, str]) -> None:
+    _validate_all(tools.render(values, api_versions=PROM_OPERATOR))
+
+
+def test_crd_is_installed_by_the_chart_and_structural() -> None:
+    objects = tools.render()
+    crd = tools.one(objects, "CustomResourceDefinition")
+    assert crd == tools.crd()
+    spec = crd["spec"]
+    assert spec["scope"] == "Namespaced"
+    for version in spec["versions"]:
+        assert version["schema"]["openAPIV3Schema"]["type"] == "object"
+        if version.get("storage"):
+            assert "status" in version.get("subresources", {})
+
+
+def test_redis_statefulset_aof_pvc_and_secret() -> None:
+    objects = tools.render({"redis.auth.password": "s3cret"})
+    sts = tools.one(objects, "StatefulSet", "rel-bookstream-redis")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert env["REDIS_PASSWORD"] == {"name": "rel-bookstream-redis", "key": "password"}
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    secret = tools.one(objects, "Secret", "rel-bookstream-redis")
+    import base64
+
+    assert base64.b64decode(secret["data"]["password"]).decode() == "s3cret"
+
+
+def test_redis_password_is_generated_when_not_given() -> None:
+    first = tools.one(tools.render(), "Secret")["data"]["password"]
+    second = tools.one(tools.render(), "Secret")["data"]["password"]
+    import base64
+
+    assert len(base64.b64decode(first)) == 32
+    assert first != second  # random per install (kept on upgrade through `lookup`)
+
+
+def test_existing_secret_renders_no_secret() -> None:
+    objects = tools.render({"redis.auth.existingSecret": "mine", "redis.auth.existingSecretKey": "pw"})
+    assert not tools.by_kind(objects, "Secret")
+    sts = tools.one(objects, "StatefulSet")
+    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "pw"}
+
+
+def _rules(objects: list[Doc], kind: str) -> list[Doc]:
+    return [rule for obj in tools.by_kind(objects, kind) for rule in obj["rules"]]
+
+
+def test_rbac_is_least_privilege() -> None:
+    objects = tools.render()
+    rules = _rules(objects, "ClusterRole")
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        assert "*" not in rule["apiGroups"], rule
+    secrets = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    granted = {
+        (group, resource, verb)
+        for r in rules
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+        for verb in r["verbs"]
+    }
+    for needed in [
+        ("bookstream.io", "libraryinstances", "watch"),
+        ("bookstream.io", "libraryinstances/status", "patch"),
+        ("apps", "statefulsets", "create"),
+        ("apps", "statefulsets", "patch"),
+        ("", "services", "create"),
+        ("", "configmaps", "patch"),
+        ("", "pods", "list"),
+        ("", "events", "create"),
+    ]:
+        assert needed in granted, needed
+    # Nothing the operator has no business with.
+    assert not {g for g in granted if g[1] in {"nodes", "clusterroles", "roles", "rolebindings"}}
+    assert not {g for g in granted if g[0] == "" and g[1] == "secrets" and g[2] != "get"}
+    binding = tools.one(objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-bookstream-operator", "namespace": "books"}
+    ]
+    deployment = tools.one(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "rel-bookstream-operator"
+
+
+def test_namespaced_mode_uses_roles_per_namespace() -> None:
+    objects = tools.render({"operator.watchNamespaces": "{books,other}"})
+    roles = tools.by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["books", "other"]
+    assert sorted(b["metadata"]["namespace"] for b in tools.by_kind(objects, "RoleBinding")) == [
+        "books",
+        "other",
+    ]
+    # The cluster role keeps only kopf's read-only discovery.
+    cluster = _rules(objects, "ClusterRole")
+    assert all(set(r["verbs"]) <= {"list", "watch"} for r in cluster), cluster
+    args = tools.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=books" in args and "--namespace=other" in args
+    assert "--all-namespaces" not in args
+
+
+def test_operator_pod_is_restricted() -> None:
+    deployment = tools.one(tools.render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["image"] == "bookstream/operator:0.1.0"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_monitors_only_with_prometheus_operator() -> None:
+    values = {"monitoring.podMonitor.enabled": "true", "monitoring.serviceMonitor.enabled": "true"}
+    assert not tools.by_kind(tools.render(values), "PodMonitor")
+    assert not tools.by_kind(tools.render(values), "ServiceMonitor")
+    objects = tools.render(values, api_versions=PROM_OPERATOR)
+    pm = tools.one(objects, "PodMonitor")
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "bookstream"}
+
+
+def test_dashboard_configmap_is_the_dashboard() -> None:
+    assert tools.CHART_DASHBOARD.read_text() == tools.DASHBOARD.read_text(), (
+        "deploy/helm/bookstream/dashboards/bookstream.json must equal deploy/grafana/bookstream.json"
+    )
+    cm = tools.one(tools.render(), "ConfigMap", "rel-bookstream-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["bookstream.json"]) == tools.dashboard()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"redis.appendfsync": "sometimes"}, "/redis/appendfsync"),
+        ({"operator.replicas": "-1"}, "/operator/replicas"),
+        ({"operator.logLevel": "loud"}, "/operator/logLevel"),
+        ({"operator.watchNamespaces": "{Not_A_Namespace}"}, "/operator/watchNamespaces/0"),
+        ({"images.lending.pullPolicy": "Sometimes"}, "/images/lending/pullPolicy"),
+        ({"images.cli.repository": ""}, "/images/cli/repository"),
+        ({"redis.persistence.size": "lots"}, "/redis/persistence/size"),
+        ({"monitoring.podMonitor.interval": "often"}, "/monitoring/podMonitor/interval"),
+        ({"libraryInstance.name": "Main_Library"}, "/libraryInstance/name"),
+        ({"redis.enabledd": "true"}, "enabledd"),
+        ({"unknownKey": "1"}, "unknownKey"),
+    ],
+)
+def test_values_schema_rejects_bad_values(values: dict[str, str], message: str) -> None:
+    for command in ("template", "lint"):
+        args = [command, "rel", str(tools.CHART)] if command == "template" else [command, str(tools.CHART)]
+        proc = tools.helm(*args, *tools.set_args(values), check=False)
+        assert proc.returncode != 0, f"helm {command} accepted {values}"
+        assert message in proc.stderr + proc.stdout, proc.stderr
+
+
+def _notes(values: dict[str, str]) -> str:
+    proc = tools.helm(
+        "install", "rel", str(tools.CHART), "--namespace", "books", "--dry-run=client",
+        *tools.set_args(values),
+    )
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_give_the_next_commands() -> None:
+    notes = _notes({})
+    assert "kind: LibraryInstance" in notes
+    # The LibraryInstance in the notes is valid against the CRD.
+    manifest = re.search(r"cat <<'YAML'.*?\n(.*?)\n\s*YAML\n", notes, re.S)
+    assert manifest
+    import textwrap
+
+    import yaml
+
+    library = yaml.safe_load(textwrap.dedent(manifest.group(1)))
+    tools.validate(library)
+    assert library["spec"]["redis"]["passwordSecretRef"] == {
+        "name": "rel-bookstream-redis",
+        "key": "password",
+    }
+    # The CLI pod command: image, the chart Redis' URL and its password from the Secret.
+    run = notes[notes.index("kubectl -n books run bookstream-cli") :].split("-- request user1 geb")[0]
+    assert "--image=bookstream/cli:0.1.0" in run
+    assert "--env=BOOKSTREAM_REDIS_URL=redis://rel-bookstream-redis.books.svc:6379" in run
+    overrides = json.loads(re.search(r"--overrides='(.*?)'", run).group(1))  # type: ignore[union-attr]
+    (container,) = overrides["spec"]["containers"]
+    assert container["name"] == "bookstream-cli"  # kubectl run names the container after the pod
+    assert container["env"] == [
+        {
+            "name": "BOOKSTREAM_REDIS_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "rel-bookstream-redis", "key": "password"}},
+        }
+    ]
+    assert "grafana_dashboard=1" in notes
+    assert "port-forward" in notes
+
+
+def test_notes_with_release_library_instance() -> None:
+    notes = _notes({"libraryInstance.enabled": "true"})
+    assert "was created with the release" in notes
+    assert "-- request user1 geb" in notes
+
+
+def test_chart_files_are_packaged(tmp_path: Path) -> None:
+    """`helm package` keeps the CRD, the dashboard and the values schema in the chart archive."""
+    tools.helm("package", str(tools.CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("bookstream-*.tgz")
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    for needed in (
+        "bookstream/crds/libraryinstances.bookstream.io.yaml",
+        "bookstream/dashboards/bookstream.json",
+        "bookstream/values.schema.json",
+        "bookstream/templates/NOTES.txt",
+    ):
+        assert needed in names
