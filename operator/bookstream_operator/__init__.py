@@ -1,0 +1,1 @@
+"""bookstream's kopf operator: LibraryInstance -> worker StatefulSets, safe scale-down, status."""

@@ -1,0 +1,110 @@
+"""Safe scale-down: retire the consumers of removed workers without losing an entry.
+
+``XGROUP DELCONSUMER`` alone discards the consumer's pending entries (they are then
+acknowledged by nobody and never redelivered). Here each removed worker's consumer is
+retired by one Lua script that, atomically: does nothing while the worker still holds
+its lock (it is still draining), else moves its pending entries to a surviving worker
+(keeping their idle time and delivery count) and deletes the consumer only once it
+holds none. A consumer is retired only if its name is one of this workload's pod names
+with an ordinal at or above the new replica count; other consumers are never touched.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from importlib.resources import files
+
+import redis.asyncio as aioredis
+from bookstream_core.keys import LibraryKeys
+from bookstream_core.types import ServiceName
+
+from bookstream_operator import naming
+
+RETIRE_SCRIPT = (files("bookstream_operator") / "retire_consumer.lua").read_text()
+#: Entries moved per script call: bounds how long one call blocks Redis.
+BATCH = 500
+
+
+class Outcome(enum.Enum):
+    RETIRED = "retired"
+    ALIVE = "alive"  # the worker still holds its lock: try again on a later pass
+    NO_SURVIVOR = "no-survivor"  # scaled to zero: the entries wait for a worker
+    GONE = "gone"  # no stream or group
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    consumer: str
+    outcome: Outcome
+    moved: int = 0
+    target: str | None = None
+    remaining: int = 0
+
+
+class UnexpectedScriptResult(RuntimeError):
+    pass
+
+
+def removed_consumers(
+    instance: str, service: ServiceName, replicas: int, consumers: list[str]
+) -> list[str]:
+    """The consumers named after pods of this workload whose ordinal is >= ``replicas``."""
+    removed = []
+    for name in consumers:
+        ordinal = naming.ordinal_of(instance, service, name)
+        if ordinal is not None and ordinal >= replicas:
+            removed.append(name)
+    return sorted(removed, key=lambda n: naming.ordinal_of(instance, service, n) or 0)
+
+
+def survivor_for(instance: str, service: ServiceName, replicas: int, consumer: str) -> str | None:
+    """Spread removed workers' entries over the survivors by ordinal."""
+    if replicas <= 0:
+        return None
+    ordinal = naming.ordinal_of(instance, service, consumer) or 0
+    return naming.worker_name(instance, service, ordinal % replicas)
+
+
+class ConsumerRetirer:
+    """Runs the retire script (registered once per client, called by EVALSHA)."""
+
+    def __init__(self, client: aioredis.Redis, keys: LibraryKeys) -> None:
+        self.keys = keys
+        self.client = client
+        self._script = client.register_script(RETIRE_SCRIPT)
+
+    async def retire(
+        self, service: ServiceName, consumer: str, survivor: str, batch: int = BATCH
+    ) -> Retirement:
+        moved = 0
+        while True:
+            result = await self._script(
+                keys=[self.keys.inbox(service), self.keys.worker_lock(service, consumer)],
+                args=[self.keys.group(service), consumer, survivor, batch],
+            )
+            code, step, remaining = (int(x) for x in result)
+            moved += step
+            if code == 0:
+                return Retirement(consumer, Outcome.RETIRED, moved, survivor)
+            if code == 1:
+                return Retirement(consumer, Outcome.ALIVE, moved, survivor)
+            if code == 3:
+                return Retirement(consumer, Outcome.GONE, moved, survivor)
+            if code != 2:
+                raise UnexpectedScriptResult(f"retire_consumer returned {result!r}")
+            if step == 0:  # pending but unclaimable: leave it rather than spin
+                return Retirement(consumer, Outcome.ALIVE, moved, survivor, remaining)
+
+    async def scale_down(
+        self, instance: str, service: ServiceName, replicas: int, consumers: list[str]
+    ) -> list[Retirement]:
+        """Retire every removed worker's consumer among ``consumers`` (names in the group)."""
+        results = []
+        for consumer in removed_consumers(instance, service, replicas, consumers):
+            survivor = survivor_for(instance, service, replicas, consumer)
+            if survivor is None:
+                results.append(Retirement(consumer, Outcome.NO_SURVIVOR))
+                continue
+            results.append(await self.retire(service, consumer, survivor))
+        return results

@@ -1,0 +1,236 @@
+"""Desired state: plain functions from a LibraryInstance to the objects it should own.
+
+Nothing here talks to Kubernetes or Redis; every function returns a manifest (a dict),
+so each spec field's effect is testable without a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from bookstream_core.keys import SERVICES
+from bookstream_core.types import ServiceName
+
+from bookstream_operator import naming
+from bookstream_operator.spec import LibrarySpec
+from bookstream_operator.types import Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The LibraryInstance that owns the objects: identity only."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> Manifest:
+        return {
+            "apiVersion": naming.API_VERSION,
+            "kind": naming.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def config_data(spec: LibrarySpec) -> dict[str, str]:
+    """The non-secret worker settings, as the BOOKSTREAM_* variables the workers read."""
+    data = {
+        "BOOKSTREAM_REDIS_URL": spec.redis.url,
+        "BOOKSTREAM_REDIS_SSL": "true" if spec.redis.tls else "false",
+        "BOOKSTREAM_LIBRARY": spec.library,
+        "BOOKSTREAM_USER_LIMIT": str(spec.limits.user_limit),
+        "BOOKSTREAM_STORAGE_CAPACITY": str(spec.limits.storage_capacity),
+        "BOOKSTREAM_METRICS_PORT": str(naming.METRICS_PORT),
+        "BOOKSTREAM_LOG_FORMAT": "json",
+        "BOOKSTREAM_LOG_LEVEL": spec.worker.log_level,
+    }
+    optional = {
+        "BOOKSTREAM_REDIS_DB": spec.redis.db,
+        "BOOKSTREAM_BATCH_SIZE": spec.worker.batch_size,
+        "BOOKSTREAM_CLAIM_IDLE_MS": spec.worker.claim_idle_ms,
+        "BOOKSTREAM_MAX_DELIVERIES": spec.worker.max_deliveries,
+        "BOOKSTREAM_RETENTION_S": spec.worker.retention_seconds,
+    }
+    data.update({k: str(v) for k, v in optional.items() if v is not None})
+    return data
+
+
+def config_map(owner: Owner, spec: LibrarySpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            owner,
+            naming.config_map_name(owner.name),
+            naming.common_labels(owner.name, spec.image.tag),
+        ),
+        "data": config_data(spec),
+    }
+
+
+def config_hash(spec: LibrarySpec) -> str:
+    """Changes whenever the ConfigMap's data does, so that pods roll to pick it up."""
+    blob = json.dumps(config_data(spec), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def service_labels(owner: Owner, spec: LibrarySpec, service: ServiceName) -> dict[str, str]:
+    return {
+        **naming.common_labels(owner.name, spec.image.tag),
+        **naming.selector_labels(owner.name, service),
+    }
+
+
+def image_of(spec: LibrarySpec, service: ServiceName) -> str:
+    return spec.service(service).image or spec.image.for_service(service)
+
+
+def _env(spec: LibrarySpec) -> list[Manifest]:
+    env: list[Manifest] = [
+        {
+            "name": "BOOKSTREAM_WORKER_NAME",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+        },
+        # The StatefulSet runs at most one pod per name, so a stale lock left by this
+        # name's previous pod may be taken over at once instead of waiting for its TTL.
+        {"name": "BOOKSTREAM_FORCE", "value": "true"},
+    ]
+    secret = spec.redis.password_secret
+    if secret is not None:
+        env.append(
+            {
+                "name": "BOOKSTREAM_REDIS_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
+            }
+        )
+    return env
+
+
+def stateful_set(owner: Owner, spec: LibrarySpec, service: ServiceName, replicas: int) -> Manifest:
+    """The worker set of one service; ``replicas`` is decided by the caller (spec or autoscaler)."""
+    labels = service_labels(owner, spec, service)
+    probe = {"port": "metrics", "scheme": "HTTP"}
+    container: Manifest = {
+        "name": service,
+        "image": image_of(spec, service),
+        "imagePullPolicy": spec.image.pull_policy,
+        "envFrom": [{"configMapRef": {"name": naming.config_map_name(owner.name)}}],
+        "env": _env(spec),
+        "ports": [{"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", **probe},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 2,
+        },
+        "resources": spec.service(service).resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": naming.WORKER_UID,
+            "runAsGroup": naming.WORKER_UID,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: Manifest = {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": spec.worker.termination_grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": naming.WORKER_UID,
+            "runAsGroup": naming.WORKER_UID,
+            "fsGroup": naming.WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
+    }
+    if spec.image.pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image.pull_secrets]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(owner, naming.workload_name(owner.name, service), labels),
+        "spec": {
+            "replicas": replicas,
+            "serviceName": naming.metrics_service_name(owner.name, service),
+            # Workers are independent of each other: start and stop them all at once.
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": naming.selector_labels(owner.name, service)},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {naming.CONFIG_HASH_ANNOTATION: config_hash(spec)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def metrics_service(owner: Owner, spec: LibrarySpec, service: ServiceName) -> Manifest:
+    """Headless: it governs the StatefulSet's pod DNS names and lists every worker to scrape."""
+    port = str(naming.METRICS_PORT)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            **_metadata(
+                owner,
+                naming.metrics_service_name(owner.name, service),
+                service_labels(owner, spec, service),
+            ),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": port,
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": naming.selector_labels(owner.name, service),
+            "ports": [
+                {
+                    "name": "metrics",
+                    "port": naming.METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def desired_objects(
+    owner: Owner, spec: LibrarySpec, replicas: dict[ServiceName, int]
+) -> list[Manifest]:
+    """Everything one LibraryInstance owns, in the order to apply it."""
+    objects = [config_map(owner, spec)]
+    for service in SERVICES:
+        objects.append(metrics_service(owner, spec, service))
+        objects.append(stateful_set(owner, spec, service, replicas[service]))
+    return objects

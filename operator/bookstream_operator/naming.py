@@ -1,0 +1,81 @@
+"""Names and labels: the one place that decides what every object is called.
+
+A worker's name is its pod's name, ``<instance>-<service>-<ordinal>``: the StatefulSet
+guarantees at most one pod per name, and the worker uses that name as its consumer
+name in the service's consumer group and in its worker lock.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bookstream_core.types import ServiceName
+
+GROUP = "bookstream.io"
+VERSION = "v1alpha1"
+KIND = "LibraryInstance"
+PLURAL = "libraryinstances"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+FIELD_MANAGER = "bookstream-operator"
+METRICS_PORT = 9108
+#: Numeric UID/GID the worker images run as (see services/*/Dockerfile).
+WORKER_UID = 10001
+
+
+def workload_name(instance: str, service: ServiceName) -> str:
+    return f"{instance}-{service}"
+
+
+def metrics_service_name(instance: str, service: ServiceName) -> str:
+    return f"{instance}-{service}-metrics"
+
+
+def config_map_name(instance: str) -> str:
+    return f"{instance}-config"
+
+
+def worker_name(instance: str, service: ServiceName, ordinal: int) -> str:
+    return f"{workload_name(instance, service)}-{ordinal}"
+
+
+def worker_names(instance: str, service: ServiceName, replicas: int) -> list[str]:
+    return [worker_name(instance, service, i) for i in range(replicas)]
+
+
+def ordinal_of(instance: str, service: ServiceName, consumer: str) -> int | None:
+    """The ordinal of a consumer named like one of this workload's pods, else ``None``."""
+    match = re.fullmatch(
+        re.escape(workload_name(instance, service)) + r"-(0|[1-9][0-9]*)", consumer
+    )
+    return int(match.group(1)) if match else None
+
+
+def selector_labels(instance: str, service: ServiceName) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "bookstream",
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": service,
+    }
+
+
+def selector_string(instance: str, service: ServiceName) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(instance, service).items())
+
+
+def common_labels(instance: str, version: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "bookstream",
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/part-of": "bookstream",
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        "app.kubernetes.io/version": label_value(version),
+    }
+
+
+def label_value(value: str) -> str:
+    """Make a string fit a label value (<= 63 chars, alphanumerics, '-', '_', '.')."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:63]
+    return cleaned.strip("_.-") or "unknown"

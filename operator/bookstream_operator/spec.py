@@ -1,0 +1,200 @@
+"""The LibraryInstance spec as typed, defaulted values.
+
+The CRD's schema declares the same defaults, so the API server fills them in; they are
+repeated here because the operator must not depend on that (an old object, an API
+server without defaulting, or a test double) — ``tests/operator/test_crd.py`` checks the
+two stay equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bookstream_core.keys import check_library
+from bookstream_core.types import ServiceName
+
+from bookstream_operator.types import Manifest
+
+DEFAULT_REDIS_URL = "redis://redis:6379"
+DEFAULT_REPOSITORY = "bookstream"
+DEFAULT_TAG = "0.1.0"
+DEFAULT_PULL_POLICY = "IfNotPresent"
+DEFAULT_RESOURCES: Manifest = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+
+
+class SpecError(ValueError):
+    """The spec cannot be turned into workloads; the message says which field."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    name: str
+    key: str = "password"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSpec:
+    url: str = DEFAULT_REDIS_URL
+    password_secret: SecretRef | None = None
+    tls: bool = False
+    db: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSpec:
+    repository: str = DEFAULT_REPOSITORY
+    tag: str = DEFAULT_TAG
+    pull_policy: str = DEFAULT_PULL_POLICY
+    pull_secrets: tuple[str, ...] = ()
+
+    def for_service(self, service: ServiceName) -> str:
+        """``<repository>-<service>:<tag>``, e.g. ``bookstream-lending:0.1.0``."""
+        return f"{self.repository}-{service}:{self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    replicas: int = 1
+    resources: Manifest = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+    image: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSpec:
+    user_limit: int = 5
+    storage_capacity: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTuning:
+    """Optional worker settings; ``None`` leaves the worker's own default."""
+
+    log_level: str = "info"
+    batch_size: int | None = None
+    claim_idle_ms: int | None = None
+    max_deliveries: int | None = None
+    retention_seconds: int | None = None
+    termination_grace_seconds: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalingSpec:
+    enabled: bool = False
+    min_replicas: int = 1
+    max_replicas: int = 10
+    target_lag_per_replica: int = 100
+    cooldown_seconds: int = 120
+    max_pending_age_seconds: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class LibrarySpec:
+    library: str = "main"
+    redis: RedisSpec = field(default_factory=RedisSpec)
+    image: ImageSpec = field(default_factory=ImageSpec)
+    lending: ServiceSpec = field(default_factory=ServiceSpec)
+    shelving: ServiceSpec = field(default_factory=ServiceSpec)
+    limits: LimitsSpec = field(default_factory=LimitsSpec)
+    worker: WorkerTuning = field(default_factory=WorkerTuning)
+    autoscaling: AutoscalingSpec = field(default_factory=AutoscalingSpec)
+
+    def service(self, service: ServiceName) -> ServiceSpec:
+        return self.lending if service == "lending" else self.shelving
+
+
+def _section(spec: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = spec.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"spec.{name} must be an object")
+    return value
+
+
+def _int(section: Mapping[str, Any], key: str, default: int, where: str, minimum: int = 0) -> int:
+    value = section.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{where}.{key} must be a whole number >= {minimum}, not {value!r}")
+    return value
+
+
+def _opt_int(section: Mapping[str, Any], key: str, where: str, minimum: int = 1) -> int | None:
+    if section.get(key) is None:
+        return None
+    return _int(section, key, 0, where, minimum)
+
+
+def _service(spec: Mapping[str, Any], name: ServiceName) -> ServiceSpec:
+    section = _section(spec, name)
+    resources = section.get("resources")
+    image = section.get("image") or None
+    return ServiceSpec(
+        replicas=_int(section, "replicas", 1, f"spec.{name}"),
+        resources=dict(resources) if resources else dict(DEFAULT_RESOURCES),
+        image=str(image) if image else None,
+    )
+
+
+def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
+    """Turn ``body['spec']`` into a :class:`LibrarySpec`, defaulting what is absent."""
+    redis = _section(spec, "redis")
+    secret = redis.get("passwordSecretRef")
+    db = redis.get("db")
+    image = _section(spec, "image")
+    limits = _section(spec, "limits")
+    worker = _section(spec, "worker")
+    auto = _section(spec, "autoscaling")
+    library = str(spec.get("library") or "main")
+    try:
+        check_library(library)
+    except ValueError as exc:
+        raise SpecError(f"spec.library: {exc}") from None
+    autoscaling = AutoscalingSpec(
+        enabled=bool(auto.get("enabled", False)),
+        min_replicas=_int(auto, "minReplicas", 1, "spec.autoscaling"),
+        max_replicas=_int(auto, "maxReplicas", 10, "spec.autoscaling", 1),
+        target_lag_per_replica=_int(auto, "targetLagPerReplica", 100, "spec.autoscaling", 1),
+        cooldown_seconds=_int(auto, "cooldownSeconds", 120, "spec.autoscaling"),
+        max_pending_age_seconds=_int(auto, "maxPendingAgeSeconds", 60, "spec.autoscaling", 1),
+    )
+    if autoscaling.min_replicas > autoscaling.max_replicas:
+        raise SpecError("spec.autoscaling.minReplicas must not exceed maxReplicas")
+    return LibrarySpec(
+        library=library,
+        redis=RedisSpec(
+            url=str(redis.get("url") or DEFAULT_REDIS_URL),
+            password_secret=SecretRef(str(secret["name"]), str(secret.get("key") or "password"))
+            if isinstance(secret, Mapping) and secret.get("name")
+            else None,
+            tls=bool(redis.get("tls", False)),
+            db=None if db is None else _int(redis, "db", 0, "spec.redis"),
+        ),
+        image=ImageSpec(
+            repository=str(image.get("repository") or DEFAULT_REPOSITORY),
+            tag=str(image.get("tag") or DEFAULT_TAG),
+            pull_policy=str(image.get("pullPolicy") or DEFAULT_PULL_POLICY),
+            pull_secrets=tuple(str(s) for s in image.get("pullSecrets") or ()),
+        ),
+        lending=_service(spec, "lending"),
+        shelving=_service(spec, "shelving"),
+        limits=LimitsSpec(
+            user_limit=_int(limits, "userLimit", 5, "spec.limits", 1),
+            storage_capacity=_int(limits, "storageCapacity", 20, "spec.limits"),
+        ),
+        worker=WorkerTuning(
+            log_level=str(worker.get("logLevel") or "info"),
+            batch_size=_opt_int(worker, "batchSize", "spec.worker"),
+            claim_idle_ms=_opt_int(worker, "claimIdleMs", "spec.worker"),
+            max_deliveries=_opt_int(worker, "maxDeliveries", "spec.worker"),
+            retention_seconds=_opt_int(worker, "retentionSeconds", "spec.worker"),
+            termination_grace_seconds=_int(
+                worker, "terminationGracePeriodSeconds", 30, "spec.worker", 1
+            ),
+        ),
+        autoscaling=autoscaling,
+    )
