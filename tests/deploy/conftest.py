@@ -36,3 +36,21 @@ def images(docker_engine: None) -> dict[str, str]:
     if containers.dockerfiles()["operator"].exists():
         names.append("operator")
     return containers.build_images(names)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: kind end-to-end test (docker + kind + internet); run with `make e2e`"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The kind test runs only when asked for (`-m e2e`, as `make e2e` does)."""
+    if "e2e" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(
+        reason="kind end-to-end test: run it with `make e2e` (see deploy/README.md)"
+    )
+    for item in items:
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(skip)

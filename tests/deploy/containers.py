@@ -26,18 +26,22 @@ def engine_problem() -> str | None:
     if docker is None:
         return "the docker CLI is not installed (.ci/docker-setup.sh installs docker.io)"
     proc = subprocess.run(
-        [docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=60
+        [docker, "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if proc.returncode != 0 or not proc.stdout.strip():
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        return (
-            "no Docker engine answers `docker info` (start one with .ci/docker-setup.sh): "
-            + (detail[-1] if detail else f"exit {proc.returncode}")
+        return "no Docker engine answers `docker info` (start one with .ci/docker-setup.sh): " + (
+            detail[-1] if detail else f"exit {proc.returncode}"
         )
     return None
 
 
-def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -49,14 +53,19 @@ def build_images(names: list[str]) -> dict[str, str]:
     rebuild without changes take seconds). Returns name -> image reference."""
     base = subprocess.run(
         ["bash", str(ROOT / "deploy" / "images" / "base.sh"), BASE_IMAGE],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if base.returncode != 0:
         raise AssertionError(f"deploy/images/base.sh failed:\n{base.stdout}\n{base.stderr}")
     env = {**os.environ, "TAG": TAG, "BASE_IMAGE": BASE_IMAGE}
     build = subprocess.run(
         ["bash", str(ROOT / "deploy" / "images" / "build.sh"), *names],
-        capture_output=True, text=True, timeout=1800, env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
     )
     if build.returncode != 0:
         raise AssertionError(f"deploy/images/build.sh failed:\n{build.stdout}\n{build.stderr}")
@@ -74,6 +83,7 @@ def inspect(ref: str) -> dict[str, object]:
 @dataclass
 class Container:
     name: str
+    metrics_port: int = 0
 
     def logs(self) -> str:
         proc = docker("logs", self.name, check=False)
@@ -92,7 +102,13 @@ class Container:
 
 
 def run_worker(
-    image: str, name: str, *, service: str, redis_url: str, metrics_port: int, extra_env: dict[str, str] | None = None
+    image: str,
+    name: str,
+    *,
+    service: str,
+    redis_url: str,
+    metrics_port: int,
+    extra_env: dict[str, str] | None = None,
 ) -> Container:
     """A worker container as the operator runs it: host network here, read-only root, no
     capabilities, configuration only from the environment."""
@@ -105,14 +121,24 @@ def run_worker(
         **(extra_env or {}),
     }
     args = [
-        "run", "--detach", "--name", name, "--network", "host",
-        "--read-only", "--tmpfs", "/tmp:size=16m", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:size=16m",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
     ]
     for key, value in env.items():
         args += ["--env", f"{key}={value}"]
     docker(*args, image)
-    container = Container(name)
+    container = Container(name, metrics_port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if not container.running():
@@ -127,12 +153,27 @@ def run_worker(
     raise AssertionError(f"{service} container {name} never became ready:\n{container.logs()}")
 
 
-def run_cli(image: str, redis_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    image: str, redis_url: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return docker(
-        "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-        "--env", f"BOOKSTREAM_REDIS_URL={redis_url}", "--env", "BOOKSTREAM_LIBRARY=main",
-        image, *args, timeout=timeout, check=False,
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--env",
+        f"BOOKSTREAM_REDIS_URL={redis_url}",
+        "--env",
+        "BOOKSTREAM_LIBRARY=main",
+        image,
+        *args,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -142,7 +142,9 @@ def test_redis_password_is_generated_when_not_given() -> None:
 
 
 def test_existing_secret_renders_no_secret() -> None:
-    objects = tools.render({"redis.auth.existingSecret": "mine", "redis.auth.existingSecretKey": "pw"})
+    objects = tools.render(
+        {"redis.auth.existingSecret": "mine", "redis.auth.existingSecretKey": "pw"}
+    )
     assert not tools.by_kind(objects, "Secret")
     sts = tools.one(objects, "StatefulSet")
     env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -232,7 +234,7 @@ def test_monitors_only_with_prometheus_operator() -> None:
 
 def test_dashboard_configmap_is_the_dashboard() -> None:
     assert tools.CHART_DASHBOARD.read_text() == tools.DASHBOARD.read_text(), (
-        "deploy/helm/bookstream/dashboards/bookstream.json must equal deploy/grafana/bookstream.json"
+        "the chart's dashboards/bookstream.json must equal deploy/grafana/bookstream.json"
     )
     cm = tools.one(tools.render(), "ConfigMap", "rel-bookstream-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -257,7 +259,11 @@ def test_dashboard_configmap_is_the_dashboard() -> None:
 )
 def test_values_schema_rejects_bad_values(values: dict[str, str], message: str) -> None:
     for command in ("template", "lint"):
-        args = [command, "rel", str(tools.CHART)] if command == "template" else [command, str(tools.CHART)]
+        args = (
+            [command, "rel", str(tools.CHART)]
+            if command == "template"
+            else [command, str(tools.CHART)]
+        )
         proc = tools.helm(*args, *tools.set_args(values), check=False)
         assert proc.returncode != 0, f"helm {command} accepted {values}"
         assert message in proc.stderr + proc.stdout, proc.stderr
@@ -265,7 +271,12 @@ def test_values_schema_rejects_bad_values(values: dict[str, str], message: str) 
 
 def _notes(values: dict[str, str]) -> str:
     proc = tools.helm(
-        "install", "rel", str(tools.CHART), "--namespace", "books", "--dry-run=client",
+        "install",
+        "rel",
+        str(tools.CHART),
+        "--namespace",
+        "books",
+        "--dry-run=client",
         *tools.set_args(values),
     )
     return proc.stdout.split("NOTES:", 1)[1]
@@ -288,7 +299,9 @@ def test_notes_give_the_next_commands() -> None:
         "key": "password",
     }
     # The CLI pod command: image, the chart Redis' URL and its password from the Secret.
-    run = notes[notes.index("kubectl -n books run bookstream-cli") :].split("-- request user1 geb")[0]
+    run = notes[notes.index("kubectl -n books run bookstream-cli") :].split("-- request user1 geb")[
+        0
+    ]
     assert "--image=bookstream/cli:0.1.0" in run
     assert "--env=BOOKSTREAM_REDIS_URL=redis://rel-bookstream-redis.books.svc:6379" in run
     overrides = json.loads(re.search(r"--overrides='(.*?)'", run).group(1))  # type: ignore[union-attr]

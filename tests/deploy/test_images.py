@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from bookstream.client import Client
 from bookstream.errors import OutcomeTimeout
+
 from tests.conftest import VENV_BIN, RedisServer, free_port
 from tests.deploy import containers
 from tests.deploy.containers import UID, Container, docker
@@ -26,13 +26,19 @@ pytestmark = pytest.mark.timeout(900)
 def run_worker(images: dict[str, str]) -> Iterator[Callable[..., Container]]:
     started: list[Container] = []
 
-    def start(service: str, redis_url: str, *, name: str | None = None, env: dict[str, str] | None = None) -> Container:
+    def start(
+        service: str, redis_url: str, *, name: str | None = None, env: dict[str, str] | None = None
+    ) -> Container:
         name = name or f"bs-test-{service}-{uuid.uuid4().hex[:8]}"
         port = free_port()
         container = containers.run_worker(
-            images[service], name, service=service, redis_url=redis_url, metrics_port=port, extra_env=env
+            images[service],
+            name,
+            service=service,
+            redis_url=redis_url,
+            metrics_port=port,
+            extra_env=env,
         )
-        container.metrics_port = port  # type: ignore[attr-defined]
         started.append(container)
         return container
 
@@ -46,19 +52,30 @@ def test_images_are_small_non_root_single_process(images: dict[str, str]) -> Non
         config = containers.inspect(ref)
         assert config["User"] == f"{UID}:{UID}", (name, config["User"])
         entrypoint = config["Entrypoint"]
-        assert isinstance(entrypoint, list) and entrypoint[0].startswith("/opt/venv/bin/"), entrypoint
+        assert isinstance(entrypoint, list) and entrypoint[0].startswith("/opt/venv/bin/"), (
+            entrypoint
+        )
         size = json.loads(docker("image", "inspect", "--format", "{{json .Size}}", ref).stdout)
         assert size < 400 * 1024 * 1024, (name, size)
         # The process runs as the numeric user, with no pip in the runtime venv.
         probe = docker(
-            "run", "--rm", "--read-only", "--entrypoint", "/opt/venv/bin/python", ref, "-c",
-            "import os, pathlib; print(os.getuid(), os.getgid(), pathlib.Path('/opt/venv/bin/pip').exists())",
+            "run",
+            "--rm",
+            "--read-only",
+            "--entrypoint",
+            "/opt/venv/bin/python",
+            ref,
+            "-c",
+            "import os, pathlib;"
+            " print(os.getuid(), os.getgid(), pathlib.Path('/opt/venv/bin/pip').exists())",
         )
         assert probe.stdout.split() == [str(UID), str(UID), "False"], (name, probe.stdout)
 
 
 def test_workers_run_as_one_non_root_process(
-    images: dict[str, str], redis_factory: Callable[..., RedisServer], run_worker: Callable[..., Container]
+    images: dict[str, str],
+    redis_factory: Callable[..., RedisServer],
+    run_worker: Callable[..., Container],
 ) -> None:
     server = redis_factory(tcp=True)
     for service in ("lending", "shelving"):
@@ -68,18 +85,31 @@ def test_workers_run_as_one_non_root_process(
         assert top[0].split()[0] == str(UID), top
 
 
-def _cli(images: dict[str, str], server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    images: dict[str, str], server: RedisServer, *args: str
+) -> subprocess.CompletedProcess[str]:
     return containers.run_cli(images["cli"], server.tcp_url, *args)
 
 
 def test_original_scenario_with_containers(
-    images: dict[str, str], redis_factory: Callable[..., RedisServer], run_worker: Callable[..., Container]
+    images: dict[str, str],
+    redis_factory: Callable[..., RedisServer],
+    run_worker: Callable[..., Container],
 ) -> None:
     server = redis_factory(tcp=True)
     run_worker("lending", server.tcp_url, name=f"bs-test-lending-{uuid.uuid4().hex[:6]}")
     run_worker("shelving", server.tcp_url)
 
-    first = _cli(images, server, "request", "user1", "alice-in-wonderland", "geb", "invisible-cities", "--json")
+    first = _cli(
+        images,
+        server,
+        "request",
+        "user1",
+        "alice-in-wonderland",
+        "geb",
+        "invisible-cities",
+        "--json",
+    )
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
     assert out["status"] == "accepted"
@@ -120,7 +150,9 @@ def _without_outcome(client: Client, ids: list[str]) -> list[str]:
 
 
 def test_sigterm_drains_a_busy_worker_within_grace(
-    images: dict[str, str], redis_factory: Callable[..., RedisServer], run_worker: Callable[..., Container]
+    images: dict[str, str],
+    redis_factory: Callable[..., RedisServer],
+    run_worker: Callable[..., Container],
 ) -> None:
     server = redis_factory(tcp=True)
     n = 6000
@@ -156,6 +188,8 @@ def test_sigterm_drains_a_busy_worker_within_grace(
     assert all(o.status in ("accepted", "denied") for o in outcomes), {o.status for o in outcomes}
     audit = subprocess.run(
         [str(VENV_BIN / "bookstream"), "audit", "--redis", server.tcp_url],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr

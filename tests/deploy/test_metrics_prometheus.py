@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bookstream.client import Client
+
 from tests.conftest import RedisServer, WorkerProcess, free_port
 from tests.deploy import tools
 
@@ -60,7 +60,9 @@ class Prometheus:
 def prometheus(tmp_path: Path) -> Iterator[Callable[[list[int]], Prometheus]]:
     exe = shutil.which("prometheus")
     if exe is None:
-        pytest.fail("prometheus is not installed: run .ci/prometheus-setup.sh (Debian's prometheus)")
+        pytest.fail(
+            "prometheus is not installed: run .ci/prometheus-setup.sh (Debian's prometheus)"
+        )
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(ports: list[int]) -> Prometheus:
@@ -180,11 +182,15 @@ def test_every_dashboard_query_returns_data(
         thread.join(timeout=30)
 
     # The numbers mean what they say: outcomes by status, and two lending replicas.
-    statuses = {r["metric"]["status"] for r in prom.query("sum by (status) (bookstream_requests_total)")}
+    statuses = {
+        r["metric"]["status"] for r in prom.query("sum by (status) (bookstream_requests_total)")
+    }
     assert {"accepted", "denied"} <= statuses, statuses
     dead = prom.query("sum by (service, reason) (bookstream_dead_letters_total)")
     assert [r["metric"]["service"] for r in dead] == ["lending"], dead
-    reasons = {r["metric"]["reason"] for r in prom.query("sum by (reason) (bookstream_denials_total)")}
+    reasons = {
+        r["metric"]["reason"] for r in prom.query("sum by (reason) (bookstream_denials_total)")
+    }
     assert {"none_available", "limit", "not_held"} <= reasons, reasons
     replicas = {
         r["metric"]["service"]: float(r["value"][1])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,13 +198,20 @@ _ENDPOINT = {
     "properties": {
         "port": {"type": "string"},
         "path": {"type": "string", "pattern": "^/"},
-        "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+        "interval": {
+            "type": "string",
+            "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?"
+            "(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+        },
     },
 }
 _NS_SELECTOR = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}},
+    "properties": {
+        "any": {"type": "boolean"},
+        "matchNames": {"type": "array", "items": {"type": "string"}},
+    },
 }
 _MONITOR_SCHEMAS = {
     "PodMonitor": {"podMetricsEndpoints": _ENDPOINT},
