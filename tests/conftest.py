@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ class RedisServer:
     process: subprocess.Popen[bytes]
     port: int = 0
     appendfsync: str = "everysec"
+    clients: list[redis.Redis] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -39,7 +40,15 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket))
+        """A sync client, closed when the fixture ends."""
+        client = redis.Redis(unix_socket_path=str(self.socket))
+        self.clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -80,8 +89,9 @@ def _spawn(directory: Path, sock: Path, port: int, appendfsync: str) -> subproce
             log = (directory / "redis.log").read_text(errors="replace")[-2000:]
             pytest.fail(f"redis-server exited at start:\n{log}")
         try:
-            if redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping():
-                return proc
+            with redis.Redis(unix_socket_path=str(sock), socket_timeout=1) as probe:
+                probe.ping()
+            return proc
         except (redis.ConnectionError, FileNotFoundError):
             time.sleep(0.02)
     proc.kill()
@@ -115,6 +125,7 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
 
     yield make
     for server in servers:
+        server.close_clients()
         server.kill()
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
@@ -217,7 +228,7 @@ def start_worker(
 def _wait_started(worker: WorkerProcess, server: RedisServer, library: str) -> None:
     """A worker is up once it holds its name lock."""
     key = f"bs:{{{library}}}:worker:{worker.service}:{worker.name}"
-    client = server.client()
+    client = server.client()  # closed with the server's other clients
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if worker.process.poll() is not None:

@@ -212,7 +212,9 @@ class Client:
     """The same methods as ``AsyncClient``, blocking, for code that is not async."""
 
     def __init__(self, url: str | None = None, library: str = "main", **kwargs: object) -> None:
-        self._runner = asyncio.Runner()
+        # A private loop that never becomes the thread's current loop: the caller's
+        # event loop set-up stays as it was.
+        self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
         self._async = AsyncClient(url, library, **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:

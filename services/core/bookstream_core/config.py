@@ -266,6 +266,7 @@ def worker_settings_from(
         or r.max_deliveries,
         retention_s=_int(_pick(args, "retention", env, "RETENTION_S"), "--retention", 1)
         or r.retention_s,
+        lock_ttl_ms=_int(_env(env, "LOCK_TTL_MS"), "BOOKSTREAM_LOCK_TTL_MS", 100) or r.lock_ttl_ms,
     )
     log_format = _pick(args, "log_format", env, "LOG_FORMAT") or o.log_format
     if log_format not in ("console", "json"):

@@ -1,0 +1,88 @@
+"""Mistakes at the edge: exit code 2, one clear line, no traceback, nothing submitted."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.conftest import VENV_BIN, RedisServer
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "bookstream"), *args], capture_output=True, text=True, env=env,
+        timeout=60, check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["request", "user1"], "the following arguments are required"),
+        (["request", "", "geb"], "user id must not be empty"),
+        (["request", "user1", ""], "book id must not be empty"),
+        (["request", "user1", "x" * 201], "at most 200"),
+        (["request", "user1", "bad\x07book"], "control character"),
+        (["request", "user1", "ok", "line\nbreak"], "control character"),
+        (["request", "user1", *[f"b{i}" for i in range(33)]], "at most 32 per request"),
+        (["request", "user1", "geb", "--request-id", "has space"], "request id"),
+        (["request", "user1", "geb", "--bogus"], "unrecognized arguments: --bogus"),
+        (["return", "user1", "geb", "--timeout", "0"], "--timeout must be positive"),
+        (["request", "user1", "geb", "--library", "a{b}"], "invalid library name"),
+        (["request", "user1", "geb", "--redis", "http://x"], "unsupported Redis URL scheme"),
+        (["request", "user1", "geb", "--db", "x"], "--db must be a whole number"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    redis_server: RedisServer, bookstream_env: dict[str, str], args: list[str], message: str
+) -> None:
+    if "--redis" not in args:
+        args = [*args, "--redis", redis_server.url] if args[0] != "frobnicate" else args
+    result = run(bookstream_env, *args)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert redis_server.client().xlen("bs:{main}:lending:inbox") == 0
+
+
+def test_unreachable_redis_exits_3(bookstream_env: dict[str, str], tmp_path: object) -> None:
+    result = run(bookstream_env, "request", "user1", "geb", "--redis", "unix:///nonexistent/redis.sock")
+    assert result.returncode == 3
+    assert "cannot reach Redis" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_outcome_in_time_exits_3(redis_server: RedisServer, bookstream_env: dict[str, str]) -> None:
+    result = run(bookstream_env, "request", "user1", "geb", "--timeout", "0.3", "--redis", redis_server.url)
+    assert result.returncode == 3
+    assert "no outcome for request" in result.stderr
+    # The request was submitted and will be applied when a worker runs.
+    assert redis_server.client().xlen("bs:{main}:lending:inbox") == 1
+
+
+def test_no_wait_prints_the_request_id(redis_server: RedisServer, bookstream_env: dict[str, str]) -> None:
+    result = run(bookstream_env, "request", "user1", "geb", "--no-wait", "--request-id", "my-id-1",
+                 "--redis", redis_server.url)
+    assert (result.returncode, result.stdout.strip()) == (0, "my-id-1")
+
+
+def test_help_documents_exit_codes(bookstream_env: dict[str, str]) -> None:
+    result = run(bookstream_env, "request", "--help")
+    assert result.returncode == 0
+    for line in ("0  accepted / processed", "1  denied", "2  bad input", "3  no outcome in time"):
+        assert line in result.stdout
+
+
+def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> None:
+    import json
+
+    result = run(bookstream_env, "info", "--json", "--library", "lib1")
+    data = json.loads(result.stdout)
+    assert data["schema_version"] == 1
+    assert data["streams"]["lending"] == {
+        "inbox": "bs:{lib1}:lending:inbox", "group": "lending", "dead_letters": "bs:{lib1}:lending:dead"
+    }
+    assert data["producer"]["write_to"] == "bs:{lib1}:lending:inbox"

@@ -1,0 +1,79 @@
+"""``bookstream demo`` / ``make demo`` and the embedded Redis, in a private state directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import redis
+
+from tests.conftest import VENV_BIN
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = [
+    "request",
+    "lent:         alice-in-wonderland, geb, invisible-cities",
+    "returned:     invisible-cities",
+    "lent:         invisible-cities, selfish-gene",
+    "unavailable:  geb (lent to another user)",
+    "audit: OK",
+]
+
+
+def bookstream(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "bookstream"), *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False, cwd=cwd)
+
+
+def test_demo_runs_the_original_scenario_and_is_repeatable(bookstream_env: dict[str, str]) -> None:
+    home = Path(bookstream_env["BOOKSTREAM_HOME"])
+    for _ in range(2):
+        result = bookstream(bookstream_env, "demo")
+        assert result.returncode == 0, result.stdout + result.stderr
+        for line in EXPECTED:
+            assert line in result.stdout
+    # It stopped the embedded Redis it started.
+    assert not (home / "redis.sock").exists()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_make_demo_exits_0(bookstream_env: dict[str, str]) -> None:
+    result = subprocess.run(["make", "-s", "demo"], cwd=ROOT, capture_output=True, text=True,
+                            env=bookstream_env, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "audit: OK" in result.stdout
+
+
+def test_embedded_redis_is_private_and_reused(bookstream_env: dict[str, str]) -> None:
+    home = Path(bookstream_env["BOOKSTREAM_HOME"])
+    assert bookstream(bookstream_env, "embedded", "status").returncode == 3
+    try:
+        # A command with no Redis named starts it...
+        submitted = bookstream(bookstream_env, "request", "u1", "geb", "--no-wait")
+        assert submitted.returncode == 0, submitted.stderr
+        status = bookstream(bookstream_env, "embedded", "status")
+        assert status.returncode == 0 and '"running": true' in status.stdout
+        with redis.Redis(unix_socket_path=str(home / "redis.sock")) as r:
+            assert r.config_get("port")["port"] == "0"  # no TCP listener
+            assert r.config_get("appendonly")["appendonly"] == "yes"
+            pid = r.info("server")["process_id"]
+            # ...and the next one reuses it.
+            bookstream(bookstream_env, "request", "u1", "alice", "--no-wait")
+            assert r.info("server")["process_id"] == pid
+            assert r.xlen("bs:{main}:lending:inbox") == 2
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    finally:
+        assert bookstream(bookstream_env, "embedded", "stop").stdout.strip() in ("stopped", "not running")
+    assert bookstream(bookstream_env, "embedded", "status").returncode == 3
+
+
+def test_missing_redis_server_says_how_to_install_it(bookstream_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**bookstream_env, "PATH": str(tmp_path)}  # no redis-server anywhere on PATH
+    result = bookstream(env, "request", "u1", "geb")
+    assert result.returncode == 3
+    assert "redis-server is not installed" in result.stderr
+    assert "apt-get install redis-server" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.environ.get("PATH")  # the test's own PATH is untouched

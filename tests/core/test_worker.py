@@ -1,0 +1,112 @@
+"""Real worker processes: poison entries, names, signals, recovery of a dead worker's entries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+
+from bookstream import Client
+from tests.conftest import RedisServer, WorkerProcess, worker_command
+
+INBOX = "bs:{main}:lending:inbox"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_poison_entries_are_set_aside_and_nothing_behind_them_waits(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    r = redis_server.client()
+    start_worker("lending", redis_server)
+    start_worker("shelving", redis_server)
+    hostile: list[dict[str, str | bytes]] = [
+        {"e": "not json"},
+        {"other": "field"},
+        {"e": json.dumps({"v": 2, "type": "request", "id": "bad-v", "user": "u", "books": ["a"]})},
+        {"e": json.dumps({"v": 1, "type": "request", "id": "bad-books", "user": "u", "books": []})},
+        {"e": json.dumps({"v": 1, "type": "request", "id": "ctl", "user": "u\x00", "books": ["a"]})},
+        {"e": json.dumps({"v": 1, "type": "steal", "id": "bad-type", "user": "u", "books": ["a"]})},
+        {"e": b"\xff\xfe" * 10},
+        {"e": "x" * (1024 * 1024)},
+    ]
+    for fields in hostile:
+        r.xadd(INBOX, fields)  # type: ignore[arg-type]
+    with Client(redis_server.url) as client:
+        outcome = client.request("user1", ["geb"], timeout=10)
+        assert outcome.status == "accepted"
+        # An unknown event type is not a request: it has nobody to answer.
+        for rid in ("bad-v", "bad-books", "ctl"):
+            rejected = client.outcome(rid, timeout=5)
+            assert rejected.status == "rejected", rid
+            assert rejected.reason and rejected.reason.startswith("invalid_event"), rejected
+    assert r.get("bs:{main}:outcome:bad-type") is None
+    dead = r.xrange("bs:{main}:lending:dead")
+    assert len(dead) == len(hostile)
+    assert all(fields[b"reason"] for _, fields in dead)
+    assert max(len(v) for _, f in dead for v in f.values()) <= 8 * 1024  # bounded copies
+    assert r.xpending(INBOX, "lending")["pending"] == 0
+
+
+def test_a_name_is_held_by_one_worker(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess], bookstream_env: dict[str, str]
+) -> None:
+    start_worker("lending", redis_server, name="w1")
+    second = subprocess.run(
+        [worker_command("lending"), "w1", "--redis", redis_server.url],
+        capture_output=True, text=True, env=bookstream_env, timeout=30, check=False,
+    )
+    assert second.returncode == 1
+    assert "worker name 'w1' is held by another lending worker" in second.stderr
+    assert "Traceback" not in second.stderr
+    # -f takes the name anyway.
+    start_worker("lending", redis_server, name="w1", extra=["-f"])
+
+
+def test_a_crashed_workers_name_frees_itself(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    env = {"BOOKSTREAM_LOCK_TTL_MS": "600"}
+    first = start_worker("lending", redis_server, name="w1", env=env)
+    first.kill()
+    r = redis_server.client()
+    wait_for(lambda: not r.exists("bs:{main}:worker:lending:w1"), timeout=5)
+    start_worker("lending", redis_server, name="w1", env=env)
+
+
+def test_sigterm_stops_gracefully_and_releases_the_name(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker("shelving", redis_server, name="s1")
+    assert worker.terminate() == 0
+    assert not redis_server.client().exists("bs:{main}:worker:shelving:s1")
+    assert "worker stopped" in worker.output()
+
+
+def test_entries_of_a_dead_worker_are_recovered(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A worker read entries and died before applying them: under its own name they are
+    re-read at start; under another worker they are claimed once idle long enough."""
+    r = redis_server.client()
+    r.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    with Client(redis_server.url) as client:
+        first = client.submit_request("user1", ["a"], request_id="crash-1")
+        r.xreadgroup("lending", "dead-1", {INBOX: ">"})
+        second = client.submit_request("user2", ["b"], request_id="crash-2")
+        r.xreadgroup("lending", "dead-2", {INBOX: ">"})
+        start_worker("shelving", redis_server)
+        start_worker("lending", redis_server, name="dead-1")  # same name: re-reads at start
+        assert client.outcome(first, timeout=10).status == "accepted"
+        start = time.monotonic()
+        assert client.outcome(second, timeout=20).status == "accepted"  # claimed after ~2 s idle
+        assert time.monotonic() - start < 15
+    assert r.xpending(INBOX, "lending")["pending"] == 0
