@@ -10,10 +10,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck check redis clean
 
-$(STAMP): services/*/pyproject.toml cli/pyproject.toml requirements-dev.txt $(wildcard operator/pyproject.toml)
+$(STAMP): services/*/pyproject.toml cli/pyproject.toml operator/pyproject.toml requirements-dev.txt $(wildcard requirements-k8s.txt)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(PACKAGES) $(if $(wildcard operator/pyproject.toml),-e operator) -r requirements-dev.txt
+	$(BIN)/pip install -q $(PACKAGES) -e 'operator[test]' -r requirements-dev.txt $(if $(wildcard requirements-k8s.txt),-r requirements-k8s.txt)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,9 +36,11 @@ lint:
 	$(BIN)/ruff format --check .
 
 typecheck:
-	$(BIN)/mypy services/core/bookstream_core services/lending/bookstream_lending services/shelving/bookstream_shelving cli/bookstream
+	$(BIN)/mypy services/core/bookstream_core services/lending/bookstream_lending services/shelving/bookstream_shelving cli/bookstream operator/bookstream_operator
 
 check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .bookstream .pytest_cache .mypy_cache .ruff_cache
+
+-include deploy/images.mk
