@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 import redis
+import redis.asyncio as aioredis
 
 
 @dataclass
@@ -71,16 +71,26 @@ def _spawn(directory: Path, sock: Path, port: int, appendfsync: str) -> subproce
         pytest.fail("redis-server is not on PATH: apt-get install redis-server (make test does)")
     args = [
         exe,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--unixsocket", str(sock),
-        "--unixsocketperm", "700",
-        "--dir", str(directory),
-        "--save", "",
-        "--appendonly", "yes",
-        "--appendfsync", appendfsync,
-        "--daemonize", "no",
-        "--logfile", str(directory / "redis.log"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        appendfsync,
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(directory / "redis.log"),
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10

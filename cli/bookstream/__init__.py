@@ -5,10 +5,11 @@
 ...     outcome = client.request("user1", ["geb"])
 """
 
+from bookstream_core.events import Outcome, Unavailable
+
 from bookstream.client import AsyncClient, Client
 from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unreachable
 from bookstream.location import BookLocation
-from bookstream_core.events import Outcome, Unavailable
 
 __all__ = [
     "AsyncClient",

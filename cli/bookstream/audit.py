@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
-
 from bookstream_core.events import decode_outcome
 from bookstream_core.keys import SERVICES, LibraryKeys
+from bookstream_core.types import text
 from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
 
@@ -62,15 +63,15 @@ async def audit(
     report = AuditReport(library)
     v = report.violations
 
-    status = {k.decode(): s.decode() for k, s in (await r.hgetall(lk.book_status)).items()}
-    storage = {b.decode() for b in await r.smembers(lk.storage)}
-    borrowers = {u.decode() for u in await r.smembers(lk.borrowers)}
-    off = {k.decode(): int(n) for k, n in (await r.hgetall(sk.off_shelf)).items()}
+    status = {text(k): text(s) for k, s in (await r.hgetall(lk.book_status)).items()}
+    storage = {text(b) for b in await r.smembers(lk.storage)}
+    borrowers = {text(u) for u in await r.smembers(lk.borrowers)}
+    off = {text(k): int(n) for k, n in (await r.hgetall(sk.off_shelf)).items()}
     loans: dict[str, set[str]] = {}
     loans_prefix = lk.loans("")
     for key in await _scan(r, loans_prefix + "*"):
-        user = key.decode()[len(loans_prefix) :]
-        loans[user] = {b.decode() for b in await r.smembers(key)}
+        user = text(key)[len(loans_prefix) :]
+        loans[user] = {text(b) for b in await r.smembers(key)}
 
     # 1 and 2: the per-book status and the per-user sets describe the same loans.
     lent_by_status = {b: s[5:] for b, s in status.items() if s.startswith("lent:")}
@@ -79,7 +80,9 @@ async def audit(
         for book in books:
             owners[book] += 1
             if lent_by_status.get(book) != user:
-                v.append(f"book {book!r} is in {user!r}'s loans but its status is {status.get(book)!r}")
+                v.append(
+                    f"book {book!r} is in {user!r}'s loans but its status is {status.get(book)!r}"
+                )
         if len(books) > user_limit:
             v.append(f"user {user!r} holds {len(books)} books, over the limit of {user_limit}")
         if books and user not in borrowers:
@@ -95,7 +98,9 @@ async def audit(
             v.append(f"user {user!r} is in the borrowers set but holds nothing")
     for book in storage:
         if status.get(book) != "storage":
-            v.append(f"book {book!r} is in the automated storage but its status is {status.get(book)!r}")
+            v.append(
+                f"book {book!r} is in the automated storage but its status is {status.get(book)!r}"
+            )
         if book in lent_by_status:
             v.append(f"book {book!r} is both in the automated storage and lent")
     for book, s in status.items():
@@ -104,7 +109,10 @@ async def audit(
 
     # 3
     if len(storage) > storage_capacity:
-        v.append(f"the automated storage holds {len(storage)} books, over its capacity of {storage_capacity}")
+        v.append(
+            f"the automated storage holds {len(storage)} books, "
+            f"over its capacity of {storage_capacity}"
+        )
 
     # 4: what shelving counts off the shelf is exactly what lending holds.
     with_lending = storage | set(lent_by_status)
@@ -159,7 +167,9 @@ async def _replay(
     held: dict[str, str] = {}
     last = "-"
     while True:
-        batch = await r.xrange(stream, min=last, max="+", count=5000)
+        batch = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await r.xrange(stream, min=last, count=5000)
+        )
         if last != "-":
             batch = batch[1:]
         if not batch:
@@ -187,11 +197,16 @@ async def _replay(
             elif outcome.status == "processed":
                 for book in outcome.returned:
                     if held.get(book) != outcome.user:
-                        v.append(f"return {outcome.request_id} took back {book!r}, not lent to {outcome.user!r}")
+                        v.append(
+                            f"return {outcome.request_id} took back {book!r}, "
+                            f"not lent to {outcome.user!r}"
+                        )
                     held.pop(book, None)
         last = batch[-1][0].decode()
     if not complete:
-        report.notes.append("the domain event stream was trimmed: loans not replayed from the start")
+        report.notes.append(
+            "the domain event stream was trimmed: loans not replayed from the start"
+        )
         return
     replayed: dict[str, set[str]] = {}
     for book, user in held.items():

@@ -13,9 +13,6 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
-from bookstream.client import AsyncClient
-from bookstream.errors import BadInput, OutcomeTimeout, Unreachable
-from bookstream.render import render_outcome
 from bookstream_core.config import (
     ConfigError,
     add_redis_arguments,
@@ -25,6 +22,10 @@ from bookstream_core.config import (
 )
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.events import Outcome
+
+from bookstream.client import AsyncClient
+from bookstream.errors import BadInput, OutcomeTimeout, Unreachable
+from bookstream.render import render_outcome
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -44,21 +45,36 @@ class Parser(argparse.ArgumentParser):
 
 
 def _submit_parser(sub: argparse._SubParsersAction[Parser], name: str, help_: str) -> None:
-    p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("user", help="the user's id")
-    p.add_argument("books", nargs="+", metavar="BOOK", help="book ids (may contain spaces or commas)")
+    p.add_argument(
+        "books", nargs="+", metavar="BOOK", help="book ids (may contain spaces or commas)"
+    )
     p.add_argument("--request-id", help="your id for this request: resubmitting it is safe")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the outcome (10)")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the outcome (10)"
+    )
     p.add_argument("--no-wait", action="store_true", help="print the request id and exit")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     add_redis_arguments(p)
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="bookstream", description="Request and return books; run and inspect the library.",
-                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    parser = Parser(
+        prog="bookstream",
+        description="Request and return books; run and inspect the library.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
     _submit_parser(sub, "request", "ask for books and print what you got")
     _submit_parser(sub, "return", "bring books back and print what was taken")
 
@@ -68,7 +84,9 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true")
     add_redis_arguments(p)
 
-    p = sub.add_parser("status", help="totals and stream health; or where a book is, what a user holds")
+    p = sub.add_parser(
+        "status", help="totals and stream health; or where a book is, what a user holds"
+    )
     p.add_argument("--user", help="the books this user holds")
     p.add_argument("--book", help="where this book is")
     p.add_argument("--json", action="store_true")
@@ -177,7 +195,9 @@ async def _submit(args: argparse.Namespace) -> int:
         if args.timeout <= 0:
             raise BadInput("--timeout must be positive")
         call = client.request if args.command == "request" else client.return_books
-        outcome = await call(args.user, args.books, request_id=args.request_id, timeout=args.timeout)
+        outcome = await call(
+            args.user, args.books, request_id=args.request_id, timeout=args.timeout
+        )
         if outcome.kind != args.command:
             raise BadInput(f"request id {outcome.request_id} was already used for a {outcome.kind}")
         return _print_outcome(outcome, args.json)

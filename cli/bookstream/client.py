@@ -14,11 +14,6 @@ from types import TracebackType
 from typing import Self
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from bookstream.errors import BadInput, OutcomeTimeout, Unreachable
-from bookstream.location import BookLocation, from_state
 from bookstream_core.config import ConfigError, RedisSettings, normalize_address
 from bookstream_core.connection import connect
 from bookstream_core.embedded import EmbeddedRedisError
@@ -32,8 +27,14 @@ from bookstream_core.events import (
 )
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
+from bookstream_core.types import text
 from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bookstream.errors import BadInput, OutcomeTimeout, Unreachable
+from bookstream.location import BookLocation, from_state
 
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 #: While waiting, the outcome key is also polled this often, in case a Pub/Sub
@@ -96,7 +97,9 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ submitting
 
-    def _event(self, kind: str, user: str, books: Iterable[str], request_id: str | None) -> RequestEvent | ReturnEvent:
+    def _event(
+        self, kind: str, user: str, books: Iterable[str], request_id: str | None
+    ) -> RequestEvent | ReturnEvent:
         books = list(books)
         try:
             check_id("user id", user)
@@ -114,25 +117,39 @@ class AsyncClient:
         except UNREACHABLE as exc:
             raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
 
-    async def submit_request(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+    async def submit_request(
+        self, user: str, books: Iterable[str], *, request_id: str | None = None
+    ) -> str:
         """Submit without waiting; returns the request id (pass it to ``outcome``)."""
         event = self._event("request", user, books, request_id)
         await self._submit(event)
         return event.id
 
-    async def submit_return(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+    async def submit_return(
+        self, user: str, books: Iterable[str], *, request_id: str | None = None
+    ) -> str:
         event = self._event("return", user, books, request_id)
         await self._submit(event)
         return event.id
 
     async def request(
-        self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0
+        self,
+        user: str,
+        books: Iterable[str],
+        *,
+        request_id: str | None = None,
+        timeout: float = 10.0,
     ) -> Outcome:
         """Ask for books and wait (at most ``timeout`` s) for the outcome."""
         return await self._round_trip(self._event("request", user, books, request_id), timeout)
 
     async def return_books(
-        self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0
+        self,
+        user: str,
+        books: Iterable[str],
+        *,
+        request_id: str | None = None,
+        timeout: float = 10.0,
     ) -> Outcome:
         """Bring books back and wait (at most ``timeout`` s) for the outcome."""
         return await self._round_trip(self._event("return", user, books, request_id), timeout)
@@ -189,7 +206,7 @@ class AsyncClient:
             books = await r.smembers(self._lending.loans(user))
         except UNREACHABLE as exc:
             raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
-        return sorted(b.decode() for b in books)
+        return sorted(text(b) for b in books)
 
     async def locate(self, book: str) -> BookLocation:
         """Where the book is: on the shelf, in storage, lent to whom, in transit..."""
@@ -224,19 +241,43 @@ class Client:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
-    def request(self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0) -> Outcome:
-        return self._runner.run(self._async.request(user, books, request_id=request_id, timeout=timeout))
+    def request(
+        self,
+        user: str,
+        books: Iterable[str],
+        *,
+        request_id: str | None = None,
+        timeout: float = 10.0,
+    ) -> Outcome:
+        return self._runner.run(
+            self._async.request(user, books, request_id=request_id, timeout=timeout)
+        )
 
-    def return_books(self, user: str, books: Iterable[str], *, request_id: str | None = None, timeout: float = 10.0) -> Outcome:
-        return self._runner.run(self._async.return_books(user, books, request_id=request_id, timeout=timeout))
+    def return_books(
+        self,
+        user: str,
+        books: Iterable[str],
+        *,
+        request_id: str | None = None,
+        timeout: float = 10.0,
+    ) -> Outcome:
+        return self._runner.run(
+            self._async.return_books(user, books, request_id=request_id, timeout=timeout)
+        )
 
-    def submit_request(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+    def submit_request(
+        self, user: str, books: Iterable[str], *, request_id: str | None = None
+    ) -> str:
         return self._runner.run(self._async.submit_request(user, books, request_id=request_id))
 
-    def submit_return(self, user: str, books: Iterable[str], *, request_id: str | None = None) -> str:
+    def submit_return(
+        self, user: str, books: Iterable[str], *, request_id: str | None = None
+    ) -> str:
         return self._runner.run(self._async.submit_return(user, books, request_id=request_id))
 
     def outcome(self, request_id: str, timeout: float = 10.0) -> Outcome:

@@ -7,15 +7,16 @@ import json
 import os
 from pathlib import Path
 
+from bookstream_core.embedded import EmbeddedRedis
+from bookstream_core.events import SCHEMA_VERSION
+from bookstream_core.ids import MAX_BOOKS_PER_EVENT, MAX_ID_LENGTH, MAX_REQUEST_ID_LENGTH
+from bookstream_core.keys import SERVICES, LibraryKeys
+
 from bookstream.audit import audit
 from bookstream.client import UNREACHABLE, AsyncClient
 from bookstream.errors import Unreachable
 from bookstream.render import books
 from bookstream.status import library_status, render_status, to_json
-from bookstream_core.embedded import EmbeddedRedis
-from bookstream_core.events import SCHEMA_VERSION
-from bookstream_core.ids import MAX_BOOKS_PER_EVENT, MAX_ID_LENGTH, MAX_REQUEST_ID_LENGTH
-from bookstream_core.keys import SERVICES, LibraryKeys
 
 
 async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -37,7 +38,9 @@ async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
                 status = await library_status(await client.redis(), client.library)
                 print(to_json(status) if args.json else render_status(status))
         except UNREACHABLE as exc:
-            raise Unreachable(f"cannot reach Redis at {client.settings.describe()}: {exc}") from None
+            raise Unreachable(
+                f"cannot reach Redis at {client.settings.describe()}: {exc}"
+            ) from None
     return 0
 
 
@@ -66,10 +69,20 @@ def info(library: str) -> dict[str, object]:
             "write_to": keys.inbox("lending"),
             "entry": {"e": "<JSON event>"},
             "events": {
-                "request": {"v": SCHEMA_VERSION, "type": "request", "id": "<request id>",
-                            "user": "<user id>", "books": ["<book id>", "..."]},
-                "return": {"v": SCHEMA_VERSION, "type": "return", "id": "<request id>",
-                           "user": "<user id>", "books": ["<book id>", "..."]},
+                "request": {
+                    "v": SCHEMA_VERSION,
+                    "type": "request",
+                    "id": "<request id>",
+                    "user": "<user id>",
+                    "books": ["<book id>", "..."],
+                },
+                "return": {
+                    "v": SCHEMA_VERSION,
+                    "type": "return",
+                    "id": "<request id>",
+                    "user": "<user id>",
+                    "books": ["<book id>", "..."],
+                },
             },
             "limits": {
                 "request_id": f"1-{MAX_REQUEST_ID_LENGTH} of [A-Za-z0-9_.:-]",
@@ -83,7 +96,11 @@ def info(library: str) -> dict[str, object]:
             "note": "SUBSCRIBE to the channel, then GET the key, then submit",
         },
         "domain_events": keys.domain_events,
-        "functions_libraries": ["bookstream_core_v1", "bookstream_lending_v1", "bookstream_shelving_v1"],
+        "functions_libraries": [
+            "bookstream_core_v1",
+            "bookstream_lending_v1",
+            "bookstream_shelving_v1",
+        ],
     }
 
 
@@ -96,7 +113,10 @@ def info_command(library: str, as_json: bool) -> int:
     assert isinstance(streams, dict)
     print(f"library {library}, event schema version {SCHEMA_VERSION}")
     for service, s in streams.items():
-        print(f"  {service}: inbox {s['inbox']} (group {s['group']}), dead letters {s['dead_letters']}")
+        print(
+            f"  {service}: inbox {s['inbox']} (group {s['group']}), "
+            f"dead letters {s['dead_letters']}"
+        )
     print(f"  outcomes: key/channel {LibraryKeys(library).outcome('<request id>')}")
     print("  (--json for the event schema)")
     return 0
@@ -112,7 +132,9 @@ async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
                 storage_capacity=args.storage_capacity,
             )
         except UNREACHABLE as exc:
-            raise Unreachable(f"cannot reach Redis at {client.settings.describe()}: {exc}") from None
+            raise Unreachable(
+                f"cannot reach Redis at {client.settings.describe()}: {exc}"
+            ) from None
     if args.json:
         print(to_json(report.to_dict()))
     else:
@@ -138,8 +160,16 @@ def embedded_command(action: str) -> int:
         print("stopped" if server.stop() else "not running")
         return 0
     if server.running():
-        print(json.dumps({"running": True, "url": server.url, "pid": server.pid(),
-                          "directory": str(server.directory)}))
+        print(
+            json.dumps(
+                {
+                    "running": True,
+                    "url": server.url,
+                    "pid": server.pid(),
+                    "directory": str(server.directory),
+                }
+            )
+        )
         return 0
     print(json.dumps({"running": False, "directory": str(server.directory)}))
     return 3

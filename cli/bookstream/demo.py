@@ -10,14 +10,15 @@ import asyncio
 import os
 from pathlib import Path
 
-from bookstream.audit import audit
-from bookstream.client import AsyncClient
-from bookstream.render import render_outcome
 from bookstream_core.config import RedisSettings, normalize_address
 from bookstream_core.connection import connect
 from bookstream_core.embedded import EmbeddedRedis
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import configure_logging
+
+from bookstream.audit import audit
+from bookstream.client import AsyncClient
+from bookstream.render import render_outcome
 
 LIBRARY = "demo"
 SCENARIO: list[tuple[str, str, list[str]]] = [
@@ -50,9 +51,10 @@ async def _demo(settings: RedisSettings) -> int:
         await r.unlink(*stale)
     print(f"bookstream demo on {settings.describe()} (library {LIBRARY!r}, emptied)\n")
     failures = 0
-    async with local_workers(settings, LIBRARY, name="demo"), AsyncClient(
-        library=LIBRARY, settings=settings
-    ) as client:
+    async with (
+        local_workers(settings, LIBRARY, name="demo"),
+        AsyncClient(library=LIBRARY, settings=settings) as client,
+    ):
         for kind, user, books in SCENARIO:
             print(f"$ bookstream {kind} {user} {' '.join(books)}")
             if kind == "request":

@@ -42,14 +42,26 @@ async def local_workers(
     observability = ObservabilitySettings(log_level=log_level)
     workers = [
         Worker(
-            WorkerSettings(service="lending", name=f"{name}-lending", library=library, force=True,
-                           redis=redis, observability=observability),
+            WorkerSettings(
+                service="lending",
+                name=f"{name}-lending",
+                library=library,
+                force=True,
+                redis=redis,
+                observability=observability,
+            ),
             LendingService,
             metrics,
         ),
         Worker(
-            WorkerSettings(service="shelving", name=f"{name}-shelving", library=library, force=True,
-                           redis=redis, observability=observability),
+            WorkerSettings(
+                service="shelving",
+                name=f"{name}-shelving",
+                library=library,
+                force=True,
+                redis=redis,
+                observability=observability,
+            ),
             ShelvingService,
             metrics,
         ),

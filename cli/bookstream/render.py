@@ -38,7 +38,9 @@ def render_outcome(outcome: Outcome) -> str:
     if outcome.kind == "request" and outcome.status != "rejected":
         lines.append(f"  lent:         {books(outcome.lent)}")
         for item in outcome.unavailable:
-            lines.append(f"  unavailable:  {book(item.book)} ({REASONS.get(item.reason, item.reason)})")
+            lines.append(
+                f"  unavailable:  {book(item.book)} ({REASONS.get(item.reason, item.reason)})"
+            )
     elif outcome.kind == "return" and outcome.status != "rejected":
         lines.append(f"  returned:     {books(outcome.returned)}")
         if outcome.not_held:

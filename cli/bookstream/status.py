@@ -6,7 +6,6 @@ import json
 import time
 
 import redis.asyncio as aioredis
-
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
@@ -102,7 +101,8 @@ def render_status(status: dict[str, object]) -> str:
     assert isinstance(streams, dict)
     for service, s in streams.items():
         lines.append(
-            f"  {service}: stream {s['stream']}  length {s['length']}  dead letters {s['dead_letters']}"
+            f"  {service}: stream {s['stream']}  length {s['length']}  "
+            f"dead letters {s['dead_letters']}"
         )
         for g in s["groups"]:
             age = g["oldest_pending_age_ms"]
@@ -113,7 +113,8 @@ def render_status(status: dict[str, object]) -> str:
             for c in g["consumers"]:
                 state = "alive" if c["alive"] else "gone (no lock)"
                 lines.append(
-                    f"      {c['name']}: pending {c['pending']}  idle {c['idle_ms'] / 1000:.1f}s  {state}"
+                    f"      {c['name']}: pending {c['pending']}  "
+                    f"idle {c['idle_ms'] / 1000:.1f}s  {state}"
                 )
     return "\n".join(lines)
 

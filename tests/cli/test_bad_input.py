@@ -11,8 +11,12 @@ from tests.conftest import VENV_BIN, RedisServer
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(VENV_BIN / "bookstream"), *args], capture_output=True, text=True, env=env,
-        timeout=60, check=False,
+        [str(VENV_BIN / "bookstream"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -49,23 +53,40 @@ def test_bad_input_exits_2_with_one_line(
 
 
 def test_unreachable_redis_exits_3(bookstream_env: dict[str, str], tmp_path: object) -> None:
-    result = run(bookstream_env, "request", "user1", "geb", "--redis", "unix:///nonexistent/redis.sock")
+    result = run(
+        bookstream_env, "request", "user1", "geb", "--redis", "unix:///nonexistent/redis.sock"
+    )
     assert result.returncode == 3
     assert "cannot reach Redis" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_no_outcome_in_time_exits_3(redis_server: RedisServer, bookstream_env: dict[str, str]) -> None:
-    result = run(bookstream_env, "request", "user1", "geb", "--timeout", "0.3", "--redis", redis_server.url)
+def test_no_outcome_in_time_exits_3(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    result = run(
+        bookstream_env, "request", "user1", "geb", "--timeout", "0.3", "--redis", redis_server.url
+    )
     assert result.returncode == 3
     assert "no outcome for request" in result.stderr
     # The request was submitted and will be applied when a worker runs.
     assert redis_server.client().xlen("bs:{main}:lending:inbox") == 1
 
 
-def test_no_wait_prints_the_request_id(redis_server: RedisServer, bookstream_env: dict[str, str]) -> None:
-    result = run(bookstream_env, "request", "user1", "geb", "--no-wait", "--request-id", "my-id-1",
-                 "--redis", redis_server.url)
+def test_no_wait_prints_the_request_id(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    result = run(
+        bookstream_env,
+        "request",
+        "user1",
+        "geb",
+        "--no-wait",
+        "--request-id",
+        "my-id-1",
+        "--redis",
+        redis_server.url,
+    )
     assert (result.returncode, result.stdout.strip()) == (0, "my-id-1")
 
 
@@ -83,6 +104,8 @@ def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> N
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1
     assert data["streams"]["lending"] == {
-        "inbox": "bs:{lib1}:lending:inbox", "group": "lending", "dead_letters": "bs:{lib1}:lending:dead"
+        "inbox": "bs:{lib1}:lending:inbox",
+        "group": "lending",
+        "dead_letters": "bs:{lib1}:lending:dead",
     }
     assert data["producer"]["write_to"] == "bs:{lib1}:lending:inbox"

@@ -22,9 +22,18 @@ EXPECTED = [
 ]
 
 
-def bookstream(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VENV_BIN / "bookstream"), *args], capture_output=True, text=True,
-                          env=env, timeout=120, check=False, cwd=cwd)
+def bookstream(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "bookstream"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+    )
 
 
 def test_demo_runs_the_original_scenario_and_is_repeatable(bookstream_env: dict[str, str]) -> None:
@@ -40,8 +49,15 @@ def test_demo_runs_the_original_scenario_and_is_repeatable(bookstream_env: dict[
 
 
 def test_make_demo_exits_0(bookstream_env: dict[str, str]) -> None:
-    result = subprocess.run(["make", "-s", "demo"], cwd=ROOT, capture_output=True, text=True,
-                            env=bookstream_env, timeout=600, check=False)
+    result = subprocess.run(
+        ["make", "-s", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=bookstream_env,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "audit: OK" in result.stdout
 
@@ -65,11 +81,16 @@ def test_embedded_redis_is_private_and_reused(bookstream_env: dict[str, str]) ->
             assert r.xlen("bs:{main}:lending:inbox") == 2
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
     finally:
-        assert bookstream(bookstream_env, "embedded", "stop").stdout.strip() in ("stopped", "not running")
+        assert bookstream(bookstream_env, "embedded", "stop").stdout.strip() in (
+            "stopped",
+            "not running",
+        )
     assert bookstream(bookstream_env, "embedded", "status").returncode == 3
 
 
-def test_missing_redis_server_says_how_to_install_it(bookstream_env: dict[str, str], tmp_path: Path) -> None:
+def test_missing_redis_server_says_how_to_install_it(
+    bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
     env = {**bookstream_env, "PATH": str(tmp_path)}  # no redis-server anywhere on PATH
     result = bookstream(env, "request", "u1", "geb")
     assert result.returncode == 3

@@ -10,10 +10,16 @@ from collections.abc import Callable
 from tests.conftest import VENV_BIN, RedisServer, WorkerProcess
 
 
-def bookstream(server: RedisServer, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def bookstream(
+    server: RedisServer, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(VENV_BIN / "bookstream"), *args, "--redis", server.url],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -25,22 +31,33 @@ def test_original_scenario_through_the_cli(
     start_worker("lending", redis_server, name="worker1")
     start_worker("shelving", redis_server, name="worker1")
 
-    first = bookstream(redis_server, bookstream_env, "request", "user1",
-                       "alice-in-wonderland", "geb", "invisible-cities", "--json")
+    first = bookstream(
+        redis_server,
+        bookstream_env,
+        "request",
+        "user1",
+        "alice-in-wonderland",
+        "geb",
+        "invisible-cities",
+        "--json",
+    )
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
     assert out["status"] == "accepted"
     assert sorted(out["lent"]) == ["alice-in-wonderland", "geb", "invisible-cities"]
 
-    second = bookstream(redis_server, bookstream_env, "return", "user1", "invisible-cities", "--json")
+    second = bookstream(
+        redis_server, bookstream_env, "return", "user1", "invisible-cities", "--json"
+    )
     assert second.returncode == 0, second.stderr
     out = json.loads(second.stdout)
     assert out["status"] == "processed"
     assert out["returned"] == ["invisible-cities"]
     assert out["books_in_hand"] == ["alice-in-wonderland", "geb"]
 
-    third = bookstream(redis_server, bookstream_env, "request", "user2",
-                       "geb", "invisible-cities", "selfish-gene")
+    third = bookstream(
+        redis_server, bookstream_env, "request", "user2", "geb", "invisible-cities", "selfish-gene"
+    )
     assert third.returncode == 0, third.stderr
     assert "ACCEPTED" in third.stdout
     assert "lent:         invisible-cities, selfish-gene" in third.stdout
@@ -49,7 +66,10 @@ def test_original_scenario_through_the_cli(
     where = bookstream(redis_server, bookstream_env, "status", "--book", "geb")
     assert where.stdout.strip() == "geb: lent to user1"
     held = bookstream(redis_server, bookstream_env, "status", "--user", "user2", "--json")
-    assert json.loads(held.stdout) == {"user": "user2", "books": ["invisible-cities", "selfish-gene"]}
+    assert json.loads(held.stdout) == {
+        "user": "user2",
+        "books": ["invisible-cities", "selfish-gene"],
+    }
 
     audit = bookstream(redis_server, bookstream_env, "audit")
     assert audit.returncode == 0, audit.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-
 from bookstream_core.events import decode_outcome
 from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
@@ -20,8 +19,14 @@ async def _pending_entry(r: aioredis.Redis, fields: dict[str, str]) -> bytes:
 
 async def _dead_letter(core: CoreFunctions, *rows: list[bytes | str | int]) -> int:
     return await core.dead_letter(
-        INBOX, KEYS.dead_letters("lending"), KEYS.domain_events,
-        group="lending", retention_s=60, maxlen=1000, outcome_prefix=KEYS.outcome(""), rows=list(rows),
+        INBOX,
+        KEYS.dead_letters("lending"),
+        KEYS.domain_events,
+        group="lending",
+        retention_s=60,
+        maxlen=1000,
+        outcome_prefix=KEYS.outcome(""),
+        rows=list(rows),
     )
 
 
@@ -30,9 +35,11 @@ async def test_dead_letter_moves_the_entry_aside_and_answers_once(aredis: aiored
     core = CoreFunctions(aredis)
     raw = '{"v":9,"type":"request","id":"r1"}'
     entry = await _pending_entry(aredis, {"e": raw})
-    answered = await _dead_letter(core, [entry, "invalid_event: v", 1, "r1", "request", "", 1, "e", raw])
+    answered = await _dead_letter(
+        core, [entry, "invalid_event: v", 1, "r1", "request", "", 1, "e", raw]
+    )
     assert answered == 1
-    (dead_id, dead), = await aredis.xrange(KEYS.dead_letters("lending"))
+    ((_, dead),) = await aredis.xrange(KEYS.dead_letters("lending"))
     assert dead[b"reason"] == b"invalid_event: v"
     assert dead[b"entry"] == entry
     assert dead[b"f.e"] == raw.encode()
@@ -51,7 +58,17 @@ async def test_dead_letter_does_not_answer_a_request_in_flight(aredis: aioredis.
     guard = "bs:{t}:lending:req:r1"
     await aredis.hset(guard, "user", "ann")
     entry = await _pending_entry(aredis, {"junk": "1"})
-    row: list[bytes | str | int] = [entry, "missing_field", 1, "r1", "request", guard, 1, "junk", "1"]
+    row: list[bytes | str | int] = [
+        entry,
+        "missing_field",
+        1,
+        "r1",
+        "request",
+        guard,
+        1,
+        "junk",
+        "1",
+    ]
     assert await _dead_letter(CoreFunctions(aredis), row) == 0
     assert await aredis.get(KEYS.outcome("r1")) is None
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from bookstream import Client
+
 from tests.conftest import RedisServer, WorkerProcess, worker_command
 
 INBOX = "bs:{main}:lending:inbox"
@@ -33,7 +34,11 @@ def test_poison_entries_are_set_aside_and_nothing_behind_them_waits(
         {"other": "field"},
         {"e": json.dumps({"v": 2, "type": "request", "id": "bad-v", "user": "u", "books": ["a"]})},
         {"e": json.dumps({"v": 1, "type": "request", "id": "bad-books", "user": "u", "books": []})},
-        {"e": json.dumps({"v": 1, "type": "request", "id": "ctl", "user": "u\x00", "books": ["a"]})},
+        {
+            "e": json.dumps(
+                {"v": 1, "type": "request", "id": "ctl", "user": "u\x00", "books": ["a"]}
+            )
+        },
         {"e": json.dumps({"v": 1, "type": "steal", "id": "bad-type", "user": "u", "books": ["a"]})},
         {"e": b"\xff\xfe" * 10},
         {"e": "x" * (1024 * 1024)},
@@ -57,12 +62,18 @@ def test_poison_entries_are_set_aside_and_nothing_behind_them_waits(
 
 
 def test_a_name_is_held_by_one_worker(
-    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess], bookstream_env: dict[str, str]
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
 ) -> None:
     start_worker("lending", redis_server, name="w1")
     second = subprocess.run(
         [worker_command("lending"), "w1", "--redis", redis_server.url],
-        capture_output=True, text=True, env=bookstream_env, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        env=bookstream_env,
+        timeout=30,
+        check=False,
     )
     assert second.returncode == 1
     assert "worker name 'w1' is held by another lending worker" in second.stderr

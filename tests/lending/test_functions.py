@@ -6,9 +6,8 @@ import json
 
 import pytest
 import redis.asyncio as aioredis
-
 from bookstream_core.config import DomainSettings, RuntimeSettings
-from bookstream_core.events import decode_outcome, encode_event, RequestEvent
+from bookstream_core.events import RequestEvent, decode_outcome, encode_event
 from bookstream_core.keys import LibraryKeys
 from bookstream_lending.functions import Applied, LendingFunctions
 from bookstream_lending.keys import LendingKeys
@@ -29,7 +28,9 @@ class Lending:
     async def setup(self) -> None:
         await self.r.xgroup_create(KEYS.inbox("lending"), "lending", id="0", mkstream=True)
 
-    async def add(self, type_: str, rid: str, user: str = "", books: list[str] | None = None) -> bytes:
+    async def add(
+        self, type_: str, rid: str, user: str = "", books: list[str] | None = None
+    ) -> bytes:
         event = {"v": 1, "type": type_, "id": rid, "user": user, "books": books or ["x"]}
         entry: bytes = await self.r.xadd(KEYS.inbox("lending"), {"e": json.dumps(event)})
         await self.r.xreadgroup("lending", "w1", {KEYS.inbox("lending"): ">"})
@@ -38,7 +39,9 @@ class Lending:
     async def apply(self, *events: tuple[bytes, str, str, str, list[str]]) -> list[Applied]:
         return await self.fn.apply(DOMAIN, RUNTIME, list(events))
 
-    async def event(self, type_: str, rid: str, user: str = "", books: list[str] | None = None) -> Applied:
+    async def event(
+        self, type_: str, rid: str, user: str = "", books: list[str] | None = None
+    ) -> Applied:
         entry = await self.add(type_, rid, user, books)
         (row,) = await self.apply((entry, type_, rid, user, books or []))
         return row
@@ -78,7 +81,13 @@ async def test_request_pages_books_then_lends_them_on_the_reply(lending: Lending
     assert await lending.status("a") == "paged:r1"
     assert await lending.status("b, with comma") == "paged:r1"
     (fetch,) = await lending.shelving_inbox()
-    assert fetch == {"v": 1, "type": "fetch", "id": "r1", "eid": "r1:fetch", "books": ["a", "b, with comma"]}
+    assert fetch == {
+        "v": 1,
+        "type": "fetch",
+        "id": "r1",
+        "eid": "r1:fetch",
+        "books": ["a", "b, with comma"],
+    }
 
     row = await lending.event("fetched", "r1", "", ["a", "b, with comma"])
     assert (row.type, row.status) == ("fetched", "accepted")
@@ -103,7 +112,9 @@ async def test_replayed_events_are_applied_once(lending: Lending) -> None:
 
     reply = await lending.add("fetched", "r1", "", ["a"])
     accepted = await lending.apply((reply, "fetched", "r1", "", []))
-    replayed = await lending.apply((reply, "fetched", "r1", "", []), (entry, "request", "r1", "ann", ["a"]))
+    replayed = await lending.apply(
+        (reply, "fetched", "r1", "", []), (entry, "request", "r1", "ann", ["a"])
+    )
     assert accepted[0].status == "accepted"
     assert [r.status for r in replayed] == ["duplicate", "duplicate"]
     assert await lending.r.smembers(LK.loans("ann")) == {b"a"}
@@ -166,7 +177,13 @@ async def test_limit_at_decision_time_rolls_every_reservation_back(lending: Lend
     for book in ("s1", "f"):
         assert await lending.status(book) is None
     rollback = (await lending.shelving_inbox())[-1]
-    assert rollback == {"v": 1, "type": "reshelve", "id": "r3", "eid": "r3:rollback", "books": ["s1", "f"]}
+    assert rollback == {
+        "v": 1,
+        "type": "reshelve",
+        "id": "r3",
+        "eid": "r3:rollback",
+        "books": ["s1", "f"],
+    }
     assert await lending.r.scard(LK.storage) == 2
 
 
@@ -194,15 +211,25 @@ async def test_request_served_from_storage_needs_no_fetch(lending: Lending) -> N
     assert await lending.r.scard(LK.storage) == 0
 
 
-async def test_returns_refill_storage_up_to_capacity_and_reshelve_the_rest(lending: Lending) -> None:
+async def test_returns_refill_storage_up_to_capacity_and_reshelve_the_rest(
+    lending: Lending,
+) -> None:
     await lending.request("r1", "ann", ["a", "b", "c"])
     row = await lending.return_("r2", "ann", ["a", "b", "c", "zz"])
     outcome = decode_outcome(row.outcome)
-    assert (outcome.status, outcome.returned, outcome.not_held) == ("processed", ["a", "b", "c"], ["zz"])
+    assert (outcome.status, outcome.returned, outcome.not_held) == (
+        "processed",
+        ["a", "b", "c"],
+        ["zz"],
+    )
     assert await lending.r.smembers(LK.storage) == {b"a", b"b"}
     assert await lending.status("c") is None
     assert (await lending.shelving_inbox())[-1] == {
-        "v": 1, "type": "reshelve", "id": "r2", "eid": "r2:reshelve", "books": ["c"]
+        "v": 1,
+        "type": "reshelve",
+        "id": "r2",
+        "eid": "r2:reshelve",
+        "books": ["c"],
     }
     assert not await lending.r.sismember(LK.borrowers, "ann")
 
@@ -235,5 +262,9 @@ async def test_outcome_is_published_to_subscribers(lending: Lending) -> None:
 def test_encoded_events_round_trip() -> None:
     event = RequestEvent(v=1, id="r1", user="ann", books=["a, b"])
     assert json.loads(encode_event(event)) == {
-        "type": "request", "v": 1, "id": "r1", "user": "ann", "books": ["a, b"]
+        "type": "request",
+        "v": 1,
+        "id": "r1",
+        "user": "ann",
+        "books": ["a, b"],
     }

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import redis.asyncio as aioredis
-
 from bookstream_core.config import RuntimeSettings
 from bookstream_core.keys import LibraryKeys
 from bookstream_shelving.functions import Applied, ShelvingFunctions
@@ -21,11 +20,15 @@ class Shelving:
         self.r = r
         self.fn = ShelvingFunctions(r, KEYS)
 
-    async def event(self, type_: str, rid: str, eid: str, books: list[str], entry: bytes | None = None) -> tuple[bytes, Applied]:
+    async def event(
+        self, type_: str, rid: str, eid: str, books: list[str], entry: bytes | None = None
+    ) -> tuple[bytes, Applied]:
         if entry is None:
             entry = await self.r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
             await self.r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})
-        (row,) = await self.fn.apply(RuntimeSettings(retention_s=60), [(entry, type_, rid, eid, books)])
+        (row,) = await self.fn.apply(
+            RuntimeSettings(retention_s=60), [(entry, type_, rid, eid, books)]
+        )
         return entry, row
 
     async def off(self) -> dict[str, int]:
@@ -43,7 +46,12 @@ async def test_fetch_takes_books_off_and_answers_lending(shelving: Shelving) -> 
     assert (row.type, row.status, row.books) == ("fetch", "applied", 2)
     assert await shelving.off() == {"a": 1, "b c": 1}
     (reply,) = await shelving.r.xrange(KEYS.inbox("lending"))
-    assert json.loads(reply[1][b"e"]) == {"v": 1, "type": "fetched", "id": "r1", "books": ["a", "b c"]}
+    assert json.loads(reply[1][b"e"]) == {
+        "v": 1,
+        "type": "fetched",
+        "id": "r1",
+        "books": ["a", "b c"],
+    }
     pending = await shelving.r.xpending(KEYS.inbox("shelving"), "shelving")
     assert pending["pending"] == 0
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -167,14 +167,14 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
         help="password (prefer --password-file) [BOOKSTREAM_REDIS_PASSWORD]",
     )
     group.add_argument(
-        "--password-file", metavar="PATH", help="file holding the password [BOOKSTREAM_REDIS_PASSWORD_FILE]"
+        "--password-file",
+        metavar="PATH",
+        help="file holding the password [BOOKSTREAM_REDIS_PASSWORD_FILE]",
     )
     group.add_argument(
         "--ssl", action="store_true", default=None, help="use TLS [BOOKSTREAM_REDIS_SSL]"
     )
-    group.add_argument(
-        "--library", help="library namespace, default 'main' [BOOKSTREAM_LIBRARY]"
-    )
+    group.add_argument("--library", help="library namespace, default 'main' [BOOKSTREAM_LIBRARY]")
 
 
 def redis_settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RedisSettings:
@@ -189,7 +189,9 @@ def redis_settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Red
         try:
             password = Path(password_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read password file {password_file}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot read password file {password_file}: {exc.strerror}"
+            ) from None
     ssl = bool(args.ssl) or _bool(_env(env, "REDIS_SSL"))
     db = _int(args.db if args.db is not None else _env(env, "REDIS_DB"), "--db")
     home = Path(_env(env, "HOME") or ".bookstream")
@@ -209,30 +211,48 @@ def library_from(args: argparse.Namespace, env: Mapping[str, str]) -> str:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "name", nargs="?", help="unique name for this worker (generated if omitted) [BOOKSTREAM_WORKER_NAME]"
+        "name",
+        nargs="?",
+        help="unique name for this worker (generated if omitted) [BOOKSTREAM_WORKER_NAME]",
     )
     parser.add_argument(
-        "-f", "--force", action="store_true", default=None,
+        "-f",
+        "--force",
+        action="store_true",
+        default=None,
         help="start even if another worker holds this name [BOOKSTREAM_FORCE]",
     )
     add_redis_arguments(parser)
     group = parser.add_argument_group("worker")
-    group.add_argument("--metrics-port", help="serve /metrics, /healthz, /readyz here [BOOKSTREAM_METRICS_PORT]")
+    group.add_argument(
+        "--metrics-port", help="serve /metrics, /healthz, /readyz here [BOOKSTREAM_METRICS_PORT]"
+    )
     group.add_argument("--log-format", choices=["console", "json"], help="[BOOKSTREAM_LOG_FORMAT]")
-    group.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="[BOOKSTREAM_LOG_LEVEL]")
-    group.add_argument("--user-limit", help="books one user may hold, default 5 [BOOKSTREAM_USER_LIMIT]")
     group.add_argument(
-        "--storage-capacity", help="automated storage capacity, default 20 [BOOKSTREAM_STORAGE_CAPACITY]"
-    )
-    group.add_argument("--batch-size", help="entries read per batch, default 200 [BOOKSTREAM_BATCH_SIZE]")
-    group.add_argument(
-        "--claim-idle-ms", help="claim entries idle this long, default 10000 [BOOKSTREAM_CLAIM_IDLE_MS]"
+        "--log-level", choices=["debug", "info", "warning", "error"], help="[BOOKSTREAM_LOG_LEVEL]"
     )
     group.add_argument(
-        "--max-deliveries", help="dead-letter after this many deliveries, default 5 [BOOKSTREAM_MAX_DELIVERIES]"
+        "--user-limit", help="books one user may hold, default 5 [BOOKSTREAM_USER_LIMIT]"
     )
     group.add_argument(
-        "--retention", help="seconds outcomes and idempotency records are kept, default 86400 [BOOKSTREAM_RETENTION_S]"
+        "--storage-capacity",
+        help="automated storage capacity, default 20 [BOOKSTREAM_STORAGE_CAPACITY]",
+    )
+    group.add_argument(
+        "--batch-size", help="entries read per batch, default 200 [BOOKSTREAM_BATCH_SIZE]"
+    )
+    group.add_argument(
+        "--claim-idle-ms",
+        help="claim entries idle this long, default 10000 [BOOKSTREAM_CLAIM_IDLE_MS]",
+    )
+    group.add_argument(
+        "--max-deliveries",
+        help="dead-letter after this many deliveries, default 5 [BOOKSTREAM_MAX_DELIVERIES]",
+    )
+    group.add_argument(
+        "--retention",
+        help="seconds outcomes and idempotency records are kept, default 86400 "
+        "[BOOKSTREAM_RETENTION_S]",
     )
 
 
@@ -245,14 +265,13 @@ def worker_settings_from(
     service: ServiceName, args: argparse.Namespace, env: Mapping[str, str]
 ) -> WorkerSettings:
     d, r, o = DomainSettings(), RuntimeSettings(), ObservabilitySettings()
+    capacity = _int(
+        _pick(args, "storage_capacity", env, "STORAGE_CAPACITY"), "--storage-capacity", 0
+    )
     domain = DomainSettings(
         user_limit=_int(_pick(args, "user_limit", env, "USER_LIMIT"), "--user-limit", 1)
         or d.user_limit,
-        storage_capacity=_int(
-            _pick(args, "storage_capacity", env, "STORAGE_CAPACITY"), "--storage-capacity", 0
-        )
-        if _pick(args, "storage_capacity", env, "STORAGE_CAPACITY") is not None
-        else d.storage_capacity,
+        storage_capacity=d.storage_capacity if capacity is None else capacity,
     )
     runtime = replace(
         r,
@@ -309,4 +328,6 @@ def redis_url_with_password(settings: RedisSettings) -> str:
     if settings.password is None:
         return settings.url
     parts = urlsplit(settings.url)
-    return settings.url.replace(f"{parts.scheme}://", f"{parts.scheme}://:{quote(settings.password)}@", 1)
+    return settings.url.replace(
+        f"{parts.scheme}://", f"{parts.scheme}://:{quote(settings.password)}@", 1
+    )

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -98,11 +99,12 @@ class StreamConsumer:
         )
         if not response:
             return []
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1]
-        return entries
+        return cast(list[tuple[bytes, dict[bytes, bytes]]], response[0][1])  # type: ignore[index]
 
     async def handle(
-        self, entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]], deliveries: dict[bytes, int] | None = None
+        self,
+        entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]],
+        deliveries: dict[bytes, int] | None = None,
     ) -> None:
         valid: list[tuple[bytes, object]] = []
         rejected: list[Rejected] = []
@@ -137,8 +139,11 @@ class StreamConsumer:
             try:
                 await self.service.apply([(entry_id, event)])
             except ResponseError as exc:
-                fields = await self.r.xrange(self.inbox, entry_id, entry_id)
-                raw = fields[0][1] if fields else {}
+                found = cast(
+                    list[tuple[bytes, dict[bytes, bytes]]],
+                    await self.r.xrange(self.inbox, entry_id, entry_id),
+                )
+                raw = found[0][1] if found else {}
                 await self.dead_letter([Rejected(entry_id, raw, f"apply_failed: {exc}"[:500])])
 
     def _payload(self, fields: dict[bytes, bytes]) -> bytes:
@@ -208,7 +213,8 @@ class StreamConsumer:
                 start_id=start,
                 count=self.runtime.batch_size,
             )
-            next_start, entries = response[0], response[1]
+            next_start = response[0]
+            entries = cast(list[tuple[bytes, dict[bytes, bytes] | None]], response[1])
             if entries:
                 claimed_total += len(entries)
                 self.metrics.claims.labels(**self._labels).inc(len(entries))
@@ -226,9 +232,14 @@ class StreamConsumer:
             return {}
         lo, hi = min(ids, key=_id_key), max(ids, key=_id_key)
         rows = await self.r.xpending_range(
-            self.inbox, self.group, min=lo, max=hi, count=len(ids) + 1000, consumername=self.consumer
+            self.inbox,
+            self.group,
+            min=lo,
+            max=hi,
+            count=len(ids) + 1000,
+            consumername=self.consumer,
         )
-        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        return {cast(bytes, row["message_id"]): int(row["times_delivered"]) for row in rows}
 
     async def run_once(self) -> int:
         entries = await self.read()

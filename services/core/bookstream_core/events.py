@@ -8,7 +8,7 @@ prints where); ``fetch``/``reshelve``/``fetched`` travel between the services.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -21,7 +21,7 @@ from bookstream_core.ids import (
 )
 from bookstream_core.types import OutcomeKind, OutcomeStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 EVENT_FIELD = b"e"
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
@@ -38,34 +38,34 @@ class _Event(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, froz
     id: RequestId
 
 
-class RequestEvent(_Event, tag="request"):
+class RequestEvent(_Event, tag="request", frozen=True):
     """A user asks for books (client -> lending)."""
 
     user: Id
     books: Books
 
 
-class ReturnEvent(_Event, tag="return"):
+class ReturnEvent(_Event, tag="return", frozen=True):
     """A user brings books back (client -> lending)."""
 
     user: Id
     books: Books
 
 
-class FetchedEvent(_Event, tag="fetched"):
+class FetchedEvent(_Event, tag="fetched", frozen=True):
     """Shelving has taken a request's books off the shelves (shelving -> lending)."""
 
     books: Books
 
 
-class FetchEvent(_Event, tag="fetch"):
+class FetchEvent(_Event, tag="fetch", frozen=True):
     """Lending asks for books from the shelves (lending -> shelving)."""
 
     eid: RequestId
     books: Books
 
 
-class ReshelveEvent(_Event, tag="reshelve"):
+class ReshelveEvent(_Event, tag="reshelve", frozen=True):
     """Books travel back to the shelves (lending -> shelving)."""
 
     eid: RequestId

@@ -74,19 +74,19 @@ class CoreFunctions:
         args: list[bytes | str | int] = [group, retention_s, maxlen, outcome_prefix]
         for row in rows:
             args.extend(row)
-        result = await self._r.fcall("bs1_dead_letter", 3, inbox, dead, events, *args)  # type: ignore[misc]
+        result = await self._r.fcall("bs1_dead_letter", 3, inbox, dead, events, *args)
         return int(result)
 
     async def lock_acquire(self, key: str, value: str, ttl_ms: int, force: bool) -> bytes | None:
         """None when acquired, else the current holder's description."""
-        result = await self._r.fcall("bs1_lock_acquire", 1, key, value, ttl_ms, int(force))  # type: ignore[misc]
-        return None if int(result[0]) == 1 else result[1]  # type: ignore[no-any-return]
+        result = await self._r.fcall("bs1_lock_acquire", 1, key, value, ttl_ms, int(force))
+        return None if int(result[0]) == 1 else result[1]
 
     async def lock_renew(self, key: str, value: str, ttl_ms: int) -> bool:
-        return int(await self._r.fcall("bs1_lock_renew", 1, key, value, ttl_ms)) == 1  # type: ignore[misc]
+        return int(await self._r.fcall("bs1_lock_renew", 1, key, value, ttl_ms)) == 1
 
     async def lock_release(self, key: str, value: str) -> bool:
-        return int(await self._r.fcall("bs1_lock_release", 1, key, value)) == 1  # type: ignore[misc]
+        return int(await self._r.fcall("bs1_lock_release", 1, key, value)) == 1
 
     async def trim(self, stream: str) -> int:
-        return int(await self._r.fcall("bs1_trim", 1, stream))  # type: ignore[misc]
+        return int(await self._r.fcall("bs1_trim", 1, stream))

@@ -42,7 +42,10 @@ def install_uvloop() -> None:
 
 
 def service_main(
-    service: ServiceName, factory: ServiceFactory, description: str, argv: Sequence[str] | None = None
+    service: ServiceName,
+    factory: ServiceFactory,
+    description: str,
+    argv: Sequence[str] | None = None,
 ) -> int:
     parser = argparse.ArgumentParser(prog=f"bookstream-{service}", description=description)
     add_worker_arguments(parser)
@@ -96,8 +99,10 @@ async def _run(
         nonlocal signals
         signals += 1
         if signals == 1:
-            log.info("stopping: finishing the batch in hand (signal again to force)",
-                     signal=signal.Signals(signum).name)
+            log.info(
+                "stopping: finishing the batch in hand (signal again to force)",
+                signal=signal.Signals(signum).name,
+            )
             stop.set()
         elif main_task is not None:
             log.warning("forced stop")

@@ -8,3 +8,10 @@ OutcomeKind = Literal["request", "return"]
 #: A raw stream entry as redis-py returns it (decode_responses=False).
 RawFields = dict[bytes, bytes]
 RawEntry = tuple[bytes, RawFields]
+
+
+def text(value: bytes | str | int | float | None) -> str:
+    """A Redis reply value as text (the clients here do not decode responses)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)

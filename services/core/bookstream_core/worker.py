@@ -43,7 +43,9 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.keys = LibraryKeys(settings.library)
-        self.r = connect(settings.redis, client_name=f"bookstream-{settings.service}-{settings.name}"[:60])
+        self.r = connect(
+            settings.redis, client_name=f"bookstream-{settings.service}-{settings.name}"[:60]
+        )
         self.service = factory(self.r, self.keys, settings, metrics)
         self.consumer = StreamConsumer(
             self.r, self.keys, self.service, settings.name, settings.runtime, metrics
@@ -59,7 +61,9 @@ class Worker:
             },
             separators=(",", ":"),
         )
-        self.log = get_logger(service=settings.service, worker=settings.name, library=settings.library)
+        self.log = get_logger(
+            service=settings.service, worker=settings.name, library=settings.library
+        )
         self._reachable = True
         self._holds_name = False
         self._labels = {"library": settings.library, "service": settings.service}
@@ -147,7 +151,9 @@ class Worker:
                 self._went_offline(exc)
 
     async def _renew(self) -> None:
-        ok = await self.core.lock_renew(self.lock_key, self.lock_value, self.settings.runtime.lock_ttl_ms)
+        ok = await self.core.lock_renew(
+            self.lock_key, self.lock_value, self.settings.runtime.lock_ttl_ms
+        )
         if ok != self._holds_name:
             self._holds_name = ok
             self._set_ready()
@@ -162,7 +168,9 @@ class Worker:
             if (name.decode() if isinstance(name, bytes) else name) != group:
                 continue
             lag = info.get("lag")
-            self.metrics.lag.labels(**self._labels).set(float(lag) if lag is not None else float("nan"))
+            self.metrics.lag.labels(**self._labels).set(
+                float(lag) if lag is not None else float("nan")
+            )
             self.metrics.pending.labels(**self._labels).set(float(info["pending"]))
         summary = await self.r.xpending(inbox, group)
         oldest = summary.get("min")

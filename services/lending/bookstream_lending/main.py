@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from bookstream_core.runner import service_main
+
 from bookstream_lending.service import LendingService
 
 

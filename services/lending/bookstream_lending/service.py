@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import redis.asyncio as aioredis
-
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import (
     FetchedEvent,
@@ -19,6 +18,7 @@ from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.service import InvalidEvent
 from bookstream_core.types import ServiceName
+
 from bookstream_lending.functions import Applied, LendingFunctions
 from bookstream_lending.keys import LendingKeys
 
@@ -27,7 +27,8 @@ FINAL = ("accepted", "denied", "processed")
 
 def decode_event(payload: bytes) -> LendingEvent:
     try:
-        return lending_decoder.decode(payload)
+        event: LendingEvent = lending_decoder.decode(payload)
+        return event
     except msgspec.ValidationError as exc:
         raise InvalidEvent(f"invalid_event: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -82,7 +83,9 @@ class LendingService:
             return
         if row.status not in FINAL:
             if row.status == "duplicate" and self.log_outcomes:
-                self.log.info("duplicate event ignored", request_id=getattr(event, "id", None), type=row.type)
+                self.log.info(
+                    "duplicate event ignored", request_id=getattr(event, "id", None), type=row.type
+                )
             return
         kind = "return" if row.type == "return" else "request"
         if kind == "request":

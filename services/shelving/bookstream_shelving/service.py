@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import redis.asyncio as aioredis
-
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import FetchEvent, ReshelveEvent, ShelvingEvent, shelving_decoder
 from bookstream_core.keys import LibraryKeys
@@ -12,12 +11,14 @@ from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.service import InvalidEvent
 from bookstream_core.types import ServiceName
+
 from bookstream_shelving.functions import ShelvingFunctions
 
 
 def decode_event(payload: bytes) -> ShelvingEvent:
     try:
-        return shelving_decoder.decode(payload)
+        event: ShelvingEvent = shelving_decoder.decode(payload)
+        return event
     except msgspec.ValidationError as exc:
         raise InvalidEvent(f"invalid_event: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -63,4 +64,8 @@ class ShelvingService:
                 self.metrics.dead_letters.labels(self.library, "shelving", "script_error").inc()
                 self.log.warning("dead letter", entry=entry_id.decode(), type=row.type)
             elif self.log_events:
-                self.log.debug(f"{row.type} {row.status}", request_id=getattr(event, "id", None), books=row.books)
+                self.log.debug(
+                    f"{row.type} {row.status}",
+                    request_id=getattr(event, "id", None),
+                    books=row.books,
+                )
