@@ -175,12 +175,16 @@ def test_rbac_is_least_privilege() -> None:
         ("bookstream.io", "libraryinstances/status", "patch"),
         ("apps", "statefulsets", "create"),
         ("apps", "statefulsets", "patch"),
+        ("apps", "statefulsets", "get"),
         ("", "services", "create"),
         ("", "configmaps", "patch"),
-        ("", "pods", "list"),
+        ("", "secrets", "get"),
         ("", "events", "create"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ]:
         assert needed in granted, needed
+    # Owned objects go with their LibraryInstance (garbage collection): no delete at all.
+    assert not {g for g in granted if g[2] in {"delete", "deletecollection"}}
     # Nothing the operator has no business with.
     assert not {g for g in granted if g[1] in {"nodes", "clusterroles", "roles", "rolebindings"}}
     assert not {g for g in granted if g[0] == "" and g[1] == "secrets" and g[2] != "get"}
@@ -200,12 +204,36 @@ def test_namespaced_mode_uses_roles_per_namespace() -> None:
         "books",
         "other",
     ]
-    # The cluster role keeps only kopf's read-only discovery.
+    # The cluster role keeps only kopf's read-only observation of CRDs.
     cluster = _rules(objects, "ClusterRole")
-    assert all(set(r["verbs"]) <= {"list", "watch"} for r in cluster), cluster
-    args = tools.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--namespace=books" in args and "--namespace=other" in args
-    assert "--all-namespaces" not in args
+    assert cluster == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"],
+        }
+    ]
+    env = _operator_env(objects)
+    assert env["BOOKSTREAM_OPERATOR_NAMESPACES"] == "books,other"
+
+
+def _operator_env(objects: list[Doc]) -> dict[str, str]:
+    container = tools.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_operator_configuration_comes_from_the_environment() -> None:
+    objects = tools.render({"operator.reconcileIntervalSeconds": "30"})
+    container = tools.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "args" not in container and "command" not in container
+    env = _operator_env(objects)
+    assert env["BOOKSTREAM_OPERATOR_NAMESPACES"] == ""  # cluster-wide
+    assert env["BOOKSTREAM_OPERATOR_LIVENESS"] == "http://0.0.0.0:8080/healthz"
+    assert env["BOOKSTREAM_OPERATOR_INTERVAL"] == "30"
+    # The variables the operator reads are the ones the chart sets.
+    settings = (tools.ROOT / "operator" / "bookstream_operator" / "settings.py").read_text()
+    for name in ("NAMESPACES", "LIVENESS", "INTERVAL"):
+        assert f'get("{name}")' in settings, name
 
 
 def test_operator_pod_is_restricted() -> None:
@@ -246,6 +274,8 @@ def test_dashboard_configmap_is_the_dashboard() -> None:
     [
         ({"redis.appendfsync": "sometimes"}, "/redis/appendfsync"),
         ({"operator.replicas": "-1"}, "/operator/replicas"),
+        ({"operator.replicas": "2"}, "/operator/replicas"),
+        ({"operator.reconcileIntervalSeconds": "0"}, "/operator/reconcileIntervalSeconds"),
         ({"operator.logLevel": "loud"}, "/operator/logLevel"),
         ({"operator.watchNamespaces": "{Not_A_Namespace}"}, "/operator/watchNamespaces/0"),
         ({"images.lending.pullPolicy": "Sometimes"}, "/images/lending/pullPolicy"),

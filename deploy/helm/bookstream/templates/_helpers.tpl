@@ -89,17 +89,6 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{/* The operator's command line (kopf run options; see operator/README.md). */}}
-{{- define "bookstream.operatorArgs" -}}
-- --liveness=http://0.0.0.0:8080/healthz
-{{- if .Values.operator.watchNamespaces }}
-{{- range .Values.operator.watchNamespaces }}
-- --namespace={{ . }}
-{{- end }}
-{{- else }}
-- --all-namespaces
-{{- end }}
-{{- end -}}
 
 {{/* What the operator does inside a namespace it watches (see operator/README.md "RBAC"). */}}
 {{- define "bookstream.operatorNamespacedRules" -}}
@@ -110,23 +99,21 @@ capabilities:
 - apiGroups: [bookstream.io]
   resources: [libraryinstances/status]
   verbs: [get, patch]
-# The objects it owns for each LibraryInstance.
+# The objects it owns for each LibraryInstance: server-side apply (patch), create, read back.
+# No delete: they carry the LibraryInstance as owner, so Kubernetes' garbage collector removes
+# them with it.
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [services, configmaps]
-  verbs: [get, list, watch, create, patch, update, delete]
-# Read-only: worker pods for ready replicas and names; the Redis password Secret a
-# LibraryInstance names (get only, never list or watch: it reads the one it is told).
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, create, patch]
+# The Redis password Secret a LibraryInstance names: get only, never list or watch.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Kubernetes events about what it did.
-- apiGroups: ["", events.k8s.io]
+# Kubernetes events about what it did (kopf posts core/v1 events).
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
