@@ -102,6 +102,15 @@ def build_parser() -> Parser:
     p.add_argument("--storage-capacity", type=int, default=20)
     add_redis_arguments(p)
 
+    p = sub.add_parser("dead-letters", help="inspect, retry or purge dead-letter entries")
+    p.add_argument("action", choices=["list", "show", "retry", "purge"])
+    p.add_argument("ids", nargs="*", metavar="ID", help="dead-letter entry ids (show/retry/purge)")
+    p.add_argument("--all", action="store_true", help="retry or purge every entry")
+    p.add_argument("--service", choices=["lending", "shelving"], help="only this service's")
+    p.add_argument("--count", type=int, default=100, help="list at most this many per service")
+    p.add_argument("--json", action="store_true")
+    add_redis_arguments(p)
+
     p = sub.add_parser("demo", help="run the original sample's scenario on the embedded Redis")
     p.add_argument("--redis", metavar="URL", help="use this Redis instead of the embedded one")
 
@@ -161,6 +170,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bookstream.commands import audit_command
 
         return _async(lambda: audit_command(_client(args), args))
+    if command == "dead-letters":
+        from bookstream.commands import dead_letters_command
+
+        return _async(lambda: dead_letters_command(_client(args), args))
     if command == "demo":
         from bookstream.demo import run_demo
 

@@ -14,7 +14,7 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 
 from bookstream.audit import audit
 from bookstream.client import UNREACHABLE, AsyncClient
-from bookstream.errors import Unreachable
+from bookstream.errors import BadInput, Unreachable
 from bookstream.render import books
 from bookstream.status import library_status, render_status, to_json
 
@@ -173,3 +173,52 @@ def embedded_command(action: str) -> int:
         return 0
     print(json.dumps({"running": False, "directory": str(server.directory)}))
     return 3
+
+
+async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) -> int:
+    from bookstream import deadletters as dl
+
+    action: str = args.action
+    if action in ("retry", "purge") and not args.ids and not args.all:
+        raise BadInput(f"dead-letters {action}: name entry ids or give --all")
+    if action == "show" and len(args.ids) != 1:
+        raise BadInput("dead-letters show: name exactly one entry id")
+    ids = None if args.all else list(args.ids)
+    async with client:
+        try:
+            r = await client.redis()
+            if action == "list":
+                entries = await dl.list_dead_letters(r, client.library, args.service, args.count)
+                if args.json:
+                    print(to_json(entries))
+                for e in [] if args.json else entries:
+                    print(
+                        f"{e['id']}  {e['service']}  deliveries {e['deliveries']}  "
+                        f"request {e['request_id'] or '-'}  {e['reason']}"
+                    )
+                if not entries and not args.json:
+                    print("no dead letters")
+                return 0
+            if action == "show":
+                entry = await dl.show_dead_letter(r, client.library, args.ids[0], args.service)
+                if entry is None:
+                    print(f"no dead letter {args.ids[0]}")
+                    return 1
+                print(to_json(entry))
+                return 0
+            if action == "retry":
+                moved = await dl.retry_dead_letters(r, client.library, ids, args.service)
+                if args.json:
+                    print(to_json([{"id": old, "new_id": new} for old, new in moved]))
+                else:
+                    for old, new in moved:
+                        print(f"{old} re-injected as {new}")
+                    print(f"{len(moved)} re-injected")
+                return 0
+            removed = await dl.purge_dead_letters(r, client.library, ids, args.service)
+            print(to_json({"purged": removed}) if args.json else f"{removed} purged")
+            return 0
+        except UNREACHABLE as exc:
+            raise Unreachable(
+                f"cannot reach Redis at {client.settings.describe()}: {exc}"
+            ) from None

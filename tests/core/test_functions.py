@@ -106,3 +106,32 @@ async def test_trim_keeps_what_a_group_still_needs(aredis: aioredis.Redis) -> No
     await aredis.xgroup_create(INBOX, "audit", id="0")
     assert await core.trim(INBOX) == 0
     assert await aredis.xlen(INBOX) == 4
+
+
+async def test_retire_consumer_only_removes_gone_empty_idle_consumers(
+    aredis: aioredis.Redis,
+) -> None:
+    core = CoreFunctions(aredis)
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    await aredis.xadd(INBOX, {"e": "1"})
+    await aredis.xreadgroup("lending", "holder", {INBOX: ">"})  # holds one entry
+    await aredis.xgroup_createconsumer(INBOX, "lending", "empty")
+    await aredis.xgroup_createconsumer(INBOX, "lending", "alive")
+    await aredis.set(KEYS.worker_lock("lending", "alive"), "x")
+
+    async def retire(name: str, idle: int = 0) -> bool:
+        return await core.retire_consumer(
+            INBOX,
+            KEYS.worker_lock("lending", name),
+            group="lending",
+            consumer=name,
+            min_idle_ms=idle,
+        )
+
+    assert not await retire("holder")  # would discard its pending entry
+    assert not await retire("alive")  # its worker holds the name
+    assert not await retire("empty", idle=60_000)  # active too recently
+    assert not await retire("unknown")
+    assert await retire("empty")
+    names = {c["name"] for c in await aredis.xinfo_consumers(INBOX, "lending")}
+    assert names == {b"holder", b"alive"}

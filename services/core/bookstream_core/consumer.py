@@ -10,8 +10,9 @@ entries); periodically it claims entries idle too long in any consumer.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -27,10 +28,12 @@ from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.service import InvalidEvent, Service
+from bookstream_core.types import text
 
 MAX_ENTRY_BYTES = 64 * 1024
+IDENTIFY_MAX_BYTES = 2 * 1024 * 1024  # still parsed to find whom to answer
 DEAD_VALUE_BYTES = 8 * 1024  # a dead-letter entry keeps at most this much of each value
-_REQUEST_ID_RE = __import__("re").compile(REQUEST_ID_PATTERN)
+_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ class Rejected:
 def _identify(fields: dict[bytes, bytes]) -> tuple[str, str]:
     """Best effort: the request id and kind of an entry we reject, to answer it."""
     raw = fields.get(EVENT_FIELD)
-    if raw is None or len(raw) > MAX_ENTRY_BYTES:
+    if raw is None or len(raw) > IDENTIFY_MAX_BYTES:
         return "", ""
     try:
         data = msgspec.json.decode(raw)
@@ -226,6 +229,27 @@ class StreamConsumer:
         if claimed_total:
             self.log.info("claimed idle entries", count=claimed_total)
         return claimed_total
+
+    async def retire_gone_consumers(self, lock_key: Callable[[str], str]) -> list[str]:
+        """Remove consumers whose worker is gone (no name lock) and that hold nothing.
+
+        Run after claiming, so a dead worker's entries have moved to a live one first."""
+        retired = []
+        for info in await self.r.xinfo_consumers(self.inbox, self.group):
+            name = text(info["name"])
+            if name == self.consumer or int(info["pending"]):
+                continue
+            if await self.core.retire_consumer(
+                self.inbox,
+                lock_key(name),
+                group=self.group,
+                consumer=name,
+                min_idle_ms=self.runtime.claim_idle_ms,
+            ):
+                retired.append(name)
+        if retired:
+            self.log.info("removed consumers of gone workers", consumers=retired)
+        return retired
 
     async def _deliveries(self, ids: list[bytes]) -> dict[bytes, int]:
         if not ids:

@@ -117,7 +117,29 @@ local function trim(keys, args)
   return redis.call('XTRIM', stream, 'MINID', floor)
 end
 
+-- Remove a consumer that is gone (its name lock expired) and holds nothing. Checking and
+-- deleting in one call closes the race in which the consumer gets entries in between:
+-- XGROUP DELCONSUMER would discard them.
+-- KEYS: stream, the consumer's worker lock. ARGV: group, consumer, minimum idle ms.
+-- Returns 1 if removed, 0 if kept (alive, holding entries, recently active or unknown).
+local function retire_consumer(keys, args)
+  if redis.call('EXISTS', keys[2]) == 1 then return 0 end
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', keys[1], args[1])) do
+    local info = {}
+    for k = 1, #c, 2 do info[c[k]] = c[k + 1] end
+    if info['name'] == args[2] then
+      if info['pending'] == 0 and info['idle'] >= tonumber(args[3]) then
+        redis.call('XGROUP', 'DELCONSUMER', keys[1], args[1], args[2])
+        return 1
+      end
+      return 0
+    end
+  end
+  return 0
+end
+
 redis.register_function('bs1_dead_letter', dead_letter)
+redis.register_function('bs1_retire_consumer', retire_consumer)
 redis.register_function('bs1_lock_acquire', lock_acquire)
 redis.register_function('bs1_lock_renew', lock_renew)
 redis.register_function('bs1_lock_release', lock_release)

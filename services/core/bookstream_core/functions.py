@@ -88,5 +88,14 @@ class CoreFunctions:
     async def lock_release(self, key: str, value: str) -> bool:
         return int(await self._r.fcall("bs1_lock_release", 1, key, value)) == 1
 
+    async def retire_consumer(
+        self, stream: str, lock: str, *, group: str, consumer: str, min_idle_ms: int
+    ) -> bool:
+        """Delete the consumer if it is gone and holds nothing (atomically)."""
+        result = await self._r.fcall(
+            "bs1_retire_consumer", 2, stream, lock, group, consumer, min_idle_ms
+        )
+        return int(result) == 1
+
     async def trim(self, stream: str) -> int:
         return int(await self._r.fcall("bs1_trim", 1, stream))

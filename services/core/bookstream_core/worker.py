@@ -145,6 +145,9 @@ class Worker:
                 if now - last_claim >= rt.claim_interval_ms / 1000:
                     last_claim = now
                     await self.consumer.claim()
+                    await self.consumer.retire_gone_consumers(
+                        lambda name: self.keys.worker_lock(self.settings.service, name)
+                    )
                 if not self._reachable:
                     self._back_online()
             except UNREACHABLE as exc:
