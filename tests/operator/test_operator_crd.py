@@ -1,0 +1,188 @@
+"""The CRD: structural, its defaults equal the operator's, examples and status fit it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
+from bookstream_operator.observe import ConsumerInfo, GroupStatus
+from bookstream_operator.spec import parse_spec
+
+CRD_PATH = (
+    Path(__file__).resolve().parents[2]
+    / "deploy/helm/bookstream/crds/libraryinstances.bookstream.io.yaml"
+)
+EXAMPLE: dict[str, Any] = {
+    "apiVersion": "bookstream.io/v1alpha1",
+    "kind": "LibraryInstance",
+    "metadata": {"name": "main", "namespace": "bookstream"},
+    "spec": {
+        "library": "main",
+        "redis": {
+            "url": "redis://bookstream-redis:6379",
+            "passwordSecretRef": {"name": "bookstream-redis", "key": "password"},
+        },
+        "lending": {"replicas": 3, "resources": {"requests": {"cpu": "100m"}}},
+        "shelving": {"replicas": 2},
+        "limits": {"userLimit": 5, "storageCapacity": 20},
+        "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 6},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return dict(yaml.safe_load(CRD_PATH.read_text()))
+
+
+@pytest.fixture(scope="module")
+def schema(crd: dict[str, Any]) -> dict[str, Any]:
+    return dict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = [(path, node)]
+    for key, child in (node.get("properties") or {}).items():
+        out += walk(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        out += walk(node["items"], f"{path}[]")
+    return out
+
+
+def openapi_to_jsonschema(node: Any) -> Any:
+    """OpenAPI v3.0 'nullable' -> JSON Schema; drop Kubernetes extensions."""
+    if isinstance(node, dict):
+        out = {k: openapi_to_jsonschema(v) for k, v in node.items() if not k.startswith("x-")}
+        if out.pop("nullable", False) and "type" in out:
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(node, list):
+        return [openapi_to_jsonschema(v) for v in node]
+    return node
+
+
+def apply_defaults(node: dict[str, Any], value: Any) -> Any:
+    """What the API server's structural defaulting does, for objects."""
+    if not isinstance(value, dict) or node.get("type") != "object":
+        return value
+    result = dict(value)
+    for key, child in (node.get("properties") or {}).items():
+        if key not in result and "default" in child:
+            result[key] = copy.deepcopy(child["default"])
+        if key in result:
+            result[key] = apply_defaults(child, result[key])
+    return result
+
+
+def test_identity_subresources_and_printer_columns(crd: dict[str, Any]) -> None:
+    assert crd["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    spec = crd["spec"]
+    assert (spec["group"], spec["scope"], spec["names"]["kind"]) == (GROUP, "Namespaced", KIND)
+    assert spec["names"]["shortNames"] == ["li"]
+    (version,) = spec["versions"]
+    assert version["name"] == VERSION and version["served"] and version["storage"]
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.lending.replicas",
+        "statusReplicasPath": ".status.lending.replicas",
+        "labelSelectorPath": ".status.lending.selector",
+    }
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert {"Library", "Lending", "Shelving", "Age"} <= columns.keys()
+
+
+def test_schema_is_structural(schema: dict[str, Any]) -> None:
+    """Every node has a type unless it preserves unknown fields; defaults only under types."""
+    for path, node in walk(schema):
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert node.get("x-kubernetes-preserve-unknown-fields", True) is True, path
+        if node.get("type") == "object" and "properties" not in node:
+            assert node.get("x-kubernetes-preserve-unknown-fields") or path == ".metadata", path
+    # kopf's progress records must survive pruning.
+    kopf_node = schema["properties"]["status"]["properties"]["kopf"]
+    assert kopf_node["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_crd_defaults_equal_the_operators_defaults(schema: dict[str, Any]) -> None:
+    spec_schema = schema["properties"]["spec"]
+    defaulted = apply_defaults(spec_schema, {})
+    assert parse_spec(defaulted) == parse_spec({})
+    partial = {"lending": {"replicas": 3}, "redis": {"passwordSecretRef": {"name": "s"}}}
+    assert parse_spec(apply_defaults(spec_schema, partial)) == parse_spec(partial)
+
+
+def test_example_validates_and_bad_specs_do_not(schema: dict[str, Any]) -> None:
+    validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
+    validator.validate(EXAMPLE)
+    for bad in (
+        {"lending": {"replicas": -1}},
+        {"redis": {"url": "http://nope"}},
+        {"library": "a{b}"},
+        {"image": {"pullPolicy": "Sometimes"}},
+        {"redis": {"passwordSecretRef": {"key": "x"}}},
+        {"limits": {"userLimit": 0}},
+    ):
+        obj = copy.deepcopy(EXAMPLE)
+        obj["spec"] = bad
+        assert list(validator.iter_errors(obj)), bad
+
+
+def test_status_the_operator_writes_fits_the_schema(schema: dict[str, Any]) -> None:
+    """Fields missing from the schema would be pruned by the API server: none may be."""
+    group = GroupStatus(
+        "lending",
+        stream_exists=True,
+        group_exists=True,
+        length=5,
+        lag=None,
+        estimated_lag=3,
+        pending=2,
+        oldest_pending_age_s=1.5,
+        dead_letters=1,
+        consumers=[ConsumerInfo("lib1-lending-0", 2, 10)],
+    )
+    section = {
+        "replicas": 2,
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+        "selector": "a=b",
+        "workers": ["lib1-lending-0", "lib1-lending-1"],
+        "lastScaleTime": "2026-01-01T00:00:00Z",
+        **group.to_status(),
+        "autoscaler": {"desiredReplicas": 2, "reason": "steady"},
+    }
+    status = {
+        "observedGeneration": 3,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "WorkersReady",
+                "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+        "lending": section,
+        "shelving": section,
+    }
+    status_schema = schema["properties"]["status"]
+
+    def check(node: dict[str, Any], value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            if node.get("x-kubernetes-preserve-unknown-fields"):
+                return
+            for key, child in value.items():
+                assert key in (node.get("properties") or {}), f"{path}.{key} would be pruned"
+                check(node["properties"][key], child, f"{path}.{key}")
+        elif isinstance(value, list):
+            for item in value:
+                check(node["items"], item, f"{path}[]")
+
+    check(status_schema, status, ".status")
+    jsonschema.Draft7Validator(openapi_to_jsonschema(status_schema)).validate(status)

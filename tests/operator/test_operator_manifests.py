@@ -1,0 +1,249 @@
+"""Desired state: each spec field's effect on the manifests (no cluster, no Redis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bookstream_operator import manifests, naming
+from bookstream_operator.manifests import Owner
+from bookstream_operator.spec import DEFAULT_RESOURCES, SpecError, parse_spec
+
+OWNER = Owner("lib1", "books", "uid-1")
+
+
+def objects(spec: dict[str, Any], lending: int = 2, shelving: int = 1) -> dict[str, dict[str, Any]]:
+    parsed = parse_spec(spec)
+    out = manifests.desired_objects(OWNER, parsed, {"lending": lending, "shelving": shelving})
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in out}
+
+
+def container(objs: dict[str, dict[str, Any]], service: str) -> dict[str, Any]:
+    sts = objs[f"StatefulSet/lib1-{service}"]
+    return dict(sts["spec"]["template"]["spec"]["containers"][0])
+
+
+def env_of(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def test_every_object_is_owned_and_labelled() -> None:
+    objs = objects({})
+    assert sorted(objs) == [
+        "ConfigMap/lib1-config",
+        "Service/lib1-lending-metrics",
+        "Service/lib1-shelving-metrics",
+        "StatefulSet/lib1-lending",
+        "StatefulSet/lib1-shelving",
+    ]
+    for obj in objs.values():
+        meta = obj["metadata"]
+        assert meta["namespace"] == "books"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "bookstream.io/v1alpha1",
+                "kind": "LibraryInstance",
+                "name": "lib1",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"]["app.kubernetes.io/instance"] == "lib1"
+        assert meta["labels"]["app.kubernetes.io/name"] == "bookstream"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "bookstream-operator"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "bookstream"
+    sts = objs["StatefulSet/lib1-lending"]
+    assert sts["metadata"]["labels"]["app.kubernetes.io/component"] == "lending"
+    selector = sts["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert "app.kubernetes.io/version" not in selector  # an upgrade must not change the selector
+
+
+def test_replicas_per_service_and_pod_names_are_worker_names() -> None:
+    objs = objects({}, lending=3, shelving=0)
+    assert objs["StatefulSet/lib1-lending"]["spec"]["replicas"] == 3
+    assert objs["StatefulSet/lib1-shelving"]["spec"]["replicas"] == 0
+    env = env_of(container(objs, "lending"))
+    assert env["BOOKSTREAM_WORKER_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["BOOKSTREAM_FORCE"] == "true"
+    assert naming.worker_names("lib1", "lending", 3) == [
+        "lib1-lending-0",
+        "lib1-lending-1",
+        "lib1-lending-2",
+    ]
+    sts = objs["StatefulSet/lib1-lending"]
+    assert sts["spec"]["serviceName"] == "lib1-lending-metrics"
+
+
+def test_replicas_come_from_the_spec() -> None:
+    spec = parse_spec({"lending": {"replicas": 4}, "shelving": {"replicas": 2}})
+    assert (spec.lending.replicas, spec.shelving.replicas) == (4, 2)
+    assert (parse_spec({}).lending.replicas, parse_spec({}).shelving.replicas) == (1, 1)
+
+
+def test_images_default_override_and_pull_settings() -> None:
+    objs = objects({})
+    assert container(objs, "lending")["image"] == "bookstream-lending:0.1.0"
+    assert container(objs, "shelving")["image"] == "bookstream-shelving:0.1.0"
+    assert container(objs, "lending")["imagePullPolicy"] == "IfNotPresent"
+    objs = objects(
+        {
+            "image": {
+                "repository": "reg.example/bs",
+                "tag": "1.2.3",
+                "pullPolicy": "Always",
+                "pullSecrets": ["regcred"],
+            },
+            "shelving": {"image": "other/shelving@sha256:abc"},
+        }
+    )
+    assert container(objs, "lending")["image"] == "reg.example/bs-lending:1.2.3"
+    assert container(objs, "shelving")["image"] == "other/shelving@sha256:abc"
+    assert container(objs, "lending")["imagePullPolicy"] == "Always"
+    pod = objs["StatefulSet/lib1-lending"]["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert objs["StatefulSet/lib1-lending"]["metadata"]["labels"]["app.kubernetes.io/version"] == (
+        "1.2.3"
+    )
+
+
+def test_limits_and_worker_settings_reach_the_config_map() -> None:
+    data = objects({})["ConfigMap/lib1-config"]["data"]
+    assert data["BOOKSTREAM_USER_LIMIT"] == "5"
+    assert data["BOOKSTREAM_STORAGE_CAPACITY"] == "20"
+    assert data["BOOKSTREAM_LIBRARY"] == "main"
+    assert data["BOOKSTREAM_LOG_FORMAT"] == "json"
+    assert data["BOOKSTREAM_METRICS_PORT"] == "9108"
+    assert "BOOKSTREAM_BATCH_SIZE" not in data
+    objs = objects(
+        {
+            "library": "branch-2",
+            "limits": {"userLimit": 3, "storageCapacity": 0},
+            "worker": {
+                "logLevel": "debug",
+                "batchSize": 50,
+                "claimIdleMs": 5000,
+                "maxDeliveries": 3,
+                "retentionSeconds": 600,
+                "terminationGracePeriodSeconds": 45,
+            },
+        }
+    )
+    data = objs["ConfigMap/lib1-config"]["data"]
+    assert data["BOOKSTREAM_USER_LIMIT"] == "3"
+    assert data["BOOKSTREAM_STORAGE_CAPACITY"] == "0"
+    assert data["BOOKSTREAM_LIBRARY"] == "branch-2"
+    assert data["BOOKSTREAM_LOG_LEVEL"] == "debug"
+    assert data["BOOKSTREAM_BATCH_SIZE"] == "50"
+    assert data["BOOKSTREAM_CLAIM_IDLE_MS"] == "5000"
+    assert data["BOOKSTREAM_MAX_DELIVERIES"] == "3"
+    assert data["BOOKSTREAM_RETENTION_S"] == "600"
+    pod = objs["StatefulSet/lib1-lending"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 45
+    assert container(objs, "lending")["envFrom"] == [{"configMapRef": {"name": "lib1-config"}}]
+
+
+def test_config_change_rolls_the_pods() -> None:
+    def hash_of(spec: dict[str, Any]) -> str:
+        sts = objects(spec)["StatefulSet/lib1-lending"]
+        return str(sts["spec"]["template"]["metadata"]["annotations"]["bookstream.io/config-hash"])
+
+    assert hash_of({}) == hash_of({})
+    assert hash_of({}) != hash_of({"limits": {"userLimit": 6}})
+    assert hash_of({}) != hash_of({"redis": {"url": "redis://other:6379"}})
+
+
+def test_redis_settings_and_password_secret() -> None:
+    objs = objects({})
+    data = objs["ConfigMap/lib1-config"]["data"]
+    assert data["BOOKSTREAM_REDIS_URL"] == "redis://redis:6379"
+    assert data["BOOKSTREAM_REDIS_SSL"] == "false"
+    assert "BOOKSTREAM_REDIS_DB" not in data
+    assert "BOOKSTREAM_REDIS_PASSWORD" not in env_of(container(objs, "lending"))
+    objs = objects(
+        {
+            "redis": {
+                "url": "rediss://r.example:6380",
+                "tls": True,
+                "db": 2,
+                "passwordSecretRef": {"name": "redis-auth"},
+            }
+        }
+    )
+    data = objs["ConfigMap/lib1-config"]["data"]
+    assert data["BOOKSTREAM_REDIS_URL"] == "rediss://r.example:6380"
+    assert data["BOOKSTREAM_REDIS_SSL"] == "true"
+    assert data["BOOKSTREAM_REDIS_DB"] == "2"
+    assert "password" not in str(data).lower()  # never in the ConfigMap
+    for service in ("lending", "shelving"):
+        assert env_of(container(objs, service))["BOOKSTREAM_REDIS_PASSWORD"] == {
+            "secretKeyRef": {"name": "redis-auth", "key": "password"}
+        }
+
+
+def test_resources_default_and_per_service() -> None:
+    objs = objects({})
+    assert container(objs, "lending")["resources"] == DEFAULT_RESOURCES
+    custom = {"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}}
+    objs = objects({"shelving": {"resources": custom}})
+    assert container(objs, "shelving")["resources"] == custom
+    assert container(objs, "lending")["resources"] == DEFAULT_RESOURCES
+
+
+def test_pod_security_probes_and_metrics_service() -> None:
+    objs = objects({})
+    c = container(objs, "lending")
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9108, "protocol": "TCP"}]
+    pod = objs["StatefulSet/lib1-lending"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    svc = objs["Service/lib1-lending-metrics"]
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["ports"][0]["name"] == "metrics"
+    assert svc["spec"]["ports"][0]["port"] == 9108
+    assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert svc["metadata"]["annotations"]["prometheus.io/port"] == "9108"
+    assert svc["spec"]["selector"] == naming.selector_labels("lib1", "lending")
+
+
+def test_autoscaling_spec_fields() -> None:
+    auto = parse_spec(
+        {
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 2,
+                "maxReplicas": 8,
+                "targetLagPerReplica": 50,
+                "cooldownSeconds": 30,
+                "maxPendingAgeSeconds": 10,
+            }
+        }
+    ).autoscaling
+    assert (auto.enabled, auto.min_replicas, auto.max_replicas) == (True, 2, 8)
+    assert (auto.target_lag_per_replica, auto.cooldown_seconds) == (50, 30)
+    assert auto.max_pending_age_seconds == 10
+    assert parse_spec({}).autoscaling.enabled is False
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"library": "has{brace}"},
+        {"lending": {"replicas": -1}},
+        {"lending": {"replicas": "3"}},
+        {"limits": {"userLimit": 0}},
+        {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        {"redis": "redis://x"},
+    ],
+)
+def test_invalid_specs_are_rejected_with_the_field_named(spec: dict[str, Any]) -> None:
+    with pytest.raises(SpecError, match=r"spec\."):
+        parse_spec(spec)
