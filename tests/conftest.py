@@ -5,6 +5,7 @@ The machine may already run a Redis on 6379; nothing here touches it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -236,14 +237,15 @@ def start_worker(
 
 
 def _wait_started(worker: WorkerProcess, server: RedisServer, library: str) -> None:
-    """A worker is up once it holds its name lock."""
+    """A worker is up once it holds its name lock (the lock's value names its pid)."""
     key = f"bs:{{{library}}}:worker:{worker.service}:{worker.name}"
     client = server.client()  # closed with the server's other clients
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if worker.process.poll() is not None:
             pytest.fail(f"{worker.service} worker exited at start:\n{worker.output()}")
-        if client.exists(key) and "worker started" in worker.output():
+        value = client.get(key)
+        if value is not None and json.loads(value).get("pid") == worker.process.pid:
             return
         time.sleep(0.05)
     pytest.fail(f"{worker.service} worker {worker.name} did not start:\n{worker.output()}")
