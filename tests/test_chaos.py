@@ -12,13 +12,14 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import msgspec
 import redis.asyncio as aioredis
-
 from bookstream import AsyncClient, Unreachable
 from bookstream.audit import audit
 from bookstream_core.events import decode_outcome
+
 from tests.conftest import RedisServer, WorkerProcess
 
 CLIENTS = 10
@@ -48,14 +49,14 @@ async def _client(url: str, index: int, submitted: list[str]) -> None:
             rid = f"c{index}-{n}"
             if asked[user] and rng.random() < 0.3:
                 books = rng.sample(asked[user], k=min(len(asked[user]), rng.randint(1, 2)))
-                await _retry(lambda: client.submit_return(user, books, request_id=rid))
+                await _retry(partial(client.submit_return, user, books, request_id=rid))
             else:
                 books = rng.sample(BOOKS, k=rng.randint(1, 3))
                 asked[user].extend(books)
-                await _retry(lambda: client.submit_request(user, books, request_id=rid))
+                await _retry(partial(client.submit_request, user, books, request_id=rid))
             submitted.append(rid)
             if n % 25 == 24:  # pace: wait for this one's outcome now and then
-                await _retry(lambda: client.outcome(rid, timeout=30))
+                await _retry(partial(client.outcome, rid, timeout=30))
 
 
 async def _chaos(
