@@ -119,6 +119,11 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("embedded", help="manage the embedded Redis")
     p.add_argument("action", choices=["status", "start", "stop"])
+
+    from bookstream.bench.options import add_bench_arguments
+
+    p = sub.add_parser("bench", help="benchmark: drain or offer the workload, audit, report")
+    add_bench_arguments(p)
     return parser
 
 
@@ -186,6 +191,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bookstream.commands import embedded_command
 
         return embedded_command(args.action)
+    if command == "bench":
+        from bookstream.bench.command import bench_command
+
+        return bench_command(args)
     raise AssertionError(command)  # pragma: no cover - argparse restricts the choices
 
 

@@ -1,0 +1,159 @@
+"""``bookstream bench``: its options and the run that ties the modules together.
+
+Exit codes: 0 the run was correct, 1 it broke an invariant (or a worker failed),
+2 bad options, 3 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import sys
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from bookstream_core.keys import LibraryKeys
+from bookstream_core.runner import install_uvloop
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from bookstream.bench import library, measure, workload
+from bookstream.bench.correctness import check
+from bookstream.bench.drain import RunFigures, Stalled, _figures, reset_stats, run_drain
+from bookstream.bench.latency import offer, percentiles
+from bookstream.bench.reference import Reference, run_reference
+from bookstream.bench.report import build, table
+from bookstream.bench.server import PrivateRedis, start_private_redis
+from bookstream.bench.workers import WorkerSet
+from bookstream.errors import BadInput, Unreachable
+
+LIBRARY = "bench"
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    if args.events < 1 or args.workers < 1 or args.rate <= 0 or args.duration <= 0:
+        raise BadInput("--events, --workers, --rate and --duration must be positive")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise BadInput("--batch-size must be positive")
+    install_uvloop()
+    result = asyncio.run(_bench(args))
+    text = msgspec.json.encode(result).decode()
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text if args.json else table(result))
+    return EXIT_OK if result["correct"] else EXIT_FAILED
+
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    private: PrivateRedis | None = None
+    given: str | None = args.redis
+    if given is None:
+        private = start_private_redis()
+        url = private.url
+    else:
+        url = given
+    r = aioredis.Redis.from_url(url, decode_responses=False)
+    try:
+        try:
+            server = await measure.info(r, "server")
+        except (RedisConnectionError, OSError) as exc:
+            raise Unreachable(f"Redis at {url} is unreachable: {exc}") from None
+        return await _run(args, r, url, server, private)
+    finally:
+        await r.aclose()
+        if private is not None:
+            private.stop()
+
+
+async def _run(
+    args: argparse.Namespace,
+    r: aioredis.Redis,
+    url: str,
+    server: dict[str, Any],
+    private: PrivateRedis | None,
+) -> dict[str, Any]:
+    keys = LibraryKeys(LIBRARY)
+    load_at_start = list(os.getloadavg())  # other load on the machine skews every figure
+    redis_pid = private.pid if private is not None else await measure.local_redis_pid(r)
+    drain = args.mode == "drain"
+    n = args.events if drain else max(1, int(args.rate * args.duration))
+    events = workload.generate(n, args.seed)
+    extra_args = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    workers = WorkerSet(url, LIBRARY, args.workers, extra_args)
+    show = not args.no_progress
+    extra: dict[str, Any] = {}
+    problems: list[str] = []
+    try:
+        if drain:
+            figures = await run_drain(r, keys, events, workers, redis_pid, show_progress=show)
+            extra["preload_s"] = round(figures.preload_s, 3)
+            latency: dict[str, float | None] = percentiles([])
+        else:
+            figures, latency, extra = await _latency(args, r, keys, events, workers, redis_pid)
+    except Stalled as exc:
+        problems.append(str(exc))
+        figures = RunFigures(0.0, 0, 0, 0, 0.0, {}, {}, {})
+        latency = percentiles([])
+    finally:
+        problems += workers.stop()
+    verdict = await check(r, keys, events)
+    reference: Reference | None = None
+    if args.reference:
+        reference = await run_reference(r, url)
+    return build(
+        mode=args.mode,
+        events=n,
+        workers=args.workers,
+        seed=args.seed,
+        figures=figures,
+        latency_ms=latency,
+        verdict=verdict,
+        problems=problems,
+        server={
+            "redis_version": server.get("redis_version", "?"),
+            "redis": "private, unix socket, persistence off" if private else url,
+            "cores": os.cpu_count(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "python": sys.version.split()[0],
+            "loadavg_at_start": load_at_start,
+        },
+        reference=reference,
+        extra=extra,
+    )
+
+
+async def _latency(
+    args: argparse.Namespace,
+    r: aioredis.Redis,
+    keys: LibraryKeys,
+    events: list[workload.Event],
+    workers: WorkerSet,
+    redis_pid: int | None,
+) -> tuple[RunFigures, dict[str, float | None], dict[str, Any]]:
+    await library.empty(r, keys)
+    memory_before = await measure.used_memory(r)
+    await library.create_groups(r, keys)
+    workers.start()
+    await workers.wait_ready(r)
+    await reset_stats(r)
+    pids = [w.pid for w in workers.processes]
+    cpu0 = await measure.CpuSample.take(r, redis_pid, pids)
+    offered = await offer(r, keys, events, args.rate, show_progress=not args.no_progress)
+    # let the last reshelves reach the shelves before the audit
+    for _ in range(500):
+        if (await library.state(r, keys)).done(len(events)):
+            break
+        await asyncio.sleep(0.01)
+    cpu1 = await measure.CpuSample.take(r, redis_pid, pids)
+    figures = await _figures(r, workers, offered.seconds, cpu0, cpu1, memory_before, memory_before)
+    extra = {
+        "offered_rate": args.rate,
+        "duration_s": args.duration,
+        "send_seconds": round(offered.send_seconds, 3),
+        "max_send_lag_ms": round(offered.max_send_lag_ms, 3),
+        "outcomes_received": len(offered.latencies_ms),
+    }
+    return figures, percentiles(offered.latencies_ms), extra

@@ -1,0 +1,111 @@
+"""The reference bound: ``redis-benchmark`` running lending's own function, pipelined.
+
+It calls ``FCALL bs1_lending_apply`` with one representative event per call (a request
+of one book by a random user with a random request id: the lookup, the reservation, the
+request's state and the fetch sent to shelving), in a library of its own (``benchref``)
+on the same server, and reports calls per second. No client can apply those events
+faster than Redis executes that call; our events/s over it is the ratio we report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import redis.asyncio as aioredis
+from bookstream_core.functions import CoreFunctions, load_library
+from bookstream_core.keys import LibraryKeys
+from bookstream_lending.functions import SOURCE as LENDING_SOURCE
+
+from bookstream.bench import library
+
+REF_LIBRARY = "benchref"
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    ops_per_s: float
+    command: list[str]
+    calls: int
+    pipeline: int
+    clients: int
+
+
+def benchmark_executable() -> str:
+    server = shutil.which("redis-server")
+    if server is not None:
+        sibling = Path(server).resolve().parent / "redis-benchmark"
+        if sibling.exists():
+            return str(sibling)
+    found = shutil.which("redis-benchmark")
+    if found is None:
+        raise FileNotFoundError("redis-benchmark is not installed (it ships with redis-server)")
+    return found
+
+
+def _target(url: str) -> list[str]:
+    parsed = urlparse(url)
+    args: list[str] = []
+    if parsed.scheme == "unix":
+        args += ["-s", unquote(parsed.path)]
+    else:
+        args += ["-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379)]
+        if parsed.scheme == "rediss":
+            args.append("--tls")
+    if parsed.password:
+        args += ["-a", unquote(parsed.password)]
+        if parsed.username:
+            args += ["--user", unquote(parsed.username)]
+    return args
+
+
+def command(url: str, calls: int, pipeline: int, clients: int) -> list[str]:
+    keys = LibraryKeys(REF_LIBRARY)
+    fcall = [
+        "FCALL", "bs1_lending_apply", "3",
+        keys.inbox("lending"), keys.inbox("shelving"), keys.domain_events,
+        "lending", "5", "20", "86400", "100000",
+        "0-1", "request", "ref-__rand_int__", "user-__rand_int__", "1", "book-__rand_int__",
+    ]  # fmt: skip
+    return [
+        benchmark_executable(), *_target(url),
+        "-n", str(calls), "-c", str(clients), "-P", str(pipeline), "-r", "100000000",
+        "--csv", *fcall,
+    ]  # fmt: skip
+
+
+async def run_reference(
+    r: aioredis.Redis, url: str, *, calls: int = 200_000, pipeline: int = 32, clients: int = 4
+) -> Reference:
+    keys = LibraryKeys(REF_LIBRARY)
+    await CoreFunctions(r).load()
+    await load_library(r, LENDING_SOURCE)
+    await library.empty(r, keys)
+    await library.create_groups(r, keys)
+    argv = command(url, calls, pipeline, clients)
+    done = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, check=False, timeout=600
+    )
+    applied = int(await r.xlen(keys.inbox("shelving")))
+    await library.empty(r, keys)
+    if done.returncode != 0:
+        raise RuntimeError(f"redis-benchmark failed: {done.stderr.strip()[-500:]}")
+    if applied < calls // 2:  # each call pages one book: a fetch per (non-duplicate) call
+        raise RuntimeError(
+            f"redis-benchmark's calls did not apply ({applied} fetches for {calls} calls): "
+            f"{done.stdout.strip()[-300:]} {done.stderr.strip()[-300:]}"
+        )
+    return Reference(_parse_rps(done.stdout), argv, calls, pipeline, clients)
+
+
+def _parse_rps(csv: str) -> float:
+    """``--csv`` output: a header line, then ``"FCALL ...","123456.79",...``."""
+    for line in csv.splitlines():
+        cells = [c.strip('"') for c in line.split('","')]
+        if len(cells) >= 2 and cells[0].lstrip('"').upper().startswith("FCALL"):
+            return float(cells[1].strip('"'))
+    raise RuntimeError(f"cannot read redis-benchmark's output: {csv[-300:]!r}")

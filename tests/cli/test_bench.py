@@ -1,0 +1,98 @@
+"""``bookstream bench``: a correctness smoke test (no timing assertions) and the workload."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from bookstream.bench.latency import percentiles
+from bookstream.bench.workload import generate
+
+from tests.conftest import VENV_BIN, RedisServer
+
+KEYS = {
+    "events",
+    "workers",
+    "seconds",
+    "events_per_s",
+    "latency_ms",
+    "audit_ok",
+    "redis_version",
+    "cores",
+    "memory",
+    "cpu",
+    "worker_rss_bytes",
+}
+
+
+def bench(server: RedisServer, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "bookstream"), "bench", *args, "--json", "--redis", server.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_drain_is_correct_and_reports_every_figure(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    done = bench(redis_server, bookstream_env, "--events", "2000", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) >= KEYS
+    assert set(result["latency_ms"]) == {"p50", "p90", "p99", "p999", "max"}
+    assert result["events"] == 2000
+    assert result["workers"] == 1
+    assert result["audit_ok"] is True
+    assert result["correct"] is True
+    assert result["outcomes"] == 2000
+    assert result["events_per_s"] > 0
+    # the workers were stopped: no bench worker holds its name any more
+    assert not redis_server.client().keys("bs:{bench}:worker:*")
+
+
+def test_latency_mode_measures_every_request(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    done = bench(
+        redis_server, bookstream_env, "--mode", "latency", "--rate", "500", "--duration", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["events"] == 500
+    assert result["outcomes_received"] == 500
+    assert result["audit_ok"] is True
+    assert result["latency_ms"]["p50"] is not None
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
+
+
+def test_workload_is_seeded_and_shaped() -> None:
+    events = generate(5000, seed=7)
+    assert events == generate(5000, seed=7)
+    assert events != generate(5000, seed=8)
+    assert len({e.request_id for e in events}) == 5000
+    returns = sum(e.kind == "return" for e in events) / len(events)
+    assert 0.25 < returns < 0.35
+    asked: dict[str, set[str]] = {}
+    for event in events:
+        body = json.loads(event.payload)
+        assert 1 <= len(body["books"]) <= 3
+        if body["type"] == "request":
+            asked.setdefault(body["user"], set()).update(body["books"])
+        else:  # a return names books the same user asked for earlier
+            assert set(body["books"]) <= asked[body["user"]]
+
+
+def test_percentiles_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 1001)]
+    assert percentiles(values) == {
+        "p50": 500.0,
+        "p90": 900.0,
+        "p99": 990.0,
+        "p999": 999.0,
+        "max": 1000.0,
+    }
+    assert percentiles([])["p99"] is None
