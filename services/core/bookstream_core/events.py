@@ -33,9 +33,12 @@ Books = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_BOOKS_PER_
 Version = Literal[1]
 
 
-class _Event(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, frozen=True):
+class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, omit_defaults=True):
     v: Version
     id: RequestId
+    #: Optional: a producer may name the library it means; a worker of another library
+    #: sets such an event aside instead of applying it to the wrong books.
+    library: str | None = None
 
 
 class RequestEvent(_Event, tag="request", frozen=True):

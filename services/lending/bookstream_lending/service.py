@@ -54,7 +54,10 @@ class LendingService:
         await self.functions.load()
 
     def decode(self, payload: bytes) -> object:
-        return decode_event(payload)
+        event = decode_event(payload)
+        if event.library is not None and event.library != self.library:
+            raise InvalidEvent(f"wrong_library: the event is for library {event.library!r}")
+        return event
 
     def guard_key(self, request_id: str) -> str:
         return self.own_keys.request(request_id)
