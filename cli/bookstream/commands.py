@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
+from bookstream_core.config import redis_settings_from
 from bookstream_core.embedded import EmbeddedRedis
 from bookstream_core.events import SCHEMA_VERSION
 from bookstream_core.ids import MAX_BOOKS_PER_EVENT, MAX_ID_LENGTH, MAX_REQUEST_ID_LENGTH
@@ -152,7 +152,13 @@ async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 def embedded_command(action: str) -> int:
-    server = EmbeddedRedis(Path(os.environ.get("BOOKSTREAM_HOME") or ".bookstream"))
+    settings = redis_settings_from(
+        argparse.Namespace(
+            redis=None, address=None, password=None, password_file=None, ssl=None, db=None
+        ),
+        os.environ,
+    )
+    server = EmbeddedRedis(settings.home, settings.appendfsync)
     if action == "start":
         print(f"embedded Redis running at {server.ensure()}")
         return 0

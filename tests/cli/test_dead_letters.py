@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from bookstream import Client
+
 from tests.conftest import VENV_BIN, RedisServer, WorkerProcess
 
 INBOX = "bs:{main}:lending:inbox"

@@ -98,3 +98,16 @@ def test_missing_redis_server_says_how_to_install_it(
     assert "apt-get install redis-server" in result.stderr
     assert "Traceback" not in result.stderr
     assert os.environ.get("PATH")  # the test's own PATH is untouched
+
+
+def test_embedded_appendfsync_always(bookstream_env: dict[str, str]) -> None:
+    env = {**bookstream_env, "BOOKSTREAM_APPENDFSYNC": "always"}
+    home = Path(env["BOOKSTREAM_HOME"])
+    try:
+        assert bookstream(env, "embedded", "start").returncode == 0
+        with redis.Redis(unix_socket_path=str(home / "redis.sock")) as r:
+            assert r.config_get("appendfsync")["appendfsync"] == "always"
+    finally:
+        bookstream(env, "embedded", "stop")
+    bad = bookstream({**env, "BOOKSTREAM_APPENDFSYNC": "never"}, "embedded", "start")
+    assert bad.returncode == 2 and "BOOKSTREAM_APPENDFSYNC" in bad.stderr

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from bookstream_core.keys import check_library
 from bookstream_core.types import ServiceName
@@ -36,6 +36,9 @@ class RedisSettings:
     db: int | None = None
     ssl: bool = False
     home: Path = Path(".bookstream")
+    #: The embedded Redis' AOF policy when it starts: everysec (loses at most about a
+    #: second of writes on power failure) or always (loses nothing acknowledged).
+    appendfsync: str = "everysec"
     client_name: str = "bookstream"
 
     @classmethod
@@ -195,10 +198,15 @@ def redis_settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Red
     ssl = bool(args.ssl) or _bool(_env(env, "REDIS_SSL"))
     db = _int(args.db if args.db is not None else _env(env, "REDIS_DB"), "--db")
     home = Path(_env(env, "HOME") or ".bookstream")
+    appendfsync = _env(env, "APPENDFSYNC") or "everysec"
+    if appendfsync not in ("everysec", "always"):
+        raise ConfigError(f"BOOKSTREAM_APPENDFSYNC must be everysec or always, not {appendfsync!r}")
     normalized = normalize_address(target) if target else None
     if normalized and ssl and normalized.startswith("redis://"):
         normalized = "rediss://" + normalized[len("redis://") :]
-    return RedisSettings(url=normalized, password=password, db=db, ssl=ssl, home=home)
+    return RedisSettings(
+        url=normalized, password=password, db=db, ssl=ssl, home=home, appendfsync=appendfsync
+    )
 
 
 def library_from(args: argparse.Namespace, env: Mapping[str, str]) -> str:
@@ -320,14 +328,3 @@ def check_worker_name(name: str) -> str:
     except InvalidId as exc:
         raise ConfigError(str(exc)) from None
     return name
-
-
-def redis_url_with_password(settings: RedisSettings) -> str:
-    """Only for building child-process command lines in tests and local runners."""
-    assert settings.url is not None
-    if settings.password is None:
-        return settings.url
-    parts = urlsplit(settings.url)
-    return settings.url.replace(
-        f"{parts.scheme}://", f"{parts.scheme}://:{quote(settings.password)}@", 1
-    )

@@ -13,7 +13,7 @@ from bookstream_core.embedded import EmbeddedRedis
 def resolve_url(settings: RedisSettings) -> str:
     """The URL to connect to; starts the embedded Redis when none is named."""
     if settings.url is None:
-        return EmbeddedRedis(settings.home).ensure()
+        return EmbeddedRedis(settings.home, settings.appendfsync).ensure()
     return settings.url
 
 
