@@ -36,23 +36,55 @@ DISTS=(./services/core ./services/lending ./services/shelving ./cli)
 [ -f operator/pyproject.toml ] && DISTS+=(./operator)
 
 WHEELS=$CONTEXT/wheels
-mkdir -p "$WHEELS"
-# The project's own wheels are rebuilt every time; dependency wheels are reused.
-rm -f "$WHEELS"/bookstream*.whl
-echo "== wheels -> $WHEELS"
-# Our distributions, built from the tree.
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$WHEELS" "${DISTS[@]}"
-# Their dependencies, as binary wheels for the images' interpreter: CPython 3.11 on glibc x86-64.
-# Naming our wheels by path pins them to the ones just built. pip evaluates environment markers
-# with the host's full Python version, so dependencies only older 3.11.x releases need are named
-# here: redis needs async-timeout below 3.11.3, and Debian bookworm's python3 is 3.11.2 (the
-# Dockerfiles' `pip install --no-index` fails loudly if anything is still missing).
-MARKER_DEPS=(async-timeout)
-"$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$WHEELS" --find-links "$WHEELS" \
-  --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  --platform linux_x86_64 --platform any \
-  pip "${MARKER_DEPS[@]}" "$WHEELS"/bookstream*.whl
+STAMPS=$CONTEXT/stamps
+mkdir -p "$WHEELS" "$STAMPS"
+# A distribution's wheel is rebuilt only when its source files changed (content hash), so an
+# unchanged tree gives byte-identical wheels and docker's layer cache makes the builds instant.
+tree_hash() {
+  "$PYTHON" - "$1" <<'PY'
+import hashlib, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+skip = {"build", "dist", "__pycache__", ".pytest_cache", ".mypy_cache"}
+h = hashlib.sha256()
+for p in sorted(root.rglob("*")):
+    rel = p.relative_to(root)
+    if p.is_dir() or any(part in skip or part.endswith(".egg-info") for part in rel.parts):
+        continue
+    if p.name == "Dockerfile" or p.suffix in {".pyc", ".md"}:
+        continue
+    h.update(str(rel).encode() + b"\0" + p.read_bytes() + b"\0")
+print(h.hexdigest())
+PY
+}
+stale=()
+for dist in "${DISTS[@]}"; do
+  key=$(basename "$dist")
+  hash=$(tree_hash "$dist")
+  if [ "$(cat "$STAMPS/$key" 2>/dev/null)" != "$hash" ]; then
+    stale+=("$dist")
+    echo "$hash" >"$STAMPS/$key.new"
+  fi
+done
+echo "== wheels -> $WHEELS (${#stale[@]} of ${#DISTS[@]} distributions changed)"
+if [ ${#stale[@]} -gt 0 ]; then
+  # Our distributions, built from the tree.
+  "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$WHEELS" "${stale[@]}"
+  # Their dependencies, as binary wheels for the images' interpreter: CPython 3.11 on glibc
+  # x86-64. Naming our wheels by path pins them to the ones just built. pip evaluates environment
+  # markers with the host's full Python version, so dependencies only older 3.11.x releases need
+  # are named here: redis needs async-timeout below 3.11.3, and Debian bookworm's python3 is
+  # 3.11.2 (the Dockerfiles' `pip install --no-index` fails loudly if anything is still missing).
+  MARKER_DEPS=(async-timeout)
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$WHEELS" --find-links "$WHEELS" \
+    --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform linux_x86_64 --platform any \
+    pip "${MARKER_DEPS[@]}" "$WHEELS"/bookstream*.whl
+  for dist in "${stale[@]}"; do
+    key=$(basename "$dist")
+    mv "$STAMPS/$key.new" "$STAMPS/$key"
+  done
+fi
 
 BUILD_ARGS=()
 [ -n "${BASE_IMAGE:-}" ] && BUILD_ARGS+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
