@@ -185,6 +185,9 @@ def test_rbac_is_least_privilege() -> None:
         assert needed in granted, needed
     # Owned objects go with their LibraryInstance (garbage collection): no delete at all.
     assert not {g for g in granted if g[2] in {"delete", "deletecollection"}}
+    # Exactly what the operator documents it calls (kopf peering aside: it runs standalone).
+    assert granted == _documented_rbac()
+
     # Nothing the operator has no business with.
     assert not {g for g in granted if g[1] in {"nodes", "clusterroles", "roles", "rolebindings"}}
     assert not {g for g in granted if g[0] == "" and g[1] == "secrets" and g[2] != "get"}
@@ -196,6 +199,25 @@ def test_rbac_is_least_privilege() -> None:
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "rel-bookstream-operator"
 
 
+def _documented_rbac() -> set[tuple[str, str, str]]:
+    """The (group, resource, verb) rows of operator/README.md's RBAC table."""
+    text = (tools.ROOT / "operator" / "README.md").read_text()
+    section = text.split("## RBAC", 1)[1].split("\n## ", 1)[0]
+    out: set[tuple[str, str, str]] = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        group = re.findall(r"`([^`]*)`", cells[0])[0].strip('"')
+        if group == "kopf.dev":
+            continue
+        for resource in re.findall(r"`([^`]*)`", cells[1]):
+            for verb in re.findall(r"`([^`]*)`", cells[2]):
+                out.add((group, resource, verb))
+    assert out, "no RBAC table in operator/README.md"
+    return out
+
+
 def test_namespaced_mode_uses_roles_per_namespace() -> None:
     objects = tools.render({"operator.watchNamespaces": "{books,other}"})
     roles = tools.by_kind(objects, "Role")
@@ -204,13 +226,13 @@ def test_namespaced_mode_uses_roles_per_namespace() -> None:
         "books",
         "other",
     ]
-    # The cluster role keeps only kopf's read-only observation of CRDs.
+    # The cluster role keeps only kopf's read-only discovery of CRDs.
     cluster = _rules(objects, "ClusterRole")
     assert cluster == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
-            "verbs": ["list", "watch"],
+            "verbs": ["get", "list", "watch"],
         }
     ]
     env = _operator_env(objects)

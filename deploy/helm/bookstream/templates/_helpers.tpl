@@ -90,7 +90,7 @@ capabilities:
 {{- end -}}
 
 
-{{/* What the operator does inside a namespace it watches (see operator/README.md "RBAC"). */}}
+{{/* What the operator does inside a namespace it watches (operator/README.md "RBAC"). */}}
 {{- define "bookstream.operatorNamespacedRules" -}}
 # The custom resource: watch it, patch its finalizers/annotations (kopf's progress) and status.
 - apiGroups: [bookstream.io]
@@ -112,8 +112,9 @@ capabilities:
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Kubernetes events about what it did (kopf posts core/v1 events).
-- apiGroups: [""]
+# Kubernetes events about what it did (kopf posts core/v1 events; events.k8s.io is the same
+# objects through the newer API).
+- apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create]
 {{- end -}}
