@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
@@ -21,6 +23,9 @@ from bookstream_core.types import ServiceName
 
 from bookstream_lending.functions import Applied, LendingFunctions
 from bookstream_lending.keys import LendingKeys
+
+if TYPE_CHECKING:  # the metric types (prometheus-client comes with bookstream-core)
+    from prometheus_client import Counter, Histogram
 
 FINAL = ("accepted", "denied", "processed")
 
@@ -49,6 +54,8 @@ class LendingService:
         self.stream = keys.inbox("lending")
         self.log = get_logger(service="lending", worker=settings.name, library=keys.library)
         self.log_outcomes = settings.observability.log_level in ("debug", "info")
+        self._counters: dict[tuple[object, ...], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
 
     async def load(self) -> None:
         await self.functions.load()
@@ -77,11 +84,25 @@ class LendingService:
         for (entry_id, event), row in zip(batch, rows, strict=True):
             self._account(entry_id, event, row)
 
+    def _counter(self, metric: Counter, *labels: str) -> Counter:
+        """The labelled child, looked up once: ``labels()`` costs more than ``inc()``."""
+        key = (id(metric), *labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = metric.labels(*labels)
+        return child
+
+    def _latency(self, kind: str) -> Histogram:
+        child = self._histograms.get(kind)
+        if child is None:
+            child = self._histograms[kind] = self.metrics.request_latency.labels(self.library, kind)
+        return child
+
     def _account(self, entry_id: bytes, event: object, row: Applied) -> None:
         m, lib = self.metrics, self.library
-        m.events.labels(lib, "lending", self.stream, row.type).inc()
+        self._counter(m.events, lib, "lending", self.stream, row.type).inc()
         if row.status == "orphan":
-            m.dead_letters.labels(lib, "lending", row.reason.split(":", 1)[0]).inc()
+            self._counter(m.dead_letters, lib, "lending", row.reason.split(":", 1)[0]).inc()
             self.log.warning("dead letter", entry=entry_id.decode(), reason=row.reason)
             return
         if row.status not in FINAL:
@@ -92,16 +113,16 @@ class LendingService:
             return
         kind = "return" if row.type == "return" else "request"
         if kind == "request":
-            m.requests.labels(lib, row.status).inc()
+            self._counter(m.requests, lib, row.status).inc()
             if row.status == "accepted":
-                m.books_lent.labels(lib).inc(row.books)
+                self._counter(m.books_lent, lib).inc(row.books)
         else:
-            m.returns.labels(lib, row.status).inc()
+            self._counter(m.returns, lib, row.status).inc()
             if row.status == "processed":
-                m.books_returned.labels(lib).inc(row.books)
+                self._counter(m.books_returned, lib).inc(row.books)
         if row.status == "denied":
-            m.denials.labels(lib, kind, row.reason).inc()
-        m.request_latency.labels(lib, kind).observe(max(row.latency_ms, 0) / 1000)
+            self._counter(m.denials, lib, kind, row.reason).inc()
+        self._latency(kind).observe(max(row.latency_ms, 0) / 1000)
         if self.log_outcomes:
             self._log_outcome(kind, row)
 

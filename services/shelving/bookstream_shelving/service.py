@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
@@ -13,6 +15,9 @@ from bookstream_core.service import InvalidEvent
 from bookstream_core.types import ServiceName
 
 from bookstream_shelving.functions import ShelvingFunctions
+
+if TYPE_CHECKING:  # the metric types (prometheus-client comes with bookstream-core)
+    from prometheus_client import Counter
 
 
 def decode_event(payload: bytes) -> ShelvingEvent:
@@ -38,6 +43,16 @@ class ShelvingService:
         self.stream = keys.inbox("shelving")
         self.log = get_logger(service="shelving", worker=settings.name, library=keys.library)
         self.log_events = settings.observability.log_level == "debug"
+        self._counters: dict[str, Counter] = {}
+
+    def _events_counter(self, type_: str) -> Counter:
+        """The labelled child, looked up once: ``labels()`` costs more than ``inc()``."""
+        child = self._counters.get(type_)
+        if child is None:
+            child = self._counters[type_] = self.metrics.events.labels(
+                self.library, "shelving", self.stream, type_
+            )
+        return child
 
     async def load(self) -> None:
         await self.functions.load()
@@ -62,7 +77,7 @@ class ShelvingService:
                 raise TypeError(f"unexpected event {event!r}")
         rows = await self.functions.apply(self.settings.runtime, events)
         for (entry_id, event), row in zip(batch, rows, strict=True):
-            self.metrics.events.labels(self.library, "shelving", self.stream, row.type).inc()
+            self._events_counter(row.type).inc()
             if row.status == "orphan":
                 self.metrics.dead_letters.labels(self.library, "shelving", "script_error").inc()
                 self.log.warning("dead letter", entry=entry_id.decode(), type=row.type)
