@@ -98,3 +98,7 @@ for name in "${NAMES[@]}"; do
   DOCKER_BUILDKIT=0 docker build --quiet "${BUILD_ARGS[@]}" -f "$df" -t "bookstream/$name:$TAG" "$CONTEXT" >/dev/null
   docker image inspect --format "   {{.Id}} {{.Size}} bytes user={{.Config.User}}" "bookstream/$name:$TAG"
 done
+# Earlier builds of these images, now untagged: remove them (only ours, by their label).
+for name in "${NAMES[@]}"; do
+  docker image prune --force --filter "label=org.opencontainers.image.title=bookstream-$name" >/dev/null
+done
