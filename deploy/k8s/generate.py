@@ -84,7 +84,11 @@ def expected() -> dict[str, str]:
     out["namespace.yaml"] = HEADER + (
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bookstream\n"
         "  labels:\n    app.kubernetes.io/part-of: bookstream\n"
-        "    pod-security.kubernetes.io/enforce: restricted\n"
+        # Everything here meets the "restricted" Pod Security Standard (warned and audited);
+        # "baseline" is enforced so that an ad-hoc `kubectl run` of the CLI is still admitted.
+        "    pod-security.kubernetes.io/enforce: baseline\n"
+        "    pod-security.kubernetes.io/warn: restricted\n"
+        "    pod-security.kubernetes.io/audit: restricted\n"
     )
     out["kustomization.yaml"] = HEADER + yaml.safe_dump(
         {

@@ -88,3 +88,36 @@ def test_examples_fit_the_base() -> None:
     assert values["BOOKSTREAM_REDIS_URL"] == url
     assert values["BOOKSTREAM_REDIS_PASSWORD"] == secret_ref
     assert container["args"][0] == "request"
+
+
+def _pod_specs(objects: list[tools.Doc]) -> list[tuple[str, tools.Doc]]:
+    out = []
+    for obj in objects:
+        spec = obj.get("spec", {})
+        template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get(
+            "template"
+        )
+        if template:
+            out.append((f"{obj['kind']}/{obj['metadata']['name']}", template["spec"]))
+    return out
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
+    """The essentials of Kubernetes' "restricted" profile, for every pod we ship."""
+    objects = tools.docs(tools.kubectl("kustomize", str(BASE)))
+    objects += tools.load_docs(sorted(EXAMPLES.glob("*.yaml")))
+    objects += tools.render({"libraryInstance.enabled": "true"})
+    pods = _pod_specs(objects)
+    assert {name.split("/")[0] for name, _ in pods} == {"Deployment", "StatefulSet", "Job"}
+    for name, pod in pods:
+        pod_sc = pod.get("securityContext", {})
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            sc = container.get("securityContext", {})
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, name
+            assert sc.get("allowPrivilegeEscalation") is False, name
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], name
+            assert sc.get("readOnlyRootFilesystem") is True, name
+            assert not sc.get("privileged"), name
+            assert "resources" in container, name
+        assert not pod.get("hostNetwork") and not pod.get("hostPID"), name
