@@ -83,6 +83,10 @@ def test_workers_run_as_one_non_root_process(
         top = docker("top", container.name, "-eo", "uid,pid,comm").stdout.strip().splitlines()[1:]
         assert len(top) == 1, top  # one process: the worker itself is PID 1
         assert top[0].split()[0] == str(UID), top
+        # The image's HEALTHCHECK is exec form (no shell) and passes against the live worker.
+        health = containers.inspect(images[service])["Healthcheck"]
+        assert isinstance(health, dict) and health["Test"][0] == "CMD", health
+        docker("exec", container.name, *health["Test"][1:])
 
 
 def _cli(
