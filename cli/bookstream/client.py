@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bookstream.errors import BadInput, OutcomeTimeout, Unreachable
 from bookstream.location import BookLocation, from_state
+from bookstream.waiter import OutcomeWaiter
 
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 #: While waiting, the outcome key is also polled this often, in case a Pub/Sub
@@ -69,6 +70,7 @@ class AsyncClient:
         self._lending = LendingKeys(self.keys)
         self._shelving = ShelvingKeys(self.keys)
         self._r: aioredis.Redis | None = None
+        self._waiter: OutcomeWaiter | None = None
 
     async def redis(self) -> aioredis.Redis:
         """The underlying connection (for inspection commands)."""
@@ -83,6 +85,9 @@ class AsyncClient:
         return self._r
 
     async def aclose(self) -> None:
+        if self._waiter is not None:
+            await self._waiter.aclose()
+            self._waiter = None
         if self._r is not None:
             await self._r.aclose()
             self._r = None
@@ -170,27 +175,34 @@ class AsyncClient:
         self, request_id: str, timeout: float, submit: RequestEvent | ReturnEvent | None
     ) -> Outcome:
         r = await self._redis()
+        if self._waiter is None:
+            self._waiter = OutcomeWaiter(r)
         key = self.keys.outcome(request_id)
         deadline = time.monotonic() + timeout
+        future: asyncio.Future[bytes] | None = None
         try:
-            async with r.pubsub() as pubsub:
-                await pubsub.subscribe(key)
+            future = await asyncio.wait_for(self._waiter.register(key), timeout)
+            existing = await r.get(key)
+            if existing is not None:
+                return decode_outcome(existing)
+            if submit is not None:
+                await self._submit(submit)
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    data = await asyncio.wait_for(asyncio.shield(future), min(left, POLL_INTERVAL))
+                    return decode_outcome(data)
+                except TimeoutError:
+                    pass
                 existing = await r.get(key)
                 if existing is not None:
                     return decode_outcome(existing)
-                if submit is not None:
-                    await self._submit(submit)
-                while (left := deadline - time.monotonic()) > 0:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=min(left, POLL_INTERVAL)
-                    )
-                    if message is not None and message["type"] == "message":
-                        return decode_outcome(message["data"])
-                    existing = await r.get(key)
-                    if existing is not None:
-                        return decode_outcome(existing)
+        except TimeoutError:
+            pass
         except UNREACHABLE as exc:
             raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+        finally:
+            if future is not None:
+                await self._waiter.release(key, future)
         raise OutcomeTimeout(request_id, timeout)
 
     # ------------------------------------------------------------------ looking up

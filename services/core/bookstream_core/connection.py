@@ -17,7 +17,9 @@ def resolve_url(settings: RedisSettings) -> str:
     return settings.url
 
 
-def connect(settings: RedisSettings, *, client_name: str | None = None) -> aioredis.Redis:
+def connect(
+    settings: RedisSettings, *, client_name: str | None = None, max_connections: int = 64
+) -> aioredis.Redis:
     url = resolve_url(settings)
     kwargs: dict[str, object] = {
         "decode_responses": False,
@@ -33,4 +35,9 @@ def connect(settings: RedisSettings, *, client_name: str | None = None) -> aiore
         kwargs["password"] = settings.password
     if settings.db is not None:
         kwargs["db"] = settings.db
-    return aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
+    # A blocking pool: past max_connections a caller waits for a free connection instead
+    # of failing with "Too many connections" (a client may run thousands of tasks).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=None, **kwargs
+    )
+    return aioredis.Redis.from_pool(pool)
