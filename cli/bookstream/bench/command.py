@@ -10,7 +10,9 @@ import argparse
 import asyncio
 import datetime
 import os
+import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -30,6 +32,7 @@ from bookstream.bench.workers import WorkerSet
 from bookstream.errors import BadInput, Unreachable
 
 LIBRARY = "bench"
+_STARTED: list[Callable[[], object]] = []  # stop functions of what this run started
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -39,7 +42,14 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise BadInput("--batch-size must be positive")
     install_uvloop()
-    result = asyncio.run(_bench(args))
+    # SIGTERM behaves like Ctrl-C; whatever happens, nothing this run started outlives it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        result = asyncio.run(_bench(args))
+    finally:
+        for cleanup in reversed(_STARTED):
+            cleanup()
+        _STARTED.clear()
     text = msgspec.json.encode(result).decode()
     if args.out is not None:
         args.out.write_text(text + "\n")
@@ -52,6 +62,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     given: str | None = args.redis
     if given is None:
         private = start_private_redis()
+        _STARTED.append(private.stop)
         url = private.url
     else:
         url = given
@@ -83,6 +94,7 @@ async def _run(
     events = workload.generate(n, args.seed)
     extra_args = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     workers = WorkerSet(url, LIBRARY, args.workers, extra_args)
+    _STARTED.append(workers.stop)
     show = not args.no_progress
     extra: dict[str, Any] = {}
     problems: list[str] = []
@@ -102,7 +114,7 @@ async def _run(
     verdict = await check(r, keys, events)
     reference: Reference | None = None
     if args.reference:
-        reference = await run_reference(r, url)
+        reference = await run_reference(r, url, redis_pid)
     return build(
         mode=args.mode,
         events=n,

@@ -21,7 +21,7 @@ from bookstream_core.functions import CoreFunctions, load_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_lending.functions import SOURCE as LENDING_SOURCE
 
-from bookstream.bench import library
+from bookstream.bench import library, measure
 
 REF_LIBRARY = "benchref"
 
@@ -33,6 +33,7 @@ class Reference:
     calls: int
     pipeline: int
     clients: int
+    redis_cpu_us_per_call: float | None = None
 
 
 def benchmark_executable() -> str:
@@ -79,7 +80,13 @@ def command(url: str, calls: int, pipeline: int, clients: int) -> list[str]:
 
 
 async def run_reference(
-    r: aioredis.Redis, url: str, *, calls: int = 200_000, pipeline: int = 32, clients: int = 4
+    r: aioredis.Redis,
+    url: str,
+    redis_pid: int | None,
+    *,
+    calls: int = 200_000,
+    pipeline: int = 32,
+    clients: int = 4,
 ) -> Reference:
     keys = LibraryKeys(REF_LIBRARY)
     await CoreFunctions(r).load()
@@ -87,9 +94,11 @@ async def run_reference(
     await library.empty(r, keys)
     await library.create_groups(r, keys)
     argv = command(url, calls, pipeline, clients)
+    cpu0 = await measure.redis_cpu_seconds(r, redis_pid)
     done = await asyncio.to_thread(
         subprocess.run, argv, capture_output=True, text=True, check=False, timeout=600
     )
+    cpu_us = (await measure.redis_cpu_seconds(r, redis_pid) - cpu0) / calls * 1e6
     applied = int(await r.xlen(keys.inbox("shelving")))
     await library.empty(r, keys)
     if done.returncode != 0:
@@ -99,7 +108,7 @@ async def run_reference(
             f"redis-benchmark's calls did not apply ({applied} fetches for {calls} calls): "
             f"{done.stdout.strip()[-300:]} {done.stderr.strip()[-300:]}"
         )
-    return Reference(_parse_rps(done.stdout), argv, calls, pipeline, clients)
+    return Reference(_parse_rps(done.stdout), argv, calls, pipeline, clients, round(cpu_us, 1))
 
 
 def _parse_rps(csv: str) -> float:

@@ -58,6 +58,9 @@ def build(
             "shelving_s": round(figures.worker_cpu_s.get("shelving", 0.0), 3),
             "redis_cores": round(figures.redis_cpu_s / seconds, 3) if seconds else None,
             "workers_cores": round(worker_cpu / seconds, 3) if seconds else None,
+            # CPU cost per event: unlike events/s, barely changed by other load on the machine
+            "redis_us_per_event": round(figures.redis_cpu_s / events * 1e6, 1),
+            "workers_us_per_event": round(worker_cpu / events * 1e6, 1),
         },
         "redis_commands": {name: s for name, s in stats[:TOP_COMMANDS]},
         **extra,
@@ -70,6 +73,7 @@ def build(
             "calls": reference.calls,
             "pipeline": reference.pipeline,
             "clients": reference.clients,
+            "redis_cpu_us_per_call": reference.redis_cpu_us_per_call,
         }
     return result
 
@@ -112,6 +116,12 @@ def table(result: dict[str, Any]) -> str:
             "CPU s (cores) redis | lending | shelving",
             f"{cpu['redis_s']:.2f} ({cpu['redis_cores']:.2f}) | {cpu['lending_s']:.2f} | "
             f"{cpu['shelving_s']:.2f}  (workers {cpu['workers_cores']:.2f} cores)",
+        )
+    )
+    rows.append(
+        (
+            "CPU µs per event redis | workers",
+            f"{cpu['redis_us_per_event']:.1f} | {cpu['workers_us_per_event']:.1f}",
         )
     )
     for name, s in result["redis_commands"].items():
