@@ -71,6 +71,26 @@ def test_original_scenario_through_the_cli(
         "books": ["invisible-cities", "selfish-gene"],
     }
 
+    status = json.loads(bookstream(redis_server, bookstream_env, "status", "--json").stdout)
+    assert status["totals"] == {
+        "books_lent": 4,
+        "borrowers": 2,
+        "in_storage": 1,
+        "held_for_requests": 0,
+        "being_fetched": 0,
+        "off_shelf": 5,
+    }
+    lending = status["streams"]["lending"]
+    assert lending["stream"] == "bs:{main}:lending:inbox"
+    (group,) = lending["groups"]
+    assert (group["name"], group["pending"], group["lag"]) == ("lending", 0, 0)
+    assert [(c["name"], c["pending"], c["alive"]) for c in group["consumers"]] == [
+        ("worker1", 0, True)
+    ]
+    text = bookstream(redis_server, bookstream_env, "status").stdout
+    assert "books lent 4 to 2 users; 0 in the automated storage" in text
+    assert "worker1: pending 0" in text
+
     audit = bookstream(redis_server, bookstream_env, "audit")
     assert audit.returncode == 0, audit.stdout
     assert "OK" in audit.stdout
