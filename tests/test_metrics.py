@@ -56,6 +56,8 @@ def lending_expected() -> dict[Sample, float]:
     return {
         key("bookstream_requests_total", status="accepted"): 4,
         key("bookstream_requests_total", status="denied"): 2,
+        # the malformed request whose id could be read was answered `rejected`
+        key("bookstream_requests_total", status="rejected"): 1,
         key("bookstream_returns_total", status="processed"): 1,
         key("bookstream_returns_total", status="denied"): 1,
         key("bookstream_denials_total", kind="request", reason="limit"): 1,
@@ -85,6 +87,12 @@ def lending_expected() -> dict[Sample, float]:
             stream=LENDING_INBOX,
             type="fetched",
         ): 3,
+        key(
+            "bookstream_events_processed_total",
+            service="lending",
+            stream=LENDING_INBOX,
+            type="dead_letter",
+        ): 2,
         key("bookstream_request_latency_seconds_count", kind="request"): 6,
         key("bookstream_request_latency_seconds_count", kind="return"): 2,
         key("bookstream_worker_ready", service="lending"): 1,

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Callable
 
 from bookstream import Client
+
 from tests.conftest import RedisServer, WorkerProcess
 
 

@@ -159,8 +159,10 @@ class StreamConsumer:
 
     async def dead_letter(self, rejected: list[Rejected]) -> None:
         rows: list[list[bytes | str | int]] = []
+        kinds: list[str] = []
         for item in rejected:
             request_id, kind = _identify(item.fields)
+            kinds.append(kind)
             row: list[bytes | str | int] = [
                 item.entry_id,
                 item.reason,
@@ -183,7 +185,7 @@ class StreamConsumer:
                 request_id=request_id or None,
                 deliveries=item.deliveries,
             )
-        await self.core.dead_letter(
+        answered = await self.core.dead_letter(
             self.inbox,
             self.keys.dead_letters(self.service.name),
             self.keys.domain_events,
@@ -193,6 +195,12 @@ class StreamConsumer:
             outcome_prefix=self.keys.outcome(""),
             rows=rows,
         )
+        m, lib = self.metrics, self.keys.library
+        for kind, rejected_outcome in zip(kinds, answered, strict=True):
+            m.events.labels(lib, self.service.name, self.inbox, "dead_letter").inc()
+            if rejected_outcome:
+                counter = m.requests if kind == "request" else m.returns
+                counter.labels(lib, "rejected").inc()
 
     async def drain_own_pending(self) -> None:
         """Entries this name read but never acknowledged (a previous life crashed)."""

@@ -25,12 +25,12 @@ end
 -- ARGV: group, retention seconds, dead-letter maxlen, outcome prefix,
 --       then per entry: entry id, reason, deliveries, request id, kind, guard key,
 --       field count, field, value, ...
--- Returns the number of rejected outcomes written.
+-- Returns one flag per entry: 1 if a rejected outcome was written for it, else 0.
 local function dead_letter(keys, args)
   local inbox, dead, events = keys[1], keys[2], keys[3]
   local group, retention, maxlen, outcome_prefix = args[1], tonumber(args[2]), tonumber(args[3]), args[4]
   local now = tostring(now_ms())
-  local answered = 0
+  local answered = {}
   local i = 5
   while i <= #args do
     local entry_id, reason, deliveries, reqid, kind, guard = args[i], args[i + 1], args[i + 2],
@@ -45,6 +45,7 @@ local function dead_letter(keys, args)
     i = i + 7 + 2 * nfields
     redis.call(unpack(row))
     redis.call('XACK', inbox, group, entry_id)
+    answered[#answered + 1] = 0
     if reqid ~= '' and (kind == 'request' or kind == 'return') then
       local okey = outcome_prefix .. reqid
       if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
@@ -54,7 +55,7 @@ local function dead_letter(keys, args)
         redis.call('SET', okey, json, 'EX', retention)
         redis.call('PUBLISH', okey, json)
         redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', json)
-        answered = answered + 1
+        answered[#answered] = 1
       end
     end
   end

@@ -70,12 +70,13 @@ class CoreFunctions:
         maxlen: int,
         outcome_prefix: str,
         rows: list[list[bytes | str | int]],
-    ) -> int:
+    ) -> list[bool]:
+        """One flag per row: whether a ``rejected`` outcome was written for it."""
         args: list[bytes | str | int] = [group, retention_s, maxlen, outcome_prefix]
         for row in rows:
             args.extend(row)
         result = await self._r.fcall("bs1_dead_letter", 3, inbox, dead, events, *args)
-        return int(result)
+        return [int(flag) == 1 for flag in result]
 
     async def lock_acquire(self, key: str, value: str, ttl_ms: int, force: bool) -> bytes | None:
         """None when acquired, else the current holder's description."""
