@@ -62,7 +62,7 @@ def build(
             "redis_us_per_event": round(figures.redis_cpu_s / events * 1e6, 1),
             "workers_us_per_event": round(worker_cpu / events * 1e6, 1),
         },
-        "redis_commands": {name: s for name, s in stats[:TOP_COMMANDS]},
+        "redis_commands": dict(stats),
         **extra,
     }
     if reference is not None:
@@ -124,7 +124,7 @@ def table(result: dict[str, Any]) -> str:
             f"{cpu['redis_us_per_event']:.1f} | {cpu['workers_us_per_event']:.1f}",
         )
     )
-    for name, s in result["redis_commands"].items():
+    for name, s in list(result["redis_commands"].items())[:TOP_COMMANDS]:
         rows.append(
             (f"  redis {name}", f"{s['calls']:,.0f} calls, {s['usec_per_call']:,.1f} µs/call")
         )
