@@ -41,6 +41,8 @@ def bench_command(args: argparse.Namespace) -> int:
         raise BadInput("--events, --workers, --rate and --duration must be positive")
     if args.batch_size is not None and args.batch_size < 1:
         raise BadInput("--batch-size must be positive")
+    if args.retention is not None and args.retention < 1:
+        raise BadInput("--retention must be positive")
     install_uvloop()
     # SIGTERM behaves like Ctrl-C; whatever happens, nothing this run started outlives it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -93,6 +95,8 @@ async def _run(
     n = args.events if drain else max(1, int(args.rate * args.duration))
     events = workload.generate(n, args.seed)
     extra_args = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    if args.retention:
+        extra_args += ["--retention", str(args.retention)]
     workers = WorkerSet(url, LIBRARY, args.workers, extra_args)
     _STARTED.append(workers.stop)
     show = not args.no_progress
@@ -111,7 +115,7 @@ async def _run(
         latency = percentiles([])
     finally:
         problems += workers.stop()
-    verdict = await check(r, keys, events)
+    verdict = await check(r, keys, events, outcome_keys=args.retention is None)
     reference: Reference | None = None
     if args.reference:
         reference = await run_reference(r, url, redis_pid)
@@ -133,7 +137,7 @@ async def _run(
             "loadavg_at_start": load_at_start,
         },
         reference=reference,
-        extra=extra,
+        extra={**extra, "worker_retention_s": args.retention or 86_400},
     )
 
 

@@ -14,6 +14,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=5_000.0, help="latency mode: requests/s (5000)")
     p.add_argument("--duration", type=float, default=10.0, help="latency mode: seconds (10)")
     p.add_argument("--batch-size", type=int, help="the workers' --batch-size (their default)")
+    p.add_argument(
+        "--retention",
+        type=int,
+        help="the workers' --retention in seconds (their default, 24 h); a short one lets "
+        "outcomes expire during long runs (memory runs); outcomes are then counted, not read",
+    )
     p.add_argument("--reference", action="store_true", help="also run redis-benchmark")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, help="also write the JSON object to this file")
