@@ -39,18 +39,23 @@ class Context:
 
 async def _run(ctx: Context, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     assert ctx.kube is not None, "startup handler did not run"
-    meta = body.meta
-    key = (str(meta.namespace), str(meta.name))
-    async with ctx.locks[key]:  # timers run beside change handlers: one pass at a time
+    namespace, name = str(body.meta.namespace), str(body.meta.name)
+    async with ctx.locks[(namespace, name)]:  # timers run beside change handlers
+        # kopf hands each handler the body as it was when the handler was scheduled; a
+        # pass that waited for the lock would act on a stale spec. Read it fresh instead.
+        current = await ctx.kube.read_instance(namespace, name)
+        if current is None or (current.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        meta = current.get("metadata") or {}
         result = await reconcile(
             ctx.kube,
-            name=str(meta.name),
-            namespace=str(meta.namespace),
-            uid=str(meta.uid),
+            name=name,
+            namespace=namespace,
+            uid=str(meta.get("uid") or body.meta.uid),
             generation=meta.get("generation"),
-            spec_body=dict(body.spec),
-            status=dict(body.status),
-            annotations=dict(meta.annotations),
+            spec_body=current.get("spec") or {},
+            status=current.get("status") or {},
+            annotations=meta.get("annotations") or {},
             now=time.time(),
         )
     patch.status.update(result.status)
@@ -87,14 +92,21 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Context
             await ctx.kube.close()
             ctx.kube = None
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, registry=registry)
+    # A failed pass is retried after one interval (kopf's default would wait 60 s).
+    backoff = config.interval_s
+
+    @kopf.on.resume(*resource, registry=registry, backoff=backoff)
+    @kopf.on.create(*resource, registry=registry, backoff=backoff)
+    @kopf.on.update(*resource, registry=registry, backoff=backoff)
     async def changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         await _run(ctx, body, patch, logger)
 
     @kopf.timer(
-        *resource, registry=registry, interval=config.interval_s, initial_delay=config.interval_s
+        *resource,
+        registry=registry,
+        interval=config.interval_s,
+        initial_delay=config.interval_s,
+        backoff=backoff,
     )
     async def periodic(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         await _run(ctx, body, patch, logger)

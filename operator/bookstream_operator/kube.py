@@ -9,16 +9,38 @@ posting events is left to kopf.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig, codecs
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Secret
 
 from bookstream_operator import naming
 from bookstream_operator.types import Manifest
+
+T = TypeVar("T")
+#: Attempts per call when the connection fails under it (e.g. the server closed a pooled
+#: keep-alive connection): a new connection is opened for the next attempt.
+ATTEMPTS = 3
+
+
+async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await call()
+        except httpx2.TransportError:
+            if attempt == ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+LibraryInstance = create_namespaced_resource(
+    naming.GROUP, naming.VERSION, naming.KIND, naming.PLURAL
+)
 
 
 class SecretMissing(LookupError):
@@ -57,15 +79,29 @@ class Kube:
         """
         obj: Any = codecs.from_dict(manifest)
         try:
-            await self.client.apply(obj, field_manager=naming.FIELD_MANAGER, force=True)
+            await _retrying(
+                lambda: self.client.apply(obj, field_manager=naming.FIELD_MANAGER, force=True)
+            )
         except httpx2.HTTPStatusError as exc:
             if _status_code(exc) != 404:
                 raise
-            await self.client.create(obj)
+            await _retrying(lambda: self.client.create(obj))
+
+    async def read_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The LibraryInstance as it is now (``None`` once it is gone)."""
+        try:
+            obj = await _retrying(
+                lambda: self.client.get(LibraryInstance, name, namespace=namespace)
+            )
+        except httpx2.HTTPStatusError as exc:
+            if _status_code(exc) == 404:
+                return None
+            raise
+        return dict(obj.to_dict())  # type: ignore[no-untyped-call]
 
     async def read_secret(self, namespace: str, name: str, key: str) -> str:
         try:
-            secret = await self.client.get(Secret, name, namespace=namespace)
+            secret = await _retrying(lambda: self.client.get(Secret, name, namespace=namespace))
         except httpx2.HTTPStatusError as exc:
             if _status_code(exc) == 404:
                 raise SecretMissing(f"Secret {namespace}/{name} does not exist") from None
@@ -77,7 +113,7 @@ class Kube:
 
     async def workload_state(self, namespace: str, name: str) -> WorkloadState | None:
         try:
-            sts = await self.client.get(StatefulSet, name, namespace=namespace)
+            sts = await _retrying(lambda: self.client.get(StatefulSet, name, namespace=namespace))
         except httpx2.HTTPStatusError as exc:
             if _status_code(exc) == 404:
                 return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -109,7 +110,9 @@ async def operator(api: kmock.KubernetesEmulator) -> AsyncIterator[None]:
     test's loop; KMock keeps serving in the test's loop while the test awaits.)
     """
     registry = kopf.OperatorRegistry()
-    register(registry, OperatorConfig(interval_s=0.3, watch_timeout_s=5))
+    # A long server-side watch timeout: KMock cannot resume a watch from a resourceVersion,
+    # so an event falling between a watch's end and the next LIST would be lost.
+    register(registry, OperatorConfig(interval_s=0.3, watch_timeout_s=600))
     stop, ready = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
@@ -259,7 +262,7 @@ async def test_create_update_scale_pause_delete(
     summary = client.xpending(KEYS.inbox("lending"), "lending")
     assert summary["pending"] == 4
     assert [(c["name"], c["pending"]) for c in summary["consumers"]] == [(b"lib1-lending-0", 4)]
-    assert any(e.get("reason") == "Scaled" for e in events(api))
+    assert await eventually(lambda: any(e.get("reason") == "Scaled" for e in events(api)))
 
     # --- update: limits and image reach the ConfigMap and the pod template.
     await patch_li(http, "lib1", {"spec": {"limits": {"userLimit": 9}, "image": {"tag": "9.9"}}})
@@ -288,9 +291,12 @@ async def test_create_update_scale_pause_delete(
     await asyncio.sleep(1.5)  # several timer periods
     assert find(api, "statefulsets", "lib1-shelving")["spec"]["replicas"] == 1
     await patch_li(http, "lib1", {"metadata": {"annotations": {"bookstream.io/paused": None}}})
-    assert await eventually(
+    unpaused = await eventually(
         lambda: find(api, "statefulsets", "lib1-shelving")["spec"]["replicas"] == 4
     )
+    li_now = find(api, "libraryinstances", "lib1") or {}
+    sts_now = find(api, "statefulsets", "lib1-shelving") or {}
+    assert unpaused, json.dumps([li_now, sts_now.get("spec", {}).get("replicas")])
     assert await eventually(
         lambda: (
             condition(find(api, "libraryinstances", "lib1"), "ReconciliationPaused")["status"]
@@ -301,7 +307,8 @@ async def test_create_update_scale_pause_delete(
     # --- delete: the running operator stops the timer and releases its finalizer.
     async with http.delete(f"{LI_PATH}/lib1") as resp:
         assert resp.status == 200, await resp.text()
-    assert await eventually(lambda: find(api, "libraryinstances", "lib1") is None)
+    gone = await eventually(lambda: find(api, "libraryinstances", "lib1") is None)
+    assert gone, json.dumps((find(api, "libraryinstances", "lib1") or {}).get("metadata"))
 
 
 async def test_unreachable_redis_is_reported_and_workloads_still_applied(
@@ -321,4 +328,4 @@ async def test_unreachable_redis_is_reported_and_workloads_still_applied(
     assert got["status"] == "False" and got["reason"] == "ConnectionFailed", got
     assert condition(find(api, "libraryinstances", "lib2"), "Ready")["reason"] == "RedisUnreachable"
     assert find(api, "statefulsets", "lib2-lending")["spec"]["replicas"] == 1
-    assert any(e.get("reason") == "ConnectionFailed" for e in events(api))
+    assert await eventually(lambda: any(e.get("reason") == "ConnectionFailed" for e in events(api)))
