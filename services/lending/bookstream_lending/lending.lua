@@ -47,10 +47,9 @@ local function decode_list(raw)
   return cjson.decode(raw)
 end
 
-local function members(key)
-  local books = redis.call('SMEMBERS', key)
-  table.sort(books)
-  return books
+local function sorted(items)
+  table.sort(items)
+  return items
 end
 
 -- ctx: prefix, keys, settings of this call
@@ -109,10 +108,9 @@ end
 -- Final decision of a request whose books are all in hand (held by it).
 -- from_storage / from_shelf: books the request holds, by where they came from.
 -- Returns the result row for the worker.
-local function deny(ctx, reqid, user, submitted_ms, reason, unavailable)
+local function deny(ctx, reqid, user, submitted_ms, reason, unavailable, hand)
   local json = outcome_json(reqid, 'request', 'denied', user, {
-    unavailable = unavailable, reason = reason,
-    in_hand = members(loans_key(ctx, user)), limit = ctx.limit,
+    unavailable = unavailable, reason = reason, in_hand = sorted(hand), limit = ctx.limit,
   })
   publish_outcome(ctx, reqid, json)
   return {'request', 'denied', reason, 0, ctx.now - submitted_ms, json}
@@ -120,7 +118,8 @@ end
 
 local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, unavailable)
   local lkey = loans_key(ctx, user)
-  local count = redis.call('SCARD', lkey)
+  local hand = redis.call('SMEMBERS', lkey)
+  local count = #hand
   local found = #from_storage + #from_shelf
   local status, reason
   if found == 0 then
@@ -159,21 +158,21 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
     for _, b in ipairs(lent) do
       redis.call('HSET', ctx.book, b, value)
       redis.call('SADD', lkey, b)
+      hand[#hand + 1] = b
     end
     redis.call('SADD', ctx.borrowers, user)
     table.sort(lent)
   end
   local json = outcome_json(reqid, 'request', status, user, {
     lent = lent, unavailable = unavailable, reason = reason,
-    in_hand = members(lkey), limit = ctx.limit,
+    in_hand = sorted(hand), limit = ctx.limit,
   })
   publish_outcome(ctx, reqid, json)
   return {'request', status, reason or '', #lent, ctx.now - submitted_ms, json}
 end
 
 local function on_request(ctx, entry_id, reqid, user, books)
-  if redis.call('EXISTS', outcome_key(ctx, reqid)) == 1
-      or redis.call('EXISTS', req_key(ctx, reqid)) == 1 then
+  if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0 then
     return {'request', 'duplicate', '', 0, 0, ''}
   end
   local held, paged, unavailable, seen = {}, {}, {}, {}
@@ -195,13 +194,14 @@ local function on_request(ctx, entry_id, reqid, user, books)
     end
   end
   local submitted = entry_ms(entry_id)
-  local count = redis.call('SCARD', loans_key(ctx, user))
+  local hand = redis.call('SMEMBERS', loans_key(ctx, user))
+  local count = #hand
   -- Shelving hands over every book it is asked for (lending knows where every book
   -- it touched is), so a request that cannot fit is denied before anything moves.
   if #held + #paged == 0 then
-    return deny(ctx, reqid, user, submitted, 'none_available', unavailable)
+    return deny(ctx, reqid, user, submitted, 'none_available', unavailable, hand)
   elseif count + #held + #paged > ctx.limit then
-    return deny(ctx, reqid, user, submitted, 'limit', unavailable)
+    return deny(ctx, reqid, user, submitted, 'limit', unavailable, hand)
   end
   for _, b in ipairs(held) do
     redis.call('HSET', ctx.book, b, 'held:' .. reqid)
@@ -219,18 +219,21 @@ local function on_request(ctx, entry_id, reqid, user, books)
 end
 
 local function on_return(ctx, entry_id, reqid, user, books)
-  if redis.call('EXISTS', outcome_key(ctx, reqid)) == 1
-      or redis.call('EXISTS', req_key(ctx, reqid)) == 1 then
+  if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0 then
     return {'return', 'duplicate', '', 0, 0, ''}
   end
   local lkey = loans_key(ctx, user)
-  local mine = 'lent:' .. user
+  -- The user's loan set is the index of the 'lent:<user>' statuses (audited).
+  local held = {}
+  for _, b in ipairs(redis.call('SMEMBERS', lkey)) do held[b] = true end
   local returned, not_held, to_shelf, seen = {}, {}, {}, {}
-  local in_storage = redis.call('SCARD', ctx.storage)
+  local in_storage = -1
   for _, b in ipairs(books) do
     if not seen[b] then
       seen[b] = true
-      if redis.call('HGET', ctx.book, b) == mine then
+      if held[b] then
+        held[b] = nil
+        if in_storage < 0 then in_storage = redis.call('SCARD', ctx.storage) end
         returned[#returned + 1] = b
         redis.call('SREM', lkey, b)
         -- Returned books refill the automated storage; the rest go to the shelves.
@@ -248,8 +251,10 @@ local function on_return(ctx, entry_id, reqid, user, books)
     end
   end
   if #to_shelf > 0 then emit_shelving(ctx, 'reshelve', reqid, reqid .. ':reshelve', to_shelf) end
-  local in_hand = members(lkey)
-  if #in_hand == 0 then redis.call('SREM', ctx.borrowers, user) end
+  local in_hand = {}
+  for b in pairs(held) do in_hand[#in_hand + 1] = b end
+  table.sort(in_hand)
+  if #in_hand == 0 and #returned > 0 then redis.call('SREM', ctx.borrowers, user) end
   local status, reason = 'processed', nil
   if #returned == 0 then status, reason = 'denied', 'not_held' end
   table.sort(returned)
