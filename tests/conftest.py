@@ -1,10 +1,16 @@
 """Fixtures that start real things: redis-server processes on unix sockets.
 
 The machine may already run a Redis on 6379; nothing here touches it.
+
+pytest-asyncio (1.5) asks ``asyncio.get_event_loop()`` for the "previous" loop before each
+async test; when no loop was ever set, Python 3.11 creates one there that nobody closes,
+and its ResourceWarning fails a later test (warnings are errors). Declaring "no current
+loop" once, here, makes that call raise instead, which pytest-asyncio expects.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,6 +24,8 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+
+asyncio.set_event_loop(None)
 
 
 @dataclass

@@ -53,8 +53,9 @@ class ImageSpec:
     pull_secrets: tuple[str, ...] = ()
 
     def for_service(self, service: ServiceName) -> str:
-        """``<repository>-<service>:<tag>``, e.g. ``bookstream-lending:0.1.0``."""
-        return f"{self.repository}-{service}:{self.tag}"
+        """``<repository>/<service>:<tag>``, e.g. ``bookstream/lending:0.1.0``: the names
+        ``make images`` builds and the chart uses."""
+        return f"{self.repository}/{service}:{self.tag}"
 
 
 @dataclass(frozen=True, slots=True)

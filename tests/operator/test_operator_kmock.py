@@ -274,7 +274,7 @@ async def test_create_update_scale_pause_delete(
             find(api, "statefulsets", "lib1-lending")["spec"]["template"]["spec"]["containers"][0][
                 "image"
             ]
-            == "bookstream-lending:9.9"
+            == "bookstream/lending:9.9"
         )
     )
     assert sts

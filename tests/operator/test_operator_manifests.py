@@ -84,8 +84,8 @@ def test_replicas_come_from_the_spec() -> None:
 
 def test_images_default_override_and_pull_settings() -> None:
     objs = objects({})
-    assert container(objs, "lending")["image"] == "bookstream-lending:0.1.0"
-    assert container(objs, "shelving")["image"] == "bookstream-shelving:0.1.0"
+    assert container(objs, "lending")["image"] == "bookstream/lending:0.1.0"
+    assert container(objs, "shelving")["image"] == "bookstream/shelving:0.1.0"
     assert container(objs, "lending")["imagePullPolicy"] == "IfNotPresent"
     objs = objects(
         {
@@ -98,7 +98,7 @@ def test_images_default_override_and_pull_settings() -> None:
             "shelving": {"image": "other/shelving@sha256:abc"},
         }
     )
-    assert container(objs, "lending")["image"] == "reg.example/bs-lending:1.2.3"
+    assert container(objs, "lending")["image"] == "reg.example/bs/lending:1.2.3"
     assert container(objs, "shelving")["image"] == "other/shelving@sha256:abc"
     assert container(objs, "lending")["imagePullPolicy"] == "Always"
     pod = objs["StatefulSet/lib1-lending"]["spec"]["template"]["spec"]
