@@ -181,8 +181,10 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def redis_settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RedisSettings:
-    url = args.redis or _env(env, "REDIS_URL")
-    address = args.address or _env(env, "REDIS_ADDRESS")
+    # An option names the server outright; only without one do the variables count.
+    url, address = args.redis, args.address
+    if not url and not address:
+        url, address = _env(env, "REDIS_URL"), _env(env, "REDIS_ADDRESS")
     if url and address:
         raise ConfigError("give either --redis URL or -a/--address, not both")
     target = url or address

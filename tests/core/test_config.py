@@ -1,0 +1,100 @@
+"""Settings: options over BOOKSTREAM_* variables over defaults, built once at the entry."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from bookstream_core.config import (
+    ConfigError,
+    add_worker_arguments,
+    normalize_address,
+    worker_settings_from,
+)
+
+
+def parse(*argv: str, env: dict[str, str] | None = None) -> object:
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    return worker_settings_from("lending", parser.parse_args(list(argv)), env or {})
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        ("localhost", "redis://localhost:6379"),
+        ("10.0.0.5:6380", "redis://10.0.0.5:6380"),
+        ("/var/run/redis.sock", "unix:///var/run/redis.sock"),
+        ("rediss://h:1", "rediss://h:1"),
+        ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
+    ],
+)
+def test_addresses_of_the_original_main_py(address: str, url: str) -> None:
+    assert normalize_address(address) == url
+
+
+@pytest.mark.parametrize("bad", ["", "http://x", "host:port"])
+def test_bad_addresses(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        normalize_address(bad)
+
+
+def test_defaults_and_generated_name() -> None:
+    s = parse()
+    assert s.library == "main" and not s.force  # type: ignore[attr-defined]
+    assert s.redis.url is None  # type: ignore[attr-defined]  (embedded)
+    assert s.domain.user_limit == 5 and s.domain.storage_capacity == 20  # type: ignore[attr-defined]
+    assert s.name.startswith("lending-")  # type: ignore[attr-defined]
+
+
+def test_environment_is_what_a_pod_uses(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    env = {
+        "BOOKSTREAM_REDIS_URL": "redis://redis:6379",
+        "BOOKSTREAM_REDIS_PASSWORD_FILE": str(secret),
+        "BOOKSTREAM_REDIS_SSL": "true",
+        "BOOKSTREAM_REDIS_DB": "2",
+        "BOOKSTREAM_LIBRARY": "branch-7",
+        "BOOKSTREAM_WORKER_NAME": "lib-lending-0",
+        "BOOKSTREAM_FORCE": "true",
+        "BOOKSTREAM_METRICS_PORT": "9108",
+        "BOOKSTREAM_LOG_FORMAT": "json",
+        "BOOKSTREAM_USER_LIMIT": "3",
+        "BOOKSTREAM_STORAGE_CAPACITY": "0",
+        "BOOKSTREAM_MAX_DELIVERIES": "7",
+        "BOOKSTREAM_RETENTION_S": "60",
+    }
+    s = parse(env=env)
+    assert s.redis.url == "rediss://redis:6379"  # type: ignore[attr-defined]
+    assert s.redis.password == "s3cret" and s.redis.db == 2  # type: ignore[attr-defined]
+    assert (s.library, s.name, s.force) == ("branch-7", "lib-lending-0", True)  # type: ignore[attr-defined]
+    assert s.observability.metrics_port == 9108  # type: ignore[attr-defined]
+    assert s.observability.log_format == "json"  # type: ignore[attr-defined]
+    assert (s.domain.user_limit, s.domain.storage_capacity) == (3, 0)  # type: ignore[attr-defined]
+    assert (s.runtime.max_deliveries, s.runtime.retention_s) == (7, 60)  # type: ignore[attr-defined]
+
+
+def test_options_win_over_the_environment() -> None:
+    env = {"BOOKSTREAM_LIBRARY": "env-lib", "BOOKSTREAM_REDIS_URL": "redis://env:1"}
+    s = parse("w9", "--library", "opt-lib", "-a", "opt:2", "--password", "pw", env=env)
+    assert (s.name, s.library) == ("w9", "opt-lib")  # type: ignore[attr-defined]
+    assert (s.redis.url, s.redis.password) == ("redis://opt:2", "pw")  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="either --redis URL or -a/--address"):
+        parse("--redis", "redis://a:1", "-a", "b:2")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--library", "a b"], "invalid library name"),
+        (["--user-limit", "0"], "at least 1"),
+        (["--metrics-port", "x"], "whole number"),
+        (["--password-file", "/nonexistent/pw"], "cannot read password file"),
+        (["bad\x00name"], "control character"),
+    ],
+)
+def test_bad_settings_are_config_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(*argv)
