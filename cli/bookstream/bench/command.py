@@ -12,6 +12,7 @@ import datetime
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -157,7 +158,9 @@ async def _latency(
     await reset_stats(r)
     pids = [w.pid for w in workers.processes]
     cpu0 = await measure.CpuSample.take(r, redis_pid, pids)
+    client_cpu = time.process_time()
     offered = await offer(r, keys, events, args.rate, show_progress=not args.no_progress)
+    client_cpu = time.process_time() - client_cpu
     # let the last reshelves reach the shelves before the audit
     for _ in range(500):
         if (await library.state(r, keys)).done(len(events)):
@@ -171,5 +174,7 @@ async def _latency(
         "send_seconds": round(offered.send_seconds, 3),
         "max_send_lag_ms": round(offered.max_send_lag_ms, 3),
         "outcomes_received": len(offered.latencies_ms),
+        # the sender and the PSUBSCRIBE receiver share the machine with what they measure
+        "bench_client_cores": round(client_cpu / offered.seconds, 3) if offered.seconds else None,
     }
     return figures, percentiles(offered.latencies_ms), extra
