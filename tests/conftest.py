@@ -272,3 +272,15 @@ async def aredis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await load_library(client, SHELVING)
     yield client
     await client.aclose()
+
+
+def run_cli(
+    env: dict[str, str], *args: str, server: RedisServer | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``bookstream`` command (against ``server`` when given) and capture it."""
+    argv = [str(VENV_BIN / "bookstream"), *args]
+    if server is not None:
+        argv += ["--redis", server.url]
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from tests.conftest import VENV_BIN, RedisServer
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "bookstream"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+from tests.conftest import RedisServer, run_cli
 
 
 @pytest.mark.parametrize(
@@ -44,7 +31,7 @@ def test_bad_input_exits_2_with_one_line(
 ) -> None:
     if "--redis" not in args:
         args = [*args, "--redis", redis_server.url] if args[0] != "frobnicate" else args
-    result = run(bookstream_env, *args)
+    result = run_cli(bookstream_env, *args)
     assert result.returncode == 2, result
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -53,7 +40,7 @@ def test_bad_input_exits_2_with_one_line(
 
 
 def test_unreachable_redis_exits_3(bookstream_env: dict[str, str], tmp_path: object) -> None:
-    result = run(
+    result = run_cli(
         bookstream_env, "request", "user1", "geb", "--redis", "unix:///nonexistent/redis.sock"
     )
     assert result.returncode == 3
@@ -64,7 +51,7 @@ def test_unreachable_redis_exits_3(bookstream_env: dict[str, str], tmp_path: obj
 def test_no_outcome_in_time_exits_3(
     redis_server: RedisServer, bookstream_env: dict[str, str]
 ) -> None:
-    result = run(
+    result = run_cli(
         bookstream_env, "request", "user1", "geb", "--timeout", "0.3", "--redis", redis_server.url
     )
     assert result.returncode == 3
@@ -76,7 +63,7 @@ def test_no_outcome_in_time_exits_3(
 def test_no_wait_prints_the_request_id(
     redis_server: RedisServer, bookstream_env: dict[str, str]
 ) -> None:
-    result = run(
+    result = run_cli(
         bookstream_env,
         "request",
         "user1",
@@ -91,7 +78,7 @@ def test_no_wait_prints_the_request_id(
 
 
 def test_help_documents_exit_codes(bookstream_env: dict[str, str]) -> None:
-    result = run(bookstream_env, "request", "--help")
+    result = run_cli(bookstream_env, "request", "--help")
     assert result.returncode == 0
     for line in ("0  accepted / processed", "1  denied", "2  bad input", "3  no outcome in time"):
         assert line in result.stdout
@@ -100,7 +87,7 @@ def test_help_documents_exit_codes(bookstream_env: dict[str, str]) -> None:
 def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> None:
     import json
 
-    result = run(bookstream_env, "info", "--json", "--library", "lib1")
+    result = run_cli(bookstream_env, "info", "--json", "--library", "lib1")
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1
     assert data["streams"]["lending"] == {

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from bookstream import Client
 
-from tests.conftest import VENV_BIN, RedisServer, WorkerProcess
+from tests.conftest import RedisServer, WorkerProcess, run_cli
 
 INBOX = "bs:{main}:lending:inbox"
 DEAD = "bs:{main}:lending:dead"
@@ -18,14 +18,7 @@ DEAD = "bs:{main}:lending:dead"
 def bookstream(
     server: RedisServer, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "bookstream"), *args, "--redis", server.url],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(env, *args, server=server)
 
 
 def test_list_show_retry_purge(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import VENV_BIN
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = [
@@ -22,24 +22,10 @@ EXPECTED = [
 ]
 
 
-def bookstream(
-    env: dict[str, str], *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "bookstream"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-    )
-
-
 def test_demo_runs_the_original_scenario_and_is_repeatable(bookstream_env: dict[str, str]) -> None:
     home = Path(bookstream_env["BOOKSTREAM_HOME"])
     for _ in range(2):
-        result = bookstream(bookstream_env, "demo")
+        result = run_cli(bookstream_env, "demo")
         assert result.returncode == 0, result.stdout + result.stderr
         for line in EXPECTED:
             assert line in result.stdout
@@ -64,35 +50,35 @@ def test_make_demo_exits_0(bookstream_env: dict[str, str]) -> None:
 
 def test_embedded_redis_is_private_and_reused(bookstream_env: dict[str, str]) -> None:
     home = Path(bookstream_env["BOOKSTREAM_HOME"])
-    assert bookstream(bookstream_env, "embedded", "status").returncode == 3
+    assert run_cli(bookstream_env, "embedded", "status").returncode == 3
     try:
         # A command with no Redis named starts it...
-        submitted = bookstream(bookstream_env, "request", "u1", "geb", "--no-wait")
+        submitted = run_cli(bookstream_env, "request", "u1", "geb", "--no-wait")
         assert submitted.returncode == 0, submitted.stderr
-        status = bookstream(bookstream_env, "embedded", "status")
+        status = run_cli(bookstream_env, "embedded", "status")
         assert status.returncode == 0 and '"running": true' in status.stdout
         with redis.Redis(unix_socket_path=str(home / "redis.sock")) as r:
             assert r.config_get("port")["port"] == "0"  # no TCP listener
             assert r.config_get("appendonly")["appendonly"] == "yes"
             pid = r.info("server")["process_id"]
             # ...and the next one reuses it.
-            bookstream(bookstream_env, "request", "u1", "alice", "--no-wait")
+            run_cli(bookstream_env, "request", "u1", "alice", "--no-wait")
             assert r.info("server")["process_id"] == pid
             assert r.xlen("bs:{main}:lending:inbox") == 2
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
     finally:
-        assert bookstream(bookstream_env, "embedded", "stop").stdout.strip() in (
+        assert run_cli(bookstream_env, "embedded", "stop").stdout.strip() in (
             "stopped",
             "not running",
         )
-    assert bookstream(bookstream_env, "embedded", "status").returncode == 3
+    assert run_cli(bookstream_env, "embedded", "status").returncode == 3
 
 
 def test_missing_redis_server_says_how_to_install_it(
     bookstream_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**bookstream_env, "PATH": str(tmp_path)}  # no redis-server anywhere on PATH
-    result = bookstream(env, "request", "u1", "geb")
+    result = run_cli(env, "request", "u1", "geb")
     assert result.returncode == 3
     assert "redis-server is not installed" in result.stderr
     assert "apt-get install redis-server" in result.stderr
@@ -104,10 +90,10 @@ def test_embedded_appendfsync_always(bookstream_env: dict[str, str]) -> None:
     env = {**bookstream_env, "BOOKSTREAM_APPENDFSYNC": "always"}
     home = Path(env["BOOKSTREAM_HOME"])
     try:
-        assert bookstream(env, "embedded", "start").returncode == 0
+        assert run_cli(env, "embedded", "start").returncode == 0
         with redis.Redis(unix_socket_path=str(home / "redis.sock")) as r:
             assert r.config_get("appendfsync")["appendfsync"] == "always"
     finally:
-        bookstream(env, "embedded", "stop")
-    bad = bookstream({**env, "BOOKSTREAM_APPENDFSYNC": "never"}, "embedded", "start")
+        run_cli(env, "embedded", "stop")
+    bad = run_cli({**env, "BOOKSTREAM_APPENDFSYNC": "never"}, "embedded", "start")
     assert bad.returncode == 2 and "BOOKSTREAM_APPENDFSYNC" in bad.stderr

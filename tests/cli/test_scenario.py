@@ -7,20 +7,13 @@ import json
 import subprocess
 from collections.abc import Callable
 
-from tests.conftest import VENV_BIN, RedisServer, WorkerProcess
+from tests.conftest import RedisServer, WorkerProcess, run_cli
 
 
 def bookstream(
     server: RedisServer, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "bookstream"), *args, "--redis", server.url],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(env, *args, server=server)
 
 
 def test_original_scenario_through_the_cli(

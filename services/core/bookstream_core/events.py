@@ -33,7 +33,7 @@ Books = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_BOOKS_PER_
 Version = Literal[1]
 
 
-class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, omit_defaults=True):
+class EventBase(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, omit_defaults=True):
     v: Version
     id: RequestId
     #: Optional: a producer may name the library it means; a worker of another library
@@ -41,34 +41,34 @@ class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, omit_d
     library: str | None = None
 
 
-class RequestEvent(_Event, tag="request", frozen=True):
+class RequestEvent(EventBase, tag="request", frozen=True):
     """A user asks for books (client -> lending)."""
 
     user: Id
     books: Books
 
 
-class ReturnEvent(_Event, tag="return", frozen=True):
+class ReturnEvent(EventBase, tag="return", frozen=True):
     """A user brings books back (client -> lending)."""
 
     user: Id
     books: Books
 
 
-class FetchedEvent(_Event, tag="fetched", frozen=True):
+class FetchedEvent(EventBase, tag="fetched", frozen=True):
     """Shelving has taken a request's books off the shelves (shelving -> lending)."""
 
     books: Books
 
 
-class FetchEvent(_Event, tag="fetch", frozen=True):
+class FetchEvent(EventBase, tag="fetch", frozen=True):
     """Lending asks for books from the shelves (lending -> shelving)."""
 
     eid: RequestId
     books: Books
 
 
-class ReshelveEvent(_Event, tag="reshelve", frozen=True):
+class ReshelveEvent(EventBase, tag="reshelve", frozen=True):
     """Books travel back to the shelves (lending -> shelving)."""
 
     eid: RequestId
@@ -83,7 +83,7 @@ shelving_decoder = msgspec.json.Decoder(ShelvingEvent)
 _encoder = msgspec.json.Encoder()
 
 
-def encode_event(event: _Event) -> bytes:
+def encode_event(event: EventBase) -> bytes:
     return _encoder.encode(event)
 
 

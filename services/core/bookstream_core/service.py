@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import msgspec
+
+from bookstream_core.events import EventBase
 from bookstream_core.types import ServiceName
+
+E = TypeVar("E", bound=EventBase)
 
 
 class InvalidEvent(ValueError):
@@ -35,3 +40,16 @@ class Service(Protocol):
 
     def guard_key(self, request_id: str) -> str:
         """A key whose existence means the request is in flight ('' if none)."""
+
+
+def decode_event(decoder: msgspec.json.Decoder[E], payload: bytes, library: str) -> E:
+    """Parse and validate one ``e`` field for a worker of ``library``."""
+    try:
+        event = decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"invalid_event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"invalid_json: {exc}") from None
+    if event.library is not None and event.library != library:
+        raise InvalidEvent(f"wrong_library: the event is for library {event.library!r}")
+    return event

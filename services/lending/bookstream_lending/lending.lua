@@ -105,6 +105,22 @@ local function emit_shelving(ctx, type, reqid, eid, books)
   redis.call('XADD', ctx.shelving_inbox, '*', 'e', json)
 end
 
+-- Put books the arm holds away: into the automated storage while it has room, the rest
+-- onto the return cart (to_shelf) for shelving. Returns the storage's new fill.
+local function stow(ctx, books, in_storage, to_shelf)
+  for _, b in ipairs(books) do
+    if in_storage < ctx.capacity then
+      in_storage = in_storage + 1
+      redis.call('HSET', ctx.book, b, 'storage')
+      redis.call('SADD', ctx.storage, b)
+    else
+      redis.call('HDEL', ctx.book, b)
+      to_shelf[#to_shelf + 1] = b
+    end
+  end
+  return in_storage
+end
+
 -- Final decision of a request whose books are all in hand (held by it).
 -- from_storage / from_shelf: books the request holds, by where they came from.
 -- Returns the result row for the worker.
@@ -129,17 +145,7 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
     -- All or nothing: every reservation goes back where it came from. Returns may
     -- have refilled the storage meanwhile; what no longer fits goes to the shelves.
     local to_shelf = {}
-    local in_storage = redis.call('SCARD', ctx.storage)
-    for _, b in ipairs(from_storage) do
-      if in_storage < ctx.capacity then
-        in_storage = in_storage + 1
-        redis.call('HSET', ctx.book, b, 'storage')
-        redis.call('SADD', ctx.storage, b)
-      else
-        redis.call('HDEL', ctx.book, b)
-        to_shelf[#to_shelf + 1] = b
-      end
-    end
+    stow(ctx, from_storage, redis.call('SCARD', ctx.storage), to_shelf)
     for _, b in ipairs(from_shelf) do
       redis.call('HDEL', ctx.book, b)
       to_shelf[#to_shelf + 1] = b
@@ -227,30 +233,23 @@ local function on_return(ctx, entry_id, reqid, user, books)
   local held = {}
   for _, b in ipairs(redis.call('SMEMBERS', lkey)) do held[b] = true end
   local returned, not_held, to_shelf, seen = {}, {}, {}, {}
-  local in_storage = -1
   for _, b in ipairs(books) do
     if not seen[b] then
       seen[b] = true
       if held[b] then
         held[b] = nil
-        if in_storage < 0 then in_storage = redis.call('SCARD', ctx.storage) end
         returned[#returned + 1] = b
         redis.call('SREM', lkey, b)
-        -- Returned books refill the automated storage; the rest go to the shelves.
-        if in_storage < ctx.capacity then
-          in_storage = in_storage + 1
-          redis.call('HSET', ctx.book, b, 'storage')
-          redis.call('SADD', ctx.storage, b)
-        else
-          redis.call('HDEL', ctx.book, b)
-          to_shelf[#to_shelf + 1] = b
-        end
       else
         not_held[#not_held + 1] = b
       end
     end
   end
-  if #to_shelf > 0 then emit_shelving(ctx, 'reshelve', reqid, reqid .. ':reshelve', to_shelf) end
+  if #returned > 0 then
+    -- Returned books refill the automated storage; the rest go back to the shelves.
+    stow(ctx, returned, redis.call('SCARD', ctx.storage), to_shelf)
+    if #to_shelf > 0 then emit_shelving(ctx, 'reshelve', reqid, reqid .. ':reshelve', to_shelf) end
+  end
   local in_hand = {}
   for b in pairs(held) do in_hand[#in_hand + 1] = b end
   table.sort(in_hand)

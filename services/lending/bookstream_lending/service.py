@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import (
     FetchedEvent,
-    LendingEvent,
     RequestEvent,
     ReturnEvent,
     decode_outcome,
@@ -18,7 +16,7 @@ from bookstream_core.events import (
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
-from bookstream_core.service import InvalidEvent
+from bookstream_core.service import decode_event
 from bookstream_core.types import ServiceName
 
 from bookstream_lending.functions import Applied, LendingFunctions
@@ -28,16 +26,6 @@ if TYPE_CHECKING:  # the metric types (prometheus-client comes with bookstream-c
     from prometheus_client import Counter, Histogram
 
 FINAL = ("accepted", "denied", "processed")
-
-
-def decode_event(payload: bytes) -> LendingEvent:
-    try:
-        event: LendingEvent = lending_decoder.decode(payload)
-        return event
-    except msgspec.ValidationError as exc:
-        raise InvalidEvent(f"invalid_event: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"invalid_json: {exc}") from None
 
 
 class LendingService:
@@ -61,10 +49,7 @@ class LendingService:
         await self.functions.load()
 
     def decode(self, payload: bytes) -> object:
-        event = decode_event(payload)
-        if event.library is not None and event.library != self.library:
-            raise InvalidEvent(f"wrong_library: the event is for library {event.library!r}")
-        return event
+        return decode_event(lending_decoder, payload, self.library)
 
     def guard_key(self, request_id: str) -> str:
         return self.own_keys.request(request_id)

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
-from bookstream_core.events import FetchEvent, ReshelveEvent, ShelvingEvent, shelving_decoder
+from bookstream_core.events import FetchEvent, ReshelveEvent, shelving_decoder
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
-from bookstream_core.service import InvalidEvent
+from bookstream_core.service import decode_event
 from bookstream_core.types import ServiceName
 
 from bookstream_shelving.functions import ShelvingFunctions
 
 if TYPE_CHECKING:  # the metric types (prometheus-client comes with bookstream-core)
     from prometheus_client import Counter
-
-
-def decode_event(payload: bytes) -> ShelvingEvent:
-    try:
-        event: ShelvingEvent = shelving_decoder.decode(payload)
-        return event
-    except msgspec.ValidationError as exc:
-        raise InvalidEvent(f"invalid_event: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"invalid_json: {exc}") from None
 
 
 class ShelvingService:
@@ -58,10 +47,7 @@ class ShelvingService:
         await self.functions.load()
 
     def decode(self, payload: bytes) -> object:
-        event = decode_event(payload)
-        if event.library is not None and event.library != self.library:
-            raise InvalidEvent(f"wrong_library: the event is for library {event.library!r}")
-        return event
+        return decode_event(shelving_decoder, payload, self.library)
 
     def guard_key(self, request_id: str) -> str:
         return ""  # shelving's events are never the first answer to a request
