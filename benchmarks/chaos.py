@@ -22,7 +22,6 @@ from collections import Counter
 from pathlib import Path
 
 import redis.asyncio as aioredis
-
 from bookstream import AsyncClient, Unreachable
 from bookstream.audit import audit
 
@@ -37,9 +36,23 @@ class Redis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", "0", "--unixsocket", str(self.socket), "--dir",
-             str(self.directory), "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--logfile", str(self.directory / "redis.log")],
+            [
+                "redis-server",
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
         )
         for _ in range(200):
             if self.socket.exists():
@@ -60,8 +73,16 @@ class Workers:
 
     def start(self, service: str, name: str, force: bool = False) -> None:
         log = open(self.directory / f"{service}-{name}.log", "ab")  # noqa: SIM115
-        args = [str(BIN / f"bookstream-{service}"), name, "--redis", self.url,
-                "--log-level", "warning", "--claim-idle-ms", "2000"] + (["-f"] if force else [])
+        args = [
+            str(BIN / f"bookstream-{service}"),
+            name,
+            "--redis",
+            self.url,
+            "--log-level",
+            "warning",
+            "--claim-idle-ms",
+            "2000",
+        ] + (["-f"] if force else [])
         env = {**os.environ, "BOOKSTREAM_LOCK_TTL_MS": "3000"}
         self.procs[(service, name)] = subprocess.Popen(args, stdout=log, stderr=log, env=env)
 
@@ -165,11 +186,17 @@ async def main(args: argparse.Namespace) -> int:
     workers.stop()
     server.kill()
     figures = {
-        "events": len(ids), "clients": args.clients, "seconds": round(elapsed, 1),
-        "kills": stats["kills"], "restarts_under_new_name": stats["new_names"],
-        "redis_restarts": stats["redis_restarts"], "outcomes": dict(outcomes),
-        "outcomes_replayed": report.outcomes_replayed, "audit_notes": report.notes,
-        "violations": len(violations), "violation_samples": violations[:10],
+        "events": len(ids),
+        "clients": args.clients,
+        "seconds": round(elapsed, 1),
+        "kills": stats["kills"],
+        "restarts_under_new_name": stats["new_names"],
+        "redis_restarts": stats["redis_restarts"],
+        "outcomes": dict(outcomes),
+        "outcomes_replayed": report.outcomes_replayed,
+        "audit_notes": report.notes,
+        "violations": len(violations),
+        "violation_samples": violations[:10],
     }
     print(json.dumps(figures, indent=2))
     shutil.rmtree(directory, ignore_errors=True)
