@@ -24,6 +24,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from bookstream import AsyncClient, Unreachable
 from bookstream.audit import audit
+from bookstream_core.streams import backlog
 
 BIN = Path(sys.executable).parent
 
@@ -167,8 +168,9 @@ async def main(args: argparse.Namespace) -> int:
     while True:  # quiescence: everything applied, nothing pending
         busy = 0
         for service in ("lending", "shelving"):
-            for g in await r.xinfo_groups(f"bs:{{main}}:{service}:inbox"):
-                busy += int(g["pending"]) + int(g.get("lag") or 0)
+            inbox = f"bs:{{main}}:{service}:inbox"
+            for g in await r.xinfo_groups(inbox):
+                busy += int(g["pending"]) + (await backlog(r, inbox, g) != 0)
         if not busy:
             break
         await asyncio.sleep(0.5)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from bookstream import AsyncClient, Unreachable
 from bookstream.audit import audit
 from bookstream_core.events import decode_outcome
+from bookstream_core.streams import backlog
 
 from tests.conftest import RedisServer, WorkerProcess
 
@@ -55,7 +56,8 @@ async def _client(url: str, index: int, submitted: list[str]) -> None:
                 asked[user].extend(books)
                 await _retry(partial(client.submit_request, user, books, request_id=rid))
             submitted.append(rid)
-            if n % 25 == 24:  # pace: wait for this one's outcome now and then
+            await asyncio.sleep(0.02)  # spread the load over the chaos (~10 s)
+            if n % 25 == 24:  # and wait for this one's outcome now and then
                 await _retry(partial(client.outcome, rid, timeout=30))
 
 
@@ -110,8 +112,9 @@ async def _quiescent(r: aioredis.Redis, timeout: float = 90) -> None:
     while time.monotonic() < deadline:
         busy = False
         for service in ("lending", "shelving"):
-            for group in await r.xinfo_groups(f"bs:{{main}}:{service}:inbox"):
-                busy |= bool(group["pending"]) or bool(group.get("lag"))
+            inbox = f"bs:{{main}}:{service}:inbox"
+            for group in await r.xinfo_groups(inbox):
+                busy |= bool(group["pending"]) or await backlog(r, inbox, group) != 0
         if not busy:
             return
         await asyncio.sleep(0.2)

@@ -88,8 +88,12 @@ def _drain(
             if r.exists(f"bs:{{{library}}}:events")
             else 0
         )
+        # Nothing pending and nothing after the last delivered entry (see streams.py).
         idle = all(
-            not g["pending"] and not g["lag"]
+            not g["pending"]
+            and not r.xrange(
+                f"bs:{{{library}}}:{s}:inbox", min=f"({g['last-delivered-id'].decode()}", count=1
+            )
             for s in ("lending", "shelving")
             for g in r.xinfo_groups(f"bs:{{{library}}}:{s}:inbox")
         )

@@ -19,6 +19,7 @@ import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
 from bookstream_core.keys import SERVICES, LibraryKeys
+from bookstream_core.streams import backlog
 from bookstream_core.types import text
 from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
@@ -139,8 +140,8 @@ async def audit(
             name = group["name"].decode()
             if int(group["pending"]):
                 v.append(f"group {name!r} on {inbox} has {group['pending']} pending entries")
-            lag = group.get("lag")
-            if lag:
+            lag = await backlog(r, inbox, group)
+            if lag != 0:
                 v.append(f"group {name!r} on {inbox} has {lag} entries not yet read")
 
     # 6: replay the domain events.

@@ -7,6 +7,7 @@ is not async. ``url=None`` means the embedded Redis (started on first use).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +42,7 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError
 #: While waiting, the outcome key is also polled this often, in case a Pub/Sub
 #: message was missed (e.g. the connection dropped and came back).
 POLL_INTERVAL = 0.5
+CONFIRM_WAIT = 1.0
 
 
 class AsyncClient:
@@ -181,18 +183,26 @@ class AsyncClient:
         deadline = time.monotonic() + timeout
         future: asyncio.Future[bytes] | None = None
         try:
-            future = await asyncio.wait_for(self._waiter.register(key), timeout)
+            future, confirmed = await self._waiter.register(key)
+            # Pub/Sub only makes the answer fast; polling the key makes it certain. A
+            # subscription not confirmed in time (the connection just came back, say)
+            # leaves the wait to the polling.
+            with contextlib.suppress(TimeoutError, *UNREACHABLE):
+                await asyncio.wait_for(asyncio.shield(confirmed), min(timeout, CONFIRM_WAIT))
             existing = await r.get(key)
             if existing is not None:
                 return decode_outcome(existing)
             if submit is not None:
                 await self._submit(submit)
             while (left := deadline - time.monotonic()) > 0:
-                try:
-                    data = await asyncio.wait_for(asyncio.shield(future), min(left, POLL_INTERVAL))
-                    return decode_outcome(data)
-                except TimeoutError:
-                    pass
+                if future.done() and future.exception() is not None:
+                    await asyncio.sleep(min(left, POLL_INTERVAL))  # subscription broke: poll
+                else:
+                    with contextlib.suppress(TimeoutError, *UNREACHABLE):
+                        data = await asyncio.wait_for(
+                            asyncio.shield(future), min(left, POLL_INTERVAL)
+                        )
+                        return decode_outcome(data)
                 existing = await r.get(key)
                 if existing is not None:
                     return decode_outcome(existing)

@@ -7,6 +7,7 @@ import time
 
 import redis.asyncio as aioredis
 from bookstream_core.keys import SERVICES, LibraryKeys
+from bookstream_core.streams import backlog
 from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
 
@@ -79,7 +80,7 @@ async def stream_status(r: aioredis.Redis, keys: LibraryKeys, service: str) -> d
                 "name": name,
                 "consumers": consumers,
                 "pending": int(info["pending"]),
-                "lag": info.get("lag"),
+                "lag": await backlog(r, inbox, info),
                 "last_delivered_id": _s(info["last-delivered-id"]),
                 "oldest_pending_age_ms": _age_ms(str(oldest) if oldest else None),
             }

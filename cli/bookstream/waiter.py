@@ -26,8 +26,9 @@ class OutcomeWaiter:
         self._lock = asyncio.Lock()
         self._closing: asyncio.Future[None] | None = None
 
-    async def register(self, channel: str) -> asyncio.Future[bytes]:
-        """Subscribe (once per channel) and return a future for its next message."""
+    async def register(self, channel: str) -> tuple[asyncio.Future[bytes], asyncio.Future[None]]:
+        """Subscribe (once per channel); a future for its next message, and one that is
+        done once Redis confirmed the subscription."""
         key = channel.encode()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         async with self._lock:
@@ -38,8 +39,7 @@ class OutcomeWaiter:
                 confirmed = asyncio.get_running_loop().create_future()
                 self._confirmed[key] = confirmed
                 await pubsub.subscribe(channel)
-        await confirmed
-        return future
+        return future, confirmed
 
     async def release(self, channel: str, future: asyncio.Future[bytes]) -> None:
         key = channel.encode()

@@ -29,6 +29,7 @@ from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.service import Service
+from bookstream_core.streams import backlog
 
 ServiceFactory = Callable[[aioredis.Redis, LibraryKeys, WorkerSettings, Metrics], Service]
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -128,7 +129,8 @@ class Worker:
         self._reachable = True
         self._set_ready()
         self.metrics.reconnects.labels(**self._labels).inc()
-        self.log.info("redis reachable again")
+        # The same level as the line that said it was gone, so the two always pair up.
+        self.log.warning("redis reachable again")
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         rt = self.settings.runtime
@@ -170,7 +172,7 @@ class Worker:
             name = info["name"]
             if (name.decode() if isinstance(name, bytes) else name) != group:
                 continue
-            lag = info.get("lag")
+            lag = await backlog(self.r, inbox, info)
             self.metrics.lag.labels(**self._labels).set(
                 float(lag) if lag is not None else float("nan")
             )

@@ -1,0 +1,6 @@
+async def test_d() -> None:
+    pass
+
+
+def test_c() -> None:
+    pass
