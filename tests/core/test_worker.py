@@ -121,3 +121,25 @@ def test_entries_of_a_dead_worker_are_recovered(
         assert client.outcome(second, timeout=20).status == "accepted"  # claimed after ~2 s idle
         assert time.monotonic() - start < 15
     assert r.xpending(INBOX, "lending")["pending"] == 0
+
+
+def test_an_entry_delivered_too_often_is_set_aside_and_answered(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A valid entry that keeps failing to be applied (here: delivered 6 times to a worker
+    that died each time) is dead-lettered after --max-deliveries (5), and answered."""
+    r = redis_server.client()
+    r.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    with Client(redis_server.url) as client:
+        rid = client.submit_request("user1", ["geb"], request_id="cursed-1")
+        ((_, ((entry, _),)),) = r.xreadgroup("lending", "ghost", {INBOX: ">"})
+        for _ in range(5):
+            r.xclaim(INBOX, "lending", "ghost", 0, [entry])  # each claim is a delivery
+        start_worker("lending", redis_server)
+        outcome = client.outcome(rid, timeout=20)
+    assert (outcome.status, outcome.reason) == ("rejected", "too_many_deliveries")
+    ((_, dead),) = r.xrange("bs:{main}:lending:dead")
+    assert dead[b"reason"] == b"too_many_deliveries"
+    assert int(dead[b"deliveries"]) > 5
+    assert r.xpending(INBOX, "lending")["pending"] == 0
+    assert not r.hexists("bs:{main}:lending:book", "geb")  # never applied
