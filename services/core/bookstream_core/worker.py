@@ -116,6 +116,9 @@ class Worker:
                 backoff = 0.1
             except UNREACHABLE as exc:
                 self._went_offline(exc)
+                # A batch read before the cut may not have been applied: re-read what this
+                # name holds as soon as Redis is back, rather than waiting to claim it.
+                pending_drained = False
                 backoff = min(backoff * 2, 5.0)
                 await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
 
