@@ -1,6 +1,0 @@
-async def test_d() -> None:
-    pass
-
-
-def test_c() -> None:
-    pass
