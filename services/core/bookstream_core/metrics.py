@@ -7,8 +7,11 @@ one process (``bookstream serve``) and tests do not collide on the global regist
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -17,6 +20,18 @@ BATCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _children: dict[tuple[int, tuple[str, ...]], object] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def child(self, metric: M, *labels: str) -> M:
+        """The labelled child, looked up once per process: ``labels()`` costs several
+        times what ``inc()`` does, and the hot path counts every outcome."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found  # type: ignore[return-value]
 
     def __post_init__(self) -> None:
         r = self.registry

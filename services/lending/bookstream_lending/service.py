@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import (
@@ -22,9 +20,6 @@ from bookstream_core.types import ServiceName
 from bookstream_lending.functions import Applied, LendingFunctions
 from bookstream_lending.keys import LendingKeys
 
-if TYPE_CHECKING:  # the metric types (prometheus-client comes with bookstream-core)
-    from prometheus_client import Counter, Histogram
-
 FINAL = ("accepted", "denied", "processed")
 
 
@@ -42,8 +37,6 @@ class LendingService:
         self.stream = keys.inbox("lending")
         self.log = get_logger(service="lending", worker=settings.name, library=keys.library)
         self.log_outcomes = settings.observability.log_level in ("debug", "info")
-        self._counters: dict[tuple[object, ...], Counter] = {}
-        self._histograms: dict[str, Histogram] = {}
 
     async def load(self) -> None:
         await self.functions.load()
@@ -69,25 +62,11 @@ class LendingService:
         for (entry_id, event), row in zip(batch, rows, strict=True):
             self._account(entry_id, event, row)
 
-    def _counter(self, metric: Counter, *labels: str) -> Counter:
-        """The labelled child, looked up once: ``labels()`` costs more than ``inc()``."""
-        key = (id(metric), *labels)
-        child = self._counters.get(key)
-        if child is None:
-            child = self._counters[key] = metric.labels(*labels)
-        return child
-
-    def _latency(self, kind: str) -> Histogram:
-        child = self._histograms.get(kind)
-        if child is None:
-            child = self._histograms[kind] = self.metrics.request_latency.labels(self.library, kind)
-        return child
-
     def _account(self, entry_id: bytes, event: object, row: Applied) -> None:
         m, lib = self.metrics, self.library
-        self._counter(m.events, lib, "lending", self.stream, row.type).inc()
+        m.child(m.events, lib, "lending", self.stream, row.type).inc()
         if row.status == "orphan":
-            self._counter(m.dead_letters, lib, "lending", row.reason.split(":", 1)[0]).inc()
+            m.child(m.dead_letters, lib, "lending", row.reason.split(":", 1)[0]).inc()
             self.log.warning("dead letter", entry=entry_id.decode(), reason=row.reason)
             return
         if row.status not in FINAL:
@@ -98,16 +77,16 @@ class LendingService:
             return
         kind = "return" if row.type == "return" else "request"
         if kind == "request":
-            self._counter(m.requests, lib, row.status).inc()
+            m.child(m.requests, lib, row.status).inc()
             if row.status == "accepted":
-                self._counter(m.books_lent, lib).inc(row.books)
+                m.child(m.books_lent, lib).inc(row.books)
         else:
-            self._counter(m.returns, lib, row.status).inc()
+            m.child(m.returns, lib, row.status).inc()
             if row.status == "processed":
-                self._counter(m.books_returned, lib).inc(row.books)
+                m.child(m.books_returned, lib).inc(row.books)
         if row.status == "denied":
-            self._counter(m.denials, lib, kind, row.reason).inc()
-        self._latency(kind).observe(max(row.latency_ms, 0) / 1000)
+            m.child(m.denials, lib, kind, row.reason).inc()
+        m.child(m.request_latency, lib, kind).observe(max(row.latency_ms, 0) / 1000)
         if self.log_outcomes:
             self._log_outcome(kind, row)
 

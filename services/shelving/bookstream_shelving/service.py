@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import FetchEvent, ReshelveEvent, shelving_decoder
@@ -14,9 +12,6 @@ from bookstream_core.service import decode_event
 from bookstream_core.types import ServiceName
 
 from bookstream_shelving.functions import ShelvingFunctions
-
-if TYPE_CHECKING:  # the metric types (prometheus-client comes with bookstream-core)
-    from prometheus_client import Counter
 
 
 class ShelvingService:
@@ -32,16 +27,6 @@ class ShelvingService:
         self.stream = keys.inbox("shelving")
         self.log = get_logger(service="shelving", worker=settings.name, library=keys.library)
         self.log_events = settings.observability.log_level == "debug"
-        self._counters: dict[str, Counter] = {}
-
-    def _events_counter(self, type_: str) -> Counter:
-        """The labelled child, looked up once: ``labels()`` costs more than ``inc()``."""
-        child = self._counters.get(type_)
-        if child is None:
-            child = self._counters[type_] = self.metrics.events.labels(
-                self.library, "shelving", self.stream, type_
-            )
-        return child
 
     async def load(self) -> None:
         await self.functions.load()
@@ -62,10 +47,11 @@ class ShelvingService:
             else:  # pragma: no cover - decode() returns only the types above
                 raise TypeError(f"unexpected event {event!r}")
         rows = await self.functions.apply(self.settings.runtime, events)
+        m = self.metrics
         for (entry_id, event), row in zip(batch, rows, strict=True):
-            self._events_counter(row.type).inc()
+            m.child(m.events, self.library, "shelving", self.stream, row.type).inc()
             if row.status == "orphan":
-                self.metrics.dead_letters.labels(self.library, "shelving", "script_error").inc()
+                m.child(m.dead_letters, self.library, "shelving", "script_error").inc()
                 self.log.warning("dead letter", entry=entry_id.decode(), type=row.type)
             elif self.log_events:
                 self.log.debug(
