@@ -284,3 +284,13 @@ def run_cli(
     return subprocess.run(
         argv, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15, interval: float = 0.05) -> None:
+    """Poll until ``predicate()`` holds; fail the test if it does not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

@@ -17,7 +17,8 @@ from bookstream_core.config import (
 )
 from bookstream_core.metrics import Metrics
 from bookstream_core.runner import run_workers
-from bookstream_core.worker import Worker
+from bookstream_core.types import ServiceName
+from bookstream_core.worker import ServiceFactory, Worker
 from bookstream_lending.service import LendingService
 from bookstream_shelving.service import ShelvingService
 
@@ -40,31 +41,24 @@ async def local_workers(
     """Run one worker of each service as tasks of the current event loop."""
     metrics = Metrics()
     observability = ObservabilitySettings(log_level=log_level)
+    factories: list[tuple[ServiceName, ServiceFactory]] = [
+        ("lending", LendingService),
+        ("shelving", ShelvingService),
+    ]
     workers = [
         Worker(
             WorkerSettings(
-                service="lending",
-                name=f"{name}-lending",
+                service=service,
+                name=f"{name}-{service}",
                 library=library,
                 force=True,
                 redis=redis,
                 observability=observability,
             ),
-            LendingService,
+            factory,
             metrics,
-        ),
-        Worker(
-            WorkerSettings(
-                service="shelving",
-                name=f"{name}-shelving",
-                library=library,
-                force=True,
-                redis=redis,
-                observability=observability,
-            ),
-            ShelvingService,
-            metrics,
-        ),
+        )
+        for service, factory in factories
     ]
     for worker in workers:
         await worker.start()

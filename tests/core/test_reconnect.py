@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from bookstream import Client
 
-from tests.conftest import RedisServer, WorkerProcess
+from tests.conftest import RedisServer, WorkerProcess, wait_for
 
 
 def readyz(port: int) -> int:
@@ -19,15 +19,6 @@ def readyz(port: int) -> int:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_worker_survives_a_redis_outage(
@@ -43,10 +34,10 @@ def test_worker_survives_a_redis_outage(
     assert readyz(port) == 200
 
     server.kill()
-    wait_for(lambda: readyz(port) == 503)
+    wait_for(lambda: readyz(port) == 503, timeout=20)
     time.sleep(3)  # several retries happen meanwhile
     server.start()
-    wait_for(lambda: readyz(port) == 200)
+    wait_for(lambda: readyz(port) == 200, timeout=20)
 
     with Client(server.url) as client:
         assert client.request("u1", ["b"], timeout=15).status == "accepted"

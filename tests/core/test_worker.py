@@ -9,18 +9,9 @@ from collections.abc import Callable
 
 from bookstream import Client
 
-from tests.conftest import RedisServer, WorkerProcess, worker_command
+from tests.conftest import RedisServer, WorkerProcess, wait_for, worker_command
 
 INBOX = "bs:{main}:lending:inbox"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_poison_entries_are_set_aside_and_nothing_behind_them_waits(
