@@ -65,6 +65,7 @@ def test_environment_is_what_a_pod_uses(tmp_path: Path) -> None:
         "BOOKSTREAM_STORAGE_CAPACITY": "0",
         "BOOKSTREAM_MAX_DELIVERIES": "7",
         "BOOKSTREAM_RETENTION_S": "60",
+        "BOOKSTREAM_IN_FLIGHT": "5",
     }
     s = parse(env=env)
     assert s.redis.url == "rediss://redis:6379"  # type: ignore[attr-defined]
@@ -74,6 +75,7 @@ def test_environment_is_what_a_pod_uses(tmp_path: Path) -> None:
     assert s.observability.log_format == "json"  # type: ignore[attr-defined]
     assert (s.domain.user_limit, s.domain.storage_capacity) == (3, 0)  # type: ignore[attr-defined]
     assert (s.runtime.max_deliveries, s.runtime.retention_s) == (7, 60)  # type: ignore[attr-defined]
+    assert s.runtime.in_flight == 5  # type: ignore[attr-defined]
 
 
 def test_options_win_over_the_environment() -> None:
@@ -90,6 +92,7 @@ def test_options_win_over_the_environment() -> None:
     [
         (["--library", "a b"], "invalid library name"),
         (["--user-limit", "0"], "at least 1"),
+        (["--in-flight", "0"], "at least 1"),
         (["--metrics-port", "x"], "whole number"),
         (["--password-file", "/nonexistent/pw"], "cannot read password file"),
         (["bad\x00name"], "control character"),

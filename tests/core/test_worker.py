@@ -12,6 +12,7 @@ from bookstream import Client
 from tests.conftest import RedisServer, WorkerProcess, wait_for, worker_command
 
 INBOX = "bs:{main}:lending:inbox"
+EVENTS = "bs:{main}:events"
 
 
 def test_poison_entries_are_set_aside_and_nothing_behind_them_waits(
@@ -91,6 +92,32 @@ def test_sigterm_stops_gracefully_and_releases_the_name(
     assert worker.terminate() == 0
     assert not redis_server.client().exists("bs:{main}:worker:shelving:s1")
     assert "worker stopped" in worker.output()
+
+
+def test_sigterm_finishes_the_batches_in_flight(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Stopped in the middle of a backlog with several batches in flight, a worker lets
+    every batch it sent finish: nothing it read is left pending in its name, and every
+    entry it acknowledged has its outcome."""
+    r = redis_server.client()
+    r.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    pipe = r.pipeline(transaction=False)
+    for i in range(30_000):
+        event = {"v": 1, "type": "return", "id": f"ret-{i}", "user": f"u{i % 50}", "books": ["x"]}
+        pipe.xadd(INBOX, {"e": json.dumps(event)})
+    pipe.execute()
+    worker = start_worker("lending", redis_server, extra=["--batch-size", "50", "--in-flight", "4"])
+
+    def answered() -> int:
+        return int(r.xinfo_stream("bs:{main}:events")["entries-added"]) if r.exists(EVENTS) else 0
+
+    wait_for(lambda: answered() >= 2_000, timeout=30)
+    assert worker.terminate() == 0
+    group = r.xinfo_groups(INBOX)[0]
+    assert group["pending"] == 0
+    assert answered() < 30_000, "the worker finished the backlog: the stop was not mid-way"
+    assert int(group["entries-read"]) == answered()  # every entry read was applied and answered
 
 
 def test_entries_of_a_dead_worker_are_recovered(

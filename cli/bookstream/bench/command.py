@@ -40,8 +40,9 @@ EXIT_OK, EXIT_FAILED = 0, 1
 def bench_command(args: argparse.Namespace) -> int:
     if args.events < 1 or args.workers < 1 or args.rate <= 0 or args.duration <= 0:
         raise BadInput("--events, --workers, --rate and --duration must be positive")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise BadInput("--batch-size must be positive")
+    for name in ("batch_size", "in_flight"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BadInput(f"--{name.replace('_', '-')} must be positive")
     if args.retention is not None and args.retention < 1:
         raise BadInput("--retention must be positive")
     install_uvloop()
@@ -96,6 +97,8 @@ async def _run(
     n = args.events if drain else max(1, int(args.rate * args.duration))
     events = workload.generate(n, args.seed)
     extra_args = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    if args.in_flight:
+        extra_args += ["--in-flight", str(args.in_flight)]
     if args.retention:
         extra_args += ["--retention", str(args.retention)]
     workers = WorkerSet(url, LIBRARY, args.workers, extra_args)

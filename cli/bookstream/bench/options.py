@@ -14,6 +14,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=5_000.0, help="latency mode: requests/s (5000)")
     p.add_argument("--duration", type=float, default=10.0, help="latency mode: seconds (10)")
     p.add_argument("--batch-size", type=int, help="the workers' --batch-size (their default)")
+    p.add_argument("--in-flight", type=int, help="the workers' --in-flight (their default)")
     p.add_argument(
         "--retention",
         type=int,

@@ -92,6 +92,7 @@ class RuntimeSettings:
     """How a worker consumes its stream."""
 
     batch_size: int = 200
+    in_flight: int = 3
     block_ms: int = 200
     claim_idle_ms: int = 10_000
     claim_interval_ms: int = 2_000
@@ -252,6 +253,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", help="entries read per batch, default 200 [BOOKSTREAM_BATCH_SIZE]"
     )
     group.add_argument(
+        "--in-flight",
+        help="batches applied at once by one worker, default 3 [BOOKSTREAM_IN_FLIGHT]",
+    )
+    group.add_argument(
         "--claim-idle-ms",
         help="claim entries idle this long, default 10000 [BOOKSTREAM_CLAIM_IDLE_MS]",
     )
@@ -287,6 +292,7 @@ def worker_settings_from(
         r,
         batch_size=_int(_pick(args, "batch_size", env, "BATCH_SIZE"), "--batch-size", 1)
         or r.batch_size,
+        in_flight=_int(_pick(args, "in_flight", env, "IN_FLIGHT"), "--in-flight", 1) or r.in_flight,
         claim_idle_ms=_int(_pick(args, "claim_idle_ms", env, "CLAIM_IDLE_MS"), "--claim-idle-ms", 1)
         or r.claim_idle_ms,
         max_deliveries=_int(

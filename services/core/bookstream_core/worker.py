@@ -9,6 +9,8 @@ with jittered backoff meanwhile, and reports not-ready in between.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import os
 import random
@@ -105,22 +107,36 @@ class Worker:
     async def _consume(self, stop: asyncio.Event) -> None:
         pending_drained = False
         backoff = 0.1
-        while not stop.is_set():
-            try:
-                if not pending_drained:
-                    await self.consumer.drain_own_pending()
-                    pending_drained = True
-                await self.consumer.run_once()
-                if not self._reachable:
-                    self._back_online()
-                backoff = 0.1
-            except UNREACHABLE as exc:
-                self._went_offline(exc)
-                # A batch read before the cut may not have been applied: re-read what this
-                # name holds as soon as Redis is back, rather than waiting to claim it.
-                pending_drained = False
-                backoff = min(backoff * 2, 5.0)
-                await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
+        # Batches applied but not yet finished, oldest first. With more than one in
+        # flight Redis already runs batch n+1's call while this process accounts for
+        # batch n and reads batch n+2, instead of the two taking turns.
+        in_flight: collections.deque[asyncio.Task[None]] = collections.deque()
+        limit = self.settings.runtime.in_flight
+        try:
+            while not stop.is_set():
+                try:
+                    if not pending_drained:
+                        await self.consumer.drain_own_pending()
+                        pending_drained = True
+                    entries = await self.consumer.read()
+                    if entries:
+                        in_flight.append(asyncio.create_task(self.consumer.handle(entries)))
+                    while in_flight and (len(in_flight) >= limit or not entries):
+                        await in_flight.popleft()
+                    if not self._reachable:
+                        self._back_online()
+                    backoff = 0.1
+                except UNREACHABLE as exc:
+                    await _settle(in_flight)
+                    self._went_offline(exc)
+                    # A batch read before the cut may not have been applied: re-read what
+                    # this name holds as soon as Redis is back, rather than waiting to claim.
+                    pending_drained = False
+                    backoff = min(backoff * 2, 5.0)
+                    await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
+        finally:
+            # Stopping: the batches already sent finish (or fail and stay pending).
+            await _settle(in_flight)
 
     def _went_offline(self, exc: BaseException) -> None:
         if self._reachable:
@@ -201,3 +217,11 @@ class Worker:
             self.log.warning("worker stopped without releasing its name (Redis unreachable)")
         finally:
             await self.r.aclose()
+
+
+async def _settle(tasks: collections.deque[asyncio.Task[None]]) -> None:
+    """Wait for every batch still in flight; one that failed leaves its entries pending
+    in this consumer's name, to be re-read (after a reconnect) or claimed."""
+    while tasks:
+        with contextlib.suppress(*UNREACHABLE):
+            await tasks.popleft()
