@@ -38,14 +38,18 @@ class LendingFunctions:
         domain: DomainSettings,
         runtime: RuntimeSettings,
         events: list[tuple[bytes, str, str, str, list[str]]],
+        *,
+        with_outcomes: bool = True,
     ) -> list[Applied]:
-        """events: (entry id, type, request id, user, books)."""
+        """events: (entry id, type, request id, user, books). Without ``with_outcomes`` the
+        rows' ``outcome`` is empty (the outcomes are stored and announced all the same)."""
         args: list[bytes | str | int] = [
             "lending",
             domain.user_limit,
             domain.storage_capacity,
             runtime.retention_s,
             runtime.events_maxlen,
+            1 if with_outcomes else 0,
         ]
         for entry_id, type_, request_id, user, books in events:
             args.extend((entry_id, type_, request_id, user, len(books)))

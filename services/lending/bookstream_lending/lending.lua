@@ -21,17 +21,28 @@ local function entry_ms(entry_id)
   return tonumber(string.match(entry_id, '^(%d+)')) or 0
 end
 
+-- A JSON string. Ids rarely need escaping, and wrapping them in quotes costs far less
+-- than cjson.encode (the outcome JSON is a large share of the script's time).
+local function q(s)
+  if string.find(s, '[%c"\\]') then return cjson.encode(s) end
+  return '"' .. s .. '"'
+end
+
 -- JSON array of strings; cjson would encode an empty table as {}.
 local function json_list(items)
+  local n = #items
+  if n == 0 then return '[]' end
+  if n == 1 then return '[' .. q(items[1]) .. ']' end
   local parts = {}
-  for i, item in ipairs(items) do parts[i] = cjson.encode(item) end
+  for i = 1, n do parts[i] = q(items[i]) end
   return '[' .. table.concat(parts, ',') .. ']'
 end
 
 local function json_unavailable(items)
+  if #items == 0 then return '[]' end
   local parts = {}
   for i, item in ipairs(items) do
-    parts[i] = '{"book":' .. cjson.encode(item[1]) .. ',"reason":' .. cjson.encode(item[2]) .. '}'
+    parts[i] = '{"book":' .. q(item[1]) .. ',"reason":"' .. item[2] .. '"}'
   end
   return '[' .. table.concat(parts, ',') .. ']'
 end
@@ -68,7 +79,10 @@ local function new_ctx(keys, args)
     capacity = tonumber(args[3]),
     retention = tonumber(args[4]),
     events_maxlen = tonumber(args[5]),
+    with_outcomes = args[6] == '1',
     now = now_ms(),
+    announce = {},
+    announce_json = {},
   }
 end
 
@@ -76,32 +90,51 @@ local function loans_key(ctx, user) return ctx.p .. 'lending:loans:' .. user end
 local function req_key(ctx, reqid) return ctx.p .. 'lending:req:' .. reqid end
 local function outcome_key(ctx, reqid) return ctx.p .. 'outcome:' .. reqid end
 
--- Store the outcome (bounded by retention), announce it to waiting clients and
--- append it to the domain event stream.
+-- Store the outcome (bounded by retention), append it to the domain event stream and
+-- queue its announcement (announce_outcomes, at the end of the call).
 local function publish_outcome(ctx, reqid, json)
   local key = outcome_key(ctx, reqid)
   redis.call('SET', key, json, 'EX', ctx.retention)
-  redis.call('PUBLISH', key, json)
   redis.call('XADD', ctx.events, 'MAXLEN', '~', ctx.events_maxlen, '*', 'e', json)
+  local n = #ctx.announce + 1
+  ctx.announce[n] = key
+  ctx.announce_json[n] = json
 end
 
+-- PUBLISH each outcome someone listens for. Asking Redis once per call who listens
+-- (NUMSUB for every channel, NUMPAT for pattern listeners) is much cheaper than one
+-- PUBLISH per outcome when, as in a backlog, most requesters are not waiting. Clients
+-- subscribe before they submit and poll the stored outcome as well, so an outcome
+-- nobody listens for is never missed.
+local function announce_outcomes(ctx)
+  local keys = ctx.announce
+  if #keys == 0 then return end
+  local everyone = redis.call('PUBSUB', 'NUMPAT') > 0
+  local counts = everyone and {} or redis.call('PUBSUB', 'NUMSUB', unpack(keys))
+  for i, key in ipairs(keys) do
+    if everyone or counts[2 * i] > 0 then redis.call('PUBLISH', key, ctx.announce_json[i]) end
+  end
+end
+
+local EMPTY = {}
+
 local function outcome_json(reqid, kind, status, user, fields)
-  return '{"request_id":' .. cjson.encode(reqid)
+  return '{"request_id":' .. q(reqid)
     .. ',"kind":"' .. kind .. '","status":"' .. status .. '"'
-    .. ',"user":' .. cjson.encode(user)
-    .. ',"lent":' .. json_list(fields.lent or {})
-    .. ',"unavailable":' .. json_unavailable(fields.unavailable or {})
-    .. ',"returned":' .. json_list(fields.returned or {})
-    .. ',"not_held":' .. json_list(fields.not_held or {})
-    .. ',"reason":' .. (fields.reason and cjson.encode(fields.reason) or 'null')
-    .. ',"books_in_hand":' .. json_list(fields.in_hand or {})
+    .. ',"user":' .. q(user)
+    .. ',"lent":' .. json_list(fields.lent or EMPTY)
+    .. ',"unavailable":' .. json_unavailable(fields.unavailable or EMPTY)
+    .. ',"returned":' .. json_list(fields.returned or EMPTY)
+    .. ',"not_held":' .. json_list(fields.not_held or EMPTY)
+    .. ',"reason":' .. (fields.reason and ('"' .. fields.reason .. '"') or 'null')
+    .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)
     .. ',"limit":' .. (fields.limit and tostring(fields.limit) or 'null')
     .. '}'
 end
 
 local function emit_shelving(ctx, type, reqid, eid, books)
-  local json = '{"v":1,"type":"' .. type .. '","id":' .. cjson.encode(reqid)
-    .. ',"eid":' .. cjson.encode(eid) .. ',"books":' .. json_list(books) .. '}'
+  local json = '{"v":1,"type":"' .. type .. '","id":' .. q(reqid)
+    .. ',"eid":' .. q(eid) .. ',"books":' .. json_list(books) .. '}'
   redis.call('XADD', ctx.shelving_inbox, '*', 'e', json)
 end
 
@@ -129,12 +162,13 @@ local function deny(ctx, reqid, user, submitted_ms, reason, unavailable, hand)
     unavailable = unavailable, reason = reason, in_hand = sorted(hand), limit = ctx.limit,
   })
   publish_outcome(ctx, reqid, json)
-  return {'request', 'denied', reason, 0, ctx.now - submitted_ms, json}
+  return {'request', 'denied', reason, 0, ctx.now - submitted_ms, ctx.with_outcomes and json or ''}
 end
 
-local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, unavailable)
+-- hand: the user's loans when the caller has just read them (nil: read them here).
+local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, unavailable, hand)
   local lkey = loans_key(ctx, user)
-  local hand = redis.call('SMEMBERS', lkey)
+  hand = hand or redis.call('SMEMBERS', lkey)
   local count = #hand
   local found = #from_storage + #from_shelf
   local status, reason
@@ -174,7 +208,8 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
     in_hand = sorted(hand), limit = ctx.limit,
   })
   publish_outcome(ctx, reqid, json)
-  return {'request', status, reason or '', #lent, ctx.now - submitted_ms, json}
+  return {'request', status, reason or '', #lent, ctx.now - submitted_ms,
+    ctx.with_outcomes and json or ''}
 end
 
 local function on_request(ctx, entry_id, reqid, user, books)
@@ -182,10 +217,11 @@ local function on_request(ctx, entry_id, reqid, user, books)
     return {'request', 'duplicate', '', 0, 0, ''}
   end
   local held, paged, unavailable, seen = {}, {}, {}, {}
-  for _, b in ipairs(books) do
+  local statuses = redis.call('HMGET', ctx.book, unpack(books))
+  for i, b in ipairs(books) do
     if not seen[b] then
       seen[b] = true
-      local st = redis.call('HGET', ctx.book, b)
+      local st = statuses[i]
       if not st then
         paged[#paged + 1] = b
       elseif st == 'storage' then
@@ -214,7 +250,7 @@ local function on_request(ctx, entry_id, reqid, user, books)
     redis.call('SREM', ctx.storage, b)
   end
   if #paged == 0 then
-    return decide(ctx, reqid, user, submitted, held, {}, unavailable)
+    return decide(ctx, reqid, user, submitted, held, {}, unavailable, hand)
   end
   for _, b in ipairs(paged) do redis.call('HSET', ctx.book, b, 'paged:' .. reqid) end
   redis.call('HSET', req_key(ctx, reqid),
@@ -262,7 +298,8 @@ local function on_return(ctx, entry_id, reqid, user, books)
     limit = ctx.limit,
   })
   publish_outcome(ctx, reqid, json)
-  return {'return', status, reason or '', #returned, ctx.now - entry_ms(entry_id), json}
+  return {'return', status, reason or '', #returned, ctx.now - entry_ms(entry_id),
+    ctx.with_outcomes and json or ''}
 end
 
 -- Shelving has taken the request's paged books off the shelves: they are in hand.
@@ -292,28 +329,31 @@ local function dead_letter(ctx, entry_id, reason, payload)
     'time', tostring(ctx.now), 'e', payload)
 end
 
+local HANDLERS = {request = on_request, ['return'] = on_return, fetched = on_fetched}
+
 -- KEYS: lending inbox, shelving inbox, domain events stream
 -- ARGV: group, user limit, storage capacity, retention seconds, events maxlen,
+--       '1' to return the outcomes' JSON (for the worker's log) or '0',
 --       then per event: entry id, type, request id, user, book count, books...
--- Returns one row per event: {type, status, reason, books, latency ms, outcome json}
+-- Returns one row per event: {type, status, reason, books, latency ms, outcome json or ''}
 -- status: accepted|denied|processed|pending|duplicate|orphan
 local function apply(keys, args)
   local ctx = new_ctx(keys, args)
   local rows, acks = {}, {}
-  local i = 6
+  local i = 7
   while i <= #args do
     local entry_id, type, reqid, user = args[i], args[i + 1], args[i + 2], args[i + 3]
     local n = tonumber(args[i + 4])
     local books = {}
     for j = 1, n do books[j] = args[i + 4 + j] end
     i = i + 5 + n
-    local ok, row = pcall(function()
-      if type == 'request' then return on_request(ctx, entry_id, reqid, user, books)
-      elseif type == 'return' then return on_return(ctx, entry_id, reqid, user, books)
-      elseif type == 'fetched' then return on_fetched(ctx, entry_id, reqid)
-      end
-      return {type, 'orphan', 'unknown_type', 0, 0, ''}
-    end)
+    local handler = HANDLERS[type]
+    local ok, row
+    if handler then
+      ok, row = pcall(handler, ctx, entry_id, reqid, user, books)
+    else
+      ok, row = true, {type, 'orphan', 'unknown_type', 0, 0, ''}
+    end
     if not ok then row = {type, 'orphan', 'script_error: ' .. tostring(row), 0, 0, ''} end
     if row[2] == 'orphan' then
       dead_letter(ctx, entry_id, row[3], cjson.encode({type = type, id = reqid, user = user, books = books}))
@@ -322,6 +362,7 @@ local function apply(keys, args)
     acks[#acks + 1] = entry_id
   end
   if #acks > 0 then redis.call('XACK', ctx.inbox, ctx.group, unpack(acks)) end
+  announce_outcomes(ctx)
   return rows
 end
 

@@ -58,7 +58,10 @@ class LendingService:
                 events.append((entry_id, "fetched", event.id, "", []))
             else:  # pragma: no cover - decode() returns only the types above
                 raise TypeError(f"unexpected event {event!r}")
-        rows = await self.functions.apply(self.settings.domain, self.settings.runtime, events)
+        # The outcomes' JSON only travels back when it is logged.
+        rows = await self.functions.apply(
+            self.settings.domain, self.settings.runtime, events, with_outcomes=self.log_outcomes
+        )
         for (entry_id, event), row in zip(batch, rows, strict=True):
             self._account(entry_id, event, row)
 
