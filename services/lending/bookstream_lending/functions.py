@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from bookstream_core.config import DomainSettings, RuntimeSettings
 from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.packed import execute_packed
 
 SOURCE = read_library("bookstream_lending", "lending.lua")
 
@@ -54,7 +55,7 @@ class LendingFunctions:
         for entry_id, type_, request_id, user, books in events:
             args.extend((entry_id, type_, request_id, user, len(books)))
             args.extend(books)
-        rows = await self._r.fcall("bs1_lending_apply", 3, *self._keys, *args)
+        rows = await execute_packed(self._r, "FCALL", "bs1_lending_apply", 3, *self._keys, *args)
         return [
             Applied(
                 row[0].decode(), row[1].decode(), row[2].decode(), int(row[3]), int(row[4]), row[5]

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from bookstream_core.config import RuntimeSettings
 from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.packed import execute_packed
 
 SOURCE = read_library("bookstream_shelving", "shelving.lua")
 
@@ -37,5 +38,5 @@ class ShelvingFunctions:
         for entry_id, type_, request_id, event_id, books in events:
             args.extend((entry_id, type_, request_id, event_id, len(books)))
             args.extend(books)
-        rows = await self._r.fcall("bs1_shelving_apply", 2, *self._keys, *args)
+        rows = await execute_packed(self._r, "FCALL", "bs1_shelving_apply", 2, *self._keys, *args)
         return [Applied(row[0].decode(), row[1].decode(), int(row[2])) for row in rows]
