@@ -77,8 +77,11 @@ local function new_ctx(keys, args)
     group = args[1],
     limit = tonumber(args[2]),
     capacity = tonumber(args[3]),
-    retention = tonumber(args[4]),
-    events_maxlen = tonumber(args[5]),
+    -- Passed on to Redis as the strings they came in as: a Lua number would be
+    -- formatted back with printf on every call.
+    retention = args[4],
+    events_maxlen = args[5],
+    limit_s = args[2],
     with_outcomes = args[6] == '1',
     now = now_ms(),
     announce = {},
@@ -128,7 +131,7 @@ local function outcome_json(reqid, kind, status, user, fields)
     .. ',"not_held":' .. json_list(fields.not_held or EMPTY)
     .. ',"reason":' .. (fields.reason and ('"' .. fields.reason .. '"') or 'null')
     .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)
-    .. ',"limit":' .. (fields.limit and tostring(fields.limit) or 'null')
+    .. ',"limit":' .. (fields.limit or 'null')
     .. '}'
 end
 
@@ -159,7 +162,7 @@ end
 -- Returns the result row for the worker.
 local function deny(ctx, reqid, user, submitted_ms, reason, unavailable, hand)
   local json = outcome_json(reqid, 'request', 'denied', user, {
-    unavailable = unavailable, reason = reason, in_hand = sorted(hand), limit = ctx.limit,
+    unavailable = unavailable, reason = reason, in_hand = sorted(hand), limit = ctx.limit_s,
   })
   publish_outcome(ctx, reqid, json)
   return {'request', 'denied', reason, 0, ctx.now - submitted_ms, ctx.with_outcomes and json or ''}
@@ -205,7 +208,7 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
   end
   local json = outcome_json(reqid, 'request', status, user, {
     lent = lent, unavailable = unavailable, reason = reason,
-    in_hand = sorted(hand), limit = ctx.limit,
+    in_hand = sorted(hand), limit = ctx.limit_s,
   })
   publish_outcome(ctx, reqid, json)
   return {'request', status, reason or '', #lent, ctx.now - submitted_ms,
@@ -295,7 +298,7 @@ local function on_return(ctx, entry_id, reqid, user, books)
   table.sort(returned)
   local json = outcome_json(reqid, 'return', status, user, {
     returned = returned, not_held = not_held, reason = reason, in_hand = in_hand,
-    limit = ctx.limit,
+    limit = ctx.limit_s,
   })
   publish_outcome(ctx, reqid, json)
   return {'return', status, reason or '', #returned, ctx.now - entry_ms(entry_id),

@@ -28,7 +28,8 @@ local function apply(keys, args)
   local inbox, lending_inbox = keys[1], keys[2]
   local p = string.match(inbox, '^(.*)shelving:inbox$')
   local off = p .. 'shelving:off'
-  local group, retention, maxlen = args[1], tonumber(args[2]), tonumber(args[3])
+  -- Numbers stay the strings they came in as (a Lua number is printf-formatted per call).
+  local group, retention, maxlen = args[1], args[2], args[3]
   local rows, acks = {}, {}
   local i = 4
   while i <= #args do
