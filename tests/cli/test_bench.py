@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from bookstream.bench.latency import percentiles
 from bookstream.bench.workload import generate
 
@@ -52,6 +54,22 @@ def test_drain_is_correct_and_reports_every_figure(
     assert result["events_per_s"] > 0
     # the workers were stopped: no bench worker holds its name any more
     assert not redis_server.client().keys("bs:{bench}:worker:*")
+
+
+def test_reference_runs_the_shipped_script_through_redis_benchmark(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    """The reference calls bs1_lending_apply with the arguments the workers send: a
+    change of the script's argument layout fails here (run_reference checks that the
+    calls applied), not only in a benchmark run."""
+    done = bench(redis_server, bookstream_env, "--events", "500", "--workers", "2", "--reference")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["reference_ops_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["events_per_s"] / result["reference_ops_per_s"], rel=0.01
+    )
+    assert result["workers"] == 2 and result["correct"] is True
 
 
 def test_latency_mode_measures_every_request(

@@ -17,9 +17,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import redis.asyncio as aioredis
+from bookstream_core.config import DomainSettings, RuntimeSettings
 from bookstream_core.functions import CoreFunctions, load_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_lending.functions import SOURCE as LENDING_SOURCE
+from bookstream_lending.functions import apply_arguments
 
 from bookstream.bench import library, measure
 
@@ -66,11 +68,14 @@ def _target(url: str) -> list[str]:
 
 def command(url: str, calls: int, pipeline: int, clients: int) -> list[str]:
     keys = LibraryKeys(REF_LIBRARY)
+    # One request event per call, as a worker logging at warning level sends it;
+    # redis-benchmark replaces __rand_int__ so that every call is a new request.
+    event = ("0-1", "request", "ref-__rand_int__", "user-__rand_int__", ["book-__rand_int__"])
+    args = apply_arguments(DomainSettings(), RuntimeSettings(), [event], with_outcomes=False)
     fcall = [
         "FCALL", "bs1_lending_apply", "3",
         keys.inbox("lending"), keys.inbox("shelving"), keys.domain_events,
-        "lending", "5", "20", "86400", "100000",
-        "0-1", "request", "ref-__rand_int__", "user-__rand_int__", "1", "book-__rand_int__",
+        *(str(a) for a in args),
     ]  # fmt: skip
     return [
         benchmark_executable(), *_target(url),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -26,6 +27,27 @@ class Applied:
     outcome: bytes
 
 
+Event = tuple[bytes | str, str, str, str, list[str]]
+
+
+def apply_arguments(
+    domain: DomainSettings, runtime: RuntimeSettings, events: Sequence[Event], *, with_outcomes: bool
+) -> list[bytes | str | int]:
+    """ARGV of bs1_lending_apply (lending.lua documents the layout)."""
+    args: list[bytes | str | int] = [
+        "lending",
+        domain.user_limit,
+        domain.storage_capacity,
+        runtime.retention_s,
+        runtime.events_maxlen,
+        1 if with_outcomes else 0,
+    ]
+    for entry_id, type_, request_id, user, books in events:
+        args.extend((entry_id, type_, request_id, user, len(books)))
+        args.extend(books)
+    return args
+
+
 class LendingFunctions:
     def __init__(self, r: aioredis.Redis, keys: LibraryKeys) -> None:
         self._r = r
@@ -38,23 +60,13 @@ class LendingFunctions:
         self,
         domain: DomainSettings,
         runtime: RuntimeSettings,
-        events: list[tuple[bytes, str, str, str, list[str]]],
+        events: Sequence[Event],
         *,
         with_outcomes: bool = True,
     ) -> list[Applied]:
         """events: (entry id, type, request id, user, books). Without ``with_outcomes`` the
         rows' ``outcome`` is empty (the outcomes are stored and announced all the same)."""
-        args: list[bytes | str | int] = [
-            "lending",
-            domain.user_limit,
-            domain.storage_capacity,
-            runtime.retention_s,
-            runtime.events_maxlen,
-            1 if with_outcomes else 0,
-        ]
-        for entry_id, type_, request_id, user, books in events:
-            args.extend((entry_id, type_, request_id, user, len(books)))
-            args.extend(books)
+        args = apply_arguments(domain, runtime, events, with_outcomes=with_outcomes)
         rows = await execute_packed(self._r, "FCALL", "bs1_lending_apply", 3, *self._keys, *args)
         return [
             Applied(
