@@ -18,7 +18,7 @@ from bookstream import Client
 from bookstream_core.keys import LibraryKeys
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RedisServer, WorkerProcess
+from tests.conftest import RedisServer, WorkerProcess, wait_for
 from tests.test_concurrency import Entries
 
 LIB = "main"
@@ -206,8 +206,10 @@ def test_readyz_fails_once_the_worker_loses_its_name(
 ) -> None:
     """Readiness means something: a worker whose name another worker took is not ready."""
     first = start_worker("lending", redis_server, name="dup", library=LIB, metrics=True)
-    assert first.metrics_port is not None
-    assert http_get(first.metrics_port, "/readyz")[0] == 200
+    port = first.metrics_port
+    assert port is not None
+    # The name is taken before the group and functions are prepared: ready comes after.
+    wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout=10)
     start_worker("lending", redis_server, name="dup", library=LIB, extra=["--force"])
     deadline = time.monotonic() + 20
     while http_get(first.metrics_port, "/readyz")[0] == 200:

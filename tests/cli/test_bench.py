@@ -6,7 +6,6 @@ import json
 import subprocess
 
 import pytest
-
 from bookstream.bench.latency import percentiles
 from bookstream.bench.workload import generate
 

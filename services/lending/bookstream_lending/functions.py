@@ -31,7 +31,11 @@ Event = tuple[bytes | str, str, str, str, list[str]]
 
 
 def apply_arguments(
-    domain: DomainSettings, runtime: RuntimeSettings, events: Sequence[Event], *, with_outcomes: bool
+    domain: DomainSettings,
+    runtime: RuntimeSettings,
+    events: Sequence[Event],
+    *,
+    with_outcomes: bool,
 ) -> list[bytes | str | int]:
     """ARGV of bs1_lending_apply (lending.lua documents the layout)."""
     args: list[bytes | str | int] = [
