@@ -17,6 +17,24 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
+class Tally:
+    """One batch's counter increments, added once per labelled child when it is done:
+    every ``inc()`` takes a lock, and a batch has hundreds of outcomes but few children."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._counts: dict[Counter, float] = {}
+
+    def add(self, metric: Counter, *labels: str, amount: float = 1.0) -> None:
+        child = self._metrics.child(metric, *labels)
+        self._counts[child] = self._counts.get(child, 0.0) + amount
+
+    def flush(self) -> None:
+        for child, amount in self._counts.items():
+            child.inc(amount)
+        self._counts.clear()
+
+
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)

@@ -13,7 +13,7 @@ from bookstream_core.events import (
 )
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
-from bookstream_core.metrics import Metrics
+from bookstream_core.metrics import Metrics, Tally
 from bookstream_core.service import decode_event
 from bookstream_core.types import ServiceName
 
@@ -62,14 +62,16 @@ class LendingService:
         rows = await self.functions.apply(
             self.settings.domain, self.settings.runtime, events, with_outcomes=self.log_outcomes
         )
+        tally = Tally(self.metrics)
         for (entry_id, event), row in zip(batch, rows, strict=True):
-            self._account(entry_id, event, row)
+            self._account(entry_id, event, row, tally)
+        tally.flush()
 
-    def _account(self, entry_id: bytes, event: object, row: Applied) -> None:
+    def _account(self, entry_id: bytes, event: object, row: Applied, tally: Tally) -> None:
         m, lib = self.metrics, self.library
-        m.child(m.events, lib, "lending", self.stream, row.type).inc()
+        tally.add(m.events, lib, "lending", self.stream, row.type)
         if row.status == "orphan":
-            m.child(m.dead_letters, lib, "lending", row.reason.split(":", 1)[0]).inc()
+            tally.add(m.dead_letters, lib, "lending", row.reason.split(":", 1)[0])
             self.log.warning("dead letter", entry=entry_id.decode(), reason=row.reason)
             return
         if row.status not in FINAL:
@@ -80,15 +82,15 @@ class LendingService:
             return
         kind = "return" if row.type == "return" else "request"
         if kind == "request":
-            m.child(m.requests, lib, row.status).inc()
+            tally.add(m.requests, lib, row.status)
             if row.status == "accepted":
-                m.child(m.books_lent, lib).inc(row.books)
+                tally.add(m.books_lent, lib, amount=row.books)
         else:
-            m.child(m.returns, lib, row.status).inc()
+            tally.add(m.returns, lib, row.status)
             if row.status == "processed":
-                m.child(m.books_returned, lib).inc(row.books)
+                tally.add(m.books_returned, lib, amount=row.books)
         if row.status == "denied":
-            m.child(m.denials, lib, kind, row.reason).inc()
+            tally.add(m.denials, lib, kind, row.reason)
         m.child(m.request_latency, lib, kind).observe(max(row.latency_ms, 0) / 1000)
         if self.log_outcomes:
             self._log_outcome(kind, row)

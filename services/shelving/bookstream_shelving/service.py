@@ -7,7 +7,7 @@ from bookstream_core.config import WorkerSettings
 from bookstream_core.events import FetchEvent, ReshelveEvent, shelving_decoder
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
-from bookstream_core.metrics import Metrics
+from bookstream_core.metrics import Metrics, Tally
 from bookstream_core.service import decode_event
 from bookstream_core.types import ServiceName
 
@@ -47,11 +47,11 @@ class ShelvingService:
             else:  # pragma: no cover - decode() returns only the types above
                 raise TypeError(f"unexpected event {event!r}")
         rows = await self.functions.apply(self.settings.runtime, events)
-        m = self.metrics
+        m, tally = self.metrics, Tally(self.metrics)
         for (entry_id, event), row in zip(batch, rows, strict=True):
-            m.child(m.events, self.library, "shelving", self.stream, row.type).inc()
+            tally.add(m.events, self.library, "shelving", self.stream, row.type)
             if row.status == "orphan":
-                m.child(m.dead_letters, self.library, "shelving", "script_error").inc()
+                tally.add(m.dead_letters, self.library, "shelving", "script_error")
                 self.log.warning("dead letter", entry=entry_id.decode(), type=row.type)
             elif self.log_events:
                 self.log.debug(
@@ -59,3 +59,4 @@ class ShelvingService:
                     request_id=getattr(event, "id", None),
                     books=row.books,
                 )
+        tally.flush()
