@@ -57,7 +57,12 @@ def main(argv: list[str]) -> int:
             ax.annotate(f"{max(by_k[k]):,.0f}", (str(k), max(by_k[k])), ha="center", va="bottom")
         if refs:
             ax.axhline(max(refs), color="#c44e52", linestyle="--", label="redis-benchmark FCALL")
-            ax.legend()
+        # issue 4's targets: 25,000 with one worker of each service, 40,000 with two
+        for k, target in ((1, 25_000), (2, 40_000)):
+            if k in by_k:
+                ax.plot([str(k)], [target], marker="_", markersize=40, color="#55a868")
+        ax.plot([], [], marker="_", linestyle="none", color="#55a868", label="target")
+        ax.legend(fontsize=8)
         first = drains[0]
         busy = max(r.get("loadavg_at_start", [0.0])[0] for r in drains)
         ax.set_title(
@@ -86,7 +91,8 @@ def main(argv: list[str]) -> int:
                     marker="o",
                     label=f"K={k} {name}",
                 )
-        ax.axhline(10, color="grey", linewidth=0.8)
+        ax.axhline(10, color="grey", linewidth=0.8)  # targets at 5,000/s: p99 10 ms, p99.9 25
+        ax.axhline(25, color="grey", linewidth=0.8, linestyle="--")
         ax.set_yscale("log")
         ax.set_xlabel("offered requests/s (open loop)")
         ax.set_ylabel("request -> outcome latency, ms")
