@@ -259,6 +259,49 @@ async def test_outcome_is_published_to_subscribers(lending: Lending) -> None:
     assert decode_outcome(message["data"]).lent == ["a"]
 
 
+async def publishes(r: aioredis.Redis) -> int:
+    stats = await r.info("commandstats")
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+async def test_outcomes_are_published_only_to_listeners(lending: Lending) -> None:
+    """One call, three outcomes (returns of books nobody holds: answered at once): only the
+    one a client listens for is PUBLISHed; a pattern listener (like the bench's latency
+    receiver) gets every one."""
+    books = {"r1": ["a"], "r2": ["b"], "r3": ["c"]}
+    entries = [await lending.add("return", rid, "ann", bs) for rid, bs in books.items()]
+    await lending.r.config_resetstat()
+    async with lending.r.pubsub() as pubsub:
+        await pubsub.subscribe(KEYS.outcome("r2"))
+        await pubsub.get_message(timeout=1)  # subscribe confirmation
+        await lending.apply(
+            *(
+                (e, "return", rid, "ann", bs)
+                for e, (rid, bs) in zip(entries, books.items(), strict=True)
+            )
+        )
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        assert message is not None and message["channel"] == KEYS.outcome("r2").encode()
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+    assert await publishes(lending.r) == 1
+    assert await lending.r.exists(*(KEYS.outcome(rid) for rid in books)) == 3  # all stored
+
+    more = {"r4": ["d"], "r5": ["e"]}
+    entries = [await lending.add("return", rid, "bob", bs) for rid, bs in more.items()]
+    async with lending.r.pubsub() as pubsub:
+        await pubsub.psubscribe(KEYS.outcome("*"))
+        await pubsub.get_message(timeout=1)
+        await lending.apply(
+            *(
+                (e, "return", rid, "bob", bs)
+                for e, (rid, bs) in zip(entries, more.items(), strict=True)
+            )
+        )
+        got = [await pubsub.get_message(ignore_subscribe_messages=True, timeout=2) for _ in more]
+    assert sorted(m["channel"] for m in got if m) == [KEYS.outcome(r).encode() for r in more]
+    assert await publishes(lending.r) == 3
+
+
 def test_encoded_events_round_trip() -> None:
     event = RequestEvent(v=1, id="r1", user="ann", books=["a, b"])
     assert json.loads(encode_event(event)) == {
