@@ -61,6 +61,7 @@ def config_data(spec: LibrarySpec) -> dict[str, str]:
     optional = {
         "BOOKSTREAM_REDIS_DB": spec.redis.db,
         "BOOKSTREAM_BATCH_SIZE": spec.worker.batch_size,
+        "BOOKSTREAM_IN_FLIGHT": spec.worker.in_flight,
         "BOOKSTREAM_CLAIM_IDLE_MS": spec.worker.claim_idle_ms,
         "BOOKSTREAM_MAX_DELIVERIES": spec.worker.max_deliveries,
         "BOOKSTREAM_RETENTION_S": spec.worker.retention_seconds,

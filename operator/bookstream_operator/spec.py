@@ -77,6 +77,7 @@ class WorkerTuning:
 
     log_level: str = "info"
     batch_size: int | None = None
+    in_flight: int | None = None
     claim_idle_ms: int | None = None
     max_deliveries: int | None = None
     retention_seconds: int | None = None
@@ -190,6 +191,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         worker=WorkerTuning(
             log_level=str(worker.get("logLevel") or "info"),
             batch_size=_opt_int(worker, "batchSize", "spec.worker"),
+            in_flight=_opt_int(worker, "inFlight", "spec.worker"),
             claim_idle_ms=_opt_int(worker, "claimIdleMs", "spec.worker"),
             max_deliveries=_opt_int(worker, "maxDeliveries", "spec.worker"),
             retention_seconds=_opt_int(worker, "retentionSeconds", "spec.worker"),

@@ -115,7 +115,7 @@ def test_limits_and_worker_settings_reach_the_config_map() -> None:
     assert data["BOOKSTREAM_LIBRARY"] == "main"
     assert data["BOOKSTREAM_LOG_FORMAT"] == "json"
     assert data["BOOKSTREAM_METRICS_PORT"] == "9108"
-    assert "BOOKSTREAM_BATCH_SIZE" not in data
+    assert "BOOKSTREAM_BATCH_SIZE" not in data and "BOOKSTREAM_IN_FLIGHT" not in data
     objs = objects(
         {
             "library": "branch-2",
@@ -123,6 +123,7 @@ def test_limits_and_worker_settings_reach_the_config_map() -> None:
             "worker": {
                 "logLevel": "debug",
                 "batchSize": 50,
+                "inFlight": 4,
                 "claimIdleMs": 5000,
                 "maxDeliveries": 3,
                 "retentionSeconds": 600,
@@ -136,6 +137,7 @@ def test_limits_and_worker_settings_reach_the_config_map() -> None:
     assert data["BOOKSTREAM_LIBRARY"] == "branch-2"
     assert data["BOOKSTREAM_LOG_LEVEL"] == "debug"
     assert data["BOOKSTREAM_BATCH_SIZE"] == "50"
+    assert data["BOOKSTREAM_IN_FLIGHT"] == "4"
     assert data["BOOKSTREAM_CLAIM_IDLE_MS"] == "5000"
     assert data["BOOKSTREAM_MAX_DELIVERIES"] == "3"
     assert data["BOOKSTREAM_RETENTION_S"] == "600"
