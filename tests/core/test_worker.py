@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -118,6 +120,42 @@ def test_sigterm_finishes_the_batches_in_flight(
     assert group["pending"] == 0
     assert answered() < 30_000, "the worker finished the backlog: the stop was not mid-way"
     assert int(group["entries-read"]) == answered()  # every entry read was applied and answered
+
+
+BUSY_SCRIPT = """
+local t0 = redis.call('TIME')
+local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
+while true do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > tonumber(ARGV[1]) then return 1 end
+end
+"""
+
+
+def test_a_second_sigterm_stops_at_once_even_while_redis_hangs(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """While Redis is busy (a 3 s script blocks it), the first SIGTERM's graceful stop has
+    to wait for Redis; the second one ends the process at once, with exit code 130."""
+    worker = start_worker("lending", redis_server, name="hung")
+    r = redis_server.client()
+    busy = threading.Thread(target=lambda: r.eval(BUSY_SCRIPT, 0, 3))
+    busy.start()
+    try:
+        time.sleep(0.3)  # Redis is inside the script now
+        worker.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker.process.poll() is None, "the graceful stop did not wait for Redis"
+        forced = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=1.5) == 130
+        assert time.monotonic() - forced < 1.5
+        assert busy.is_alive(), "Redis was already free again: the test proves nothing"
+    finally:
+        busy.join()
+    assert "forced stop" in worker.output()
+    # Nothing was awaited, so the name was not released: its lock expires with its TTL.
+    assert r.exists("bs:{main}:worker:lending:hung")
 
 
 def test_entries_of_a_dead_worker_are_recovered(

@@ -1,7 +1,9 @@
 """Process entry points: parse options once, build settings, run workers until a signal.
 
-SIGINT/SIGTERM stop gracefully (the batch in hand is finished, names are released); a
-second signal stops at once.
+SIGINT/SIGTERM stop gracefully (the batches in flight are finished, names are released);
+a second signal stops at once: the process exits without waiting for Redis, what it had
+read stays pending in its name (re-read at its next start, or claimed by another worker)
+and its name lock expires with its TTL.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from bookstream_core.metrics import Metrics
 from bookstream_core.types import ServiceName
 from bookstream_core.worker import UNREACHABLE, NameTaken, ServiceFactory, Worker
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
 
 def install_uvloop() -> None:
@@ -66,7 +68,7 @@ def run_workers(
     try:
         return asyncio.run(_run(specs, observability))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_FORCED
 
 
 async def _start(worker: Worker, stop: asyncio.Event) -> bool:
@@ -91,7 +93,6 @@ async def _run(
 ) -> int:
     log = get_logger()
     stop = asyncio.Event()
-    main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -100,13 +101,17 @@ async def _run(
         signals += 1
         if signals == 1:
             log.info(
-                "stopping: finishing the batch in hand (signal again to force)",
+                "stopping: finishing the batches in flight (signal again to force)",
                 signal=signal.Signals(signum).name,
             )
             stop.set()
-        elif main_task is not None:
-            log.warning("forced stop")
-            main_task.cancel()
+        else:
+            # A graceful stop waits for Redis (the batches in flight, the name release);
+            # the second signal is for when that takes too long, so nothing is awaited.
+            log.warning("forced stop: entries in flight stay pending, to be re-read or claimed")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_FORCED)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -138,8 +143,6 @@ async def _run(
     except FunctionsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except asyncio.CancelledError:
-        return 130
     finally:
         if health is not None:
             await health.stop()
