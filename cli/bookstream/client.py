@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import redis.asyncio as aioredis
 from bookstream_core.config import ConfigError, RedisSettings, normalize_address
-from bookstream_core.connection import connect
+from bookstream_core.connection import UNREACHABLE, connect
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.events import (
     SCHEMA_VERSION,
@@ -31,14 +31,11 @@ from bookstream_core.keys import InvalidLibraryName, LibraryKeys
 from bookstream_core.types import text
 from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bookstream.errors import BadInput, OutcomeTimeout, Unreachable
+from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unreachable
 from bookstream.location import BookLocation, from_state
 from bookstream.waiter import OutcomeWaiter
 
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 #: While waiting, the outcome key is also polled this often, in case a Pub/Sub
 #: message was missed (e.g. the connection dropped and came back).
 POLL_INTERVAL = 0.5
@@ -77,6 +74,16 @@ class AsyncClient:
     async def redis(self) -> aioredis.Redis:
         """The underlying connection (for inspection commands)."""
         return await self._redis()
+
+    @contextlib.contextmanager
+    def redis_errors(self) -> Iterator[None]:
+        """Turn a lost connection into ``Unreachable``, naming the Redis (exit code 3)."""
+        try:
+            yield
+        except BookstreamError:
+            raise  # ours already (OutcomeTimeout is an OSError too)
+        except UNREACHABLE as exc:
+            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
 
     async def _redis(self) -> aioredis.Redis:
         if self._r is None:
@@ -119,10 +126,8 @@ class AsyncClient:
 
     async def _submit(self, event: RequestEvent | ReturnEvent) -> None:
         r = await self._redis()
-        try:
+        with self.redis_errors():
             await r.xadd(self.keys.inbox("lending"), {"e": encode_event(event)})
-        except UNREACHABLE as exc:
-            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
 
     async def submit_request(
         self, user: str, books: Iterable[str], *, request_id: str | None = None
@@ -182,37 +187,36 @@ class AsyncClient:
         key = self.keys.outcome(request_id)
         deadline = time.monotonic() + timeout
         future: asyncio.Future[bytes] | None = None
-        try:
-            future, confirmed = await self._waiter.register(key)
-            # Pub/Sub only makes the answer fast; polling the key makes it certain. A
-            # subscription not confirmed in time (the connection just came back, say)
-            # leaves the wait to the polling.
-            with contextlib.suppress(TimeoutError, *UNREACHABLE):
-                await asyncio.wait_for(asyncio.shield(confirmed), min(timeout, CONFIRM_WAIT))
-            existing = await r.get(key)
-            if existing is not None:
-                return decode_outcome(existing)
-            if submit is not None:
-                await self._submit(submit)
-            while (left := deadline - time.monotonic()) > 0:
-                if future.done() and future.exception() is not None:
-                    await asyncio.sleep(min(left, POLL_INTERVAL))  # subscription broke: poll
-                else:
-                    with contextlib.suppress(TimeoutError, *UNREACHABLE):
-                        data = await asyncio.wait_for(
-                            asyncio.shield(future), min(left, POLL_INTERVAL)
-                        )
-                        return decode_outcome(data)
+        with self.redis_errors():
+            try:
+                future, confirmed = await self._waiter.register(key)
+                # Pub/Sub only makes the answer fast; polling the key makes it certain. A
+                # subscription not confirmed in time (the connection just came back, say)
+                # leaves the wait to the polling.
+                with contextlib.suppress(TimeoutError, *UNREACHABLE):
+                    await asyncio.wait_for(asyncio.shield(confirmed), min(timeout, CONFIRM_WAIT))
                 existing = await r.get(key)
                 if existing is not None:
                     return decode_outcome(existing)
-        except TimeoutError:
-            pass
-        except UNREACHABLE as exc:
-            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
-        finally:
-            if future is not None:
-                await self._waiter.release(key, future)
+                if submit is not None:
+                    await self._submit(submit)
+                while (left := deadline - time.monotonic()) > 0:
+                    if future.done() and future.exception() is not None:
+                        await asyncio.sleep(min(left, POLL_INTERVAL))  # subscription broke: poll
+                    else:
+                        with contextlib.suppress(TimeoutError, *UNREACHABLE):
+                            data = await asyncio.wait_for(
+                                asyncio.shield(future), min(left, POLL_INTERVAL)
+                            )
+                            return decode_outcome(data)
+                    existing = await r.get(key)
+                    if existing is not None:
+                        return decode_outcome(existing)
+            except TimeoutError:
+                pass
+            finally:
+                if future is not None:
+                    await self._waiter.release(key, future)
         raise OutcomeTimeout(request_id, timeout)
 
     # ------------------------------------------------------------------ looking up
@@ -224,10 +228,8 @@ class AsyncClient:
         except InvalidId as exc:
             raise BadInput(str(exc)) from None
         r = await self._redis()
-        try:
+        with self.redis_errors():
             books = await r.smembers(self._lending.loans(user))
-        except UNREACHABLE as exc:
-            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
         return sorted(text(b) for b in books)
 
     async def locate(self, book: str) -> BookLocation:
@@ -237,13 +239,11 @@ class AsyncClient:
         except InvalidId as exc:
             raise BadInput(str(exc)) from None
         r = await self._redis()
-        try:
+        with self.redis_errors():
             async with r.pipeline(transaction=True) as pipe:
                 pipe.hget(self._lending.book_status, book)
                 pipe.hget(self._shelving.off_shelf, book)
                 status, off = await pipe.execute()
-        except UNREACHABLE as exc:
-            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
         return from_state(book, status, int(off or 0))
 
 

@@ -13,15 +13,15 @@ from bookstream_core.ids import MAX_BOOKS_PER_EVENT, MAX_ID_LENGTH, MAX_REQUEST_
 from bookstream_core.keys import SERVICES, LibraryKeys
 
 from bookstream.audit import audit
-from bookstream.client import UNREACHABLE, AsyncClient
-from bookstream.errors import BadInput, Unreachable
+from bookstream.client import AsyncClient
+from bookstream.errors import BadInput
 from bookstream.render import books
 from bookstream.status import library_status, render_status, to_json
 
 
 async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
     async with client:
-        try:
+        with client.redis_errors():
             if args.user:
                 held = await client.user_books(args.user)
                 if args.json:
@@ -37,10 +37,6 @@ async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
             if not args.user and not args.book:
                 status = await library_status(await client.redis(), client.library)
                 print(to_json(status) if args.json else render_status(status))
-        except UNREACHABLE as exc:
-            raise Unreachable(
-                f"cannot reach Redis at {client.settings.describe()}: {exc}"
-            ) from None
     return 0
 
 
@@ -124,17 +120,13 @@ def info_command(library: str, as_json: bool) -> int:
 
 async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
     async with client:
-        try:
+        with client.redis_errors():
             report = await audit(
                 await client.redis(),
                 client.library,
                 user_limit=args.user_limit,
                 storage_capacity=args.storage_capacity,
             )
-        except UNREACHABLE as exc:
-            raise Unreachable(
-                f"cannot reach Redis at {client.settings.describe()}: {exc}"
-            ) from None
     if args.json:
         print(to_json(report.to_dict()))
     else:
@@ -191,7 +183,7 @@ async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) ->
         raise BadInput("dead-letters show: name exactly one entry id")
     ids = None if args.all else list(args.ids)
     async with client:
-        try:
+        with client.redis_errors():
             r = await client.redis()
             if action == "list":
                 entries = await dl.list_dead_letters(r, client.library, args.service, args.count)
@@ -224,7 +216,3 @@ async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) ->
             removed = await dl.purge_dead_letters(r, client.library, ids, args.service)
             print(to_json({"purged": removed}) if args.json else f"{removed} purged")
             return 0
-        except UNREACHABLE as exc:
-            raise Unreachable(
-                f"cannot reach Redis at {client.settings.describe()}: {exc}"
-            ) from None

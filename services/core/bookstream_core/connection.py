@@ -5,9 +5,14 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bookstream_core.config import RedisSettings
 from bookstream_core.embedded import EmbeddedRedis
+
+#: What "Redis cannot be reached right now" looks like to redis-py callers.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 def resolve_url(settings: RedisSettings) -> str:

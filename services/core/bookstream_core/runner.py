@@ -24,6 +24,7 @@ from bookstream_core.config import (
     add_worker_arguments,
     worker_settings_from,
 )
+from bookstream_core.connection import UNREACHABLE
 from bookstream_core.consumer import sleep_or_stop
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.functions import FunctionsUnavailable
@@ -31,7 +32,7 @@ from bookstream_core.health import HealthServer
 from bookstream_core.logging import configure_logging, get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.types import ServiceName
-from bookstream_core.worker import UNREACHABLE, NameTaken, ServiceFactory, Worker
+from bookstream_core.worker import NameTaken, ServiceFactory, Worker
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 

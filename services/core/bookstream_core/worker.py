@@ -20,11 +20,9 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bookstream_core.config import WorkerSettings
-from bookstream_core.connection import connect
+from bookstream_core.connection import UNREACHABLE, connect
 from bookstream_core.consumer import StreamConsumer, sleep_or_stop
 from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
@@ -34,7 +32,6 @@ from bookstream_core.service import Service
 from bookstream_core.streams import backlog
 
 ServiceFactory = Callable[[aioredis.Redis, LibraryKeys, WorkerSettings, Metrics], Service]
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 class NameTaken(RuntimeError):
