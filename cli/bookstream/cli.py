@@ -135,10 +135,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except BadInput as exc:
-        print(f"bookstream: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ConfigError as exc:
+    except (BadInput, ConfigError) as exc:
         print(f"bookstream: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (OutcomeTimeout, Unreachable, EmbeddedRedisError) as exc:

@@ -138,10 +138,7 @@ async def _run(
                 return EXIT_OK
         await asyncio.gather(*(worker.run(stop) for worker in workers))
         return EXIT_OK
-    except NameTaken as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except FunctionsUnavailable as exc:
+    except (NameTaken, FunctionsUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
