@@ -23,15 +23,15 @@ class Tally:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._counts: dict[Counter, float] = {}
+        self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
 
     def add(self, metric: Counter, *labels: str, amount: float = 1.0) -> None:
-        child = self._metrics.child(metric, *labels)
-        self._counts[child] = self._counts.get(child, 0.0) + amount
+        key = (metric, labels)  # the child is looked up once, at flush
+        self._counts[key] = self._counts.get(key, 0.0) + amount
 
     def flush(self) -> None:
-        for child, amount in self._counts.items():
-            child.inc(amount)
+        for (metric, labels), amount in self._counts.items():
+            self._metrics.child(metric, *labels).inc(amount)
         self._counts.clear()
 
 
