@@ -21,13 +21,19 @@ class Shelving:
         self.fn = ShelvingFunctions(r, KEYS)
 
     async def event(
-        self, type_: str, rid: str, eid: str, books: list[str], entry: bytes | None = None
+        self,
+        type_: str,
+        rid: str,
+        eid: str,
+        books: list[str],
+        entry: bytes | None = None,
+        fetch: str = "",
     ) -> tuple[bytes, Applied]:
         if entry is None:
             entry = await self.r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
             await self.r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})
         (row,) = await self.fn.apply(
-            RuntimeSettings(retention_s=60), [(entry, type_, rid, eid, books)]
+            RuntimeSettings(retention_s=60), [(entry, type_, rid, eid, fetch, books)]
         )
         return entry, row
 
@@ -60,7 +66,9 @@ async def test_replayed_event_is_applied_once(shelving: Shelving) -> None:
     entry, _ = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
     _, again = await shelving.event("fetch", "r1", "r1:fetch", ["a"], entry=entry)
     _, other_entry = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
-    assert again.status == "duplicate" and other_entry.status == "duplicate"
+    # The same entry again is fenced by its XACK (stale); a new entry with the same
+    # event id is a duplicate.
+    assert again.status == "stale" and other_entry.status == "duplicate"
     assert await shelving.off() == {"a": 1}
     assert await shelving.r.xlen(KEYS.inbox("lending")) == 1
 
@@ -88,4 +96,22 @@ async def test_unknown_type_is_dead_lettered(shelving: Shelving) -> None:
     assert row.status == "orphan"
     (entry,) = await shelving.r.xrange(KEYS.dead_letters("shelving"))
     assert entry[1][b"reason"] == b"unknown_type"
+    assert await shelving.off() == {}
+
+
+async def test_unfetch_cancels_a_fetch_not_applied_yet(shelving: Shelving) -> None:
+    """Lending gave the request up before its fetch arrived: the fetch becomes a no-op."""
+    _, row = await shelving.event("unfetch", "r1", "r1:unfetch", ["a"], fetch="r1:fetch")
+    assert row.status == "applied"
+    _, late = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
+    assert late.status == "duplicate"
+    assert await shelving.off() == {}
+    assert await shelving.r.xlen(KEYS.inbox("lending")) == 0  # no "fetched" for it
+
+
+async def test_unfetch_undoes_a_fetch_applied_already(shelving: Shelving) -> None:
+    await shelving.event("fetch", "r1", "r1:fetch", ["a", "b"])
+    await shelving.event("unfetch", "r1", "r1:unfetch", ["a", "b"], fetch="r1:fetch")
+    _, again = await shelving.event("unfetch", "r1", "r1:unfetch", ["a", "b"], fetch="r1:fetch")
+    assert again.status == "duplicate"
     assert await shelving.off() == {}

@@ -101,6 +101,11 @@ class RuntimeSettings:
     events_maxlen: int = 100_000
     lock_ttl_ms: int = 15_000
     trim_interval_ms: int = 1_000
+    #: A request waiting for shelving longer than this is denied (shelving_timeout) and
+    #: its books go back: longer than a fetch's redeliveries take to be dead-lettered.
+    request_deadline_s: int = 300
+    #: Housekeeping that keeps failing this long stops the worker (non-zero exit).
+    give_up_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +274,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds outcomes and idempotency records are kept, default 86400 "
         "[BOOKSTREAM_RETENTION_S]",
     )
+    group.add_argument(
+        "--request-deadline",
+        help="seconds a request may wait for shelving before it is denied, default 300 "
+        "[BOOKSTREAM_REQUEST_DEADLINE_S]",
+    )
 
 
 def _pick(args: argparse.Namespace, attr: str, env: Mapping[str, str], var: str) -> str | None:
@@ -302,6 +312,11 @@ def worker_settings_from(
         retention_s=_int(_pick(args, "retention", env, "RETENTION_S"), "--retention", 1)
         or r.retention_s,
         lock_ttl_ms=_int(_env(env, "LOCK_TTL_MS"), "BOOKSTREAM_LOCK_TTL_MS", 100) or r.lock_ttl_ms,
+        give_up_s=_int(_env(env, "GIVE_UP_S"), "BOOKSTREAM_GIVE_UP_S", 1) or r.give_up_s,
+        request_deadline_s=_int(
+            _pick(args, "request_deadline", env, "REQUEST_DEADLINE_S"), "--request-deadline", 1
+        )
+        or r.request_deadline_s,
     )
     log_format = _pick(args, "log_format", env, "LOG_FORMAT") or o.log_format
     if log_format not in ("console", "json"):

@@ -21,19 +21,26 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from bookstream_core.config import RuntimeSettings
-from bookstream_core.events import EVENT_FIELD
+from bookstream_core.events import EVENT_FIELD, SCHEMA_VERSION
 from bookstream_core.functions import CoreFunctions
 from bookstream_core.ids import REQUEST_ID_PATTERN
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.service import InvalidEvent, Service
+from bookstream_core.trouble import RedisTrouble, trouble
 from bookstream_core.types import text
 
 MAX_ENTRY_BYTES = 64 * 1024
+MAX_FIELDS = 16  # an entry has one field, ``e``; a foreign producer may add a few
 IDENTIFY_MAX_BYTES = 2 * 1024 * 1024  # still parsed to find whom to answer
 DEAD_VALUE_BYTES = 8 * 1024  # a dead-letter entry keeps at most this much of each value
+DEAD_FIELDS = 16  # ... and at most this many of the entry's fields
+FUTURE_MS = 86_400_000  # an entry id this far ahead of the clock was not made by Redis
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+#: Kinds of entry whose request id is answered when the entry is set aside: a client's
+#: with a ``rejected`` outcome, shelving's fetch by telling lending (core.lua).
+_ANSWERED_KINDS = ("request", "return", "fetch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +63,8 @@ def _identify(fields: dict[bytes, bytes]) -> tuple[str, str]:
     if not isinstance(data, dict):
         return "", ""
     rid, kind = data.get("id"), data.get("type")
-    if isinstance(rid, str) and len(rid) <= 64 and _REQUEST_ID_RE.match(rid):
-        return rid, kind if kind in ("request", "return") else ""
+    if isinstance(rid, str) and len(rid) <= 64 and _REQUEST_ID_RE.fullmatch(rid):
+        return rid, kind if kind in _ANSWERED_KINDS else ""
     return "", ""
 
 
@@ -109,6 +116,8 @@ class StreamConsumer:
         entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]],
         deliveries: dict[bytes, int] | None = None,
     ) -> None:
+        """Apply a batch; raises RedisTrouble (the batch stays pending) when Redis, not
+        an entry, is at fault."""
         valid: list[tuple[bytes, object]] = []
         rejected: list[Rejected] = []
         for entry_id, fields in entries:
@@ -116,6 +125,11 @@ class StreamConsumer:
                 await self.r.xack(self.inbox, self.group, entry_id)
                 continue
             count = (deliveries or {}).get(entry_id, 1)
+            if _id_key(entry_id)[0] > time.time() * 1000 + FUTURE_MS:
+                # Set by a producer, not by Redis; core.lua deletes it and repairs the
+                # stream's ids once it is set aside.
+                rejected.append(Rejected(entry_id, fields, "future_id", count))
+                continue
             if count > self.runtime.max_deliveries:
                 rejected.append(Rejected(entry_id, fields, "too_many_deliveries", count))
                 continue
@@ -123,25 +137,31 @@ class StreamConsumer:
                 valid.append((entry_id, self.service.decode(self._payload(fields))))
             except InvalidEvent as exc:
                 rejected.append(Rejected(entry_id, fields, exc.reason, count))
-        if rejected:
-            await self.dead_letter(rejected)
+        # Valid entries first: a malformed twin of a valid request in the same batch must
+        # not answer it `rejected` before it is applied.
         if valid:
             started = time.perf_counter()
             try:
                 await self.service.apply(valid)
             except ResponseError as exc:
+                if (problem := trouble(exc)) is not None:
+                    raise problem from exc
                 # The batch call failed as a whole: apply one by one so that only the
                 # entry that fails is set aside and nothing behind it waits.
-                self.log.warning("batch failed, applying one by one", error=str(exc))
+                self.log.warning("batch failed, applying one by one", error=str(exc)[:500])
                 await self._apply_singly(valid)
             self.metrics.processing.labels(**self._labels).observe(time.perf_counter() - started)
             self.metrics.batch_size.labels(**self._labels).observe(len(valid))
+        if rejected:
+            await self.dead_letter(rejected)
 
     async def _apply_singly(self, valid: list[tuple[bytes, object]]) -> None:
         for entry_id, event in valid:
             try:
                 await self.service.apply([(entry_id, event)])
             except ResponseError as exc:
+                if (problem := trouble(exc)) is not None:
+                    raise problem from exc
                 found = cast(
                     list[tuple[bytes, dict[bytes, bytes]]],
                     await self.r.xrange(self.inbox, entry_id, entry_id),
@@ -150,6 +170,12 @@ class StreamConsumer:
                 await self.dead_letter([Rejected(entry_id, raw, f"apply_failed: {exc}"[:500])])
 
     def _payload(self, fields: dict[bytes, bytes]) -> bytes:
+        # Bounds first: nothing below scales with a hostile entry's size.
+        if len(fields) > MAX_FIELDS:
+            raise InvalidEvent(f"too_many_fields: {len(fields)} fields (at most {MAX_FIELDS})")
+        size = sum(len(name) + len(value) for name, value in fields.items())
+        if size > MAX_ENTRY_BYTES + 1024:
+            raise InvalidEvent(f"too_large: {size} bytes (at most {MAX_ENTRY_BYTES})")
         payload = fields.get(EVENT_FIELD)
         if payload is None:
             raise InvalidEvent("missing_field: the entry has no 'e' field")
@@ -159,10 +185,9 @@ class StreamConsumer:
 
     async def dead_letter(self, rejected: list[Rejected]) -> None:
         rows: list[list[bytes | str | int]] = []
-        kinds: list[str] = []
-        for item in rejected:
-            request_id, kind = _identify(item.fields)
-            kinds.append(kind)
+        identities = [_identify(item.fields) for item in rejected]
+        for item, (request_id, kind) in zip(rejected, identities, strict=True):
+            kept = list(item.fields.items())[:DEAD_FIELDS]
             row: list[bytes | str | int] = [
                 item.entry_id,
                 item.reason,
@@ -171,34 +196,42 @@ class StreamConsumer:
                 kind,
                 self.service.guard_key(request_id) if request_id else "",
                 len(item.fields),
+                len(kept),
             ]
-            for name, value in item.fields.items():
+            for name, value in kept:
                 row.extend([name[:256], value[:DEAD_VALUE_BYTES]])
             rows.append(row)
-            self.metrics.dead_letters.labels(
-                **self._labels, reason=item.reason.split(":", 1)[0]
-            ).inc()
+        try:
+            flags = await self.core.dead_letter(
+                self.inbox,
+                self.keys.dead_letters(self.service.name),
+                self.keys.domain_events,
+                self.keys.inbox("lending"),
+                group=self.group,
+                retention_s=self.runtime.retention_s,
+                maxlen=self.runtime.events_maxlen,
+                outcome_prefix=self.keys.outcome(""),
+                schema_version=SCHEMA_VERSION,
+                rows=rows,
+            )
+        except ResponseError as exc:
+            # Setting aside never fails for an entry's sake (its values are bounded
+            # above): whatever failed is Redis's trouble, and the entries stay pending.
+            raise (trouble(exc) or RedisTrouble(str(exc), lost_state=False)) from exc
+        m, lib = self.metrics, self.keys.library
+        for item, (request_id, kind), flag in zip(rejected, identities, flags, strict=True):
+            if flag < 0:  # no longer pending: another worker dealt with it
+                continue
+            m.dead_letters.labels(**self._labels, reason=item.reason.split(":", 1)[0]).inc()
+            m.events.labels(lib, self.service.name, self.inbox, "dead_letter").inc()
             self.log.warning(
                 "dead letter",
                 entry=item.entry_id.decode(),
-                reason=item.reason,
+                reason=item.reason[:200],
                 request_id=request_id or None,
                 deliveries=item.deliveries,
             )
-        answered = await self.core.dead_letter(
-            self.inbox,
-            self.keys.dead_letters(self.service.name),
-            self.keys.domain_events,
-            group=self.group,
-            retention_s=self.runtime.retention_s,
-            maxlen=self.runtime.events_maxlen,
-            outcome_prefix=self.keys.outcome(""),
-            rows=rows,
-        )
-        m, lib = self.metrics, self.keys.library
-        for kind, rejected_outcome in zip(kinds, answered, strict=True):
-            m.events.labels(lib, self.service.name, self.inbox, "dead_letter").inc()
-            if rejected_outcome:
+            if flag == 1:
                 counter = m.requests if kind == "request" else m.returns
                 counter.labels(lib, "rejected").inc()
 
