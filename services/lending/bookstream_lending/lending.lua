@@ -158,7 +158,7 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
     ctx.with_outcomes and json or ''}
 end
 
-local function on_request(ctx, entry_id, reqid, user, books)
+local function on_request(ctx, entry_id, reqid, user, books, hand)
   if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0
       and (redis.call('EXISTS', req_key(ctx, reqid)) == 1 or answered(ctx, reqid)) then
     return {'request', 'duplicate', '', 0, 0, ''}
@@ -183,7 +183,6 @@ local function on_request(ctx, entry_id, reqid, user, books)
     end
   end
   local submitted = entry_ms(entry_id)
-  local hand = redis.call('SMEMBERS', loans_key(ctx, user))
   local count = #hand
   -- Shelving hands over every book it is asked for (lending knows where every book
   -- it touched is), so a request that cannot fit is denied before anything moves.
@@ -208,7 +207,7 @@ local function on_request(ctx, entry_id, reqid, user, books)
   return {'request', 'pending', '', #held + #paged, 0, ''}
 end
 
-local function on_return(ctx, entry_id, reqid, user, books)
+local function on_return(ctx, entry_id, reqid, user, books, hand)
   if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0
       and (redis.call('EXISTS', req_key(ctx, reqid)) == 1 or answered(ctx, reqid)) then
     return {'return', 'duplicate', '', 0, 0, ''}
@@ -216,7 +215,7 @@ local function on_return(ctx, entry_id, reqid, user, books)
   local lkey = loans_key(ctx, user)
   -- The user's loan set is the index of the 'lent:<user>' statuses (audited).
   local lent_to_user = {}
-  for _, b in ipairs(redis.call('SMEMBERS', lkey)) do lent_to_user[b] = true end
+  for _, b in ipairs(hand) do lent_to_user[b] = true end
   local returned, not_held, to_shelf, seen = {}, {}, {}, {}
   for _, b in ipairs(books) do
     if not seen[b] then
@@ -315,13 +314,23 @@ local function dead_letter(ctx, entry_id, reason, payload)
     'time', tostring(ctx.now), 'e', payload)
 end
 
--- One table of event kinds: the handler, and what must be checked before the entry is
--- acknowledged (the type of the per-user or per-request key it will write).
+-- The user's loans, read before the entry is acknowledged: a key of the wrong type is
+-- the environment's fault (BSENV), and the handlers need the set anyway.
+local function user_loans(ctx, reqid, user)
+  local ok, hand = pcall(redis.call, 'SMEMBERS', loans_key(ctx, user))
+  if not ok then env_error(loans_key(ctx, user) .. ' is not a set') end
+  return hand
+end
+
+local function request_state(ctx, reqid) expect_type(req_key(ctx, reqid), 'hash') end
+
+-- One table of event kinds: the handler, and what it needs checked or read before the
+-- entry is acknowledged (passed on to the handler).
 local HANDLERS = {
-  request = {on_request, function(ctx, reqid, user) expect_type(loans_key(ctx, user), 'set') end},
-  ['return'] = {on_return, function(ctx, reqid, user) expect_type(loans_key(ctx, user), 'set') end},
-  fetched = {on_fetched, function(ctx, reqid) expect_type(req_key(ctx, reqid), 'hash') end},
-  unfetched = {on_unfetched, function(ctx, reqid) expect_type(req_key(ctx, reqid), 'hash') end},
+  request = {on_request, user_loans},
+  ['return'] = {on_return, user_loans},
+  fetched = {on_fetched, request_state},
+  unfetched = {on_unfetched, request_state},
 }
 
 -- KEYS: lending inbox, shelving inbox, domain events stream
@@ -342,14 +351,14 @@ local function apply(keys, args)
     for j = 1, n do books[j] = args[i + 4 + j] end
     i = i + 5 + n
     local handler = HANDLERS[type]
-    if handler then handler[2](ctx, reqid, user) end
+    local prepared = handler and handler[2](ctx, reqid, user)
     local row
     if redis.call('XACK', ctx.inbox, ctx.group, entry_id) == 0 and ctx.fence then
       row = {type, 'stale', '', 0, 0, ''}
     elseif not handler then
       row = {type, 'orphan', 'unknown_type', 0, 0, ''}
     else
-      local ok, result = pcall(handler[1], ctx, entry_id, reqid, user, books)
+      local ok, result = pcall(handler[1], ctx, entry_id, reqid, user, books, prepared)
       row = ok and result or {type, 'orphan', 'script_error: ' .. tostring(result), 0, 0, ''}
     end
     if row[2] == 'orphan' then
