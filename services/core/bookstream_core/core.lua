@@ -100,6 +100,89 @@ local function dead_letter(keys, args)
   return answered
 end
 
+-- Take a batch for a consumer with its size bounded server-side: an entry over the bounds
+-- (too many fields, too many bytes) comes back cut to at most 16 fields of 8 KiB, marked,
+-- with its request id and kind when its `e` field (up to 2 MiB) names them, so that a
+-- worker's memory is bounded by the batch's count times the bounds, whatever producers
+-- wrote.
+-- KEYS: inbox
+-- ARGV: group, consumer, mode (new: XREADGROUP >, own: XREADGROUP 0, claim: XAUTOCLAIM),
+--       count, max fields, max bytes, then for claim: min idle ms, start id
+-- Returns {next start (claim, else ''), the group's last delivered id when mode new read
+-- nothing (else ''), rows...}; row: {entry id, deliveries, whole (1), cut (0) or deleted
+-- from the stream while pending (-1), field count, bytes, request id, kind, field, value...}
+local CUT_FIELDS, CUT_BYTES, IDENTIFY_BYTES = 16, 8192, 2 * 1024 * 1024
+
+local function identify(fields)
+  for j = 1, #fields, 2 do
+    if fields[j] == 'e' and #fields[j + 1] <= IDENTIFY_BYTES then
+      local ok, event = pcall(cjson.decode, fields[j + 1])
+      if ok and type(event) == 'table' and type(event.id) == 'string'
+          and type(event.type) == 'string' then
+        return event.id, event.type
+      end
+    end
+  end
+  return '', ''
+end
+
+local function read_row(id, fields, deliveries, max_fields, max_bytes)
+  if not fields then return {id, deliveries, -1, 0, 0, '', ''} end
+  local size = 0
+  for j = 1, #fields do size = size + #fields[j] end
+  local nfields = #fields / 2
+  if nfields <= max_fields and size <= max_bytes then
+    local row = {id, deliveries, 1, nfields, size, '', ''}
+    for j = 1, #fields do row[7 + j] = fields[j] end
+    return row
+  end
+  local rid, kind = identify(fields)
+  local row = {id, deliveries, 0, nfields, size, rid, kind}
+  for j = 1, math.min(#fields, 2 * CUT_FIELDS) do
+    row[7 + j] = string.sub(fields[j], 1, CUT_BYTES)
+  end
+  return row
+end
+
+local function read(keys, args)
+  local inbox, group, consumer, mode = keys[1], args[1], args[2], args[3]
+  local count, max_fields, max_bytes = args[4], tonumber(args[5]), tonumber(args[6])
+  local entries, next_start, last = {}, '', ''
+  if mode == 'claim' then
+    local claimed = redis.call('XAUTOCLAIM', inbox, group, consumer, args[7], args[8],
+      'COUNT', count)
+    next_start, entries = claimed[1], claimed[2]
+  else
+    local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
+      'STREAMS', inbox, mode == 'own' and '0' or '>')
+    entries = got and got[1][2] or {}
+  end
+  local result = {next_start, last}
+  if #entries == 0 then
+    if mode == 'new' then
+      for _, g in ipairs(redis.call('XINFO', 'GROUPS', inbox)) do
+        local info = {}
+        for k = 1, #g, 2 do info[g[k]] = g[k + 1] end
+        if info['name'] == group then result[2] = info['last-delivered-id'] end
+      end
+    end
+    return result
+  end
+  local deliveries = {}
+  if mode ~= 'new' then
+    local first, final = entries[1][1], entries[#entries][1]
+    for _, p in ipairs(redis.call('XPENDING', inbox, group, first, final, 2 * #entries + 100,
+        consumer)) do
+      deliveries[p[1]] = p[4]
+    end
+  end
+  for _, entry in ipairs(entries) do
+    result[#result + 1] = read_row(entry[1], entry[2], deliveries[entry[1]] or 1,
+      max_fields, max_bytes)
+  end
+  return result
+end
+
 -- Worker names. The lock's value describes the holder; whoever holds the exact value
 -- holds the name.
 -- KEYS: lock. ARGV: value, ttl ms, force (0/1). Returns {1} or {0, current holder}.
@@ -178,6 +261,7 @@ local function retire_consumer(keys, args)
 end
 
 redis.register_function('bs1_dead_letter', dead_letter)
+redis.register_function('bs1_read', read)
 redis.register_function('bs1_retire_consumer', retire_consumer)
 redis.register_function('bs1_lock_acquire', lock_acquire)
 redis.register_function('bs1_lock_renew', lock_renew)

@@ -12,6 +12,8 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bookstream_core.batch import Batch, parse_batch
+
 _NAME_RE = re.compile(r"^#!lua name=(\S+)")
 
 
@@ -95,6 +97,25 @@ class CoreFunctions:
             "bs1_dead_letter", 4, inbox, dead, events, lending_inbox, *args
         )
         return [int(flag) for flag in result]
+
+    async def read(
+        self,
+        inbox: str,
+        *,
+        group: str,
+        consumer: str,
+        mode: str,
+        count: int,
+        max_fields: int,
+        max_bytes: int,
+        min_idle_ms: int = 0,
+        start: str = "0-0",
+    ) -> Batch:
+        """Take a batch (mode ``new``, ``own`` or ``claim``), each entry bounded by Redis."""
+        args: list[str | int] = [group, consumer, mode, count, max_fields, max_bytes]
+        if mode == "claim":
+            args += [min_idle_ms, start]
+        return parse_batch(await self._r.fcall("bs1_read", 1, inbox, *args))
 
     async def lock_acquire(self, key: str, value: str, ttl_ms: int, force: bool) -> bytes | None:
         """None when acquired, else the current holder's description."""
