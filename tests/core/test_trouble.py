@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
 import redis
@@ -100,6 +102,21 @@ def test_housekeeping_that_keeps_failing_stops_the_worker(
         extra=["--redis", url],
         env={"BOOKSTREAM_GIVE_UP_S": "3"},
     )
+    seen: list[int] = []
+
+    def not_ready() -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{lending.metrics_port}/readyz", timeout=1
+            ) as reply:
+                seen.append(reply.status)
+        except urllib.error.HTTPError as exc:
+            seen.append(exc.code)
+        except OSError:
+            pass
+        return 503 in seen
+
+    wait_for(not_ready, timeout=10)  # /readyz reflects the failing task while it lasts
     assert lending.process.wait(timeout=30) == 1
     out = lending.output()
     assert "housekeeping failed, retrying" in out

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
 from bookstream_core.functions import CoreFunctions
+from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
 
 from tests.conftest import RedisServer
@@ -136,3 +137,76 @@ async def test_a_rejected_id_can_still_be_applied(lending: Lending) -> None:
     assert (await lending.event("fetched", "r1")).status == "accepted"
     assert decode_outcome(await lending.r.get(KEYS.outcome("r1"))).lent == ["a"]
     assert json.loads(await lending.r.get(KEYS.outcome("r1")))["status"] == "accepted"
+
+
+# Every write point of every handler: each stream a handler appends to out of ids, each
+# key it writes of the wrong type, each command it runs refused by ACL. The call must
+# refuse before its first write.
+STREAM_FAULTS = [KEYS.inbox("shelving"), KEYS.domain_events, KEYS.dead_letters("lending")]
+TYPE_FAULTS = [LK.book_status, LK.storage, LK.borrowers, "bs:{t}:lending:inflight"]
+RIGHT_FAULTS = [
+    *("xadd", "xack", "hset", "hdel", "hmget", "sadd", "srem", "scard", "smembers"),
+    *("zadd", "zrem", "set", "get", "exists", "del", "publish", "pubsub", "type"),
+]
+FAULTS = (
+    [("stream", k) for k in STREAM_FAULTS]
+    + [("type", k) for k in TYPE_FAULTS]
+    + [("right", c) for c in RIGHT_FAULTS]
+)
+
+
+async def _scenario(lending: Lending, kind: str) -> tuple[bytes, str, str, str, list[str]]:
+    """Set up a library in which the returned event exercises ``kind``'s writes."""
+    r = lending.r
+    await r.sadd(LK.storage, "s1")
+    await r.hset(LK.book_status, "s1", "storage")
+    if kind == "request":  # reserves a storage book, pages a shelf book, emits a fetch
+        entry = await lending.add("request", "q", "ann", ["s1", "far"])
+        return (entry, "request", "q", "ann", ["s1", "far"])
+    await lending.event("request", "q0", "ann", ["s1", "far"])
+    if kind == "fetched":  # lends both books, stores and publishes the outcome
+        entry = await lending.add("fetched", "q0", "", ["far"])
+        return (entry, "fetched", "q0", "", ["far"])
+    if kind == "unfetched":  # gives up: storage book back, unfetch to shelving
+        entry = await lending.add("unfetched", "q0")
+        return (entry, "unfetched", "q0", "", [])
+    await lending.event("fetched", "q0")
+    # return: refills the storage (capacity 2) and reshelves the rest
+    await r.sadd(LK.storage, "s2")
+    await r.hset(LK.book_status, "s2", "storage")
+    entry = await lending.add("return", "q1", "ann", ["s1", "far"])
+    return (entry, "return", "q1", "ann", ["s1", "far"])
+
+
+@pytest.mark.parametrize("kind", ["request", "fetched", "unfetched", "return"])
+@pytest.mark.parametrize(("fault", "target"), FAULTS)
+async def test_every_write_point_refuses_before_writing(
+    lending: Lending, redis_server: RedisServer, kind: str, fault: str, target: str
+) -> None:
+    event = await _scenario(lending, kind)
+    r = lending.r
+    caller = lending
+    if fault == "stream":
+        await r.xadd(target, {"e": "{}"}, id=MAX_ID)
+    elif fault == "type":
+        await r.delete(target)
+        await r.set(target, "wrong")
+    else:
+        await r.execute_command(
+            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", f"-{target}"
+        )
+        limited = aioredis.Redis(
+            unix_socket_path=str(redis_server.socket), username="w", password="pw"
+        )
+        caller = Lending(limited)
+    before = await _snapshot(r)
+    try:
+        with pytest.raises(ResponseError) as refused:
+            await caller.apply(event)
+    finally:
+        if caller is not lending:
+            await caller.r.aclose()
+    # The worker takes it as Redis's trouble (retry), not the entry's (dead letter).
+    assert trouble(refused.value) is not None, refused.value
+    assert await _snapshot(r) == before
+    assert await lending.pending() >= 1

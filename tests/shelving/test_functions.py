@@ -8,8 +8,12 @@ import pytest
 import redis.asyncio as aioredis
 from bookstream_core.config import RuntimeSettings
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.trouble import trouble
 from bookstream_shelving.functions import Applied, ShelvingFunctions
 from bookstream_shelving.keys import ShelvingKeys
+from redis.exceptions import ResponseError
+
+from tests.conftest import RedisServer
 
 KEYS = LibraryKeys("t")
 SK = ShelvingKeys(KEYS)
@@ -115,3 +119,49 @@ async def test_unfetch_undoes_a_fetch_applied_already(shelving: Shelving) -> Non
     _, again = await shelving.event("unfetch", "r1", "r1:unfetch", ["a", "b"], fetch="r1:fetch")
     assert again.status == "duplicate"
     assert await shelving.off() == {}
+
+
+MAX_ID = "18446744073709551615-18446744073709551615"
+FAULTS = [
+    ("stream", KEYS.inbox("lending")),
+    ("stream", KEYS.dead_letters("shelving")),
+    ("type", SK.off_shelf),
+    *(("right", c) for c in ("xadd", "xack", "set", "hincrby", "hdel", "type", "xinfo")),
+]
+
+
+@pytest.mark.parametrize("kind", ["fetch", "reshelve", "unfetch"])
+@pytest.mark.parametrize(("fault", "target"), FAULTS)
+async def test_every_write_point_refuses_before_writing(
+    shelving: Shelving, redis_server: RedisServer, kind: str, fault: str, target: str
+) -> None:
+    await shelving.event("fetch", "r0", "r0:fetch", ["a"])  # something to reshelve or undo
+    r = shelving.r
+    entry = await r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
+    await r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})
+    caller = shelving.fn
+    limited = None
+    if fault == "stream":
+        await r.xadd(target, {"e": "{}"}, id=MAX_ID)
+    elif fault == "type":
+        await r.delete(target)
+        await r.set(target, "wrong")
+    else:
+        await r.execute_command(
+            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", f"-{target}"
+        )
+        limited = aioredis.Redis(
+            unix_socket_path=str(redis_server.socket), username="w", password="pw"
+        )
+        caller = ShelvingFunctions(limited, KEYS)
+    before = {k: await r.dump(k) for k in sorted([k async for k in r.scan_iter("bs:{t}:*")])}
+    event = (entry, kind, "r0", f"r0:{kind}", "r0:fetch" if kind == "unfetch" else "", ["a"])
+    try:
+        with pytest.raises(ResponseError) as refused:
+            await caller.apply(RuntimeSettings(retention_s=60), [event])
+    finally:
+        if limited is not None:
+            await limited.aclose()
+    assert trouble(refused.value) is not None, refused.value
+    after = {k: await r.dump(k) for k in sorted([k async for k in r.scan_iter("bs:{t}:*")])}
+    assert after == before

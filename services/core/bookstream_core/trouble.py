@@ -24,6 +24,14 @@ _TROUBLE = (
     "TRYAGAIN",
     "BSENV",  # a function's own check: a key of the wrong type, a stream out of ids...
 )
+# Phrases inside other errors that say the same (a script's own ACL refusal is a plain ERR).
+_TROUBLE_PHRASES = (
+    "NOPERM ",
+    "BSENV ",
+    "OOM ",
+    "can't run this command",
+    "no permissions to access",
+)
 # Redis lost what a worker prepares at start (restarted empty, failed over to an
 # empty replica): prepare again.
 _LOST = ("NOGROUP", "Function not found", "NOSCRIPT")
@@ -44,6 +52,6 @@ def trouble(exc: ResponseError) -> RedisTrouble | None:
     code = getattr(exc, "status_code", None) or message.split(" ", 1)[0]
     if code in _LOST or any(word in message for word in _LOST):
         return RedisTrouble(f"{code} {message}", lost_state=True)
-    if code in _TROUBLE or any(f"{word} " in message for word in ("NOPERM", "BSENV", "OOM")):
+    if code in _TROUBLE or any(phrase in message for phrase in _TROUBLE_PHRASES):
         return RedisTrouble(f"{code} {message}", lost_state=False)
     return None

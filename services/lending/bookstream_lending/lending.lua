@@ -61,12 +61,17 @@ local function check_environment(ctx)
   expect_stream_room(ctx.shelving_inbox)
   expect_stream_room(ctx.events)
   expect_stream_room(ctx.p .. 'lending:dead')
-  local sample = ctx.p .. 'lending:'
+  local req, loans, outcome = ctx.p .. 'lending:req:x', ctx.p .. 'lending:loans:x',
+    ctx.p .. 'outcome:x'
+  -- Reads too: some run after a handler's first write.
   expect_rights({{'XACK', ctx.inbox}, {'XADD', ctx.shelving_inbox}, {'XADD', ctx.events},
-    {'XADD', ctx.p .. 'lending:dead'}, {'HSET', ctx.book}, {'SADD', ctx.storage},
-    {'SADD', ctx.borrowers}, {'ZADD', ctx.inflight}, {'SADD', sample .. 'loans:x'},
-    {'HSET', sample .. 'req:x'}, {'DEL', sample .. 'req:x'},
-    {'SET', ctx.p .. 'outcome:x'}, {'PUBLISH', ctx.p .. 'outcome:x'}})
+    {'XADD', ctx.p .. 'lending:dead'}, {'HSET', ctx.book}, {'HDEL', ctx.book},
+    {'HMGET', ctx.book}, {'SADD', ctx.storage}, {'SREM', ctx.storage}, {'SCARD', ctx.storage},
+    {'SADD', ctx.borrowers}, {'SREM', ctx.borrowers}, {'ZADD', ctx.inflight},
+    {'ZREM', ctx.inflight}, {'ZRANGEBYSCORE', ctx.inflight}, {'SADD', loans},
+    {'SREM', loans}, {'SMEMBERS', loans}, {'HSET', req}, {'HMGET', req}, {'DEL', req},
+    {'EXISTS', req}, {'TYPE', req}, {'SET', outcome}, {'GET', outcome}, {'EXISTS', outcome},
+    {'PUBLISH', outcome}, {'PUBSUB', 'NUMSUB', outcome}, {'PUBSUB', 'NUMPAT'}})
 end
 
 local function emit_shelving(ctx, type, reqid, eid, books, extra)

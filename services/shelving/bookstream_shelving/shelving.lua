@@ -56,7 +56,7 @@ local function apply(keys, args)
   expect_stream_room(lending_inbox)
   expect_stream_room(p .. 'shelving:dead')
   expect_rights({{'XACK', inbox}, {'XADD', lending_inbox}, {'XADD', p .. 'shelving:dead'},
-    {'HINCRBY', c.off}, {'SET', p .. 'shelving:done:x'}})
+    {'HINCRBY', c.off}, {'HDEL', c.off}, {'SET', p .. 'shelving:done:x'}})
   local rows = {}
   local i = 5
   while i <= #args do
