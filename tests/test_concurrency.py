@@ -51,7 +51,7 @@ def start_library(
         for i in range(lending)
     ]
     workers += [
-        start_worker("shelving", server, name=f"shelving-{i}", library=library, extra=extra)
+        start_worker("shelving", server, name=f"shelving-{i}", library=library)
         for i in range(shelving)
     ]
     return workers
