@@ -84,8 +84,10 @@ class AsyncClient:
         """Turn a lost connection into ``Unreachable``, naming the Redis (exit code 3)."""
         try:
             yield
-        except BookstreamError:
-            raise  # ours already (OutcomeTimeout is an OSError too)
+        except (BookstreamError, BrokenPipeError):
+            # Ours already (OutcomeTimeout is an OSError too); a broken pipe is our own
+            # stdout closed (redis-py reports its sockets' errors as ConnectionError).
+            raise
         except UNREACHABLE as exc:
             if "DB index is out of range" in str(exc):  # SELECT failed: a bad --db
                 raise BadInput(

@@ -79,7 +79,9 @@ def _dead_letters(sub: Subparsers) -> None:
         "inspect, retry or purge dead-letter entries",
         "Entries a worker could not apply are set aside in its service's dead-letter stream.",
     )
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
+    actions = p.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
+    )
     for name, help_ in (
         ("list", "list the dead letters"),
         ("show", "print one dead letter with its original fields"),
@@ -109,7 +111,9 @@ def _embedded(sub: Subparsers) -> None:
         "The embedded Redis: a private redis-server on a unix socket in $BOOKSTREAM_HOME "
         "(default ~/.local/state/bookstream), used when no Redis is named.",
     )
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
+    actions = p.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
+    )
     status = _command(actions, "status", "is it running, and where (exit 3 if not running)")
     _json(status)
     _command(actions, "start", "start it (or find it running) and print its URL")
@@ -125,7 +129,11 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=Parser,
+        help="what to do (each has its own --help)",
     )
     _submit(
         sub,
