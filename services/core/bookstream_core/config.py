@@ -76,7 +76,11 @@ def normalize_address(address: str) -> str:
 
 
 def default_home(env: Mapping[str, str]) -> Path:
-    """One embedded Redis per user, whatever the current folder (XDG state directory)."""
+    """$BOOKSTREAM_HOME, else one embedded Redis per user whatever the current folder
+    (the XDG state directory)."""
+    home = table.text("home", None, env)
+    if home:
+        return Path(home).expanduser()
     state = env.get("XDG_STATE_HOME") or ""
     base = Path(state) if Path(state).is_absolute() else Path.home() / ".local" / "state"
     return base / "bookstream"
@@ -183,7 +187,6 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
         address, address_name = table.raw("address", None, env)
     if url is not None and address is not None:
         raise ConfigError(f"give either {url_name} or {address_name}, not both")
-    home = table.text("home", args, env)
     try:
         return build_redis_settings(
             url=url if url is not None else address,
@@ -191,7 +194,7 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
             password_file=table.text("password_file", args, env),
             db=table.integer("db", args, env),
             ssl=table.flag("ssl", args, env),
-            home=Path(home).expanduser() if home else default_home(env),
+            home=default_home(env),
             appendfsync=table.text("appendfsync", args, env) or "everysec",
         )
     except ConfigError as exc:
