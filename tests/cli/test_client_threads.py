@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,11 +22,11 @@ THREADS = 32
 @pytest.fixture
 def shared(
     redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
-) -> tuple[RedisServer, Client]:
+) -> Iterator[tuple[RedisServer, Client]]:
     start_worker("lending", redis_server)
     start_worker("shelving", redis_server)
     client = Client(redis_server.url)
-    yield redis_server, client  # type: ignore[misc]
+    yield redis_server, client
     client.close()
 
 
@@ -34,12 +34,11 @@ def test_bursts_from_32_threads(shared: tuple[RedisServer, Client]) -> None:
     server, client = shared
     with ThreadPoolExecutor(THREADS) as pool:
         for burst in range(3):
-            outcomes = list(
-                pool.map(
-                    lambda i: client.request(f"u{i}", [f"b{burst}-{i}"], timeout=20),
-                    range(THREADS * 4),
-                )
-            )
+
+            def ask(i: int, burst: int = burst) -> Outcome:
+                return client.request(f"u{i}", [f"b{burst}-{i}"], timeout=20)
+
+            outcomes = list(pool.map(ask, range(THREADS * 4)))
             assert [o.status for o in outcomes] == ["accepted"] * THREADS * 4
             assert all(o.lent == [f"b{burst}-{i}"] for i, o in enumerate(outcomes))
     asyncio.run(_audit(server))
