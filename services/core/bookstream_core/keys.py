@@ -1,7 +1,7 @@
 """The shared key contract of one library.
 
 Every key of a library carries the hash tag ``{LIBRARY}`` so that every function call
-touches one slot (a Redis Cluster is not supported yet: docs/design.md, "Keys"). Keys that only one
+touches one slot (a Redis Cluster is not supported yet: docs/design.md §3.3). Keys that only one
 service reads or writes live in that service's own ``keys.py``; here are the ones that
 cross a service boundary (inbox streams, outcomes, dead letters, worker locks).
 """

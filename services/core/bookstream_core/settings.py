@@ -201,16 +201,29 @@ def flag(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -> b
     return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
 
 
+PIPE = "\\|"
+#: Who takes a setting, in the README's words.
+USED_BY: dict[Scope, str] = {
+    "redis": "commands, workers",
+    "client": "commands",
+    "worker": "workers",
+    "lending": "Lending workers, `audit`",
+    "embedded": "the embedded Redis",
+}
+
+
 def markdown_table() -> str:
     """The README's settings table, made from the rows."""
-    lines = ["| option | variable | meaning |", "| --- | --- | --- |"]
+    lines = ["| option | variable | for | meaning |", "| --- | --- | --- | --- |"]
     for s in SETTINGS:
         if not s.flags:
             option = "(none)"
         elif s.positional:
-            option = f"`{s.metavar}` (workers)"
+            option = f"`{s.metavar}`"
         else:
-            arg = f" {'|'.join(s.choices) if s.choices else s.metavar}" if s.kind != "flag" else ""
+            # A table cell's pipe is escaped, or Markdown starts a new cell there.
+            value = PIPE.join(s.choices) if s.choices else s.metavar
+            arg = f" {value}" if s.kind != "flag" else ""
             option = "`" + "/".join(s.flags) + arg + "`"
-        lines.append(f"| {option} | `{s.variable}` | {s.describe()} |")
+        lines.append(f"| {option} | `{s.variable}` | {USED_BY[s.scope]} | {s.describe()} |")
     return "\n".join(lines)
