@@ -167,10 +167,17 @@ def _definitions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
         node
         for node in ast.walk(tree)
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        and not node.decorator_list  # registered by its decorator (kopf, pytest, property)
+        # Other decorators register the function (kopf, pytest, click...): it is used.
+        and all(_plain(d) for d in node.decorator_list)
         and not (node.name.startswith("__") and node.name.endswith("__"))
         and node.name not in CALLED_FROM_OUTSIDE
     ]
+
+
+def _plain(decorator: ast.expr) -> bool:
+    """A decorator that leaves the function to be called by name."""
+    name = decorator.id if isinstance(decorator, ast.Name) else None
+    return name in ("property", "staticmethod", "classmethod")
 
 
 def _uses(tree: ast.AST) -> set[str]:
@@ -213,8 +220,11 @@ def test_no_function_is_defined_and_never_used() -> None:
 
 def test_the_unused_check_catches_a_dead_function(tmp_path: Path) -> None:
     live, dead = tmp_path / "live.py", tmp_path / "dead.py"
-    sources = {live: "def used(): pass\nused()\n", dead: "def forgotten(): pass\n"}
-    assert unused_functions(sources) == [f"{dead}: forgotten"]
+    sources = {
+        live: "def used(): pass\nused()\n",
+        dead: "def forgotten(): pass\nclass K:\n    @property\n    def stale(self): pass\n",
+    }
+    assert unused_functions(sources) == [f"{dead}: forgotten", f"{dead}: stale"]
 
 
 def _tool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -204,15 +204,21 @@ class AsyncClient:
             raise BadInput(str(exc)) from None
         r = await self._redis()
         with self.redis_errors():
-            existing = await r.get(self.keys.outcome(request_id))
-            if existing is not None:
-                return decode_outcome(existing)
-            view = LendingView(r, self.keys)
-            if not await view.in_flight(request_id) and not await mentions(
-                r, self.keys, request_id
-            ):
+            if not await self._known(r, request_id):
                 raise Unknown(request_id)
         return await self._wait(request_id, timeout, submit=None)
+
+    async def _known(self, r: aioredis.Redis, request_id: str) -> bool:
+        """Whether the id was submitted and not forgotten. A request moves, each step
+        atomic, from the inbox to in flight (waiting for Shelving) to answered; looking in
+        that order, a request that moves while we look is found in its next place."""
+        key = self.keys.outcome(request_id)
+        return (
+            bool(await r.exists(key))
+            or await mentions(r, self.keys, request_id)
+            or await LendingView(r, self.keys).in_flight(request_id)
+            or bool(await r.exists(key))
+        )
 
     async def _wait(
         self, request_id: str, timeout: float, submit: RequestEvent | ReturnEvent | None

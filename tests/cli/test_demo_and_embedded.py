@@ -13,7 +13,10 @@ from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = [
-    "request",
+    # Every command it prints can be pasted as is: it names the demo's library.
+    "$ bookstream request --library demo user1 alice-in-wonderland geb invisible-cities",
+    "$ bookstream return --library demo user1 invisible-cities",
+    "$ bookstream audit --library demo",
     "lent:         alice-in-wonderland, geb, invisible-cities",
     "returned:     invisible-cities",
     "lent:         invisible-cities, selfish-gene",

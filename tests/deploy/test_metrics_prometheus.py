@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bookstream.client import Client
+from bookstream import Client
 
 from tests.conftest import RedisServer, WorkerProcess, free_port
 from tests.deploy import tools

@@ -33,7 +33,3 @@ class LendingKeys:
     def request(self, request_id: str) -> str:
         """Hash: a request waiting for shelving (user, submitted, held, paged, unavailable)."""
         return f"{self.library.prefix}lending:req:{request_id}"
-
-    @property
-    def request_pattern(self) -> str:
-        return f"{self.library.prefix}lending:req:*"
