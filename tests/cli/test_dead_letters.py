@@ -90,3 +90,45 @@ def test_retry_and_purge_need_ids_or_all(
     result = bookstream(redis_server, bookstream_env, "dead-letters", "retry")
     assert result.returncode == 2
     assert "name entry ids or give --all" in result.stderr
+
+
+def test_a_retried_rejection_is_applied_and_a_refused_retry_keeps_its_dead_letter(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """A request set aside for a reason that no longer holds (too many deliveries) was
+    answered `rejected`; retrying it applies it and its real outcome replaces the
+    rejection. A retry Redis refuses (memory full) keeps the dead letter."""
+    r = redis_server.client()
+    r.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    event = {"v": 1, "type": "request", "id": "twice", "user": "u", "books": ["a"]}
+    r.xadd(INBOX, {"e": json.dumps(event)})
+    r.xreadgroup("lending", "ghost", {INBOX: ">"})  # a first delivery, never applied
+    extra = ["--max-deliveries", "1", "--claim-idle-ms", "100"]
+    start_worker("lending", redis_server, extra=extra)
+    start_worker("shelving", redis_server)
+    deadline = time.monotonic() + 15
+    while r.xlen(DEAD) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with Client(redis_server.url) as client:
+        assert client.outcome("twice", timeout=5).status == "rejected"
+    ((dead_id, _),) = r.xrange(DEAD)
+
+    r.config_set("maxmemory", "1")  # every write refused
+    refused = bookstream(redis_server, bookstream_env, "dead-letters", "retry", dead_id.decode())
+    r.config_set("maxmemory", "0")
+    assert refused.returncode == 3 and "the dead letter is kept" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert r.xlen(DEAD) == 1
+
+    retried = bookstream(redis_server, bookstream_env, "dead-letters", "retry", dead_id.decode())
+    assert retried.returncode == 0, retried.stderr
+    assert r.xlen(DEAD) == 0
+    with Client(redis_server.url) as client:
+        deadline = time.monotonic() + 15
+        while client.outcome("twice", timeout=5).status == "rejected":
+            assert time.monotonic() < deadline, "the retried request was not applied"
+            time.sleep(0.1)
+        outcome = client.outcome("twice", timeout=5)
+    assert (outcome.status, outcome.lent) == ("accepted", ["a"])

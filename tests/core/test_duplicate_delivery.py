@@ -1,5 +1,6 @@
 """The same entry delivered to two consumers at once (claimed while the first is still
-processing it) is applied once: both calls acknowledge it, one applies it."""
+processing it) is applied once: the first call acknowledges and applies it, the second
+finds it no longer pending (stale) and does nothing."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ async def _lending(r: aioredis.Redis, entry: bytes, event: dict[str, Any]) -> st
 
 
 async def _shelving(r: aioredis.Redis, entry: bytes, event: dict[str, Any]) -> str:
-    args = (entry, event["type"], event["id"], event["eid"], event["books"])
+    args = (entry, event["type"], event["id"], event["eid"], "", event["books"])
     return (await ShelvingFunctions(r, KEYS).apply(RuntimeSettings(), [args]))[0].status
 
 
@@ -67,16 +68,16 @@ async def test_an_entry_claimed_while_in_flight_is_applied_once(
             await aredis.xadd(LENDING, {"e": json.dumps(event)})
 
         requests = await _twice(aredis, second, LENDING, "lending", _lending)
-        assert requests == [["duplicate", "pending"]] * N
+        assert requests == [["pending", "stale"]] * N
         assert await aredis.xlen(SHELVING) == N  # one fetch each, not two
 
         fetches = await _twice(aredis, second, SHELVING, "shelving", _shelving)
-        assert fetches == [["applied", "duplicate"]] * N
+        assert fetches == [["applied", "stale"]] * N
         assert sorted(map(int, await aredis.hvals("bs:{dup}:shelving:off"))) == [1] * N
         assert await aredis.xlen(LENDING) == 2 * N  # one "fetched" reply each
 
         replies = await _twice(aredis, second, LENDING, "lending", _lending)
-        assert replies == [["accepted", "duplicate"]] * N
+        assert replies == [["accepted", "stale"]] * N
         assert await aredis.xlen("bs:{dup}:events") == N  # one outcome each
         outcome = decode_outcome(await aredis.get(KEYS.outcome("r7")))
         assert outcome.lent == ["b7"] and outcome.books_in_hand == ["b7"]

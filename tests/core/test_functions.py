@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
 from bookstream_core.functions import CoreFunctions
@@ -17,15 +19,19 @@ async def _pending_entry(r: aioredis.Redis, fields: dict[str, str]) -> bytes:
     return entry
 
 
-async def _dead_letter(core: CoreFunctions, *rows: list[bytes | str | int]) -> list[bool]:
+async def _dead_letter(
+    core: CoreFunctions, *rows: list[bytes | str | int], inbox: str = INBOX, group: str = "lending"
+) -> list[int]:
     return await core.dead_letter(
-        INBOX,
+        inbox,
         KEYS.dead_letters("lending"),
         KEYS.domain_events,
-        group="lending",
+        INBOX,
+        group=group,
         retention_s=60,
         maxlen=1000,
         outcome_prefix=KEYS.outcome(""),
+        schema_version=1,
         rows=list(rows),
     )
 
@@ -36,9 +42,9 @@ async def test_dead_letter_moves_the_entry_aside_and_answers_once(aredis: aiored
     raw = '{"v":9,"type":"request","id":"r1"}'
     entry = await _pending_entry(aredis, {"e": raw})
     answered = await _dead_letter(
-        core, [entry, "invalid_event: v", 1, "r1", "request", "", 1, "e", raw]
+        core, [entry, "invalid_event: v", 1, "r1", "request", "", 1, 1, "e", raw]
     )
-    assert answered == [True]
+    assert answered == [1]
     ((_, dead),) = await aredis.xrange(KEYS.dead_letters("lending"))
     assert dead[b"reason"] == b"invalid_event: v"
     assert dead[b"entry"] == entry
@@ -49,8 +55,8 @@ async def test_dead_letter_moves_the_entry_aside_and_answers_once(aredis: aiored
 
     # A second bad entry with the same id does not overwrite the first answer.
     entry2 = await _pending_entry(aredis, {"e": "x"})
-    assert await _dead_letter(core, [entry2, "other", 1, "r1", "request", "", 1, "e", "x"]) == [
-        False
+    assert await _dead_letter(core, [entry2, "other", 1, "r1", "request", "", 1, 1, "e", "x"]) == [
+        0
     ]
     assert decode_outcome(await aredis.get(KEYS.outcome("r1"))).reason == "invalid_event: v"
 
@@ -68,11 +74,56 @@ async def test_dead_letter_does_not_answer_a_request_in_flight(aredis: aioredis.
         "request",
         guard,
         1,
+        1,
         "junk",
         "1",
     ]
-    assert await _dead_letter(CoreFunctions(aredis), row) == [False]
+    assert await _dead_letter(CoreFunctions(aredis), row) == [0]
     assert await aredis.get(KEYS.outcome("r1")) is None
+
+
+async def test_dead_letter_skips_an_entry_no_longer_pending(aredis: aioredis.Redis) -> None:
+    """A stale call (another worker already dealt with the entry) writes nothing."""
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    entry = await _pending_entry(aredis, {"e": "x"})
+    await aredis.xack(INBOX, "lending", entry)
+    row: list[bytes | str | int] = [entry, "bad", 1, "r9", "request", "", 1, 1, "e", "x"]
+    assert await _dead_letter(CoreFunctions(aredis), row) == [-1]
+    assert await aredis.xlen(KEYS.dead_letters("lending")) == 0
+    assert await aredis.get(KEYS.outcome("r9")) is None
+
+
+async def test_dead_letter_keeps_at_most_16_fields_of_a_huge_entry(aredis: aioredis.Redis) -> None:
+    """An entry of thousands of fields once broke the call (Lua's unpack limit)."""
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    fields = {f"f{n}": "v" for n in range(5000)}
+    entry = await _pending_entry(aredis, fields)
+    pairs: list[bytes | str | int] = []
+    for name, value in fields.items():  # more than the function keeps: it caps them
+        pairs.extend([name, value])
+    row: list[bytes | str | int] = [entry, "too_many_fields", 1, "", "", "", 5000, 5000, *pairs]
+    assert await _dead_letter(CoreFunctions(aredis), row) == [0]
+    ((_, dead),) = await aredis.xrange(KEYS.dead_letters("lending"))
+    assert dead[b"fields"] == b"5000"
+    assert len([k for k in dead if k.startswith(b"f.")]) == 16
+
+
+async def test_a_fetch_set_aside_is_reported_to_lending(aredis: aioredis.Redis) -> None:
+    shelving = KEYS.inbox("shelving")
+    await aredis.xgroup_create(shelving, "shelving", id="0", mkstream=True)
+    entry: bytes = await aredis.xadd(shelving, {"e": "{}"})
+    await aredis.xreadgroup("shelving", "w1", {shelving: ">"})
+    row: list[bytes | str | int] = [entry, "too_many_deliveries", 6, "r5", "fetch", "", 1, 1]
+    row += ["e", "{}"]
+    flags = await _dead_letter(CoreFunctions(aredis), row, inbox=shelving, group="shelving")
+    assert flags == [2]
+    ((_, reply),) = await aredis.xrange(INBOX)
+    assert json.loads(reply[b"e"]) == {
+        "v": 1,
+        "type": "unfetched",
+        "id": "r5",
+        "reason": "too_many_deliveries",
+    }
 
 
 async def test_lock_acquire_renew_release_force(aredis: aioredis.Redis) -> None:

@@ -106,8 +106,15 @@ async def test_request_pages_books_then_lends_them_on_the_reply(lending: Lending
 async def test_replayed_events_are_applied_once(lending: Lending) -> None:
     entry = await lending.add("request", "r1", "ann", ["a"])
     first = await lending.apply((entry, "request", "r1", "ann", ["a"]))
+    # The same entry again (a stale batch): no longer pending, fenced by its XACK.
     again = await lending.apply((entry, "request", "r1", "ann", ["a"]))
-    assert first[0].status == "pending" and again[0].status == "duplicate"
+    # The same request id in a new entry (a resubmission): a duplicate of the first.
+    resubmitted = await lending.event("request", "r1", "ann", ["a"])
+    assert [first[0].status, again[0].status, resubmitted.status] == [
+        "pending",
+        "stale",
+        "duplicate",
+    ]
     assert len(await lending.shelving_inbox()) == 1
 
     reply = await lending.add("fetched", "r1", "", ["a"])
@@ -116,13 +123,16 @@ async def test_replayed_events_are_applied_once(lending: Lending) -> None:
         (reply, "fetched", "r1", "", []), (entry, "request", "r1", "ann", ["a"])
     )
     assert accepted[0].status == "accepted"
-    assert [r.status for r in replayed] == ["duplicate", "duplicate"]
+    assert [r.status for r in replayed] == ["stale", "stale"]
+    assert (await lending.event("fetched", "r1")).status == "duplicate"
+    assert (await lending.event("request", "r1", "ann", ["a"])).status == "duplicate"
     assert await lending.r.smembers(LK.loans("ann")) == {b"a"}
     assert await lending.r.xlen(KEYS.domain_events) == 1
 
     ret = await lending.add("return", "r2", "ann", ["a"])
     assert (await lending.apply((ret, "return", "r2", "ann", ["a"])))[0].status == "processed"
-    assert (await lending.apply((ret, "return", "r2", "ann", ["a"])))[0].status == "duplicate"
+    assert (await lending.apply((ret, "return", "r2", "ann", ["a"])))[0].status == "stale"
+    assert (await lending.event("return", "r2", "ann", ["a"])).status == "duplicate"
     assert await lending.r.smembers(LK.storage) == {b"a"}
 
 

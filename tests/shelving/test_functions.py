@@ -8,8 +8,12 @@ import pytest
 import redis.asyncio as aioredis
 from bookstream_core.config import RuntimeSettings
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.trouble import trouble
 from bookstream_shelving.functions import Applied, ShelvingFunctions
 from bookstream_shelving.keys import ShelvingKeys
+from redis.exceptions import ResponseError
+
+from tests.conftest import RedisServer
 
 KEYS = LibraryKeys("t")
 SK = ShelvingKeys(KEYS)
@@ -21,13 +25,19 @@ class Shelving:
         self.fn = ShelvingFunctions(r, KEYS)
 
     async def event(
-        self, type_: str, rid: str, eid: str, books: list[str], entry: bytes | None = None
+        self,
+        type_: str,
+        rid: str,
+        eid: str,
+        books: list[str],
+        entry: bytes | None = None,
+        fetch: str = "",
     ) -> tuple[bytes, Applied]:
         if entry is None:
             entry = await self.r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
             await self.r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})
         (row,) = await self.fn.apply(
-            RuntimeSettings(retention_s=60), [(entry, type_, rid, eid, books)]
+            RuntimeSettings(retention_s=60), [(entry, type_, rid, eid, fetch, books)]
         )
         return entry, row
 
@@ -60,7 +70,9 @@ async def test_replayed_event_is_applied_once(shelving: Shelving) -> None:
     entry, _ = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
     _, again = await shelving.event("fetch", "r1", "r1:fetch", ["a"], entry=entry)
     _, other_entry = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
-    assert again.status == "duplicate" and other_entry.status == "duplicate"
+    # The same entry again is fenced by its XACK (stale); a new entry with the same
+    # event id is a duplicate.
+    assert again.status == "stale" and other_entry.status == "duplicate"
     assert await shelving.off() == {"a": 1}
     assert await shelving.r.xlen(KEYS.inbox("lending")) == 1
 
@@ -89,3 +101,67 @@ async def test_unknown_type_is_dead_lettered(shelving: Shelving) -> None:
     (entry,) = await shelving.r.xrange(KEYS.dead_letters("shelving"))
     assert entry[1][b"reason"] == b"unknown_type"
     assert await shelving.off() == {}
+
+
+async def test_unfetch_cancels_a_fetch_not_applied_yet(shelving: Shelving) -> None:
+    """Lending gave the request up before its fetch arrived: the fetch becomes a no-op."""
+    _, row = await shelving.event("unfetch", "r1", "r1:unfetch", ["a"], fetch="r1:fetch")
+    assert row.status == "applied"
+    _, late = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
+    assert late.status == "duplicate"
+    assert await shelving.off() == {}
+    assert await shelving.r.xlen(KEYS.inbox("lending")) == 0  # no "fetched" for it
+
+
+async def test_unfetch_undoes_a_fetch_applied_already(shelving: Shelving) -> None:
+    await shelving.event("fetch", "r1", "r1:fetch", ["a", "b"])
+    await shelving.event("unfetch", "r1", "r1:unfetch", ["a", "b"], fetch="r1:fetch")
+    _, again = await shelving.event("unfetch", "r1", "r1:unfetch", ["a", "b"], fetch="r1:fetch")
+    assert again.status == "duplicate"
+    assert await shelving.off() == {}
+
+
+MAX_ID = "18446744073709551615-18446744073709551615"
+FAULTS = [
+    ("stream", KEYS.inbox("lending")),
+    ("stream", KEYS.dead_letters("shelving")),
+    ("type", SK.off_shelf),
+    *(("right", c) for c in ("xadd", "xack", "set", "hincrby", "hdel", "type", "xinfo")),
+]
+
+
+@pytest.mark.parametrize("kind", ["fetch", "reshelve", "unfetch"])
+@pytest.mark.parametrize(("fault", "target"), FAULTS)
+async def test_every_write_point_refuses_before_writing(
+    shelving: Shelving, redis_server: RedisServer, kind: str, fault: str, target: str
+) -> None:
+    await shelving.event("fetch", "r0", "r0:fetch", ["a"])  # something to reshelve or undo
+    r = shelving.r
+    entry = await r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
+    await r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})
+    caller = shelving.fn
+    limited = None
+    if fault == "stream":
+        await r.xadd(target, {"e": "{}"}, id=MAX_ID)
+    elif fault == "type":
+        await r.delete(target)
+        await r.set(target, "wrong")
+    else:
+        await r.execute_command(
+            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", f"-{target}"
+        )
+        limited = aioredis.Redis(
+            unix_socket_path=str(redis_server.socket), username="w", password="pw"
+        )
+        caller = ShelvingFunctions(limited, KEYS)
+    before = {k: await r.dump(k) for k in sorted([k async for k in r.scan_iter("bs:{t}:*")])}
+    event = (entry, kind, "r0", f"r0:{kind}", "r0:fetch" if kind == "unfetch" else "", ["a"])
+    try:
+        with pytest.raises(ResponseError) as refused:
+            await caller.apply(RuntimeSettings(retention_s=60), [event])
+    finally:
+        if limited is not None:
+            await limited.aclose()
+    assert trouble(refused.value) is not None, refused.value
+    after = {k: await r.dump(k) for k in sorted([k async for k in r.scan_iter("bs:{t}:*")])}
+    assert after == before

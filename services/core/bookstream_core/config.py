@@ -140,6 +140,11 @@ class RuntimeSettings:
     events_maxlen: int = 100_000
     lock_ttl_ms: int = 15_000
     trim_interval_ms: int = 1_000
+    #: A request waiting for shelving longer than this is denied (shelving_timeout) and
+    #: its books go back: longer than a fetch's redeliveries take to be dead-lettered.
+    request_deadline_s: int = 300
+    #: Housekeeping that keeps failing this long stops the worker (non-zero exit).
+    give_up_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +248,8 @@ def worker_settings_from(
         max_deliveries=number("max_deliveries"),
         retention_s=number("retention"),
         lock_ttl_ms=number("lock_ttl_ms"),
+        give_up_s=number("give_up_s"),
+        request_deadline_s=number("request_deadline"),
     )
     observability = ObservabilitySettings(
         metrics_port=table.integer("metrics_port", args, env),

@@ -20,20 +20,28 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bookstream_core.batch import Batch, Entry
 from bookstream_core.config import RuntimeSettings
-from bookstream_core.events import EVENT_FIELD
+from bookstream_core.events import EVENT_FIELD, SCHEMA_VERSION
 from bookstream_core.functions import CoreFunctions
 from bookstream_core.ids import REQUEST_ID_PATTERN
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.service import InvalidEvent, Service
+from bookstream_core.trouble import RedisTrouble, trouble
 from bookstream_core.types import text
 
 MAX_ENTRY_BYTES = 64 * 1024
+MAX_FIELDS = 16  # an entry has one field, ``e``; a foreign producer may add a few
 IDENTIFY_MAX_BYTES = 2 * 1024 * 1024  # still parsed to find whom to answer
 DEAD_VALUE_BYTES = 8 * 1024  # a dead-letter entry keeps at most this much of each value
+DEAD_FIELDS = 16  # ... and at most this many of the entry's fields
+FUTURE_MS = 86_400_000  # an entry id this far ahead of the clock was not made by Redis
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+#: Kinds of entry whose request id is answered when the entry is set aside: a client's
+#: with a ``rejected`` outcome, shelving's fetch by telling lending (core.lua).
+_ANSWERED_KINDS = ("request", "return", "fetch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,15 @@ class Rejected:
     fields: dict[bytes, bytes]
     reason: str
     deliveries: int = 1
+    #: The entry's own field count (``fields`` may be a cut copy).
+    field_count: int | None = None
+    #: Request id and kind named by an entry Redis cut (checked like _identify's).
+    named: tuple[str, str] | None = None
+
+    def identity(self) -> tuple[str, str]:
+        if self.named is None:
+            return _identify(self.fields)
+        return _checked(*self.named)
 
 
 def _identify(fields: dict[bytes, bytes]) -> tuple[str, str]:
@@ -55,9 +72,12 @@ def _identify(fields: dict[bytes, bytes]) -> tuple[str, str]:
         return "", ""
     if not isinstance(data, dict):
         return "", ""
-    rid, kind = data.get("id"), data.get("type")
-    if isinstance(rid, str) and len(rid) <= 64 and _REQUEST_ID_RE.match(rid):
-        return rid, kind if kind in ("request", "return") else ""
+    return _checked(data.get("id"), data.get("type"))
+
+
+def _checked(rid: object, kind: object) -> tuple[str, str]:
+    if isinstance(rid, str) and len(rid) <= 64 and _REQUEST_ID_RE.fullmatch(rid):
+        return rid, kind if isinstance(kind, str) and kind in _ANSWERED_KINDS else ""
     return "", ""
 
 
@@ -92,56 +112,79 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, *, own_pending: bool = False) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        response = await self.r.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.inbox: "0" if own_pending else ">"},
-            count=self.runtime.batch_size,
-            block=None if own_pending else self.runtime.block_ms,
-        )
-        if not response:
-            return []
-        return cast(list[tuple[bytes, dict[bytes, bytes]]], response[0][1])  # type: ignore[index]
+    async def read(self, *, own_pending: bool = False) -> list[Entry]:
+        """New entries (waiting up to the block time for some), or this name's own."""
+        batch = await self._take("own" if own_pending else "new")
+        if batch.entries or own_pending or not batch.last_delivered:
+            return batch.entries
+        # Nothing new: wait until an entry follows the group's last delivered one. The
+        # wait reads at most one entry (then dropped); the batch comes through bs1_read.
+        await self.r.xread({self.inbox: batch.last_delivered}, count=1, block=self.runtime.block_ms)
+        return (await self._take("new")).entries
 
-    async def handle(
-        self,
-        entries: Sequence[tuple[bytes, dict[bytes, bytes] | None]],
-        deliveries: dict[bytes, int] | None = None,
-    ) -> None:
+    async def _take(self, mode: str, start: str = "0-0") -> Batch:
+        return await self.core.read(
+            self.inbox,
+            group=self.group,
+            consumer=self.consumer,
+            mode=mode,
+            count=self.runtime.batch_size,
+            max_fields=MAX_FIELDS,
+            max_bytes=MAX_ENTRY_BYTES + 1024,
+            min_idle_ms=self.runtime.claim_idle_ms,
+            start=start,
+        )
+
+    async def handle(self, entries: Sequence[Entry]) -> None:
+        """Apply a batch; raises RedisTrouble (the batch stays pending) when Redis, not
+        an entry, is at fault."""
         valid: list[tuple[bytes, object]] = []
         rejected: list[Rejected] = []
-        for entry_id, fields in entries:
+        for entry in entries:
+            entry_id, fields, count = entry.entry_id, entry.fields, entry.deliveries
             if fields is None:  # deleted from the stream while pending: nothing to apply
                 await self.r.xack(self.inbox, self.group, entry_id)
                 continue
-            count = (deliveries or {}).get(entry_id, 1)
-            if count > self.runtime.max_deliveries:
-                rejected.append(Rejected(entry_id, fields, "too_many_deliveries", count))
+            reason = _bad_shape(entry)
+            if reason is None and _id_key(entry_id)[0] > time.time() * 1000 + FUTURE_MS:
+                # Set by a producer, not by Redis; core.lua deletes it and repairs the
+                # stream's ids once it is set aside.
+                reason = "future_id"
+            if reason is None and count > self.runtime.max_deliveries:
+                reason = "too_many_deliveries"
+            if reason is not None:
+                named = None if entry.whole else entry.named
+                rejected.append(Rejected(entry_id, fields, reason, count, entry.field_count, named))
                 continue
             try:
                 valid.append((entry_id, self.service.decode(self._payload(fields))))
             except InvalidEvent as exc:
                 rejected.append(Rejected(entry_id, fields, exc.reason, count))
-        if rejected:
-            await self.dead_letter(rejected)
+        # Valid entries first: a malformed twin of a valid request in the same batch must
+        # not answer it `rejected` before it is applied.
         if valid:
             started = time.perf_counter()
             try:
                 await self.service.apply(valid)
             except ResponseError as exc:
+                if (problem := trouble(exc)) is not None:
+                    raise problem from exc
                 # The batch call failed as a whole: apply one by one so that only the
                 # entry that fails is set aside and nothing behind it waits.
-                self.log.warning("batch failed, applying one by one", error=str(exc))
+                self.log.warning("batch failed, applying one by one", error=str(exc)[:500])
                 await self._apply_singly(valid)
             self.metrics.processing.labels(**self._labels).observe(time.perf_counter() - started)
             self.metrics.batch_size.labels(**self._labels).observe(len(valid))
+        if rejected:
+            await self.dead_letter(rejected)
 
     async def _apply_singly(self, valid: list[tuple[bytes, object]]) -> None:
         for entry_id, event in valid:
             try:
                 await self.service.apply([(entry_id, event)])
             except ResponseError as exc:
+                if (problem := trouble(exc)) is not None:
+                    raise problem from exc
                 found = cast(
                     list[tuple[bytes, dict[bytes, bytes]]],
                     await self.r.xrange(self.inbox, entry_id, entry_id),
@@ -159,10 +202,9 @@ class StreamConsumer:
 
     async def dead_letter(self, rejected: list[Rejected]) -> None:
         rows: list[list[bytes | str | int]] = []
-        kinds: list[str] = []
-        for item in rejected:
-            request_id, kind = _identify(item.fields)
-            kinds.append(kind)
+        identities = [item.identity() for item in rejected]
+        for item, (request_id, kind) in zip(rejected, identities, strict=True):
+            kept = list(item.fields.items())[:DEAD_FIELDS]
             row: list[bytes | str | int] = [
                 item.entry_id,
                 item.reason,
@@ -170,35 +212,43 @@ class StreamConsumer:
                 request_id,
                 kind,
                 self.service.guard_key(request_id) if request_id else "",
-                len(item.fields),
+                item.field_count if item.field_count is not None else len(item.fields),
+                len(kept),
             ]
-            for name, value in item.fields.items():
+            for name, value in kept:
                 row.extend([name[:256], value[:DEAD_VALUE_BYTES]])
             rows.append(row)
-            self.metrics.dead_letters.labels(
-                **self._labels, reason=item.reason.split(":", 1)[0]
-            ).inc()
+        try:
+            flags = await self.core.dead_letter(
+                self.inbox,
+                self.keys.dead_letters(self.service.name),
+                self.keys.domain_events,
+                self.keys.inbox("lending"),
+                group=self.group,
+                retention_s=self.runtime.retention_s,
+                maxlen=self.runtime.events_maxlen,
+                outcome_prefix=self.keys.outcome(""),
+                schema_version=SCHEMA_VERSION,
+                rows=rows,
+            )
+        except ResponseError as exc:
+            # Setting aside never fails for an entry's sake (its values are bounded
+            # above): whatever failed is Redis's trouble, and the entries stay pending.
+            raise (trouble(exc) or RedisTrouble(str(exc), lost_state=False)) from exc
+        m, lib = self.metrics, self.keys.library
+        for item, (request_id, kind), flag in zip(rejected, identities, flags, strict=True):
+            if flag < 0:  # no longer pending: another worker dealt with it
+                continue
+            m.dead_letters.labels(**self._labels, reason=item.reason.split(":", 1)[0]).inc()
+            m.events.labels(lib, self.service.name, self.inbox, "dead_letter").inc()
             self.log.warning(
                 "dead letter",
                 entry=item.entry_id.decode(),
-                reason=item.reason,
+                reason=item.reason[:200],
                 request_id=request_id or None,
                 deliveries=item.deliveries,
             )
-        answered = await self.core.dead_letter(
-            self.inbox,
-            self.keys.dead_letters(self.service.name),
-            self.keys.domain_events,
-            group=self.group,
-            retention_s=self.runtime.retention_s,
-            maxlen=self.runtime.events_maxlen,
-            outcome_prefix=self.keys.outcome(""),
-            rows=rows,
-        )
-        m, lib = self.metrics, self.keys.library
-        for kind, rejected_outcome in zip(kinds, answered, strict=True):
-            m.events.labels(lib, self.service.name, self.inbox, "dead_letter").inc()
-            if rejected_outcome:
+            if flag == 1:
                 counter = m.requests if kind == "request" else m.returns
                 counter.labels(lib, "rejected").inc()
 
@@ -208,32 +258,21 @@ class StreamConsumer:
             entries = await self.read(own_pending=True)
             if not entries:
                 return
-            ids = [entry_id for entry_id, _ in entries]
-            await self.handle(entries, await self._deliveries(ids))
+            await self.handle(entries)
 
     async def claim(self) -> int:
         """Take over entries idle longer than the bound, from any consumer."""
         claimed_total = 0
         start = "0-0"
         while True:
-            response = await self.r.xautoclaim(
-                self.inbox,
-                self.group,
-                self.consumer,
-                min_idle_time=self.runtime.claim_idle_ms,
-                start_id=start,
-                count=self.runtime.batch_size,
-            )
-            next_start = response[0]
-            entries = cast(list[tuple[bytes, dict[bytes, bytes] | None]], response[1])
-            if entries:
-                claimed_total += len(entries)
-                self.metrics.claims.labels(**self._labels).inc(len(entries))
-                ids = [entry_id for entry_id, _ in entries]
-                await self.handle(entries, await self._deliveries(ids))
-            if next_start in (b"0-0", "0-0"):
+            batch = await self._take("claim", start)
+            if batch.entries:
+                claimed_total += len(batch.entries)
+                self.metrics.claims.labels(**self._labels).inc(len(batch.entries))
+                await self.handle(batch.entries)
+            if batch.next_start in ("0-0", ""):
                 break
-            start = next_start.decode() if isinstance(next_start, bytes) else next_start
+            start = batch.next_start
         if claimed_total:
             self.log.info("claimed idle entries", count=claimed_total)
         return claimed_total
@@ -259,25 +298,20 @@ class StreamConsumer:
             self.log.info("removed consumers of gone workers", consumers=retired)
         return retired
 
-    async def _deliveries(self, ids: list[bytes]) -> dict[bytes, int]:
-        if not ids:
-            return {}
-        lo, hi = min(ids, key=_id_key), max(ids, key=_id_key)
-        rows = await self.r.xpending_range(
-            self.inbox,
-            self.group,
-            min=lo,
-            max=hi,
-            count=len(ids) + 1000,
-            consumername=self.consumer,
-        )
-        return {cast(bytes, row["message_id"]): int(row["times_delivered"]) for row in rows}
-
     async def run_once(self) -> int:
         entries = await self.read()
         if entries:
             await self.handle(entries)
         return len(entries)
+
+
+def _bad_shape(entry: Entry) -> str | None:
+    """Bounds first: nothing after this scales with a hostile entry's size."""
+    if entry.field_count > MAX_FIELDS:
+        return f"too_many_fields: {entry.field_count} fields (at most {MAX_FIELDS})"
+    if entry.size > MAX_ENTRY_BYTES + 1024 or not entry.whole:
+        return f"too_large: {entry.size} bytes (at most {MAX_ENTRY_BYTES})"
+    return None
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:

@@ -2,64 +2,185 @@
 --
 -- Functions both services share: dead letters, worker-name locks, stream trimming.
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function parse_id(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-
-local function id_less(a, b)
-  local am, as = parse_id(a)
-  local bm, bs = parse_id(b)
-  return am < bm or (am == bm and as < bs)
-end
-
 -- Move entries aside: copy them to the dead-letter stream with the reason, XACK them,
 -- and answer the requester with a `rejected` outcome when the request id is known and
 -- nothing else answered it (no outcome yet, guard key absent: not a request in flight).
--- KEYS: inbox, dead-letter stream, domain events stream
--- ARGV: group, retention seconds, dead-letter maxlen, outcome prefix,
+-- A fetch set aside by shelving is reported to lending (`unfetched`), which denies its
+-- request and puts its books back. An entry that is no longer pending (another worker
+-- applied or set it aside meanwhile) is skipped: the XACK comes first and fences it.
+-- KEYS: inbox, dead-letter stream, domain events stream, lending inbox
+-- ARGV: group, retention seconds, dead-letter maxlen, outcome prefix, schema version,
 --       then per entry: entry id, reason, deliveries, request id, kind, guard key,
---       field count, field, value, ...
--- Returns one flag per entry: 1 if a rejected outcome was written for it, else 0.
+--       the entry's field count, n = fields copied (at most 16), n x (field, value)
+-- Returns one flag per entry: 1 if a rejected outcome was written for it, 2 if lending
+-- was told of a failed fetch, 0 otherwise, -1 if it was skipped (no longer pending).
+local MAX_DEAD_FIELDS = 16
+local FUTURE_MS = 86400000  -- an id this far ahead of Redis's clock was set by a producer
+
+-- A producer that XADDs an id far in the future (up to the largest possible one) makes
+-- every later XADD '*' to the stream fail or run out of ids. Once such an entry is set
+-- aside it is deleted, and the stream's and its groups' last ids are brought back to
+-- the newest entry left (or now), so the stream accepts entries again.
+local function repair_future_ids(stream, now)
+  local info = redis.call('XINFO', 'STREAM', stream)
+  local last
+  for k = 1, #info, 2 do if info[k] == 'last-generated-id' then last = info[k + 1] end end
+  local limit = tostring(now + FUTURE_MS) .. '-0'
+  if not last or not id_less(limit, last) then return end
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  local target = tostring(now) .. '-0'
+  if top and id_less(target, top[1]) then target = top[1] end
+  redis.call('XSETID', stream, target)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local group = {}
+    for k = 1, #g, 2 do group[g[k]] = g[k + 1] end
+    if id_less(target, group['last-delivered-id']) then
+      redis.call('XGROUP', 'SETID', stream, group['name'], target)
+    end
+  end
+end
+
 local function dead_letter(keys, args)
-  local inbox, dead, events = keys[1], keys[2], keys[3]
-  local group, retention, maxlen, outcome_prefix = args[1], tonumber(args[2]), tonumber(args[3]), args[4]
-  local now = tostring(now_ms())
+  local inbox, dead, events, lending_inbox = keys[1], keys[2], keys[3], keys[4]
+  local group, retention, maxlen, outcome_prefix, v = args[1], args[2], args[3], args[4], args[5]
+  expect_stream_room(dead)
+  expect_stream_room(events)
+  -- Room in lending's inbox is needed only to report a fetch; an inbox set aside from
+  -- may itself be out of ids (repair_future_ids mends it below).
+  if inbox ~= lending_inbox then expect_stream_room(lending_inbox) end
+  expect_rights({{'XADD', dead}, {'XADD', events}, {'XADD', lending_inbox},
+    {'SET', outcome_prefix .. 'x'}, {'PUBLISH', outcome_prefix .. 'x'}, {'XACK', inbox},
+    {'XDEL', inbox}, {'XSETID', inbox}, {'XGROUP', 'SETID', inbox}})
+  local now_n = now_ms()
+  local now = tostring(now_n)
+  local future = false
   local answered = {}
-  local i = 5
+  local i = 6
   while i <= #args do
     local entry_id, reason, deliveries, reqid, kind, guard = args[i], args[i + 1], args[i + 2],
       args[i + 3], args[i + 4], args[i + 5]
-    local nfields = tonumber(args[i + 6])
-    local row = {'XADD', dead, 'MAXLEN', '~', maxlen, '*', 'stream', inbox, 'entry', entry_id,
-      'reason', reason, 'deliveries', deliveries, 'time', now, 'request_id', reqid, 'kind', kind}
-    for j = 1, nfields do
-      row[#row + 1] = 'f.' .. args[i + 6 + 2 * j - 1]
-      row[#row + 1] = args[i + 6 + 2 * j]
-    end
-    i = i + 7 + 2 * nfields
-    redis.call(unpack(row))
-    redis.call('XACK', inbox, group, entry_id)
-    answered[#answered + 1] = 0
-    if reqid ~= '' and (kind == 'request' or kind == 'return') then
-      local okey = outcome_prefix .. reqid
-      if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
-        local json = '{"request_id":' .. cjson.encode(reqid) .. ',"kind":"' .. kind
-          .. '","status":"rejected","user":"","lent":[],"unavailable":[],"returned":[],'
-          .. '"not_held":[],"reason":' .. cjson.encode(reason) .. ',"books_in_hand":[],"limit":null}'
-        redis.call('SET', okey, json, 'EX', retention)
-        redis.call('PUBLISH', okey, json)
-        redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', json)
-        answered[#answered] = 1
+    local original_fields, nfields = args[i + 6], math.min(tonumber(args[i + 7]), MAX_DEAD_FIELDS)
+    local first = i + 8
+    i = first + 2 * tonumber(args[i + 7])
+    if redis.call('XACK', inbox, group, entry_id) == 0 then
+      answered[#answered + 1] = -1
+    else
+      local row = {'XADD', dead, 'MAXLEN', '~', maxlen, '*', 'stream', inbox, 'entry', entry_id,
+        'reason', reason, 'deliveries', deliveries, 'time', now, 'request_id', reqid, 'kind', kind,
+        'fields', original_fields}
+      for j = 0, nfields - 1 do
+        row[#row + 1] = 'f.' .. args[first + 2 * j]
+        row[#row + 1] = args[first + 2 * j + 1]
+      end
+      redis.call(unpack(row))
+      answered[#answered + 1] = 0
+      if id_less(tostring(now_n + FUTURE_MS) .. '-0', entry_id) then
+        redis.call('XDEL', inbox, entry_id)
+        future = true
+      end
+      if reqid ~= '' and (kind == 'request' or kind == 'return') then
+        local okey = outcome_prefix .. reqid
+        if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
+          local json = '{"request_id":' .. q(reqid) .. ',"kind":"' .. kind
+            .. '","status":"rejected","user":"","lent":[],"unavailable":[],"returned":[],'
+            .. '"not_held":[],"reason":' .. q(reason) .. ',"books_in_hand":[],"limit":null}'
+          redis.call('SET', okey, json, 'EX', retention)
+          redis.call('PUBLISH', okey, json)
+          redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', json)
+          answered[#answered] = 1
+        end
+      elseif reqid ~= '' and kind == 'fetch' then
+        redis.call('XADD', lending_inbox, '*', 'e', '{"v":' .. v .. ',"type":"unfetched","id":'
+          .. q(reqid) .. ',"reason":' .. q(string.match(reason, '^[^:]*')) .. '}')
+        answered[#answered] = 2
       end
     end
   end
+  if future then repair_future_ids(inbox, now_n) end
   return answered
+end
+
+-- Take a batch for a consumer with its size bounded server-side: an entry over the bounds
+-- (too many fields, too many bytes) comes back cut to at most 16 fields of 8 KiB, marked,
+-- with its request id and kind when its `e` field (up to 2 MiB) names them, so that a
+-- worker's memory is bounded by the batch's count times the bounds, whatever producers
+-- wrote.
+-- KEYS: inbox
+-- ARGV: group, consumer, mode (new: XREADGROUP >, own: XREADGROUP 0, claim: XAUTOCLAIM),
+--       count, max fields, max bytes, then for claim: min idle ms, start id
+-- Returns {next start (claim, else ''), the group's last delivered id when mode new read
+-- nothing (else ''), rows...}; row: {entry id, deliveries, whole (1), cut (0) or deleted
+-- from the stream while pending (-1), field count, bytes, request id, kind, field, value...}
+local CUT_FIELDS, CUT_BYTES, IDENTIFY_BYTES = 16, 8192, 2 * 1024 * 1024
+
+local function identify(fields)
+  for j = 1, #fields, 2 do
+    if fields[j] == 'e' and #fields[j + 1] <= IDENTIFY_BYTES then
+      local ok, event = pcall(cjson.decode, fields[j + 1])
+      if ok and type(event) == 'table' and type(event.id) == 'string'
+          and type(event.type) == 'string' then
+        return event.id, event.type
+      end
+    end
+  end
+  return '', ''
+end
+
+local function read_row(id, fields, deliveries, max_fields, max_bytes)
+  if not fields then return {id, deliveries, -1, 0, 0, '', ''} end
+  local size = 0
+  for j = 1, #fields do size = size + #fields[j] end
+  local nfields = #fields / 2
+  if nfields <= max_fields and size <= max_bytes then
+    local row = {id, deliveries, 1, nfields, size, '', ''}
+    for j = 1, #fields do row[7 + j] = fields[j] end
+    return row
+  end
+  local rid, kind = identify(fields)
+  local row = {id, deliveries, 0, nfields, size, rid, kind}
+  for j = 1, math.min(#fields, 2 * CUT_FIELDS) do
+    row[7 + j] = string.sub(fields[j], 1, CUT_BYTES)
+  end
+  return row
+end
+
+local function read(keys, args)
+  local inbox, group, consumer, mode = keys[1], args[1], args[2], args[3]
+  local count, max_fields, max_bytes = args[4], tonumber(args[5]), tonumber(args[6])
+  local entries, next_start, last = {}, '', ''
+  if mode == 'claim' then
+    local claimed = redis.call('XAUTOCLAIM', inbox, group, consumer, args[7], args[8],
+      'COUNT', count)
+    next_start, entries = claimed[1], claimed[2]
+  else
+    local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
+      'STREAMS', inbox, mode == 'own' and '0' or '>')
+    entries = got and got[1][2] or {}
+  end
+  local result = {next_start, last}
+  if #entries == 0 then
+    if mode == 'new' then
+      for _, g in ipairs(redis.call('XINFO', 'GROUPS', inbox)) do
+        local info = {}
+        for k = 1, #g, 2 do info[g[k]] = g[k + 1] end
+        if info['name'] == group then result[2] = info['last-delivered-id'] end
+      end
+    end
+    return result
+  end
+  local deliveries = {}
+  if mode ~= 'new' then
+    local first, final = entries[1][1], entries[#entries][1]
+    for _, p in ipairs(redis.call('XPENDING', inbox, group, first, final, 2 * #entries + 100,
+        consumer)) do
+      deliveries[p[1]] = p[4]
+    end
+  end
+  for _, entry in ipairs(entries) do
+    result[#result + 1] = read_row(entry[1], entry[2], deliveries[entry[1]] or 1,
+      max_fields, max_bytes)
+  end
+  return result
 end
 
 -- Worker names. The lock's value describes the holder; whoever holds the exact value
@@ -109,8 +230,8 @@ local function trim(keys, args)
   for _, g in ipairs(groups) do
     local info = {}
     for k = 1, #g, 2 do info[g[k]] = g[k + 1] end
-    local ms, seq = parse_id(info['last-delivered-id'])
-    local candidate = ms .. '-' .. (seq + 1)
+    -- After the largest possible id nothing can follow: keep that entry, trim the rest.
+    local candidate = id_next(info['last-delivered-id']) or info['last-delivered-id']
     local pending = redis.call('XPENDING', stream, info['name'])
     if pending[2] and id_less(pending[2], candidate) then candidate = pending[2] end
     if floor == nil or id_less(candidate, floor) then floor = candidate end
@@ -140,6 +261,7 @@ local function retire_consumer(keys, args)
 end
 
 redis.register_function('bs1_dead_letter', dead_letter)
+redis.register_function('bs1_read', read)
 redis.register_function('bs1_retire_consumer', retire_consumer)
 redis.register_function('bs1_lock_acquire', lock_acquire)
 redis.register_function('bs1_lock_renew', lock_renew)

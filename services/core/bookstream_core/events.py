@@ -75,8 +75,23 @@ class ReshelveEvent(EventBase, tag="reshelve", frozen=True):
     books: Books
 
 
-LendingEvent = RequestEvent | ReturnEvent | FetchedEvent
-ShelvingEvent = FetchEvent | ReshelveEvent
+class UnfetchEvent(EventBase, tag="unfetch", frozen=True):
+    """Lending gave a request up: cancel its fetch ``fetch``, or undo it if it was
+    applied already (lending -> shelving)."""
+
+    eid: RequestId
+    fetch: RequestId
+    books: Books
+
+
+class UnfetchedEvent(EventBase, tag="unfetched", frozen=True):
+    """Shelving set a request's fetch aside as a dead letter (shelving -> lending)."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+LendingEvent = RequestEvent | ReturnEvent | FetchedEvent | UnfetchedEvent
+ShelvingEvent = FetchEvent | ReshelveEvent | UnfetchEvent
 
 lending_decoder = msgspec.json.Decoder(LendingEvent)
 shelving_decoder = msgspec.json.Decoder(ShelvingEvent)

@@ -12,6 +12,8 @@ from importlib import resources
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bookstream_core.batch import Batch, parse_batch
+
 _NAME_RE = re.compile(r"^#!lua name=(\S+)")
 
 
@@ -19,8 +21,15 @@ class FunctionsUnavailable(RuntimeError):
     """The library is not loaded and this connection may not load it."""
 
 
-def read_library(package: str, filename: str) -> str:
-    return resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+def read_library(package: str, filename: str, *parts: str) -> str:
+    """One library's source: ``filename``'s name line, the shared prelude
+    (bookstream_core/prelude.lua), then ``parts`` (helper files of the same package),
+    then the rest of ``filename``. Lua sees one chunk, so each file stays small."""
+    files = resources.files(package)
+    head, _, body = files.joinpath(filename).read_text(encoding="utf-8").partition("\n")
+    pieces = [resources.files("bookstream_core").joinpath("prelude.lua").read_text("utf-8")]
+    pieces += [files.joinpath(part).read_text(encoding="utf-8") for part in parts]
+    return "\n".join([head, *pieces, body])
 
 
 def library_name(source: str) -> str:
@@ -64,19 +73,49 @@ class CoreFunctions:
         inbox: str,
         dead: str,
         events: str,
+        lending_inbox: str,
         *,
         group: str,
         retention_s: int,
         maxlen: int,
         outcome_prefix: str,
+        schema_version: int,
         rows: list[list[bytes | str | int]],
-    ) -> list[bool]:
-        """One flag per row: whether a ``rejected`` outcome was written for it."""
-        args: list[bytes | str | int] = [group, retention_s, maxlen, outcome_prefix]
+    ) -> list[int]:
+        """One flag per row (core.lua): 1 a ``rejected`` outcome was written, 2 lending was
+        told of a failed fetch, 0 neither, -1 skipped (the entry was no longer pending)."""
+        args: list[bytes | str | int] = [
+            group,
+            retention_s,
+            maxlen,
+            outcome_prefix,
+            schema_version,
+        ]
         for row in rows:
             args.extend(row)
-        result = await self._r.fcall("bs1_dead_letter", 3, inbox, dead, events, *args)
-        return [int(flag) == 1 for flag in result]
+        result = await self._r.fcall(
+            "bs1_dead_letter", 4, inbox, dead, events, lending_inbox, *args
+        )
+        return [int(flag) for flag in result]
+
+    async def read(
+        self,
+        inbox: str,
+        *,
+        group: str,
+        consumer: str,
+        mode: str,
+        count: int,
+        max_fields: int,
+        max_bytes: int,
+        min_idle_ms: int = 0,
+        start: str = "0-0",
+    ) -> Batch:
+        """Take a batch (mode ``new``, ``own`` or ``claim``), each entry bounded by Redis."""
+        args: list[str | int] = [group, consumer, mode, count, max_fields, max_bytes]
+        if mode == "claim":
+            args += [min_idle_ms, start]
+        return parse_batch(await self._r.fcall("bs1_read", 1, inbox, *args))
 
     async def lock_acquire(self, key: str, value: str, ttl_ms: int, force: bool) -> bytes | None:
         """None when acquired, else the current holder's description."""

@@ -15,9 +15,11 @@ MAX_ID_LENGTH = 200
 MAX_REQUEST_ID_LENGTH = 64
 MAX_BOOKS_PER_EVENT = 32
 
-# C0 and C1 control characters, DEL, and the Unicode line/paragraph separators.
-ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+# No C0 or C1 control character, DEL, or Unicode line/paragraph separator, and no white
+# space at either end. ``\Z``, not ``$``: ``$`` also matches before a final newline, and
+# these patterns are searched (msgspec), so each must pin the whole string itself.
+ID_PATTERN = r"^(?!\s)[^\x00-\x1f\x7f-\x9f\u2028\u2029]+(?<!\s)\Z"
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z"
 _ID_RE = re.compile(ID_PATTERN)
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 
@@ -31,15 +33,15 @@ def check_id(what: str, value: str) -> str:
         raise InvalidId(f"{what} must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidId(f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH}")
-    if not _ID_RE.match(value):
-        raise InvalidId(f"{what} {value!r} contains a control character")
     if value != value.strip():
         raise InvalidId(f"{what} {value!r} starts or ends with white space")
+    if not _ID_RE.fullmatch(value):
+        raise InvalidId(f"{what} {value!r} contains a control character")
     return value
 
 
 def check_request_id(value: str) -> str:
-    if not value or len(value) > MAX_REQUEST_ID_LENGTH or not _REQUEST_ID_RE.match(value):
+    if not value or len(value) > MAX_REQUEST_ID_LENGTH or not _REQUEST_ID_RE.fullmatch(value):
         raise InvalidId(
             f"request id {value!r} must be 1-{MAX_REQUEST_ID_LENGTH} characters of letters, "
             "digits, '_', '.', ':', '-', starting with a letter or digit"

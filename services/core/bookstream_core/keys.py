@@ -23,7 +23,7 @@ class InvalidLibraryName(ValueError):
 
 
 def check_library(name: str) -> str:
-    if not LIBRARY_RE.match(name):
+    if not LIBRARY_RE.fullmatch(name):
         raise InvalidLibraryName(
             f"invalid library name {name!r}: 1-63 characters of letters, digits, '_', '.', '-'"
         )

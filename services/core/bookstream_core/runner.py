@@ -17,6 +17,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import ResponseError
+
 from bookstream_core.config import (
     ConfigError,
     ObservabilitySettings,
@@ -31,6 +33,8 @@ from bookstream_core.functions import FunctionsUnavailable
 from bookstream_core.health import HealthServer
 from bookstream_core.logging import configure_logging, get_logger
 from bookstream_core.metrics import Metrics
+from bookstream_core.redis_config import UnsafeRedis
+from bookstream_core.trouble import trouble
 from bookstream_core.types import ServiceName
 from bookstream_core.worker import NameTaken, ServiceFactory, Worker
 
@@ -80,9 +84,12 @@ async def _start(worker: Worker, stop: asyncio.Event) -> bool:
         try:
             await worker.start()
             return True
-        except UNREACHABLE as exc:
+        except (*UNREACHABLE, ResponseError) as exc:
+            # Redis out of memory, loading, a replica...: wait like for an absent Redis.
+            if isinstance(exc, ResponseError) and trouble(exc) is None:
+                raise
             if not warned:
-                worker.log.warning("redis unreachable at start, retrying", error=str(exc))
+                worker.log.warning("redis unavailable at start, retrying", error=str(exc))
                 warned = True
             delay = min(delay * 2, 5.0)
             await sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
@@ -137,8 +144,11 @@ async def _run(
             if not await _start(worker, stop):
                 return EXIT_OK
         await asyncio.gather(*(worker.run(stop) for worker in workers))
-        return EXIT_OK
-    except (NameTaken, FunctionsUnavailable) as exc:
+        failures = [worker.failure for worker in workers if worker.failure]
+        for failure in failures:
+            print(f"error: {failure}", file=sys.stderr)
+        return EXIT_FAILED if failures else EXIT_OK
+    except (NameTaken, FunctionsUnavailable, UnsafeRedis) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:

@@ -41,6 +41,9 @@ class Service(Protocol):
     def guard_key(self, request_id: str) -> str:
         """A key whose existence means the request is in flight ('' if none)."""
 
+    async def tend(self) -> None:
+        """The service's own periodic work (lending: give up requests past their deadline)."""
+
 
 def decode_event(decoder: msgspec.json.Decoder[E], payload: bytes, library: str) -> E:
     """Parse and validate one ``e`` field for a worker of ``library``."""

@@ -111,10 +111,16 @@ SETTINGS: tuple[Setting, ...] = (
        "dead-letter an entry delivered more often", "worker", kind="int", minimum=1,
        default="5", metavar="N"),
     _s("retention", ("--retention",), "RETENTION_S",
-       "seconds outcomes and idempotency records are kept", "worker", kind="int", minimum=1,
-       default="86400", metavar="S"),
+       "seconds outcomes and idempotency records are kept: how long a client may resubmit "
+       "an id", "worker", kind="int", minimum=1, default="86400", metavar="S"),
+    _s("request_deadline", ("--request-deadline",), "REQUEST_DEADLINE_S",
+       "seconds a request may wait for Shelving before it is denied (shelving_timeout) and "
+       "its books go back", "worker", kind="int", minimum=1, default="300", metavar="S"),
     _s("lock_ttl_ms", (), "LOCK_TTL_MS", "worker-name lock TTL in ms (renewed every third)",
        "worker", kind="int", minimum=100, default="15000"),
+    _s("give_up_s", (), "GIVE_UP_S",
+       "seconds housekeeping may keep failing (Redis reachable) before the worker exits 1",
+       "worker", kind="int", minimum=1, default="60"),
 )  # fmt: skip
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -15,11 +15,15 @@ import redis.asyncio as aioredis
 
 from bookstream_core.types import text
 
+MAX_ID = "18446744073709551615-18446744073709551615"
+
 
 async def backlog(r: aioredis.Redis, stream: str, group: Mapping[str, object]) -> int | None:
     """Entries not yet delivered to the group (an ``XINFO GROUPS`` row): 0 when none
     follows its last delivered id, else Redis's lag (at least 1), or None if unknown."""
     last = text(group["last-delivered-id"])  # type: ignore[arg-type]
+    if last == MAX_ID:  # nothing can follow it (and Redis refuses the range "(max")
+        return 0
     if not await r.xrange(stream, min=f"({last}", count=1):
         return 0
     lag = group.get("lag")

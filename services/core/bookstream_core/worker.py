@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from bookstream_core.config import WorkerSettings
 from bookstream_core.connection import UNREACHABLE, connect
@@ -28,14 +29,21 @@ from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
+from bookstream_core.redis_config import check_eviction
 from bookstream_core.service import Service
 from bookstream_core.streams import backlog
+from bookstream_core.trouble import RedisTrouble, trouble
 
 ServiceFactory = Callable[[aioredis.Redis, LibraryKeys, WorkerSettings, Metrics], Service]
 
 
 class NameTaken(RuntimeError):
     """Another live worker holds this name."""
+
+
+class WorkerFailed(RuntimeError):
+    """The worker cannot go on (its name was taken, housekeeping kept failing): it stops
+    with a non-zero exit so that its supervisor (a pod) restarts it."""
 
 
 class Worker:
@@ -66,17 +74,27 @@ class Worker:
         )
         self._reachable = True
         self._holds_name = False
+        self._trouble: str | None = None  # a Redis error that is not an entry's fault
+        self._housekeeping_failing: str | None = None
+        self._need_prepare = False
+        self.failure: str | None = None  # why the worker stopped on its own, if it did
         self._labels = {"library": settings.library, "service": settings.service}
 
     @property
     def ready(self) -> bool:
-        return self._reachable and self._holds_name
+        return (
+            self._reachable
+            and self._holds_name
+            and self._trouble is None
+            and self._housekeeping_failing is None
+        )
 
     def _set_ready(self) -> None:
         self.metrics.ready.labels(**self._labels).set(1 if self.ready else 0)
 
     async def start(self) -> None:
-        """Take the name and prepare the group; raises NameTaken."""
+        """Take the name and prepare the group; raises NameTaken, UnsafeRedis."""
+        await check_eviction(self.r)
         await self.consumer.core.load()
         holder = await self.core.lock_acquire(
             self.lock_key, self.lock_value, self.settings.runtime.lock_ttl_ms, self.settings.force
@@ -93,13 +111,28 @@ class Worker:
         self.log.info("worker started", redis=self.settings.redis.describe())
 
     async def run(self, stop: asyncio.Event) -> None:
-        housekeeping = asyncio.create_task(self._housekeeping(stop))
+        """Consume until ``stop``; sets ``failure`` when the worker had to stop itself."""
+        housekeeping = asyncio.create_task(self._supervised(stop))
         try:
             await self._consume(stop)
         finally:
             stop.set()
-            await housekeeping
+            try:
+                await housekeeping
+            except WorkerFailed as exc:
+                self.failure = str(exc)
+            except Exception as exc:  # a bug must still stop the process, not hide
+                self.log.exception("housekeeping crashed")
+                self.failure = f"housekeeping crashed: {exc!r}"
             await self._release()
+
+    async def _supervised(self, stop: asyncio.Event) -> None:
+        """Housekeeping that ends for any reason ends the worker: never a live process
+        with a dead task."""
+        try:
+            await self._housekeeping(stop)
+        finally:
+            stop.set()
 
     async def _consume(self, stop: asyncio.Event) -> None:
         pending_drained = False
@@ -112,6 +145,10 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    if self._need_prepare:
+                        await self.consumer.prepare()
+                        self._need_prepare = False
+                        self.log.warning("functions and group prepared again")
                     if not pending_drained:
                         await self.consumer.drain_own_pending()
                         pending_drained = True
@@ -122,10 +159,15 @@ class Worker:
                         await in_flight.popleft()
                     if not self._reachable:
                         self._back_online()
+                    if self._trouble is not None:
+                        self._trouble_over()
                     backoff = 0.1
-                except UNREACHABLE as exc:
+                except (*UNREACHABLE, RedisTrouble, ResponseError) as exc:
                     await _settle(in_flight)
-                    self._went_offline(exc)
+                    if isinstance(exc, UNREACHABLE):
+                        self._went_offline(exc)
+                    else:
+                        self._in_trouble(_as_trouble(exc))
                     # A batch read before the cut may not have been applied: re-read what
                     # this name holds as soon as Redis is back, rather than waiting to claim.
                     pending_drained = False
@@ -134,6 +176,21 @@ class Worker:
         finally:
             # Stopping: the batches already sent finish (or fail and stay pending).
             await _settle(in_flight)
+
+    def _in_trouble(self, problem: RedisTrouble) -> None:
+        """Redis refuses the work for a reason that is not an entry's (OOM, NOPERM, lost
+        functions...): not ready, the batch stays pending, retried with backoff."""
+        if problem.lost_state:
+            self._need_prepare = True
+        if self._trouble is None:
+            self._trouble = str(problem)[:300]
+            self._set_ready()
+            self.log.error("redis refuses the work, retrying", error=self._trouble)
+
+    def _trouble_over(self) -> None:
+        self.log.warning("redis accepts the work again", error=self._trouble)
+        self._trouble = None
+        self._set_ready()
 
     def _went_offline(self, exc: BaseException) -> None:
         if self._reachable:
@@ -149,37 +206,71 @@ class Worker:
         self.log.warning("redis reachable again")
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Renew the name, trim, claim, retire gone consumers, and the service's own work.
+
+        Supervised: a failing step is logged and retried; if the steps keep failing for
+        ``give_up_s`` (not counting time without Redis), WorkerFailed stops the worker."""
         rt = self.settings.runtime
         last_claim = last_trim = 0.0
         renew_every = rt.lock_ttl_ms / 3000
+        failing_since: float | None = None
         while not await sleep_or_stop(stop, min(renew_every, 1.0)):
             try:
                 await self._renew()
                 now = time.monotonic()
                 if now - last_trim >= rt.trim_interval_ms / 1000:
-                    last_trim = now
                     await self.core.trim(self.consumer.inbox)
                     await self._update_gauges()
+                    last_trim = now
                 if now - last_claim >= rt.claim_interval_ms / 1000:
-                    last_claim = now
                     await self.consumer.claim()
                     await self.consumer.retire_gone_consumers(
                         lambda name: self.keys.worker_lock(self.settings.service, name)
                     )
+                    await self.service.tend()
+                    last_claim = now
                 if not self._reachable:
                     self._back_online()
+                if failing_since is not None:
+                    failing_since = None
+                    self._housekeeping_failing = None
+                    self._set_ready()
+                    self.log.warning("housekeeping works again")
             except UNREACHABLE as exc:
                 self._went_offline(exc)
+            except WorkerFailed:
+                raise
+            except Exception as exc:
+                problem = _as_trouble(exc) if isinstance(exc, ResponseError | RedisTrouble) else exc
+                if isinstance(problem, RedisTrouble) and problem.lost_state:
+                    self._need_prepare = True
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    self._housekeeping_failing = str(problem)[:300] or type(exc).__name__
+                    self._set_ready()
+                    self.log.error(
+                        "housekeeping failed, retrying",
+                        error=self._housekeeping_failing,
+                        exc_info=not isinstance(exc, ResponseError | RedisTrouble),
+                    )
+                elif time.monotonic() - failing_since > rt.give_up_s:
+                    raise WorkerFailed(
+                        f"housekeeping failed for {rt.give_up_s:.0f} s: "
+                        f"{self._housekeeping_failing}"
+                    ) from exc
 
     async def _renew(self) -> None:
         ok = await self.core.lock_renew(
             self.lock_key, self.lock_value, self.settings.runtime.lock_ttl_ms
         )
-        if ok != self._holds_name:
-            self._holds_name = ok
+        if not ok:
+            # Another worker runs under this name (started with --force, or this one was
+            # frozen past its lock's TTL): stop at once rather than share the consumer.
+            self._holds_name = False
             self._set_ready()
-            if not ok:
-                self.log.error("worker name taken over by another worker (started with --force?)")
+            raise WorkerFailed(
+                f"worker name {self.settings.name!r} was taken over by another worker"
+            )
 
     async def _update_gauges(self) -> None:
         inbox, group = self.consumer.inbox, self.consumer.group
@@ -216,9 +307,17 @@ class Worker:
             await self.r.aclose()
 
 
+def _as_trouble(exc: BaseException) -> RedisTrouble:
+    if isinstance(exc, RedisTrouble):
+        return exc
+    if isinstance(exc, ResponseError):
+        return trouble(exc) or RedisTrouble(str(exc), lost_state=False)
+    return RedisTrouble(repr(exc), lost_state=False)
+
+
 async def _settle(tasks: collections.deque[asyncio.Task[None]]) -> None:
     """Wait for every batch still in flight; one that failed leaves its entries pending
     in this consumer's name, to be re-read (after a reconnect) or claimed."""
     while tasks:
-        with contextlib.suppress(*UNREACHABLE):
+        with contextlib.suppress(*UNREACHABLE, RedisTrouble, ResponseError):
             await tasks.popleft()

@@ -7,17 +7,19 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from bookstream_core.config import DomainSettings, RuntimeSettings
+from bookstream_core.events import SCHEMA_VERSION
 from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.packed import execute_packed
 
-SOURCE = read_library("bookstream_lending", "lending.lua")
+SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua")
 
 
 @dataclass(frozen=True, slots=True)
 class Applied:
     """One event's result: ``status`` is accepted, denied, processed, pending (waiting for
-    shelving), duplicate (applied before) or orphan (dead-lettered by the script)."""
+    shelving), duplicate (applied before), orphan (dead-lettered by the script) or stale
+    (no longer pending: another worker applied it or set it aside)."""
 
     type: str
     status: str
@@ -36,8 +38,10 @@ def apply_arguments(
     events: Sequence[Event],
     *,
     with_outcomes: bool,
+    fence: bool = True,
 ) -> list[bytes | str | int]:
-    """ARGV of bs1_lending_apply (lending.lua documents the layout)."""
+    """ARGV of bs1_lending_apply (lending.lua documents the layout). ``fence=False`` only
+    for the benchmark reference, whose calls name entries that were never pending."""
     args: list[bytes | str | int] = [
         "lending",
         domain.user_limit,
@@ -45,6 +49,8 @@ def apply_arguments(
         runtime.retention_s,
         runtime.events_maxlen,
         1 if with_outcomes else 0,
+        SCHEMA_VERSION,
+        1 if fence else 0,
     ]
     for entry_id, type_, request_id, user, books in events:
         args.extend((entry_id, type_, request_id, user, len(books)))
@@ -72,9 +78,25 @@ class LendingFunctions:
         rows' ``outcome`` is empty (the outcomes are stored and announced all the same)."""
         args = apply_arguments(domain, runtime, events, with_outcomes=with_outcomes)
         rows = await execute_packed(self._r, "FCALL", "bs1_lending_apply", 3, *self._keys, *args)
-        return [
-            Applied(
-                row[0].decode(), row[1].decode(), row[2].decode(), int(row[3]), int(row[4]), row[5]
-            )
-            for row in rows
-        ]
+        return [_applied(row) for row in rows]
+
+    async def expire(
+        self,
+        domain: DomainSettings,
+        runtime: RuntimeSettings,
+        *,
+        deadline_ms: int,
+        limit: int = 100,
+        with_outcomes: bool = True,
+    ) -> list[Applied]:
+        """Deny up to ``limit`` requests that have waited for shelving past the deadline
+        (rows of type ``expired``, status ``denied``, reason ``shelving_timeout``)."""
+        args = apply_arguments(domain, runtime, (), with_outcomes=with_outcomes)
+        rows = await self._r.fcall("bs1_lending_expire", 3, *self._keys, *args, deadline_ms, limit)
+        return [_applied(row) for row in rows]
+
+
+def _applied(row: list[bytes]) -> Applied:
+    return Applied(
+        row[0].decode(), row[1].decode(), row[2].decode(), int(row[3]), int(row[4]), row[5]
+    )

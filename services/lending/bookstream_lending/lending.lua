@@ -4,6 +4,8 @@
 -- bs1_lending_apply in one atomic call that checks it was not applied already,
 -- changes lending's state, emits the follow-up events (shelving's inbox, the
 -- outcome, the domain event) and XACKs it. The key layout is mirrored in keys.py.
+-- outcome.lua (outcome JSON, storing and announcing) and the core prelude (ids, JSON
+-- strings, checks) are loaded with this file as one library.
 --
 -- Book status (hash lending:book, field = book id; absent = not with lending):
 --   storage          in the automated storage, available
@@ -11,59 +13,14 @@
 --   paged:<reqid>    being fetched from the shelves for an in-flight request
 --   lent:<user>      checked out to <user>
 -- A book lending has no record of is on the shelves or travelling back to them.
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function entry_ms(entry_id)
-  return tonumber(string.match(entry_id, '^(%d+)')) or 0
-end
-
--- A JSON string. Ids rarely need escaping, and wrapping them in quotes costs far less
--- than cjson.encode (the outcome JSON is a large share of the script's time).
-local function q(s)
-  if string.find(s, '[%c"\\]') then return cjson.encode(s) end
-  return '"' .. s .. '"'
-end
-
--- JSON array of strings; cjson would encode an empty table as {}.
-local function json_list(items)
-  local n = #items
-  if n == 0 then return '[]' end
-  if n == 1 then return '[' .. q(items[1]) .. ']' end
-  local parts = {}
-  for i = 1, n do parts[i] = q(items[i]) end
-  return '[' .. table.concat(parts, ',') .. ']'
-end
-
-local function json_unavailable(items)
-  if #items == 0 then return '[]' end
-  local parts = {}
-  for i, item in ipairs(items) do
-    parts[i] = '{"book":' .. q(item[1]) .. ',"reason":"' .. item[2] .. '"}'
-  end
-  return '[' .. table.concat(parts, ',') .. ']'
-end
-
-local function decode_unavailable(raw)
-  local items = {}
-  for i, item in ipairs(cjson.decode(raw)) do items[i] = {item.book, item.reason} end
-  return items
-end
-
-local function decode_list(raw)
-  if raw == '[]' then return {} end
-  return cjson.decode(raw)
-end
-
-local function sorted(items)
-  table.sort(items)
-  return items
-end
+-- Requests waiting for shelving are indexed by when they started (lending:inflight),
+-- so that one shelving never answers is denied after a deadline (bs1_lending_expire).
 
 -- ctx: prefix, keys, settings of this call
+-- ARGV[1..8]: group, user limit, storage capacity, retention seconds, events maxlen,
+--             '1' to return the outcomes' JSON (for the worker's log) or '0', schema version,
+--             '1' to fence (skip an entry its XACK finds no longer pending) or '0' (only
+--             `bookstream bench --reference`, whose calls name entries that never existed)
 local function new_ctx(keys, args)
   local p = string.match(keys[1], '^(.*)lending:inbox$')
   return {
@@ -74,6 +31,7 @@ local function new_ctx(keys, args)
     book = p .. 'lending:book',
     storage = p .. 'lending:storage',
     borrowers = p .. 'lending:borrowers',
+    inflight = p .. 'lending:inflight',
     group = args[1],
     limit = tonumber(args[2]),
     capacity = tonumber(args[3]),
@@ -83,6 +41,8 @@ local function new_ctx(keys, args)
     events_maxlen = args[5],
     limit_s = args[2],
     with_outcomes = args[6] == '1',
+    v = args[7],
+    fence = args[8] ~= '0',
     now = now_ms(),
     announce = {},
     announce_json = {},
@@ -91,54 +51,33 @@ end
 
 local function loans_key(ctx, user) return ctx.p .. 'lending:loans:' .. user end
 local function req_key(ctx, reqid) return ctx.p .. 'lending:req:' .. reqid end
-local function outcome_key(ctx, reqid) return ctx.p .. 'outcome:' .. reqid end
 
--- Store the outcome (bounded by retention), append it to the domain event stream and
--- queue its announcement (announce_outcomes, at the end of the call).
-local function publish_outcome(ctx, reqid, json)
-  local key = outcome_key(ctx, reqid)
-  redis.call('SET', key, json, 'EX', ctx.retention)
-  redis.call('XADD', ctx.events, 'MAXLEN', '~', ctx.events_maxlen, '*', 'e', json)
-  local n = #ctx.announce + 1
-  ctx.announce[n] = key
-  ctx.announce_json[n] = json
+-- Everything a handler writes to, checked once per call before anything is written.
+local function check_environment(ctx)
+  expect_type(ctx.book, 'hash')
+  expect_type(ctx.storage, 'set')
+  expect_type(ctx.borrowers, 'set')
+  expect_type(ctx.inflight, 'zset')
+  expect_stream_room(ctx.shelving_inbox)
+  expect_stream_room(ctx.events)
+  expect_stream_room(ctx.p .. 'lending:dead')
+  local req, loans, outcome = ctx.p .. 'lending:req:x', ctx.p .. 'lending:loans:x',
+    ctx.p .. 'outcome:x'
+  -- Reads too: some run after a handler's first write.
+  expect_rights({{'XACK', ctx.inbox}, {'XADD', ctx.shelving_inbox}, {'XADD', ctx.events},
+    {'XADD', ctx.p .. 'lending:dead'}, {'HSET', ctx.book}, {'HDEL', ctx.book},
+    {'HMGET', ctx.book}, {'SADD', ctx.storage}, {'SREM', ctx.storage}, {'SCARD', ctx.storage},
+    {'SADD', ctx.borrowers}, {'SREM', ctx.borrowers}, {'ZADD', ctx.inflight},
+    {'ZREM', ctx.inflight}, {'ZRANGEBYSCORE', ctx.inflight}, {'SADD', loans},
+    {'SREM', loans}, {'SMEMBERS', loans}, {'HSET', req}, {'HMGET', req}, {'DEL', req},
+    {'EXISTS', req}, {'TYPE', req}, {'SET', outcome}, {'GET', outcome}, {'EXISTS', outcome},
+    {'PUBLISH', outcome}, {'PUBSUB', 'NUMSUB', outcome}, {'PUBSUB', 'NUMPAT'}})
 end
 
--- PUBLISH each outcome someone listens for. Asking Redis once per call who listens
--- (NUMSUB for every channel, NUMPAT for pattern listeners) is much cheaper than one
--- PUBLISH per outcome when, as in a backlog, most requesters are not waiting. Clients
--- subscribe before they submit and poll the stored outcome as well, so an outcome
--- nobody listens for is never missed.
-local function announce_outcomes(ctx)
-  local keys = ctx.announce
-  if #keys == 0 then return end
-  local everyone = redis.call('PUBSUB', 'NUMPAT') > 0
-  local counts = everyone and {} or redis.call('PUBSUB', 'NUMSUB', unpack(keys))
-  for i, key in ipairs(keys) do
-    if everyone or counts[2 * i] > 0 then redis.call('PUBLISH', key, ctx.announce_json[i]) end
-  end
-end
-
-local EMPTY = {}
-
-local function outcome_json(reqid, kind, status, user, fields)
-  return '{"request_id":' .. q(reqid)
-    .. ',"kind":"' .. kind .. '","status":"' .. status .. '"'
-    .. ',"user":' .. q(user)
-    .. ',"lent":' .. json_list(fields.lent or EMPTY)
-    .. ',"unavailable":' .. json_unavailable(fields.unavailable or EMPTY)
-    .. ',"returned":' .. json_list(fields.returned or EMPTY)
-    .. ',"not_held":' .. json_list(fields.not_held or EMPTY)
-    .. ',"reason":' .. (fields.reason and ('"' .. fields.reason .. '"') or 'null')
-    .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)
-    .. ',"limit":' .. (fields.limit or 'null')
-    .. '}'
-end
-
-local function emit_shelving(ctx, type, reqid, eid, books)
-  local json = '{"v":1,"type":"' .. type .. '","id":' .. q(reqid)
-    .. ',"eid":' .. q(eid) .. ',"books":' .. json_list(books) .. '}'
-  redis.call('XADD', ctx.shelving_inbox, '*', 'e', json)
+local function emit_shelving(ctx, type, reqid, eid, books, extra)
+  redis.call('XADD', ctx.shelving_inbox, '*', 'e', '{"v":' .. ctx.v .. ',"type":"' .. type
+    .. '","id":' .. q(reqid) .. ',"eid":' .. q(eid) .. (extra or '')
+    .. ',"books":' .. json_list(books) .. '}')
 end
 
 -- Put books the arm holds away: into the automated storage while it has room, the rest
@@ -157,9 +96,8 @@ local function stow(ctx, books, in_storage, to_shelf)
   return in_storage
 end
 
--- Final decision of a request whose books are all in hand (held by it).
--- from_storage / from_shelf: books the request holds, by where they came from.
--- Returns the result row for the worker.
+-- A request denied with nothing reserved (early denial) or after its reservations went
+-- back. Returns the result row for the worker.
 local function deny(ctx, reqid, user, submitted_ms, reason, unavailable, hand)
   local json = outcome_json(reqid, 'request', 'denied', user, {
     unavailable = unavailable, reason = reason, in_hand = sorted(hand), limit = ctx.limit_s,
@@ -168,6 +106,25 @@ local function deny(ctx, reqid, user, submitted_ms, reason, unavailable, hand)
   return {'request', 'denied', reason, 0, ctx.now - submitted_ms, ctx.with_outcomes and json or ''}
 end
 
+-- Every reservation of a request goes back where it came from: storage books into the
+-- storage while it has room (returns may have refilled it), the rest to the shelves.
+-- from_shelf books that shelving may not have fetched yet are cancelled (`unfetch`)
+-- rather than reshelved, so a fetch that never happened is never counted back.
+local function release(ctx, reqid, from_storage, from_shelf, fetch_done)
+  local to_shelf = {}
+  stow(ctx, from_storage, redis.call('SCARD', ctx.storage), to_shelf)
+  for _, b in ipairs(from_shelf) do redis.call('HDEL', ctx.book, b) end
+  if fetch_done then
+    for _, b in ipairs(from_shelf) do to_shelf[#to_shelf + 1] = b end
+  elseif #from_shelf > 0 then
+    emit_shelving(ctx, 'unfetch', reqid, reqid .. ':unfetch', from_shelf,
+      ',"fetch":' .. q(reqid .. ':fetch'))
+  end
+  if #to_shelf > 0 then emit_shelving(ctx, 'reshelve', reqid, reqid .. ':rollback', to_shelf) end
+end
+
+-- Final decision of a request whose books are all in hand (held by it).
+-- from_storage / from_shelf: books the request holds, by where they came from.
 -- hand: the user's loans when the caller has just read them (nil: read them here).
 local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, unavailable, hand)
   local lkey = loans_key(ctx, user)
@@ -178,18 +135,9 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
   if found == 0 then
     status, reason = 'denied', 'none_available'
   elseif count + found > ctx.limit then
+    -- All or nothing: other requests of the user were accepted meanwhile.
     status, reason = 'denied', 'limit'
-    -- All or nothing: every reservation goes back where it came from. Returns may
-    -- have refilled the storage meanwhile; what no longer fits goes to the shelves.
-    local to_shelf = {}
-    stow(ctx, from_storage, redis.call('SCARD', ctx.storage), to_shelf)
-    for _, b in ipairs(from_shelf) do
-      redis.call('HDEL', ctx.book, b)
-      to_shelf[#to_shelf + 1] = b
-    end
-    if #to_shelf > 0 then
-      emit_shelving(ctx, 'reshelve', reqid, reqid .. ':rollback', to_shelf)
-    end
+    release(ctx, reqid, from_storage, from_shelf, true)
   else
     status = 'accepted'
   end
@@ -215,8 +163,9 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
     ctx.with_outcomes and json or ''}
 end
 
-local function on_request(ctx, entry_id, reqid, user, books)
-  if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0 then
+local function on_request(ctx, entry_id, reqid, user, books, hand)
+  if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0
+      and (redis.call('EXISTS', req_key(ctx, reqid)) == 1 or answered(ctx, reqid)) then
     return {'request', 'duplicate', '', 0, 0, ''}
   end
   local held, paged, unavailable, seen = {}, {}, {}, {}
@@ -239,7 +188,6 @@ local function on_request(ctx, entry_id, reqid, user, books)
     end
   end
   local submitted = entry_ms(entry_id)
-  local hand = redis.call('SMEMBERS', loans_key(ctx, user))
   local count = #hand
   -- Shelving hands over every book it is asked for (lending knows where every book
   -- it touched is), so a request that cannot fit is denied before anything moves.
@@ -259,24 +207,26 @@ local function on_request(ctx, entry_id, reqid, user, books)
   redis.call('HSET', req_key(ctx, reqid),
     'user', user, 'submitted', submitted, 'held', json_list(held),
     'paged', json_list(paged), 'unavailable', json_unavailable(unavailable))
+  redis.call('ZADD', ctx.inflight, ctx.now, reqid)
   emit_shelving(ctx, 'fetch', reqid, reqid .. ':fetch', paged)
   return {'request', 'pending', '', #held + #paged, 0, ''}
 end
 
-local function on_return(ctx, entry_id, reqid, user, books)
-  if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0 then
+local function on_return(ctx, entry_id, reqid, user, books, hand)
+  if redis.call('EXISTS', outcome_key(ctx, reqid), req_key(ctx, reqid)) > 0
+      and (redis.call('EXISTS', req_key(ctx, reqid)) == 1 or answered(ctx, reqid)) then
     return {'return', 'duplicate', '', 0, 0, ''}
   end
   local lkey = loans_key(ctx, user)
   -- The user's loan set is the index of the 'lent:<user>' statuses (audited).
-  local held = {}
-  for _, b in ipairs(redis.call('SMEMBERS', lkey)) do held[b] = true end
+  local lent_to_user = {}
+  for _, b in ipairs(hand) do lent_to_user[b] = true end
   local returned, not_held, to_shelf, seen = {}, {}, {}, {}
   for _, b in ipairs(books) do
     if not seen[b] then
       seen[b] = true
-      if held[b] then
-        held[b] = nil
+      if lent_to_user[b] then
+        lent_to_user[b] = nil
         returned[#returned + 1] = b
         redis.call('SREM', lkey, b)
       else
@@ -290,7 +240,7 @@ local function on_return(ctx, entry_id, reqid, user, books)
     if #to_shelf > 0 then emit_shelving(ctx, 'reshelve', reqid, reqid .. ':reshelve', to_shelf) end
   end
   local in_hand = {}
-  for b in pairs(held) do in_hand[#in_hand + 1] = b end
+  for b in pairs(lent_to_user) do in_hand[#in_hand + 1] = b end
   table.sort(in_hand)
   if #in_hand == 0 and #returned > 0 then redis.call('SREM', ctx.borrowers, user) end
   local status, reason = 'processed', nil
@@ -305,23 +255,60 @@ local function on_return(ctx, entry_id, reqid, user, books)
     ctx.with_outcomes and json or ''}
 end
 
--- Shelving has taken the request's paged books off the shelves: they are in hand.
--- The reply's own book list is informational: what the request paged is in its state.
-local function on_fetched(ctx, entry_id, reqid)
+-- A request waiting for shelving, read and checked whole before anything is written.
+-- Returns nil and a row when there is none (answered already, or unknown).
+local function take_waiting(ctx, type, reqid)
   local rkey = req_key(ctx, reqid)
   local state = redis.call('HMGET', rkey, 'user', 'submitted', 'held', 'paged', 'unavailable')
   if not state[1] then
     if redis.call('EXISTS', outcome_key(ctx, reqid)) == 1 then
-      return {'fetched', 'duplicate', '', 0, 0, ''}
+      return nil, {type, 'duplicate', '', 0, 0, ''}
     end
-    return {'fetched', 'orphan', 'unknown_request', 0, 0, ''}
+    return nil, {type, 'orphan', 'unknown_request', 0, 0, ''}
   end
-  local user, submitted = state[1], tonumber(state[2])
-  local held, paged = decode_list(state[3]), decode_list(state[4])
+  local waiting = {user = state[1], submitted = tonumber(state[2]),
+    held = decode_list(state[3]), paged = decode_list(state[4]),
+    unavailable = decode_unavailable(state[5])}
+  if not waiting.submitted then error('request state ' .. rkey .. ' is damaged') end
+  expect_type(loans_key(ctx, waiting.user), 'set')
+  waiting.hand = redis.call('SMEMBERS', loans_key(ctx, waiting.user))
   redis.call('DEL', rkey)
-  local result = decide(ctx, reqid, user, submitted, held, paged, decode_unavailable(state[5]))
-  result[1] = 'fetched'
-  return result
+  redis.call('ZREM', ctx.inflight, reqid)
+  return waiting
+end
+
+-- Shelving has taken the request's paged books off the shelves: they are in hand.
+-- The reply's own book list is informational: what the request paged is in its state.
+-- A reply for a request nobody made (a forged fetch) gives its books back to the
+-- shelves: `unfetch` undoes the fetch if shelving applied it, else cancels it.
+local function on_fetched(ctx, entry_id, reqid, user, books)
+  local w, row = take_waiting(ctx, 'fetched', reqid)
+  if not w then
+    if row[2] == 'orphan' and #books > 0 then
+      emit_shelving(ctx, 'unfetch', reqid, reqid .. ':unfetch', books,
+        ',"fetch":' .. q(reqid .. ':fetch'))
+    end
+    return row
+  end
+  row = decide(ctx, reqid, w.user, w.submitted, w.held, w.paged, w.unavailable, w.hand)
+  row[1] = 'fetched'
+  return row
+end
+
+-- The request is given up: shelving set its fetch aside (`unfetched`, reason
+-- fetch_failed) or never answered in time (shelving_timeout). It is denied and every
+-- reservation goes back; a fetch still travelling is cancelled.
+local function abandon(ctx, type, reqid, reason)
+  local w, row = take_waiting(ctx, type, reqid)
+  if not w then return row end
+  release(ctx, reqid, w.held, w.paged, false)
+  row = deny(ctx, reqid, w.user, w.submitted, reason, w.unavailable, w.hand)
+  row[1] = type
+  return row
+end
+
+local function on_unfetched(ctx, entry_id, reqid)
+  return abandon(ctx, 'unfetched', reqid, 'fetch_failed')
 end
 
 -- A row the worker could not even validate never reaches here (it is dead-lettered
@@ -332,18 +319,36 @@ local function dead_letter(ctx, entry_id, reason, payload)
     'time', tostring(ctx.now), 'e', payload)
 end
 
-local HANDLERS = {request = on_request, ['return'] = on_return, fetched = on_fetched}
+-- The user's loans, read before the entry is acknowledged: a key of the wrong type is
+-- the environment's fault (BSENV), and the handlers need the set anyway.
+local function user_loans(ctx, reqid, user)
+  local ok, hand = pcall(redis.call, 'SMEMBERS', loans_key(ctx, user))
+  if not ok then env_error(loans_key(ctx, user) .. ' is not a set') end
+  return hand
+end
+
+local function request_state(ctx, reqid) expect_type(req_key(ctx, reqid), 'hash') end
+
+-- One table of event kinds: the handler, and what it needs checked or read before the
+-- entry is acknowledged (passed on to the handler).
+local HANDLERS = {
+  request = {on_request, user_loans},
+  ['return'] = {on_return, user_loans},
+  fetched = {on_fetched, request_state},
+  unfetched = {on_unfetched, request_state},
+}
 
 -- KEYS: lending inbox, shelving inbox, domain events stream
--- ARGV: group, user limit, storage capacity, retention seconds, events maxlen,
---       '1' to return the outcomes' JSON (for the worker's log) or '0',
---       then per event: entry id, type, request id, user, book count, books...
+-- ARGV: see new_ctx, then per event: entry id, type, request id, user, book count, books...
 -- Returns one row per event: {type, status, reason, books, latency ms, outcome json or ''}
--- status: accepted|denied|processed|pending|duplicate|orphan
+-- status: accepted|denied|processed|pending|duplicate|orphan|stale. The XACK comes
+-- first and fences the entry: one no longer pending (applied by another worker, or set
+-- aside) is stale and skipped, however late a frozen worker sends it.
 local function apply(keys, args)
   local ctx = new_ctx(keys, args)
-  local rows, acks = {}, {}
-  local i = 7
+  check_environment(ctx)
+  local rows = {}
+  local i = 9
   while i <= #args do
     local entry_id, type, reqid, user = args[i], args[i + 1], args[i + 2], args[i + 3]
     local n = tonumber(args[i + 4])
@@ -351,20 +356,45 @@ local function apply(keys, args)
     for j = 1, n do books[j] = args[i + 4 + j] end
     i = i + 5 + n
     local handler = HANDLERS[type]
-    local ok, row
-    if handler then
-      ok, row = pcall(handler, ctx, entry_id, reqid, user, books)
+    local prepared = handler and handler[2](ctx, reqid, user)
+    local row
+    if redis.call('XACK', ctx.inbox, ctx.group, entry_id) == 0 and ctx.fence then
+      row = {type, 'stale', '', 0, 0, ''}
+    elseif not handler then
+      row = {type, 'orphan', 'unknown_type', 0, 0, ''}
     else
-      ok, row = true, {type, 'orphan', 'unknown_type', 0, 0, ''}
+      local ok, result = pcall(handler[1], ctx, entry_id, reqid, user, books, prepared)
+      row = ok and result or {type, 'orphan', 'script_error: ' .. tostring(result), 0, 0, ''}
     end
-    if not ok then row = {type, 'orphan', 'script_error: ' .. tostring(row), 0, 0, ''} end
     if row[2] == 'orphan' then
       dead_letter(ctx, entry_id, row[3], cjson.encode({type = type, id = reqid, user = user, books = books}))
     end
     rows[#rows + 1] = row
-    acks[#acks + 1] = entry_id
   end
-  if #acks > 0 then redis.call('XACK', ctx.inbox, ctx.group, unpack(acks)) end
+  announce_outcomes(ctx)
+  return rows
+end
+
+-- Deny the requests that have waited for shelving longer than the deadline.
+-- KEYS: as apply. ARGV: as apply's first eight, then deadline ms, at most this many.
+-- Returns one row per request given up, as apply's.
+local function expire(keys, args)
+  local ctx = new_ctx(keys, args)
+  check_environment(ctx)
+  local due = redis.call('ZRANGEBYSCORE', ctx.inflight, '-inf', ctx.now - tonumber(args[9]),
+    'LIMIT', 0, tonumber(args[10]))
+  local rows = {}
+  for _, reqid in ipairs(due) do
+    -- Nothing is written before a damaged request state is noticed: it is dropped from
+    -- the index (the audit reports its books) instead of failing every later call.
+    local ok, row = pcall(function()
+      expect_type(req_key(ctx, reqid), 'hash')
+      return abandon(ctx, 'expired', reqid, 'shelving_timeout')
+    end)
+    if not ok then row = {'expired', 'orphan', 'damaged_state: ' .. tostring(row), 0, 0, ''} end
+    if row[2] ~= 'denied' then redis.call('ZREM', ctx.inflight, reqid) end
+    rows[#rows + 1] = row
+  end
   announce_outcomes(ctx)
   return rows
 end
@@ -377,5 +407,6 @@ local function locate(keys, args)
 end
 
 redis.register_function('bs1_lending_apply', apply)
+redis.register_function('bs1_lending_expire', expire)
 redis.register_function{function_name = 'bs1_lending_locate', callback = locate,
   flags = {'no-writes'}}

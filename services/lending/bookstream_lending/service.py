@@ -8,6 +8,7 @@ from bookstream_core.events import (
     FetchedEvent,
     RequestEvent,
     ReturnEvent,
+    UnfetchedEvent,
     decode_outcome,
     lending_decoder,
 )
@@ -55,7 +56,9 @@ class LendingService:
             elif isinstance(event, ReturnEvent):
                 events.append((entry_id, "return", event.id, event.user, event.books))
             elif isinstance(event, FetchedEvent):
-                events.append((entry_id, "fetched", event.id, "", []))
+                events.append((entry_id, "fetched", event.id, "", event.books))
+            elif isinstance(event, UnfetchedEvent):
+                events.append((entry_id, "unfetched", event.id, "", []))
             else:  # pragma: no cover - decode() returns only the types above
                 raise TypeError(f"unexpected event {event!r}")
         # The outcomes' JSON only travels back when it is logged.
@@ -66,6 +69,21 @@ class LendingService:
         for (entry_id, event), row in zip(batch, rows, strict=True):
             self._account(entry_id, event, row, tally)
         tally.flush()
+
+    async def tend(self) -> None:
+        """Deny the requests shelving has not answered within the deadline."""
+        rows = await self.functions.expire(
+            self.settings.domain,
+            self.settings.runtime,
+            deadline_ms=self.settings.runtime.request_deadline_s * 1000,
+            with_outcomes=self.log_outcomes,
+        )
+        tally = Tally(self.metrics)
+        for row in rows:
+            self._account(b"-", None, row, tally)
+        tally.flush()
+        if rows:
+            self.log.warning("requests given up: shelving did not answer in time", count=len(rows))
 
     def _account(self, entry_id: bytes, event: object, row: Applied, tally: Tally) -> None:
         m, lib = self.metrics, self.library
@@ -80,6 +98,7 @@ class LendingService:
                     "duplicate event ignored", request_id=getattr(event, "id", None), type=row.type
                 )
             return
+        # Only a return is a return: fetched, unfetched and expired rows decide requests.
         kind = "return" if row.type == "return" else "request"
         if kind == "request":
             tally.add(m.requests, lib, row.status)

@@ -8,6 +8,7 @@ gathered here so that a change of layout touches this package only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
@@ -110,10 +111,12 @@ class LendingView:
             user = text(key)[len(prefix) :]
             loans[user] = {text(b) for b in await self._r.smembers(key)}
         request_prefix = self._keys.request("")
-        in_flight = [
+        in_flight = {
             text(key)[len(request_prefix) :]
             async for key in self._r.scan_iter(match=request_prefix + "*", count=1000)
-        ]
+        }
+        members = cast(list[bytes], await self._r.zrange(self._keys.in_flight, 0, -1))
+        in_flight |= {text(m) for m in members}
         return Snapshot(
             books=books,
             storage={text(b) for b in await self._r.smembers(self._keys.storage)},

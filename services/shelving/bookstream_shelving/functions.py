@@ -6,16 +6,21 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from bookstream_core.config import RuntimeSettings
+from bookstream_core.events import SCHEMA_VERSION
 from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.packed import execute_packed
 
 SOURCE = read_library("bookstream_shelving", "shelving.lua")
 
+#: (entry id, type, request id, event id, fetch id or '', books)
+Event = tuple[bytes, str, str, str, str, list[str]]
+
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """``status``: applied, duplicate (applied before) or orphan (dead-lettered)."""
+    """``status``: applied, duplicate (applied before), orphan (dead-lettered) or stale
+    (no longer pending: another worker applied it or set it aside)."""
 
     type: str
     status: str
@@ -30,13 +35,15 @@ class ShelvingFunctions:
     async def load(self) -> None:
         await load_library(self._r, SOURCE)
 
-    async def apply(
-        self, runtime: RuntimeSettings, events: list[tuple[bytes, str, str, str, list[str]]]
-    ) -> list[Applied]:
-        """events: (entry id, type, request id, event id, books)."""
-        args: list[bytes | str | int] = ["shelving", runtime.retention_s, runtime.events_maxlen]
-        for entry_id, type_, request_id, event_id, books in events:
-            args.extend((entry_id, type_, request_id, event_id, len(books)))
+    async def apply(self, runtime: RuntimeSettings, events: list[Event]) -> list[Applied]:
+        args: list[bytes | str | int] = [
+            "shelving",
+            runtime.retention_s,
+            runtime.events_maxlen,
+            SCHEMA_VERSION,
+        ]
+        for entry_id, type_, request_id, event_id, fetch_id, books in events:
+            args.extend((entry_id, type_, request_id, event_id, fetch_id, len(books)))
             args.extend(books)
         rows = await execute_packed(self._r, "FCALL", "bs1_shelving_apply", 2, *self._keys, *args)
         return [Applied(row[0].decode(), row[1].decode(), int(row[2])) for row in rows]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
-from bookstream_core.events import FetchEvent, ReshelveEvent, shelving_decoder
+from bookstream_core.events import FetchEvent, ReshelveEvent, UnfetchEvent, shelving_decoder
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics, Tally
-from bookstream_core.service import decode_event
+from bookstream_core.service import InvalidEvent, decode_event
 from bookstream_core.types import ServiceName
 
-from bookstream_shelving.functions import ShelvingFunctions
+from bookstream_shelving.functions import Event, ShelvingFunctions
 
 
 class ShelvingService:
@@ -32,18 +32,32 @@ class ShelvingService:
         await self.functions.load()
 
     def decode(self, payload: bytes) -> object:
-        return decode_event(shelving_decoder, payload, self.library)
+        event = decode_event(shelving_decoder, payload, self.library)
+        # Lending names a request's fetch "<id>:fetch" and its cancellation "<id>:unfetch";
+        # holding every producer to that lets a forged fetch be undone (lending.lua).
+        if isinstance(event, FetchEvent) and event.eid != f"{event.id}:fetch":
+            raise InvalidEvent(f"invalid_event: a fetch's eid must be {event.id}:fetch")
+        if isinstance(event, UnfetchEvent) and (
+            event.fetch != f"{event.id}:fetch" or event.eid != f"{event.id}:unfetch"
+        ):
+            raise InvalidEvent("invalid_event: an unfetch must name its request's fetch")
+        return event
 
     def guard_key(self, request_id: str) -> str:
         return ""  # shelving's events are never the first answer to a request
 
+    async def tend(self) -> None:
+        """Nothing of shelving's own waits for a deadline."""
+
     async def apply(self, batch: list[tuple[bytes, object]]) -> None:
-        events: list[tuple[bytes, str, str, str, list[str]]] = []
+        events: list[Event] = []
         for entry_id, event in batch:
             if isinstance(event, FetchEvent):
-                events.append((entry_id, "fetch", event.id, event.eid, event.books))
+                events.append((entry_id, "fetch", event.id, event.eid, "", event.books))
             elif isinstance(event, ReshelveEvent):
-                events.append((entry_id, "reshelve", event.id, event.eid, event.books))
+                events.append((entry_id, "reshelve", event.id, event.eid, "", event.books))
+            elif isinstance(event, UnfetchEvent):
+                events.append((entry_id, "unfetch", event.id, event.eid, event.fetch, event.books))
             else:  # pragma: no cover - decode() returns only the types above
                 raise TypeError(f"unexpected event {event!r}")
         rows = await self.functions.apply(self.settings.runtime, events)

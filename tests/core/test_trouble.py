@@ -1,0 +1,123 @@
+"""Redis misconfigured, full, emptied, or refusing a right: real worker processes never
+blame an entry for it, never die of it silently, and carry on once it passes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import redis
+
+from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for
+
+LIB = "trouble"
+INBOX = f"bs:{{{LIB}}}:lending:inbox"
+
+
+def _requests(r: redis.Redis, n: int, tag: str) -> list[str]:
+    ids = [f"{tag}-{k}" for k in range(n)]
+    for k, rid in enumerate(ids):
+        event = {"v": 1, "type": "request", "id": rid, "user": f"u{k % 7}", "books": [f"b{k}"]}
+        r.xadd(INBOX, {"e": json.dumps(event)})
+    return ids
+
+
+def _answered(r: redis.Redis, ids: list[str]) -> bool:
+    return all(r.exists(f"bs:{{{LIB}}}:outcome:{rid}") for rid in ids)
+
+
+def _statuses(r: redis.Redis, ids: list[str]) -> set[str]:
+    return {json.loads(r.get(f"bs:{{{LIB}}}:outcome:{rid}"))["status"] for rid in ids}
+
+
+def _dead(r: redis.Redis) -> int:
+    return int(r.xlen(f"bs:{{{LIB}}}:lending:dead") + r.xlen(f"bs:{{{LIB}}}:shelving:dead"))
+
+
+def test_a_worker_refuses_a_redis_that_evicts(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    redis_server.client().config_set("maxmemory-policy", "allkeys-lru")
+    done = run_cli(bookstream_env, "serve", "--library", LIB, server=redis_server, timeout=30)
+    assert done.returncode == 1
+    assert "maxmemory-policy allkeys-lru" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_memory_pressure_is_waited_out_not_dead_lettered(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    r = redis_server.client()
+    lending = start_worker("lending", redis_server, library=LIB)
+    start_worker("shelving", redis_server, library=LIB)
+    # Requests arrive while lending is frozen; then Redis is full: writes are refused.
+    lending.process.send_signal(signal.SIGSTOP)
+    ids = _requests(r, 40, "oom")
+    r.config_set("maxmemory", "1")
+    lending.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: "redis refuses the work" in lending.output(), timeout=20)
+    assert not _answered(r, ids[:1])
+    r.config_set("maxmemory", "0")  # room again
+    wait_for(lambda: _answered(r, ids), timeout=30)
+    assert _statuses(r, ids) <= {"accepted", "denied"}
+    assert _dead(r) == 0
+    assert "redis accepts the work again" in lending.output()
+    done = run_cli(bookstream_env, "audit", "--library", LIB, server=redis_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_redis_restarted_empty_is_prepared_again(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    r = redis_server.client()
+    workers = [start_worker(s, redis_server, library=LIB) for s in ("lending", "shelving")]
+    first = _requests(r, 5, "before")
+    wait_for(lambda: _answered(r, first), timeout=20)
+    r.flushall()
+    r.function_flush()  # what a restart without persistence loses: data and functions
+    second = _requests(r, 5, "after")
+    wait_for(lambda: _answered(r, second), timeout=30)
+    assert _statuses(r, second) == {"accepted"}
+    assert all(w.process.poll() is None for w in workers)
+    assert "prepared again" in workers[0].output()
+
+
+def test_housekeeping_that_keeps_failing_stops_the_worker(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A worker whose user may not claim (XAUTOCLAIM refused) reports not ready, then
+    exits non-zero: never a live process with a dead task."""
+    r = redis_server.client()
+    r.execute_command("ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", "-xautoclaim")
+    url = f"unix://w:pw@{redis_server.socket}"
+    lending = start_worker(
+        "lending",
+        redis_server,
+        library=LIB,
+        metrics=True,
+        extra=["--redis", url],
+        env={"BOOKSTREAM_GIVE_UP_S": "3"},
+    )
+    seen: list[int] = []
+
+    def not_ready() -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{lending.metrics_port}/readyz", timeout=1
+            ) as reply:
+                seen.append(reply.status)
+        except urllib.error.HTTPError as exc:
+            seen.append(exc.code)
+        except OSError:
+            pass
+        return 503 in seen
+
+    wait_for(not_ready, timeout=10)  # /readyz reflects the failing task while it lasts
+    assert lending.process.wait(timeout=30) == 1
+    out = lending.output()
+    assert "housekeeping failed, retrying" in out
+    assert "housekeeping failed for 3 s" in out
