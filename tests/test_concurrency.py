@@ -1,7 +1,7 @@
 """Concurrency with real worker processes: two or more of each service on one redis-server.
 
 Every test drives the library through the public client (or the CLI), waits until every
-stream is drained, and then runs the audit of design.md §4 on top of its own checks.
+stream is drained, and then runs the audit of docs/design.md §4 on top of its own checks.
 The helpers ``start_library``, ``wait_quiescent`` and ``assert_audit_ok`` are reused by
 ``test_model.py``.
 """
@@ -51,7 +51,7 @@ def start_library(
         for i in range(lending)
     ]
     workers += [
-        start_worker("shelving", server, name=f"shelving-{i}", library=library, extra=extra)
+        start_worker("shelving", server, name=f"shelving-{i}", library=library)
         for i in range(shelving)
     ]
     return workers
@@ -88,7 +88,7 @@ async def _quiet(r: aioredis.Redis, library: str) -> bool:
 async def wait_quiescent(
     r: aioredis.Redis, library: str = "main", timeout: float = TIMEOUT
 ) -> None:
-    """Wait until every stream of the library is drained (design.md §4: 'at quiescence')."""
+    """Wait until every stream of the library is drained (docs/design.md §4: 'at quiescence')."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await _quiet(r, library):

@@ -1,6 +1,6 @@
 """Property-based: random sequences of requests and returns, driven one at a time through
 real worker processes (two of each service), compared outcome by outcome with a small
-pure-Python model of design.md §1, then audited.
+pure-Python model of docs/design.md §1, then audited.
 
 How examples are kept apart. Starting workers costs about a second each, so one
 redis-server and one set of workers (one library, ``main``) serve every example. Between
@@ -90,7 +90,7 @@ def observed(o: Outcome) -> Expected:
 
 @dataclass
 class Library:
-    """design.md §1, sequentially: one copy of each book, every book exists."""
+    """docs/design.md §1, sequentially: one copy of each book, every book exists."""
 
     limit: int = LIMIT
     capacity: int = CAPACITY

@@ -7,9 +7,10 @@
 
 from bookstream_core.events import Outcome, Unavailable
 
-from bookstream.client import AsyncClient, Client
-from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unreachable
+from bookstream.client import AsyncClient
+from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unknown, Unreachable
 from bookstream.location import BookLocation
+from bookstream.sync import Client, ClientClosed
 
 __all__ = [
     "AsyncClient",
@@ -17,8 +18,10 @@ __all__ = [
     "BookLocation",
     "BookstreamError",
     "Client",
+    "ClientClosed",
     "Outcome",
     "OutcomeTimeout",
     "Unavailable",
+    "Unknown",
     "Unreachable",
 ]

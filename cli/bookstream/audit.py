@@ -1,10 +1,11 @@
-"""``bookstream audit``: check the invariants of design.md §4 on a quiescent library.
+"""``bookstream audit``: check the invariants of docs/design.md §4 on a quiescent library.
 
 1. Every book is in exactly one place: shelf, automated storage, or lent to one user.
 2. Each user's count equals the books lent to them, and is at most the limit.
 3. The automated storage holds at most its capacity.
 4. Shelving's off-shelf set equals automated storage ∪ lent books (each counted once).
-5. No reservation or temporary key is left over; no group has pending entries.
+5. No reservation or request in flight is left over; no inbox has pending or unread
+   entries (an inbox nobody ever read included).
 6. Every request id has one outcome; replaying the outcomes in order from an empty
    library lends no book twice and ends with exactly today's loans.
 """
@@ -20,9 +21,8 @@ import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.streams import backlog
-from bookstream_core.types import text
-from bookstream_lending.keys import LendingKeys
-from bookstream_shelving.keys import ShelvingKeys
+from bookstream_lending.views import BookStatus, LendingView
+from bookstream_shelving.views import ShelvingView
 
 
 @dataclass
@@ -52,37 +52,40 @@ class AuditReport:
         }
 
 
-async def _scan(r: aioredis.Redis, pattern: str) -> list[bytes]:
-    return [key async for key in r.scan_iter(match=pattern, count=1000)]
+def _record(status: BookStatus | None) -> str:
+    """Lending's record of a book, in words."""
+    if status is None:
+        return "no record (on the shelves)"
+    who = status.user or status.request_id
+    return f"{status.kind} ({who})" if who is not None else status.kind
 
 
 async def audit(
     r: aioredis.Redis, library: str, *, user_limit: int = 5, storage_capacity: int = 20
 ) -> AuditReport:
     keys = LibraryKeys(library)
-    lk, sk = LendingKeys(keys), ShelvingKeys(keys)
     report = AuditReport(library)
     v = report.violations
 
-    status = {text(k): text(s) for k, s in (await r.hgetall(lk.book_status)).items()}
-    storage = {text(b) for b in await r.smembers(lk.storage)}
-    borrowers = {text(u) for u in await r.smembers(lk.borrowers)}
-    off = {text(k): int(n) for k, n in (await r.hgetall(sk.off_shelf)).items()}
-    loans: dict[str, set[str]] = {}
-    loans_prefix = lk.loans("")
-    for key in await _scan(r, loans_prefix + "*"):
-        user = text(key)[len(loans_prefix) :]
-        loans[user] = {text(b) for b in await r.smembers(key)}
+    lending = await LendingView(r, keys).snapshot()
+    status, storage, borrowers, loans = (
+        lending.books,
+        lending.storage,
+        lending.borrowers,
+        lending.loans,
+    )
+    off = await ShelvingView(r, keys).off_counts()
 
     # 1 and 2: the per-book status and the per-user sets describe the same loans.
-    lent_by_status = {b: s[5:] for b, s in status.items() if s.startswith("lent:")}
+    lent_by_status = {b: s.user or "" for b, s in status.items() if s.kind == "lent"}
     owners: Counter[str] = Counter()
     for user, books in loans.items():
         for book in books:
             owners[book] += 1
             if lent_by_status.get(book) != user:
                 v.append(
-                    f"book {book!r} is in {user!r}'s loans but its status is {status.get(book)!r}"
+                    f"book {book!r} is among the loans of user {user!r} but Lending's record "
+                    f"of it is {_record(status.get(book))}"
                 )
         if len(books) > user_limit:
             v.append(f"user {user!r} holds {len(books)} books, over the limit of {user_limit}")
@@ -98,14 +101,15 @@ async def audit(
         if not loans.get(user):
             v.append(f"user {user!r} is in the borrowers set but holds nothing")
     for book in storage:
-        if status.get(book) != "storage":
+        if status.get(book) != BookStatus("storage"):
             v.append(
-                f"book {book!r} is in the automated storage but its status is {status.get(book)!r}"
+                f"book {book!r} is in the automated storage but Lending's record of it is "
+                f"{_record(status.get(book))}"
             )
         if book in lent_by_status:
             v.append(f"book {book!r} is both in the automated storage and lent")
     for book, s in status.items():
-        if s == "storage" and book not in storage:
+        if s.kind == "storage" and book not in storage:
             v.append(f"book {book!r} has status storage but is not in the automated storage")
 
     # 3
@@ -128,15 +132,21 @@ async def audit(
 
     # 5: nothing in flight.
     for book, s in status.items():
-        if s.startswith(("held:", "paged:")):
-            v.append(f"book {book!r} is still reserved ({s})")
-    for key in await _scan(r, lk.request_pattern):
-        v.append(f"request state {key.decode()!r} is left over")
+        if s.kind in ("reserved", "paged"):
+            v.append(f"book {book!r} is still {s.kind} for request {s.request_id}")
+    for request_id in lending.requests_in_flight:
+        v.append(f"request {request_id} is still in flight (waiting for Shelving)")
     for service in SERVICES:
         inbox = keys.inbox(service)
         if not await r.exists(inbox):
             continue
-        for group in await r.xinfo_groups(inbox):
+        groups = await r.xinfo_groups(inbox)
+        if not groups and (length := int(await r.xlen(inbox))):
+            v.append(
+                f"{inbox} holds {length} entries but no {service} worker ever read it "
+                f"(no consumer group): start one (bookstream serve)"
+            )
+        for group in groups:
             name = group["name"].decode()
             if int(group["pending"]):
                 v.append(f"group {name!r} on {inbox} has {group['pending']} pending entries")

@@ -1,7 +1,8 @@
 """The Python client: submit requests and returns, wait for their outcomes.
 
-``AsyncClient`` does the work; ``Client`` runs it on a private event loop for code that
-is not async. ``url=None`` means the embedded Redis (started on first use).
+``AsyncClient`` does the work; ``Client`` (``sync.py``) runs it for code that is not
+async. ``url=None`` means the embedded Redis (started on first use). What the client
+knows of a service's state it asks the service's own read API (its ``views`` module).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import Self
 
 import redis.asyncio as aioredis
-from bookstream_core.config import ConfigError, RedisSettings, normalize_address
+from bookstream_core.config import ConfigError, RedisSettings, build_redis_settings
 from bookstream_core.connection import UNREACHABLE, connect
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.events import (
@@ -28,12 +29,13 @@ from bookstream_core.events import (
 )
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
-from bookstream_core.types import text
-from bookstream_lending.keys import LendingKeys
-from bookstream_shelving.keys import ShelvingKeys
+from bookstream_core.liveness import served
+from bookstream_lending.views import LendingView
+from bookstream_shelving.views import ShelvingView
 
-from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unreachable
-from bookstream.location import BookLocation, from_state
+from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unknown, Unreachable
+from bookstream.location import BookLocation, locate
+from bookstream.unprocessed import mentions
 from bookstream.waiter import OutcomeWaiter
 
 #: While waiting, the outcome key is also polled this often, in case a Pub/Sub
@@ -52,22 +54,24 @@ class AsyncClient:
         db: int | None = None,
         home: str | Path | None = None,
         settings: RedisSettings | None = None,
+        timeout: float = 10.0,
     ) -> None:
+        """``timeout``: seconds any one Redis call may take (and the default wait for an
+        outcome)."""
         try:
             self.keys = LibraryKeys(library)
             if settings is None:
-                settings = RedisSettings(
-                    url=normalize_address(url) if url else None,
+                settings = build_redis_settings(
+                    url=url,
                     password=password,
                     db=db,
-                    home=Path(home) if home is not None else Path(".bookstream"),
+                    home=Path(home).expanduser() if home is not None else None,
                 )
         except (InvalidLibraryName, ConfigError) as exc:
             raise BadInput(str(exc)) from None
         self.settings = settings
         self.library = library
-        self._lending = LendingKeys(self.keys)
-        self._shelving = ShelvingKeys(self.keys)
+        self.timeout = timeout
         self._r: aioredis.Redis | None = None
         self._waiter: OutcomeWaiter | None = None
 
@@ -80,15 +84,23 @@ class AsyncClient:
         """Turn a lost connection into ``Unreachable``, naming the Redis (exit code 3)."""
         try:
             yield
-        except BookstreamError:
-            raise  # ours already (OutcomeTimeout is an OSError too)
+        except (BookstreamError, BrokenPipeError):
+            # Ours already (OutcomeTimeout is an OSError too); a broken pipe is our own
+            # stdout closed (redis-py reports its sockets' errors as ConnectionError).
+            raise
         except UNREACHABLE as exc:
+            if "DB index is out of range" in str(exc):  # SELECT failed: a bad --db
+                raise BadInput(
+                    f"Redis at {self.settings.describe()} has no database {self.settings.db}"
+                ) from None
             raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
 
     async def _redis(self) -> aioredis.Redis:
         if self._r is None:
             try:
-                self._r = connect(self.settings, client_name="bookstream-client")
+                self._r = connect(
+                    self.settings, client_name="bookstream-client", timeout=self.timeout
+                )
             except EmbeddedRedisError as exc:
                 raise Unreachable(str(exc)) from None
         return self._r
@@ -111,18 +123,31 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ submitting
 
+    @staticmethod
+    def check_request(user: str, books: Iterable[str], request_id: str | None) -> None:
+        """Raise ``BadInput`` unless the ids are within bounds."""
+        try:
+            check_id("user id", user)
+            check_books(list(books))
+            if request_id is not None:
+                check_request_id(request_id)
+        except InvalidId as exc:
+            raise BadInput(str(exc)) from None
+
     def _event(
         self, kind: str, user: str, books: Iterable[str], request_id: str | None
     ) -> RequestEvent | ReturnEvent:
         books = list(books)
-        try:
-            check_id("user id", user)
-            check_books(books)
-            rid = check_request_id(request_id) if request_id is not None else new_request_id()
-        except InvalidId as exc:
-            raise BadInput(str(exc)) from None
+        self.check_request(user, books, request_id)
+        rid = request_id if request_id is not None else new_request_id()
         cls = RequestEvent if kind == "request" else ReturnEvent
         return cls(v=SCHEMA_VERSION, id=rid, user=user, books=books)
+
+    async def lending_is_served(self) -> bool:
+        """Whether a live Lending worker serves this library (else nothing answers)."""
+        r = await self._redis()
+        with self.redis_errors():
+            return await served(r, self.keys, "lending")
 
     async def _submit(self, event: RequestEvent | ReturnEvent) -> None:
         r = await self._redis()
@@ -171,12 +196,29 @@ class AsyncClient:
         return await self._wait(event.id, timeout, submit=event)
 
     async def outcome(self, request_id: str, timeout: float = 10.0) -> Outcome:
-        """Wait (at most ``timeout`` s) for the outcome of a submitted request."""
+        """Wait (at most ``timeout`` s) for the outcome of a submitted request; ``Unknown``
+        when nobody submitted it (or its outcome expired after the retention)."""
         try:
             check_request_id(request_id)
         except InvalidId as exc:
             raise BadInput(str(exc)) from None
+        r = await self._redis()
+        with self.redis_errors():
+            if not await self._known(r, request_id):
+                raise Unknown(request_id)
         return await self._wait(request_id, timeout, submit=None)
+
+    async def _known(self, r: aioredis.Redis, request_id: str) -> bool:
+        """Whether the id was submitted and not forgotten. A request moves, each step
+        atomic, from the inbox to in flight (waiting for Shelving) to answered; looking in
+        that order, a request that moves while we look is found in its next place."""
+        key = self.keys.outcome(request_id)
+        return (
+            bool(await r.exists(key))
+            or await mentions(r, self.keys, request_id)
+            or await LendingView(r, self.keys).in_flight(request_id)
+            or bool(await r.exists(key))
+        )
 
     async def _wait(
         self, request_id: str, timeout: float, submit: RequestEvent | ReturnEvent | None
@@ -229,8 +271,7 @@ class AsyncClient:
             raise BadInput(str(exc)) from None
         r = await self._redis()
         with self.redis_errors():
-            books = await r.smembers(self._lending.loans(user))
-        return sorted(text(b) for b in books)
+            return await LendingView(r, self.keys).user_books(user)
 
     async def locate(self, book: str) -> BookLocation:
         """Where the book is: on the shelf, in storage, lent to whom, in transit..."""
@@ -240,73 +281,4 @@ class AsyncClient:
             raise BadInput(str(exc)) from None
         r = await self._redis()
         with self.redis_errors():
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.hget(self._lending.book_status, book)
-                pipe.hget(self._shelving.off_shelf, book)
-                status, off = await pipe.execute()
-        return from_state(book, status, int(off or 0))
-
-
-class Client:
-    """The same methods as ``AsyncClient``, blocking, for code that is not async."""
-
-    def __init__(self, url: str | None = None, library: str = "main", **kwargs: object) -> None:
-        # A private loop that never becomes the thread's current loop: the caller's
-        # event loop set-up stays as it was.
-        self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
-        self._async = AsyncClient(url, library, **kwargs)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self._runner.run(self._async.aclose())
-        self._runner.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def request(
-        self,
-        user: str,
-        books: Iterable[str],
-        *,
-        request_id: str | None = None,
-        timeout: float = 10.0,
-    ) -> Outcome:
-        return self._runner.run(
-            self._async.request(user, books, request_id=request_id, timeout=timeout)
-        )
-
-    def return_books(
-        self,
-        user: str,
-        books: Iterable[str],
-        *,
-        request_id: str | None = None,
-        timeout: float = 10.0,
-    ) -> Outcome:
-        return self._runner.run(
-            self._async.return_books(user, books, request_id=request_id, timeout=timeout)
-        )
-
-    def submit_request(
-        self, user: str, books: Iterable[str], *, request_id: str | None = None
-    ) -> str:
-        return self._runner.run(self._async.submit_request(user, books, request_id=request_id))
-
-    def submit_return(
-        self, user: str, books: Iterable[str], *, request_id: str | None = None
-    ) -> str:
-        return self._runner.run(self._async.submit_return(user, books, request_id=request_id))
-
-    def outcome(self, request_id: str, timeout: float = 10.0) -> Outcome:
-        return self._runner.run(self._async.outcome(request_id, timeout))
-
-    def user_books(self, user: str) -> list[str]:
-        return self._runner.run(self._async.user_books(user))
-
-    def locate(self, book: str) -> BookLocation:
-        return self._runner.run(self._async.locate(book))
+            return await locate(LendingView(r, self.keys), ShelvingView(r, self.keys), book)

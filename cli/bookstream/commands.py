@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 
-from bookstream_core.config import redis_settings_from
+from bookstream_core.config import domain_settings_from, redis_settings_from
 from bookstream_core.embedded import EmbeddedRedis
 from bookstream_core.events import SCHEMA_VERSION
 from bookstream_core.ids import MAX_BOOKS_PER_EVENT, MAX_ID_LENGTH, MAX_REQUEST_ID_LENGTH
@@ -92,15 +93,34 @@ def info(library: str) -> dict[str, object]:
             "note": "SUBSCRIBE to the channel, then GET the key, then submit",
         },
         "domain_events": keys.domain_events,
-        "functions_libraries": [
-            "bookstream_core_v1",
-            "bookstream_lending_v1",
-            "bookstream_shelving_v1",
-        ],
+        "functions_libraries": list(FUNCTION_SOURCES),
     }
 
 
-def info_command(library: str, as_json: bool) -> int:
+#: Where each Redis Functions library's source is, for an admin who loads them by hand.
+FUNCTION_SOURCES = {
+    "bookstream_core_v1": ("bookstream_core", "core.lua"),
+    "bookstream_lending_v1": ("bookstream_lending", "lending.lua"),
+    "bookstream_shelving_v1": ("bookstream_shelving", "shelving.lua"),
+}
+
+
+def functions_command() -> int:
+    """Workers load their functions at start; under an ACL user without FUNCTION LOAD an
+    admin loads them once, from these files."""
+    from importlib import resources
+
+    print("Redis Functions libraries (workers load them at start when they may):")
+    for name, (package, filename) in FUNCTION_SOURCES.items():
+        path = resources.files(package).joinpath(filename)
+        print(f"  {name}: {path}")
+        print(f"    load as an admin: redis-cli -x FUNCTION LOAD REPLACE < {path}")
+    return 0
+
+
+def info_command(library: str, as_json: bool, functions: bool = False) -> int:
+    if functions:
+        return functions_command()
     data = info(library)
     if as_json:
         print(to_json(data))
@@ -114,18 +134,19 @@ def info_command(library: str, as_json: bool) -> int:
             f"dead letters {s['dead_letters']}"
         )
     print(f"  outcomes: key/channel {LibraryKeys(library).outcome('<request id>')}")
-    print("  (--json for the event schema)")
+    print("  (--json for the event schema, --functions for the Redis Functions libraries)")
     return 0
 
 
 async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
+    domain = domain_settings_from(args, os.environ)
     async with client:
         with client.redis_errors():
             report = await audit(
                 await client.redis(),
                 client.library,
-                user_limit=args.user_limit,
-                storage_capacity=args.storage_capacity,
+                user_limit=domain.user_limit,
+                storage_capacity=domain.storage_capacity,
             )
     if args.json:
         print(to_json(report.to_dict()))
@@ -143,45 +164,47 @@ async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def embedded_command(action: str) -> int:
-    settings = redis_settings_from(
-        argparse.Namespace(
-            redis=None, address=None, password=None, password_file=None, ssl=None, db=None
-        ),
-        os.environ,
-    )
+def embedded_command(args: argparse.Namespace) -> int:
+    settings = redis_settings_from(None, os.environ)
     server = EmbeddedRedis(settings.home, settings.appendfsync)
-    if action == "start":
+    if args.action == "start":
         print(f"embedded Redis running at {server.ensure()}")
         return 0
-    if action == "stop":
+    if args.action == "stop":
         print("stopped" if server.stop() else "not running")
         return 0
-    if server.running():
-        print(
-            json.dumps(
-                {
-                    "running": True,
-                    "url": server.url,
-                    "pid": server.pid(),
-                    "directory": str(server.directory),
-                }
-            )
-        )
-        return 0
-    print(json.dumps({"running": False, "directory": str(server.directory)}))
-    return 3
+    running = server.running()
+    if args.json:
+        state: dict[str, object] = {"running": running, "directory": str(server.directory)}
+        if running:
+            state |= {"url": server.url, "pid": server.pid()}
+        print(json.dumps(state))
+    elif running:
+        print(f"embedded Redis running at {server.url} (pid {server.pid()})")
+    else:
+        print(f"embedded Redis not running (its directory: {server.directory})")
+    return 0 if running else 3
+
+
+#: A stream entry id as XADD makes them (``ms-seq``), or its time part alone.
+ENTRY_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+
+
+def _entry_ids(ids: list[str]) -> list[str]:
+    for entry_id in ids:
+        if not ENTRY_ID.fullmatch(entry_id):
+            raise BadInput(f"{entry_id!r} is not a dead-letter entry id (like 1700000000000-0)")
+    return ids
 
 
 async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) -> int:
     from bookstream import deadletters as dl
 
     action: str = args.action
-    if action in ("retry", "purge") and not args.ids and not args.all:
+    every = getattr(args, "all", False)
+    if action in ("retry", "purge") and not args.ids and not every:
         raise BadInput(f"dead-letters {action}: name entry ids or give --all")
-    if action == "show" and len(args.ids) != 1:
-        raise BadInput("dead-letters show: name exactly one entry id")
-    ids = None if args.all else list(args.ids)
+    ids = None if every else _entry_ids(list(getattr(args, "ids", [])))
     async with client:
         with client.redis_errors():
             r = await client.redis()

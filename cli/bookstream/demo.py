@@ -7,10 +7,8 @@ an empty library and no other library's data is touched.
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 
-from bookstream_core.config import RedisSettings, normalize_address
+from bookstream_core.config import RedisSettings
 from bookstream_core.connection import connect
 from bookstream_core.embedded import EmbeddedRedis
 from bookstream_core.keys import LibraryKeys
@@ -28,12 +26,10 @@ SCENARIO: list[tuple[str, str, list[str]]] = [
 ]
 
 
-def run_demo(redis_url: str | None = None) -> int:
+def run_demo(settings: RedisSettings) -> int:
     configure_logging("console", "warning")
-    home = Path(os.environ.get("BOOKSTREAM_HOME") or ".bookstream")
-    embedded = EmbeddedRedis(home)
-    started_here = redis_url is None and not embedded.running()
-    settings = RedisSettings(url=normalize_address(redis_url) if redis_url else None, home=home)
+    embedded = EmbeddedRedis(settings.home, settings.appendfsync)
+    started_here = settings.url is None and not embedded.running()
     try:
         return asyncio.run(_demo(settings))
     finally:
@@ -56,7 +52,7 @@ async def _demo(settings: RedisSettings) -> int:
         AsyncClient(library=LIBRARY, settings=settings) as client,
     ):
         for kind, user, books in SCENARIO:
-            print(f"$ bookstream {kind} {user} {' '.join(books)}")
+            print(f"$ bookstream {kind} --library {LIBRARY} {user} {' '.join(books)}")
             if kind == "request":
                 outcome = await client.request(user, books, timeout=15)
             else:

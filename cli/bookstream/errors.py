@@ -24,3 +24,14 @@ class OutcomeTimeout(BookstreamError, TimeoutError):
 
 class Unreachable(BookstreamError, ConnectionError):
     """Redis cannot be reached (exit code 3)."""
+
+
+class Unknown(BookstreamError, LookupError):
+    """Nobody submitted this request id, or its outcome expired (exit code 2)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"unknown request id {request_id}: nobody submitted it, or its outcome expired "
+            "after the retention"
+        )
+        self.request_id = request_id

@@ -7,13 +7,11 @@ import time
 
 import redis.asyncio as aioredis
 from bookstream_core.keys import SERVICES, LibraryKeys
+from bookstream_core.liveness import consumers
 from bookstream_core.streams import backlog
-from bookstream_lending.keys import LendingKeys
-from bookstream_shelving.keys import ShelvingKeys
-
-
-def _s(value: object) -> object:
-    return value.decode() if isinstance(value, bytes) else value
+from bookstream_core.types import ServiceName, text
+from bookstream_lending.views import LendingView
+from bookstream_shelving.views import ShelvingView
 
 
 def _age_ms(entry_id: str | None) -> int | None:
@@ -24,21 +22,14 @@ def _age_ms(entry_id: str | None) -> int | None:
 
 async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
     keys = LibraryKeys(library)
-    lk, sk = LendingKeys(keys), ShelvingKeys(keys)
-    async with r.pipeline(transaction=True) as pipe:
-        pipe.hvals(lk.book_status)
-        pipe.scard(lk.storage)
-        pipe.scard(lk.borrowers)
-        pipe.hlen(sk.off_shelf)
-        statuses, in_storage, borrowers, off_shelf = await pipe.execute()
-    kinds = [s.split(b":", 1)[0].decode() for s in statuses]
+    lending = await LendingView(r, keys).totals()
     totals = {
-        "books_lent": kinds.count("lent"),
-        "borrowers": int(borrowers),
-        "in_storage": int(in_storage),
-        "held_for_requests": kinds.count("held"),
-        "being_fetched": kinds.count("paged"),
-        "off_shelf": int(off_shelf),
+        "books_lent": lending.books_lent,
+        "borrowers": lending.borrowers,
+        "in_storage": lending.in_storage,
+        "reserved_for_requests": lending.reserved,
+        "being_fetched": lending.being_fetched,
+        "off_shelf": await ShelvingView(r, keys).books_off(),
     }
     streams: dict[str, object] = {}
     for service in SERVICES:
@@ -46,43 +37,36 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
     return {"library": library, "totals": totals, "streams": streams}
 
 
-async def stream_status(r: aioredis.Redis, keys: LibraryKeys, service: str) -> dict[str, object]:
-    inbox = keys.inbox(service)  # type: ignore[arg-type]
-    dead = keys.dead_letters(service)  # type: ignore[arg-type]
+async def stream_status(
+    r: aioredis.Redis, keys: LibraryKeys, service: ServiceName
+) -> dict[str, object]:
+    inbox = keys.inbox(service)
     result: dict[str, object] = {
         "stream": inbox,
         "length": int(await r.xlen(inbox)),
-        "dead_letters": int(await r.xlen(dead)),
+        "dead_letters": int(await r.xlen(keys.dead_letters(service))),
         "groups": [],
     }
     if not await r.exists(inbox):
         return result
     groups = []
     for info in await r.xinfo_groups(inbox):
-        name = str(_s(info["name"]))
+        name = text(info["name"])
         summary = await r.xpending(inbox, name)
-        oldest = _s(summary.get("min")) if summary.get("pending") else None
-        consumers = []
-        for c in await r.xinfo_consumers(inbox, name):
-            cname = str(_s(c["name"]))
-            lock = await r.pttl(keys.worker_lock(service, cname))  # type: ignore[arg-type]
-            consumers.append(
-                {
-                    "name": cname,
-                    "pending": int(c["pending"]),
-                    "idle_ms": int(c["idle"]),
-                    # -2: no lock: the worker is gone (or never held the name).
-                    "alive": lock > 0,
-                }
-            )
+        oldest = text(summary.get("min")) if summary.get("pending") else None
+        members = await consumers(r, keys, service) if name == keys.group(service) else []
         groups.append(
             {
                 "name": name,
-                "consumers": consumers,
+                "consumers": [
+                    {"name": c.name, "pending": c.pending, "idle_ms": c.idle_ms, "alive": c.alive}
+                    for c in members
+                ],
                 "pending": int(info["pending"]),
-                "lag": await backlog(r, inbox, info),
-                "last_delivered_id": _s(info["last-delivered-id"]),
-                "oldest_pending_age_ms": _age_ms(str(oldest) if oldest else None),
+                # Entries not yet delivered to the group (not Redis's lag: it can drift).
+                "backlog": await backlog(r, inbox, info),
+                "last_delivered_id": text(info["last-delivered-id"]),
+                "oldest_pending_age_ms": _age_ms(oldest),
             }
         )
     result["groups"] = groups
@@ -95,7 +79,8 @@ def render_status(status: dict[str, object]) -> str:
     assert isinstance(totals, dict)
     lines.append(
         "  books lent {books_lent} to {borrowers} users; {in_storage} in the automated storage; "
-        "{held_for_requests} held and {being_fetched} being fetched for requests in flight; "
+        "{reserved_for_requests} reserved and {being_fetched} being fetched for requests in "
+        "flight; "
         "{off_shelf} off the shelves".format(**totals)
     )
     streams = status["streams"]
@@ -108,16 +93,22 @@ def render_status(status: dict[str, object]) -> str:
         for g in s["groups"]:
             age = g["oldest_pending_age_ms"]
             lines.append(
-                f"    group {g['name']}: pending {g['pending']}  lag {g['lag']}"
+                f"    group {g['name']}: pending {g['pending']}  backlog {g['backlog']}"
                 + (f"  oldest pending {age / 1000:.1f}s" if age is not None else "")
             )
             for c in g["consumers"]:
                 state = "alive" if c["alive"] else "gone (no lock)"
                 lines.append(
-                    f"      {c['name']}: pending {c['pending']}  "
+                    f"      {_printable(c['name'])}: pending {c['pending']}  "
                     f"idle {c['idle_ms'] / 1000:.1f}s  {state}"
                 )
     return "\n".join(lines)
+
+
+def _printable(name: str) -> str:
+    """A consumer name as a terminal may show it: anyone who can XREADGROUP names one,
+    so control characters (newlines, escapes) are shown escaped, never obeyed."""
+    return name if name.isprintable() else json.dumps(name)
 
 
 def to_json(value: object) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pytest
 
-from tests.conftest import RedisServer, run_cli
+from tests.conftest import RedisServer, WorkerProcess, run_cli
 
 
 @pytest.mark.parametrize(
@@ -19,17 +22,26 @@ from tests.conftest import RedisServer, run_cli
         (["request", "user1", *[f"b{i}" for i in range(33)]], "at most 32 per request"),
         (["request", "user1", "geb", "--request-id", "has space"], "request id"),
         (["request", "user1", "geb", "--bogus"], "unrecognized arguments: --bogus"),
-        (["return", "user1", "geb", "--timeout", "0"], "--timeout must be positive"),
+        (["return", "user1", "geb", "--timeout", "0"], "--timeout must be a positive number"),
+        (["return", "user1", "geb", "--timeout", "nan"], "--timeout must be a positive number"),
+        (["request", "user1", "geb", "--library", ""], "invalid library name"),
+        (["request", "user1", "geb", "-a", "localhost:99999"], "invalid port"),
+        (["request", "user1", "geb", "--redis", "redis://h:70000"], "invalid port"),
+        (["dead-letters", "list", "--count", "-1"], "must be at least 1"),
+        (["dead-letters", "show", "not-an-id"], "is not a dead-letter entry id"),
+        (["dead-letters", "purge", "1-0", "x"], "is not a dead-letter entry id"),
         (["request", "user1", "geb", "--library", "a{b}"], "invalid library name"),
         (["request", "user1", "geb", "--redis", "http://x"], "unsupported Redis URL scheme"),
         (["request", "user1", "geb", "--db", "x"], "--db must be a whole number"),
+        (["request", "user1", "geb", "--db", "99999"], "no database 99999"),
+        (["status", "--db", "99999"], "no database 99999"),
         (["frobnicate"], "invalid choice"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
     redis_server: RedisServer, bookstream_env: dict[str, str], args: list[str], message: str
 ) -> None:
-    if "--redis" not in args:
+    if "--redis" not in args and "-a" not in args:
         args = [*args, "--redis", redis_server.url] if args[0] != "frobnicate" else args
     result = run_cli(bookstream_env, *args)
     assert result.returncode == 2, result
@@ -48,16 +60,32 @@ def test_unreachable_redis_exits_3(bookstream_env: dict[str, str], tmp_path: obj
     assert "Traceback" not in result.stderr
 
 
-def test_no_outcome_in_time_exits_3(
+def test_no_lending_worker_exits_3_at_once(
     redis_server: RedisServer, bookstream_env: dict[str, str]
 ) -> None:
-    result = run_cli(
-        bookstream_env, "request", "user1", "geb", "--timeout", "0.3", "--redis", redis_server.url
-    )
+    started = time.monotonic()
+    result = run_cli(bookstream_env, "request", "user1", "geb", "--redis", redis_server.url)
+    assert time.monotonic() - started < 5  # not the 10 s default timeout
     assert result.returncode == 3
+    assert "no Lending worker is running" in result.stderr
+    assert "bookstream serve" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert redis_server.client().xlen("bs:{main}:lending:inbox") == 0  # nothing submitted
+
+
+def test_no_outcome_in_time_exits_3(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker("lending", redis_server)  # no Shelving: a book on the shelves never comes
+    result = run_cli(
+        bookstream_env, "request", "user1", "geb", "--timeout", "0.5", "--redis", redis_server.url
+    )
+    assert result.returncode == 3, result.stderr
     assert "no outcome for request" in result.stderr
-    # The request was submitted and will be applied when a worker runs.
-    assert redis_server.client().xlen("bs:{main}:lending:inbox") == 1
+    # The request was submitted and will be applied when a Shelving worker runs.
+    assert redis_server.client().exists("bs:{main}:lending:req:" + result.stderr.split()[5])
 
 
 def test_no_wait_prints_the_request_id(

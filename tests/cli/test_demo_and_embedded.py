@@ -13,7 +13,10 @@ from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = [
-    "request",
+    # Every command it prints can be pasted as is: it names the demo's library.
+    "$ bookstream request --library demo user1 alice-in-wonderland geb invisible-cities",
+    "$ bookstream return --library demo user1 invisible-cities",
+    "$ bookstream audit --library demo",
     "lent:         alice-in-wonderland, geb, invisible-cities",
     "returned:     invisible-cities",
     "lent:         invisible-cities, selfish-gene",
@@ -55,8 +58,11 @@ def test_embedded_redis_is_private_and_reused(bookstream_env: dict[str, str]) ->
         # A command with no Redis named starts it...
         submitted = run_cli(bookstream_env, "request", "u1", "geb", "--no-wait")
         assert submitted.returncode == 0, submitted.stderr
-        status = run_cli(bookstream_env, "embedded", "status")
+        status = run_cli(bookstream_env, "embedded", "status", "--json")
         assert status.returncode == 0 and '"running": true' in status.stdout
+        assert run_cli(bookstream_env, "embedded", "status").stdout.startswith(
+            "embedded Redis running at unix://"
+        )
         with redis.Redis(unix_socket_path=str(home / "redis.sock")) as r:
             assert r.config_get("port")["port"] == "0"  # no TCP listener
             assert r.config_get("appendonly")["appendonly"] == "yes"

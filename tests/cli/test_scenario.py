@@ -69,14 +69,14 @@ def test_original_scenario_through_the_cli(
         "books_lent": 4,
         "borrowers": 2,
         "in_storage": 0,  # invisible-cities went back into storage, then to user2
-        "held_for_requests": 0,
+        "reserved_for_requests": 0,
         "being_fetched": 0,
         "off_shelf": 4,
     }
     lending = status["streams"]["lending"]
     assert lending["stream"] == "bs:{main}:lending:inbox"
     (group,) = lending["groups"]
-    assert (group["name"], group["pending"], group["lag"]) == ("lending", 0, 0)
+    assert (group["name"], group["pending"], group["backlog"]) == ("lending", 0, 0)
     assert [(c["name"], c["pending"], c["alive"]) for c in group["consumers"]] == [
         ("worker1", 0, True)
     ]

@@ -83,7 +83,7 @@ def test_options_win_over_the_environment() -> None:
     s = parse("w9", "--library", "opt-lib", "-a", "opt:2", "--password", "pw", env=env)
     assert (s.name, s.library) == ("w9", "opt-lib")  # type: ignore[attr-defined]
     assert (s.redis.url, s.redis.password) == ("redis://opt:2", "pw")  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match="either --redis URL or -a/--address"):
+    with pytest.raises(ConfigError, match="either --redis or -a/--address"):
         parse("--redis", "redis://a:1", "-a", "b:2")
 
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from bookstream.client import Client
+from bookstream import Client
 from bookstream_core.keys import LibraryKeys
 
 from tests.conftest import VENV_BIN, RedisServer, free_port

@@ -1,4 +1,4 @@
-"""``bookstream bench``: the workload of design.md §5, drained or offered at a fixed rate.
+"""``bookstream bench``: the workload of docs/design.md §5, drained or offered at a fixed rate.
 
 One idea per module: ``workload`` (the seeded events), ``server`` (a private Redis),
 ``workers`` (the worker processes), ``measure`` (memory, CPU, RSS), ``progress`` (the bar),

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from bookstream_core.config import build_redis_settings
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.runner import install_uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -69,7 +70,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         _STARTED.append(private.stop)
         url = private.url
     else:
-        url = given
+        url = build_redis_settings(url=given).url or given  # checked and normalized
     r = aioredis.Redis.from_url(url, decode_responses=False)
     try:
         try:

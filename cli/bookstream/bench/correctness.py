@@ -1,4 +1,4 @@
-"""Is the run correct? The audit (design.md §4) plus exactly one outcome per request.
+"""Is the run correct? The audit (docs/design.md §4) plus exactly one outcome per request.
 
 "Exactly one" from two counts: every request id has its outcome key, and the domain
 events stream received exactly as many outcomes as there were requests (a duplicate

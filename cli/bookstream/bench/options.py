@@ -10,7 +10,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=200_000, help="N events to drain (200000)")
     p.add_argument("--workers", type=int, default=1, help="K workers of each service (1)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (1)")
-    p.add_argument("--mode", choices=["drain", "latency"], default="drain")
+    p.add_argument(
+        "--mode",
+        choices=["drain", "latency"],
+        default="drain",
+        help="drain a preloaded backlog, or offer requests at --rate (drain)",
+    )
     p.add_argument("--rate", type=float, default=5_000.0, help="latency mode: requests/s (5000)")
     p.add_argument("--duration", type=float, default=10.0, help="latency mode: seconds (10)")
     p.add_argument("--batch-size", type=int, help="the workers' --batch-size (their default)")

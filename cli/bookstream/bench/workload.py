@@ -1,4 +1,4 @@
-"""The benchmark workload of design.md §5, seeded and deterministic.
+"""The benchmark workload of docs/design.md §5, seeded and deterministic.
 
 1,000 users, 20,000 books whose popularity follows a Zipf-like law (book k is asked
 for in proportion to 1/k), about 70 % requests of 1-3 books and about 30 % returns of

@@ -1,9 +1,10 @@
 """Configuration, built once at an entry point and passed down.
 
-Every setting comes from (highest first) a command-line option, a ``BOOKSTREAM_*``
+Every setting is a row of ``settings.SETTINGS``: a command-line option, a ``BOOKSTREAM_*``
 environment variable (what a pod uses), or the default. Nothing here reads the
-environment at import time: entry points call the ``from_*`` constructors with
-``os.environ`` explicitly.
+environment at import time: entry points call the ``*_from`` builders with
+``os.environ`` explicitly. The operator builds its Redis settings on its own
+(``bookstream_operator/connection.py``): it reads a LibraryInstance, not options.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bookstream_core import settings as table
 from bookstream_core.keys import check_library
+from bookstream_core.settings import ConfigError
 from bookstream_core.types import ServiceName
 
-ENV_PREFIX = "BOOKSTREAM_"
-
-
-class ConfigError(ValueError):
-    """A setting is malformed; the message names the option and the variable."""
+__all__ = ["ConfigError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,20 +34,11 @@ class RedisSettings:
     password: str | None = None
     db: int | None = None
     ssl: bool = False
-    home: Path = Path(".bookstream")
+    home: Path = field(default_factory=lambda: default_home({}))
     #: The embedded Redis' AOF policy when it starts: everysec (loses at most about a
     #: second of writes on power failure) or always (loses nothing acknowledged).
     appendfsync: str = "everysec"
     client_name: str = "bookstream"
-
-    @classmethod
-    def from_dsn(cls, dsn: str, **kwargs: object) -> RedisSettings:
-        """``redis://``, ``rediss://``, ``unix://`` URLs, a socket path, or ``host[:port]``."""
-        return cls(url=normalize_address(dsn), **kwargs)  # type: ignore[arg-type]
-
-    @property
-    def embedded(self) -> bool:
-        return self.url is None
 
     def describe(self) -> str:
         """The address without credentials, for logs and messages."""
@@ -70,13 +60,62 @@ def normalize_address(address: str) -> str:
         scheme = address.split("://", 1)[0]
         if scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"unsupported Redis URL scheme {scheme!r} (redis, rediss, unix)")
+        try:
+            port = urlsplit(address).port
+        except ValueError:
+            port = -1
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"invalid port in Redis URL {address!r} (1-65535)")
         return address
     if address.startswith(("/", ".")):
         return f"unix://{Path(address).absolute()}"
-    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-    if port and not port.isdigit():
-        raise ConfigError(f"invalid port in Redis address {address!r}")
-    return f"redis://{host or 'localhost'}:{port or 6379}"
+    host, _, port_text = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ConfigError(f"invalid port in Redis address {address!r} (1-65535)")
+    return f"redis://{host or 'localhost'}:{port_text or 6379}"
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """$BOOKSTREAM_HOME, else one embedded Redis per user whatever the current folder
+    (the XDG state directory)."""
+    home = table.text("home", None, env)
+    if home:
+        return Path(home).expanduser()
+    state = env.get("XDG_STATE_HOME") or ""
+    base = Path(state) if Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base / "bookstream"
+
+
+def build_redis_settings(
+    *,
+    url: str | None = None,
+    password: str | None = None,
+    password_file: str | None = None,
+    db: int | None = None,
+    ssl: bool = False,
+    home: Path | None = None,
+    appendfsync: str = "everysec",
+) -> RedisSettings:
+    """The one place Redis settings are made (CLI, client, workers): checks and
+    normalizes the address, reads the password file, applies TLS to a redis:// URL."""
+    if password_file and not password:
+        try:
+            password = Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read password file {password_file}: {exc.strerror}"
+            ) from None
+    normalized = normalize_address(url) if url is not None else None
+    if normalized and ssl and normalized.startswith("redis://"):
+        normalized = "rediss://" + normalized[len("redis://") :]
+    return RedisSettings(
+        url=normalized,
+        password=password,
+        db=db,
+        ssl=ssl,
+        home=home if home is not None else default_home(os.environ),
+        appendfsync=appendfsync,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +166,6 @@ class WorkerSettings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
-    def with_name(self, name: str) -> WorkerSettings:
-        return replace(self, name=name)
-
 
 def generated_worker_name(service: str) -> str:
     host = socket.gethostname().split(".")[0][:40] or "host"
@@ -139,208 +175,105 @@ def generated_worker_name(service: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def _env(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(ENV_PREFIX + name)
-    return value if value not in (None, "") else None
-
-
-def _int(value: str | int | None, what: str, minimum: int = 0) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a whole number, not {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{what} must be at least {minimum}, not {number}")
-    return number
-
-
-def _bool(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
+def add_redis_arguments(parser: argparse.ArgumentParser, *, client: bool = True) -> None:
+    """The connection options (and ``--timeout`` for commands that wait on Redis)."""
     group = parser.add_argument_group(
         "Redis connection (default: the embedded Redis under $BOOKSTREAM_HOME)"
     )
-    group.add_argument(
-        "--redis", metavar="URL", help="redis://, rediss:// or unix:// URL [BOOKSTREAM_REDIS_URL]"
-    )
-    group.add_argument(
-        "-a", "--address", help="host[:port] or unix socket path [BOOKSTREAM_REDIS_ADDRESS]"
-    )
-    group.add_argument("--db", help="database number [BOOKSTREAM_REDIS_DB]")
-    group.add_argument(
-        "--password",
-        help="password (prefer --password-file) [BOOKSTREAM_REDIS_PASSWORD]",
-    )
-    group.add_argument(
-        "--password-file",
-        metavar="PATH",
-        help="file holding the password [BOOKSTREAM_REDIS_PASSWORD_FILE]",
-    )
-    group.add_argument(
-        "--ssl", action="store_true", default=None, help="use TLS [BOOKSTREAM_REDIS_SSL]"
-    )
-    group.add_argument("--library", help="library namespace, default 'main' [BOOKSTREAM_LIBRARY]")
+    table.add_options(group, table.rows("redis", "client") if client else table.rows("redis"))
 
 
-def redis_settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> RedisSettings:
+def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str]) -> RedisSettings:
     # An option names the server outright; only without one do the variables count.
-    url, address = args.redis, args.address
-    if not url and not address:
-        url, address = _env(env, "REDIS_URL"), _env(env, "REDIS_ADDRESS")
-    if url and address:
-        raise ConfigError("give either --redis URL or -a/--address, not both")
-    target = url or address
-    password = args.password or _env(env, "REDIS_PASSWORD")
-    password_file = args.password_file or _env(env, "REDIS_PASSWORD_FILE")
-    if password_file and not password:
-        try:
-            password = Path(password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read password file {password_file}: {exc.strerror}"
-            ) from None
-    ssl = bool(args.ssl) or _bool(_env(env, "REDIS_SSL"))
-    db = _int(args.db if args.db is not None else _env(env, "REDIS_DB"), "--db")
-    home = Path(_env(env, "HOME") or ".bookstream")
-    appendfsync = _env(env, "APPENDFSYNC") or "everysec"
-    if appendfsync not in ("everysec", "always"):
-        raise ConfigError(f"BOOKSTREAM_APPENDFSYNC must be everysec or always, not {appendfsync!r}")
-    normalized = normalize_address(target) if target else None
-    if normalized and ssl and normalized.startswith("redis://"):
-        normalized = "rediss://" + normalized[len("redis://") :]
-    return RedisSettings(
-        url=normalized, password=password, db=db, ssl=ssl, home=home, appendfsync=appendfsync
-    )
-
-
-def library_from(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    library = getattr(args, "library", None) or _env(env, "LIBRARY") or "main"
+    url, url_name = table.raw("redis", args, {})
+    address, address_name = table.raw("address", args, {})
+    if url is None and address is None:
+        url, url_name = table.raw("redis", None, env)
+        address, address_name = table.raw("address", None, env)
+    if url is not None and address is not None:
+        raise ConfigError(f"give either {url_name} or {address_name}, not both")
     try:
-        return check_library(library)
+        return build_redis_settings(
+            url=url if url is not None else address,
+            password=table.text("password", args, env),
+            password_file=table.text("password_file", args, env),
+            db=table.integer("db", args, env),
+            ssl=table.flag("ssl", args, env),
+            home=default_home(env),
+            appendfsync=table.text("appendfsync", args, env) or "everysec",
+        )
+    except ConfigError as exc:
+        name = url_name if url is not None else address_name
+        raise ConfigError(f"{name}: {exc}" if name and "Redis" in str(exc) else str(exc)) from None
+
+
+def library_from(args: argparse.Namespace | None, env: Mapping[str, str]) -> str:
+    value, name = table.raw("library", args, env)
+    try:
+        return check_library(value if value is not None else "main")
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{name}: {exc}" if name else str(exc)) from None
 
 
-def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "name",
-        nargs="?",
-        help="unique name for this worker (generated if omitted) [BOOKSTREAM_WORKER_NAME]",
-    )
-    parser.add_argument(
-        "-f",
-        "--force",
-        action="store_true",
-        default=None,
-        help="start even if another worker holds this name [BOOKSTREAM_FORCE]",
-    )
-    add_redis_arguments(parser)
+def timeout_from(args: argparse.Namespace | None, env: Mapping[str, str]) -> float:
+    return table.seconds("timeout", args, env)
+
+
+def add_worker_arguments(
+    parser: argparse.ArgumentParser, services: tuple[ServiceName, ...] = ("lending", "shelving")
+) -> None:
+    """A worker's options; Lending's rules only where a Lending worker runs."""
+    identity = ("name", "force")
+    table.add_options(parser, [table.BY_KEY[key] for key in identity])
+    add_redis_arguments(parser, client=False)
     group = parser.add_argument_group("worker")
-    group.add_argument(
-        "--metrics-port", help="serve /metrics, /healthz, /readyz here [BOOKSTREAM_METRICS_PORT]"
+    scopes: tuple[table.Scope, ...] = (
+        ("worker", "lending") if "lending" in services else ("worker",)
     )
-    group.add_argument("--log-format", choices=["console", "json"], help="[BOOKSTREAM_LOG_FORMAT]")
-    group.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="[BOOKSTREAM_LOG_LEVEL]"
-    )
-    group.add_argument(
-        "--user-limit", help="books one user may hold, default 5 [BOOKSTREAM_USER_LIMIT]"
-    )
-    group.add_argument(
-        "--storage-capacity",
-        help="automated storage capacity, default 20 [BOOKSTREAM_STORAGE_CAPACITY]",
-    )
-    group.add_argument(
-        "--batch-size", help="entries read per batch, default 200 [BOOKSTREAM_BATCH_SIZE]"
-    )
-    group.add_argument(
-        "--in-flight",
-        help="batches applied at once by one worker, default 3 [BOOKSTREAM_IN_FLIGHT]",
-    )
-    group.add_argument(
-        "--claim-idle-ms",
-        help="claim entries idle this long, default 10000 [BOOKSTREAM_CLAIM_IDLE_MS]",
-    )
-    group.add_argument(
-        "--max-deliveries",
-        help="dead-letter after this many deliveries, default 5 [BOOKSTREAM_MAX_DELIVERIES]",
-    )
-    group.add_argument(
-        "--retention",
-        help="seconds outcomes and idempotency records are kept, default 86400 "
-        "[BOOKSTREAM_RETENTION_S]",
-    )
-    group.add_argument(
-        "--request-deadline",
-        help="seconds a request may wait for shelving before it is denied, default 300 "
-        "[BOOKSTREAM_REQUEST_DEADLINE_S]",
-    )
-
-
-def _pick(args: argparse.Namespace, attr: str, env: Mapping[str, str], var: str) -> str | None:
-    value = getattr(args, attr, None)
-    return str(value) if value is not None else _env(env, var)
+    table.add_options(group, [s for s in table.rows(*scopes) if s.key not in identity])
 
 
 def worker_settings_from(
     service: ServiceName, args: argparse.Namespace, env: Mapping[str, str]
 ) -> WorkerSettings:
-    d, r, o = DomainSettings(), RuntimeSettings(), ObservabilitySettings()
-    capacity = _int(
-        _pick(args, "storage_capacity", env, "STORAGE_CAPACITY"), "--storage-capacity", 0
+    def number(key: str) -> int:
+        value = table.integer(key, args, env)
+        assert value is not None  # every worker number has a default
+        return value
+
+    runtime = RuntimeSettings(
+        batch_size=number("batch_size"),
+        in_flight=number("in_flight"),
+        claim_idle_ms=number("claim_idle_ms"),
+        max_deliveries=number("max_deliveries"),
+        retention_s=number("retention"),
+        lock_ttl_ms=number("lock_ttl_ms"),
+        give_up_s=number("give_up_s"),
+        request_deadline_s=number("request_deadline"),
     )
-    domain = DomainSettings(
-        user_limit=_int(_pick(args, "user_limit", env, "USER_LIMIT"), "--user-limit", 1)
-        or d.user_limit,
-        storage_capacity=d.storage_capacity if capacity is None else capacity,
-    )
-    runtime = replace(
-        r,
-        batch_size=_int(_pick(args, "batch_size", env, "BATCH_SIZE"), "--batch-size", 1)
-        or r.batch_size,
-        in_flight=_int(_pick(args, "in_flight", env, "IN_FLIGHT"), "--in-flight", 1) or r.in_flight,
-        claim_idle_ms=_int(_pick(args, "claim_idle_ms", env, "CLAIM_IDLE_MS"), "--claim-idle-ms", 1)
-        or r.claim_idle_ms,
-        max_deliveries=_int(
-            _pick(args, "max_deliveries", env, "MAX_DELIVERIES"), "--max-deliveries", 1
-        )
-        or r.max_deliveries,
-        retention_s=_int(_pick(args, "retention", env, "RETENTION_S"), "--retention", 1)
-        or r.retention_s,
-        lock_ttl_ms=_int(_env(env, "LOCK_TTL_MS"), "BOOKSTREAM_LOCK_TTL_MS", 100) or r.lock_ttl_ms,
-        give_up_s=_int(_env(env, "GIVE_UP_S"), "BOOKSTREAM_GIVE_UP_S", 1) or r.give_up_s,
-        request_deadline_s=_int(
-            _pick(args, "request_deadline", env, "REQUEST_DEADLINE_S"), "--request-deadline", 1
-        )
-        or r.request_deadline_s,
-    )
-    log_format = _pick(args, "log_format", env, "LOG_FORMAT") or o.log_format
-    if log_format not in ("console", "json"):
-        raise ConfigError(f"log format must be console or json, not {log_format!r}")
-    log_level = (_pick(args, "log_level", env, "LOG_LEVEL") or o.log_level).lower()
-    if log_level not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"log level must be debug, info, warning or error, not {log_level!r}")
     observability = ObservabilitySettings(
-        metrics_port=_int(_pick(args, "metrics_port", env, "METRICS_PORT"), "--metrics-port"),
-        log_format=log_format,
-        log_level=log_level,
+        metrics_port=table.integer("metrics_port", args, env),
+        log_format=table.text("log_format", args, env) or "console",
+        log_level=table.text("log_level", args, env) or "info",
     )
-    name = args.name or _env(env, "WORKER_NAME") or generated_worker_name(service)
-    force = bool(args.force) or _bool(_env(env, "FORCE"))
+    name = table.text("name", args, env) or generated_worker_name(service)
     return WorkerSettings(
         service=service,
         name=check_worker_name(name),
         library=library_from(args, env),
-        force=force,
+        force=table.flag("force", args, env),
         redis=redis_settings_from(args, env),
-        domain=domain,
+        domain=domain_settings_from(args, env),
         runtime=runtime,
         observability=observability,
     )
+
+
+def domain_settings_from(args: argparse.Namespace | None, env: Mapping[str, str]) -> DomainSettings:
+    limit = table.integer("user_limit", args, env)
+    capacity = table.integer("storage_capacity", args, env)
+    assert limit is not None and capacity is not None  # both have defaults
+    return DomainSettings(user_limit=limit, storage_capacity=capacity)
 
 
 def check_worker_name(name: str) -> str:

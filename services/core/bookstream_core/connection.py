@@ -23,17 +23,31 @@ def resolve_url(settings: RedisSettings) -> str:
 
 
 def connect(
-    settings: RedisSettings, *, client_name: str | None = None, max_connections: int = 64
+    settings: RedisSettings,
+    *,
+    client_name: str | None = None,
+    max_connections: int = 64,
+    timeout: float | None = None,
 ) -> aioredis.Redis:
+    """A pooled connection. With ``timeout`` (clients) every call, connecting included,
+    fails after that many seconds, and only a dropped connection is retried (once): a
+    Redis that accepts connections but never answers cannot make a client hang.
+    Without it (workers) calls may block, and blips are retried a few times."""
     url = resolve_url(settings)
+    backoff = EqualJitterBackoff(cap=0.5, base=0.02)
     kwargs: dict[str, object] = {
         "decode_responses": False,
         "health_check_interval": 15,
         # A short, jittered retry inside redis-py for one-off blips; longer outages
         # are handled (and logged once per state change) by the worker loop.
-        "retry": Retry(EqualJitterBackoff(cap=0.5, base=0.02), 3),
+        "retry": Retry(backoff, 3)
+        if timeout is None
+        else Retry(backoff, 1, supported_errors=(RedisConnectionError,)),
         "client_name": client_name or settings.client_name,
     }
+    if timeout is not None:
+        kwargs["socket_timeout"] = timeout
+        kwargs["socket_connect_timeout"] = timeout
     if not url.startswith("unix://"):
         kwargs["socket_keepalive"] = True  # notice a dead peer on a TCP connection
     if settings.password is not None:

@@ -1,7 +1,7 @@
 """The shared key contract of one library.
 
-Every key of a library carries the hash tag ``{LIBRARY}`` so that every script touches
-one slot: the same code runs on one Redis and on a Redis Cluster. Keys that only one
+Every key of a library carries the hash tag ``{LIBRARY}`` so that every function call
+touches one slot (a Redis Cluster is not supported yet: docs/design.md §3.3). Keys that only one
 service reads or writes live in that service's own ``keys.py``; here are the ones that
 cross a service boundary (inbox streams, outcomes, dead letters, worker locks).
 """
@@ -63,9 +63,6 @@ class LibraryKeys:
 
     def worker_lock(self, service: ServiceName, name: str) -> str:
         return f"{self.prefix}worker:{service}:{name}"
-
-    def worker_lock_pattern(self, service: ServiceName) -> str:
-        return f"{self.prefix}worker:{service}:*"
 
     @property
     def all_keys_pattern(self) -> str:

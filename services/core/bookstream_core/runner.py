@@ -55,7 +55,7 @@ def service_main(
     argv: Sequence[str] | None = None,
 ) -> int:
     parser = argparse.ArgumentParser(prog=f"bookstream-{service}", description=description)
-    add_worker_arguments(parser)
+    add_worker_arguments(parser, (service,))
     args = parser.parse_args(argv)
     try:
         settings = worker_settings_from(service, args, os.environ)

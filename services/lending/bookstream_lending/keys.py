@@ -30,10 +30,11 @@ class LendingKeys:
         """Set of books lent to a user."""
         return f"{self.library.prefix}lending:loans:{user}"
 
+    @property
+    def in_flight(self) -> str:
+        """Sorted set: requests waiting for shelving, by start time (their deadline)."""
+        return f"{self.library.prefix}lending:inflight"
+
     def request(self, request_id: str) -> str:
         """Hash: a request waiting for shelving (user, submitted, held, paged, unavailable)."""
         return f"{self.library.prefix}lending:req:{request_id}"
-
-    @property
-    def request_pattern(self) -> str:
-        return f"{self.library.prefix}lending:req:*"

@@ -15,7 +15,3 @@ class ShelvingKeys:
     def off_shelf(self) -> str:
         """Hash book -> how many times it is off the shelf (absent: on the shelf)."""
         return f"{self.library.prefix}shelving:off"
-
-    def done(self, event_id: str) -> str:
-        """Idempotency record of an applied event (expires after the retention)."""
-        return f"{self.library.prefix}shelving:done:{event_id}"

@@ -1,0 +1,204 @@
+"""The ``bookstream`` command line: every subcommand and option, each with its help.
+
+The connection and worker options come from the settings table
+(``bookstream_core.settings``), so they, their variables and the README agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn, TypeAlias
+
+from bookstream_core import settings as table
+from bookstream_core.config import add_redis_arguments, add_worker_arguments
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+EPILOG = """exit codes:
+  0  accepted / processed (or the command succeeded)
+  1  denied or rejected (or the audit found violations)
+  2  bad input (unknown option, empty or over-long id, too many books, unknown request id)
+  3  no outcome in time, no worker to answer, or Redis unreachable"""
+
+
+class Parser(argparse.ArgumentParser):
+    """One clear line on a usage mistake, exit code 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1 (argparse reports the error in one line)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _command(sub: Subparsers, name: str, help_: str, description: str | None = None) -> Parser:
+    parser: Parser = sub.add_parser(
+        name,
+        help=help_,
+        description=description or help_,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _json(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _submit(sub: Subparsers, name: str, help_: str, description: str) -> None:
+    p = _command(sub, name, help_, description)
+    p.add_argument("user", help="the user's id")
+    p.add_argument(
+        "books", nargs="+", metavar="BOOK", help="book ids (may contain spaces or commas)"
+    )
+    p.add_argument("--request-id", help="your id for this request: resubmitting it is safe")
+    p.add_argument("--no-wait", action="store_true", help="print the request id and exit")
+    _json(p, "the outcome")
+    add_redis_arguments(p)
+
+
+def _dead_letters(sub: Subparsers) -> None:
+    p = _command(
+        sub,
+        "dead-letters",
+        "inspect, retry or purge dead-letter entries",
+        "Entries a worker could not apply are set aside in its service's dead-letter stream.",
+    )
+    actions = p.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
+    )
+    for name, help_ in (
+        ("list", "list the dead letters"),
+        ("show", "print one dead letter with its original fields"),
+        ("retry", "re-inject dead letters into their inbox as new entries"),
+        ("purge", "delete dead letters"),
+    ):
+        a = _command(actions, name, help_)
+        if name == "show":
+            a.add_argument("ids", nargs=1, metavar="ID", help="the dead-letter entry id")
+        elif name in ("retry", "purge"):
+            a.add_argument("ids", nargs="*", metavar="ID", help="dead-letter entry ids")
+            a.add_argument("--all", action="store_true", help=f"{name} every entry")
+        a.add_argument("--service", choices=["lending", "shelving"], help="only this service's")
+        if name == "list":
+            a.add_argument(
+                "--count", type=count, default=100, help="list at most this many per service (100)"
+            )
+        _json(a)
+        add_redis_arguments(a)
+
+
+def _embedded(sub: Subparsers) -> None:
+    p = _command(
+        sub,
+        "embedded",
+        "manage the embedded Redis",
+        "The embedded Redis: a private redis-server on a unix socket in $BOOKSTREAM_HOME "
+        "(default ~/.local/state/bookstream), used when no Redis is named.",
+    )
+    actions = p.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
+    )
+    status = _command(actions, "status", "is it running, and where (exit 3 if not running)")
+    _json(status)
+    _command(actions, "start", "start it (or find it running) and print its URL")
+    _command(actions, "stop", "stop it (its data stays on disk)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="bookstream",
+        description="Request and return books; run and inspect the library.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=Parser,
+        help="what to do (each has its own --help)",
+    )
+    _submit(
+        sub,
+        "request",
+        "ask for books and print what you got",
+        "Ask for books; wait for the outcome and print which books were lent, which were "
+        "unavailable and why, and the books in hand. Needs a running Lending worker.",
+    )
+    _submit(
+        sub,
+        "return",
+        "bring books back and print what was taken",
+        "Bring books back; print which were returned and which the user did not hold.",
+    )
+
+    p = _command(sub, "outcome", "wait for (or re-read) the outcome of a submitted request")
+    p.add_argument("request_id", metavar="REQUEST_ID", help="the id printed by --no-wait")
+    _json(p, "the outcome")
+    add_redis_arguments(p)
+
+    p = _command(sub, "status", "totals and stream health; or where a book is, what a user holds")
+    p.add_argument("--user", help="the books this user holds")
+    p.add_argument("--book", help="where this book is")
+    _json(p)
+    add_redis_arguments(p)
+
+    p = _command(sub, "info", "stream keys, groups and event schema for other producers")
+    _json(p, "everything, the event schema included,")
+    p.add_argument(
+        "--functions",
+        action="store_true",
+        help="the Redis Functions libraries and how an admin loads them",
+    )
+    table.add_options(p, [table.BY_KEY["library"]])
+
+    p = _command(sub, "audit", "check the library's invariants (exit 1 on a violation)")
+    _json(p, "the report")
+    table.add_options(p, table.rows("lending"))
+    add_redis_arguments(p)
+
+    _dead_letters(sub)
+
+    p = _command(
+        sub,
+        "demo",
+        "run the original sample's scenario on the embedded Redis",
+        "The original sample's scenario with one worker of each service in this process, on "
+        "library 'demo' (emptied first), then an audit.",
+    )
+    table.add_options(p, [table.BY_KEY["redis"]])
+
+    p = _command(sub, "serve", "run one lending and one shelving worker in this process")
+    add_worker_arguments(p)
+
+    _embedded(sub)
+
+    from bookstream.bench.options import add_bench_arguments
+
+    p = _command(sub, "bench", "benchmark: drain or offer the workload, audit, report")
+    add_bench_arguments(p)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return version("bookstream")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"

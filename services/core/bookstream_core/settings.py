@@ -1,0 +1,235 @@
+"""The one table of settings: each row makes a command-line option, its ``BOOKSTREAM_*``
+variable, its ``--help`` line and its row of the README's settings table.
+
+A value comes from (highest first) the option, the variable, the default. It is parsed
+here, once, and a bad one is reported under the name the user typed it as (``--db`` or
+``BOOKSTREAM_REDIS_DB``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+ENV_PREFIX = "BOOKSTREAM_"
+
+Kind = Literal["text", "int", "seconds", "flag", "choice"]
+#: Which parsers list a setting: every command that talks to Redis, the workers (all or
+#: only lending's), or none (a variable only).
+Scope = Literal["redis", "client", "worker", "lending", "embedded"]
+
+
+class ConfigError(ValueError):
+    """A setting is malformed; the message names the option or the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str
+    flags: tuple[str, ...]
+    env: str
+    help: str
+    scope: Scope
+    kind: Kind = "text"
+    default: str | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @property
+    def variable(self) -> str:
+        return ENV_PREFIX + self.env
+
+    @property
+    def positional(self) -> bool:
+        return bool(self.flags) and not self.flags[0].startswith("-")
+
+    def describe(self) -> str:
+        """The meaning, with the default: the --help text and the README's third column."""
+        return f"{self.help} (default {self.default})" if self.default is not None else self.help
+
+
+def _s(
+    key: str, flags: tuple[str, ...], env: str, help_: str, scope: Scope, **kw: object
+) -> Setting:
+    return Setting(key, flags, env, help_, scope, **kw)  # type: ignore[arg-type]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _s("redis", ("--redis",), "REDIS_URL", "redis://, rediss:// or unix:// URL", "redis",
+       metavar="URL"),
+    _s("address", ("-a", "--address"), "REDIS_ADDRESS", "host[:port] or a unix socket path",
+       "redis", metavar="ADDR"),
+    _s("db", ("--db",), "REDIS_DB", "database number", "redis", kind="int", minimum=0,
+       metavar="N"),
+    _s("password", ("--password",), "REDIS_PASSWORD", "Redis password (prefer --password-file)",
+       "redis", metavar="P"),
+    _s("password_file", ("--password-file",), "REDIS_PASSWORD_FILE",
+       "a file holding the Redis password", "redis", metavar="PATH"),
+    _s("ssl", ("--ssl",), "REDIS_SSL", "use TLS", "redis", kind="flag"),
+    _s("library", ("--library",), "LIBRARY",
+       "library namespace; every key carries {NAME}", "redis", default="main", metavar="NAME"),
+    _s("timeout", ("--timeout",), "TIMEOUT",
+       "seconds to wait for Redis, and for an outcome", "client", kind="seconds",
+       default="10", metavar="S"),
+    _s("home", (), "HOME",
+       "the embedded Redis' directory, mode 0700 (default $XDG_STATE_HOME/bookstream, "
+       "else ~/.local/state/bookstream)", "embedded"),
+    _s("appendfsync", (), "APPENDFSYNC", "the embedded Redis' AOF policy: everysec or always",
+       "embedded", kind="choice", choices=("everysec", "always"), default="everysec"),
+    _s("name", ("name",), "WORKER_NAME", "unique worker name (generated if omitted)", "worker",
+       metavar="NAME"),
+    _s("force", ("-f", "--force"), "FORCE", "take the name even if a live worker holds it",
+       "worker", kind="flag"),
+    _s("metrics_port", ("--metrics-port",), "METRICS_PORT",
+       "serve /metrics, /healthz, /readyz on this port", "worker", kind="int", minimum=0,
+       maximum=65535, metavar="P"),
+    _s("log_format", ("--log-format",), "LOG_FORMAT",
+       "console (readable lines) or json (one object per line)", "worker", kind="choice",
+       choices=("console", "json"), default="console"),
+    _s("log_level", ("--log-level",), "LOG_LEVEL",
+       "info logs one line per outcome; warning for benchmarks", "worker", kind="choice",
+       choices=("debug", "info", "warning", "error"), default="info"),
+    _s("user_limit", ("--user-limit",), "USER_LIMIT", "books one user may hold", "lending",
+       kind="int", minimum=1, default="5", metavar="N"),
+    _s("storage_capacity", ("--storage-capacity",), "STORAGE_CAPACITY",
+       "automated storage capacity", "lending", kind="int", minimum=0, default="20",
+       metavar="N"),
+    _s("batch_size", ("--batch-size",), "BATCH_SIZE", "entries read and applied per call",
+       "worker", kind="int", minimum=1, default="200", metavar="N"),
+    _s("in_flight", ("--in-flight",), "IN_FLIGHT",
+       "batches one worker has applying at once: Redis works on the next while the worker "
+       "accounts for the last", "worker", kind="int", minimum=1, default="3", metavar="N"),
+    _s("claim_idle_ms", ("--claim-idle-ms",), "CLAIM_IDLE_MS",
+       "claim entries idle this long from any consumer", "worker", kind="int", minimum=1,
+       default="10000", metavar="MS"),
+    _s("max_deliveries", ("--max-deliveries",), "MAX_DELIVERIES",
+       "dead-letter an entry delivered more often", "worker", kind="int", minimum=1,
+       default="5", metavar="N"),
+    _s("retention", ("--retention",), "RETENTION_S",
+       "seconds outcomes and idempotency records are kept: how long a client may resubmit "
+       "an id", "worker", kind="int", minimum=1, default="86400", metavar="S"),
+    _s("request_deadline", ("--request-deadline",), "REQUEST_DEADLINE_S",
+       "seconds a request may wait for Shelving before it is denied (shelving_timeout) and "
+       "its books go back", "worker", kind="int", minimum=1, default="300", metavar="S"),
+    _s("lock_ttl_ms", (), "LOCK_TTL_MS", "worker-name lock TTL in ms (renewed every third)",
+       "worker", kind="int", minimum=100, default="15000"),
+    _s("give_up_s", (), "GIVE_UP_S",
+       "seconds housekeeping may keep failing (Redis reachable) before the worker exits 1",
+       "worker", kind="int", minimum=1, default="60"),
+)  # fmt: skip
+
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def rows(*scopes: Scope) -> list[Setting]:
+    return [s for s in SETTINGS if s.scope in scopes]
+
+
+def add_options(parser: argparse._ActionsContainer, settings: Iterable[Setting]) -> None:
+    """One option per row that has one; its help names the variable."""
+    for s in settings:
+        if not s.flags:
+            continue
+        help_ = f"{s.describe()} [{s.variable}]"
+        if s.positional:
+            parser.add_argument(s.key, nargs="?", metavar=s.metavar, help=help_)
+        elif s.kind == "flag":
+            parser.add_argument(*s.flags, dest=s.key, action="store_true", default=None,
+                                help=help_)  # fmt: skip
+        else:
+            metavar = "|".join(s.choices) if s.choices else s.metavar
+            parser.add_argument(*s.flags, dest=s.key, metavar=metavar, help=help_)
+
+
+def raw(
+    key: str, args: argparse.Namespace | None, env: Mapping[str, str]
+) -> tuple[str | None, str]:
+    """The text given for a setting and the name it was given under; (None, "") if none.
+
+    An empty option is a value (``--library ''`` is an error, not the default); an empty
+    variable counts as unset, as shells and manifests write them."""
+    s = BY_KEY[key]
+    value = getattr(args, key, None) if args is not None else None
+    if value is not None:
+        name = "/".join(s.flags) if s.flags and not s.positional else s.metavar or key
+        return (str(value) if value is not True else "1"), name
+    from_env = env.get(s.variable)
+    if from_env not in (None, ""):
+        return from_env, s.variable
+    return None, ""
+
+
+def text(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -> str | None:
+    value, name = raw(key, args, env)
+    s = BY_KEY[key]
+    if value is None:
+        return s.default
+    if s.kind == "choice" and value.strip().lower() not in s.choices:
+        raise ConfigError(f"{name} must be one of {', '.join(s.choices)}, not {value!r}")
+    return value.strip().lower() if s.kind == "choice" else value
+
+
+def integer(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -> int | None:
+    value, name = raw(key, args, env)
+    s = BY_KEY[key]
+    if value is None:
+        return None if s.default is None else int(s.default)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if s.minimum is not None and number < s.minimum:
+        raise ConfigError(f"{name} must be at least {s.minimum}, not {number}")
+    if s.maximum is not None and number > s.maximum:
+        raise ConfigError(f"{name} must be at most {s.maximum}, not {number}")
+    return number
+
+
+def seconds(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -> float:
+    value, name = raw(key, args, env)
+    value = value if value is not None else BY_KEY[key].default
+    try:
+        number = float(value or "")
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
+def flag(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -> bool:
+    value, _ = raw(key, args, env)
+    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
+
+
+PIPE = "\\|"
+#: Who takes a setting, in the README's words.
+USED_BY: dict[Scope, str] = {
+    "redis": "commands, workers",
+    "client": "commands",
+    "worker": "workers",
+    "lending": "Lending workers, `audit`",
+    "embedded": "the embedded Redis",
+}
+
+
+def markdown_table() -> str:
+    """The README's settings table, made from the rows."""
+    lines = ["| option | variable | for | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        if not s.flags:
+            option = "(none)"
+        elif s.positional:
+            option = f"`{s.metavar}`"
+        else:
+            # A table cell's pipe is escaped, or Markdown starts a new cell there.
+            value = PIPE.join(s.choices) if s.choices else s.metavar
+            arg = f" {value}" if s.kind != "flag" else ""
+            option = "`" + "/".join(s.flags) + arg + "`"
+        lines.append(f"| {option} | `{s.variable}` | {USED_BY[s.scope]} | {s.describe()} |")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""A newcomer's first hour: one embedded Redis per user whatever the folder, and the
+README's client snippet runs from any folder, the one holding the clone included."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VENV_BIN, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_without_home(bookstream_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in bookstream_env.items() if k != "BOOKSTREAM_HOME"}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    return env
+
+
+def test_every_folder_sees_the_same_embedded_redis(
+    bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = _env_without_home(bookstream_env, tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+
+    def bookstream(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "bookstream"), *args], cwd=cwd, env=env, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    try:
+        started = bookstream(one, "embedded", "start")
+        assert started.returncode == 0, started.stderr
+        socket = tmp_path / "state" / "bookstream" / "redis.sock"
+        assert started.stdout.strip().endswith(str(socket))
+        assert bookstream(one, "request", "u", "geb", "--no-wait").returncode == 0
+        seen = bookstream(two, "status", "--json")
+        assert '"length": 1' in seen.stdout  # the request queued from the other folder
+        assert not (one / ".bookstream").exists() and not (two / ".bookstream").exists()
+    finally:
+        bookstream(one, "embedded", "stop")
+
+
+@pytest.fixture
+def served_embedded(bookstream_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``bookstream serve`` on the embedded Redis of ``bookstream_env``."""
+    serve = subprocess.Popen(
+        [str(VENV_BIN / "bookstream"), "serve", "--log-level", "warning"],
+        env=bookstream_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = run_cli(bookstream_env, "status")
+            if status.returncode == 0 and "alive" in status.stdout:
+                break
+            time.sleep(0.2)
+        yield bookstream_env
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
+        run_cli(bookstream_env, "embedded", "stop")
+
+
+def test_the_readme_snippet_runs_from_the_folder_holding_the_clone(
+    served_embedded: dict[str, str], tmp_path: Path
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"### The Python client\n\n```python\n(.*?)```", readme, re.S)
+    assert snippet is not None
+    holder = tmp_path / "holder"
+    (holder / "bookstream").mkdir(parents=True)  # what `git clone .../bookstream` makes
+    (holder / "bookstream" / "README.md").write_text("a clone\n")
+    result = subprocess.run(
+        [sys.executable, "-c", snippet.group(1) + "\nprint(outcome.status)"],
+        cwd=holder, env=served_embedded, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "accepted"
