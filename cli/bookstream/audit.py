@@ -4,7 +4,8 @@
 2. Each user's count equals the books lent to them, and is at most the limit.
 3. The automated storage holds at most its capacity.
 4. Shelving's off-shelf set equals automated storage ∪ lent books (each counted once).
-5. No reservation or temporary key is left over; no group has pending entries.
+5. No reservation or temporary key is left over; no group has pending entries, and no
+   inbox holds entries its service's group has not read (or that no group exists to read).
 6. Every request id has one outcome; replaying the outcomes in order from an empty
    library lends no book twice and ends with exactly today's loans.
 """
@@ -50,6 +51,10 @@ class AuditReport:
             "in_storage": self.in_storage,
             "outcomes_replayed": self.outcomes_replayed,
         }
+
+
+#: Lending's statuses besides ``storage``: reserved for a request, or lent to a user.
+STATUS_PREFIXES = ("held:", "paged:", "lent:")
 
 
 async def _scan(r: aioredis.Redis, pattern: str) -> list[bytes]:
@@ -107,6 +112,9 @@ async def audit(
     for book, s in status.items():
         if s == "storage" and book not in storage:
             v.append(f"book {book!r} has status storage but is not in the automated storage")
+        elif s != "storage" and not s.startswith(STATUS_PREFIXES):
+            # Neither on the shelf (lending has a record), in storage, lent nor reserved.
+            v.append(f"book {book!r} has an unknown status {s!r}")
 
     # 3
     if len(storage) > storage_capacity:
@@ -136,7 +144,16 @@ async def audit(
         inbox = keys.inbox(service)
         if not await r.exists(inbox):
             continue
-        for group in await r.xinfo_groups(inbox):
+        groups = await r.xinfo_groups(inbox)
+        if keys.group(service) not in {text(g["name"]) for g in groups}:
+            # No worker ever served this library (the group is made by the first one):
+            # whatever the stream holds, nothing has read it.
+            length = await r.xlen(inbox)
+            if length:
+                v.append(
+                    f"{inbox} holds {length} entries that no group {keys.group(service)!r} has read"
+                )
+        for group in groups:
             name = group["name"].decode()
             if int(group["pending"]):
                 v.append(f"group {name!r} on {inbox} has {group['pending']} pending entries")
