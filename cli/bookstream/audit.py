@@ -57,6 +57,15 @@ class AuditReport:
 STATUS_PREFIXES = ("held:", "paged:", "lent:")
 
 
+async def _typed(r: aioredis.Redis, key: str, expected: str, v: list[str]) -> bool:
+    """Whether ``key`` is absent or of the ``expected`` type; a violation if not."""
+    kind = text(await r.type(key))
+    if kind in ("none", expected):
+        return True
+    v.append(f"key {key!r} holds a {kind}, not a {expected}")
+    return False
+
+
 async def _scan(r: aioredis.Redis, pattern: str) -> list[bytes]:
     return [key async for key in r.scan_iter(match=pattern, count=1000)]
 
@@ -69,15 +78,25 @@ async def audit(
     report = AuditReport(library)
     v = report.violations
 
-    status = {text(k): text(s) for k, s in (await r.hgetall(lk.book_status)).items()}
-    storage = {text(b) for b in await r.smembers(lk.storage)}
-    borrowers = {text(u) for u in await r.smembers(lk.borrowers)}
-    off = {text(k): int(n) for k, n in (await r.hgetall(sk.off_shelf)).items()}
+    # A key of the wrong type (written by something else) is reported and read as empty.
+    status: dict[str, str] = {}
+    if await _typed(r, lk.book_status, "hash", v):
+        status = {text(k): text(s) for k, s in (await r.hgetall(lk.book_status)).items()}
+    storage: set[str] = set()
+    if await _typed(r, lk.storage, "set", v):
+        storage = {text(b) for b in await r.smembers(lk.storage)}
+    borrowers: set[str] = set()
+    if await _typed(r, lk.borrowers, "set", v):
+        borrowers = {text(u) for u in await r.smembers(lk.borrowers)}
+    off: dict[str, str] = {}  # counts as stored: anything but "1" is a violation
+    if await _typed(r, sk.off_shelf, "hash", v):
+        off = {text(k): text(n) for k, n in (await r.hgetall(sk.off_shelf)).items()}
     loans: dict[str, set[str]] = {}
     loans_prefix = lk.loans("")
     for key in await _scan(r, loans_prefix + "*"):
         user = text(key)[len(loans_prefix) :]
-        loans[user] = {text(b) for b in await r.smembers(key)}
+        if await _typed(r, text(key), "set", v):
+            loans[user] = {text(b) for b in await r.smembers(key)}
 
     # 1 and 2: the per-book status and the per-user sets describe the same loans.
     lent_by_status = {b: s[5:] for b, s in status.items() if s.startswith("lent:")}
@@ -125,9 +144,9 @@ async def audit(
 
     # 4: what shelving counts off the shelf is exactly what lending holds.
     with_lending = storage | set(lent_by_status)
-    for book, n in off.items():
-        if n != 1:
-            v.append(f"shelving counts book {book!r} off the shelf {n} times")
+    for book, times in off.items():
+        if times != "1":
+            v.append(f"shelving counts book {book!r} off the shelf {times} times")
     if set(off) != with_lending:
         for book in sorted(set(off) - with_lending)[:20]:
             v.append(f"shelving has book {book!r} off the shelf but lending does not hold it")
@@ -142,7 +161,7 @@ async def audit(
         v.append(f"request state {key.decode()!r} is left over")
     for service in SERVICES:
         inbox = keys.inbox(service)
-        if not await r.exists(inbox):
+        if not await r.exists(inbox) or not await _typed(r, inbox, "stream", v):
             continue
         groups = await r.xinfo_groups(inbox)
         if keys.group(service) not in {text(g["name"]) for g in groups}:
@@ -175,6 +194,8 @@ async def _replay(
 ) -> None:
     v = report.violations
     stream = keys.domain_events
+    if not await _typed(r, stream, "stream", v):
+        return
     if not await r.exists(stream):
         if any(loans.values()):
             report.notes.append("no domain events recorded: outcome replay skipped")
