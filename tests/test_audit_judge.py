@@ -7,7 +7,9 @@ in exactly that way: the audit must exit 1 and name the violation, and only viol
 that corruption explains. An audit that always said OK, or always said the same thing,
 fails here.
 
-The library (storage capacity 2, user limit 5) at the end of ``built``:
+The library is built once per module (``clean``) and every key dumped; each test starts
+from that exact state restored into the same redis-server (``built``), audited clean
+again. The library (storage capacity 2, user limit 5):
 
 - u1 holds a, b, c, d, e (at the limit); u2 holds f; g is in the automated storage;
 - h was lent to u3 and returned while the storage was full: it is back on the shelf;
@@ -17,9 +19,13 @@ The library (storage capacity 2, user limit 5) at the end of ``built``:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -30,7 +36,15 @@ from bookstream_core.keys import LibraryKeys
 from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
 
-from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for
+from tests.conftest import (
+    RedisServer,
+    WorkerProcess,
+    _spawn,
+    _wait_started,
+    run_cli,
+    wait_for,
+    worker_command,
+)
 from tests.test_concurrency import Entries
 
 LIB = "main"
@@ -97,21 +111,69 @@ def expect_exit(result: subprocess.CompletedProcess[str], code: int, status: str
     assert json.loads(result.stdout)["status"] == status, result.stdout
 
 
-@pytest.fixture
-def built(
-    redis_server: RedisServer,
-    start_worker: Callable[..., WorkerProcess],
-    bookstream_env: dict[str, str],
-) -> Library:
-    """A library driven by real workers to the state in the module docstring, the workers
-    stopped (so nothing repairs or moves what a test corrupts), and audited clean."""
-    capacity = ["--storage-capacity", str(CAPACITY)]
-    workers = [
-        start_worker("lending", redis_server, name="l1", library=LIB, extra=capacity),
-        start_worker("shelving", redis_server, name="s1", library=LIB, extra=capacity),
-    ]
-    lib = Library(redis_server, bookstream_env, redis_server.client())
-    with Client(redis_server.url, LIB) as client:
+@dataclass
+class Clean:
+    """The clean library of the module docstring: its server and every key, dumped."""
+
+    server: RedisServer
+    env: dict[str, str]
+    keys: dict[bytes, tuple[bytes, int]]  # key -> (DUMP, PTTL)
+
+
+def _start(service: str, server: RedisServer, env: dict[str, str], log: Path) -> WorkerProcess:
+    """What the start_worker fixture does, for a module-scoped library."""
+    args = [worker_command(service), f"{service[0]}1", "--redis", server.url, "--library", LIB]
+    args += ["--log-level", "info", "--storage-capacity", str(CAPACITY)]
+    with open(log, "ab") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    worker = WorkerProcess(service, f"{service[0]}1", process, log)
+    _wait_started(worker, server, LIB)
+    return worker
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clean]:
+    """Real workers drive a library to the state in the module docstring, through the
+    client and the CLI (asserting the CLI's exit codes on the way); then they stop, so
+    nothing repairs or moves what a test corrupts, and the audit passes. Every key is
+    dumped, for each test to start from exactly this state."""
+    home = tmp_path_factory.mktemp("audit-judge")
+    directory = Path(tempfile.mkdtemp(prefix="bsr-", dir="/tmp"))  # short socket path
+    sock = directory / "r.sock"
+    server = RedisServer(directory, sock, _spawn(directory, sock, 0, "everysec"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKSTREAM_")}
+    env["BOOKSTREAM_HOME"] = str(home / "home")
+    workers: list[WorkerProcess] = []
+    try:
+        workers += [_start(s, server, env, home / f"{s}.log") for s in ("lending", "shelving")]
+        lib = Library(server, env, server.client())
+        drive(lib)
+        wait_for(lambda: quiescent(lib.r), timeout=20)
+        for worker in workers:
+            assert worker.terminate() == 0, worker.output()
+        assert lib.r.hgetall(LK.book_status) == {
+            **{b.encode(): b"lent:u1" for b in "abcde"},
+            b"f": b"lent:u2",
+            b"g": b"storage",
+        }
+        assert lib.r.hgetall(SK.off_shelf) == {b.encode(): b"1" for b in "abcdefg"}
+        code, violations, text = lib.audit()
+        assert (code, violations) == (0, []), text
+        assert f"audit of library {LIB}: OK (6 books lent to 2 users, 1 in storage" in text
+        keys = {
+            key: (cast(bytes, lib.r.dump(key)), lib.r.pttl(key)) for key in lib.r.scan_iter("*")
+        }
+        yield Clean(server, env, keys)
+    finally:
+        for worker in workers:
+            worker.kill()
+        server.close_clients()
+        server.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def drive(lib: Library) -> None:
+    with Client(lib.server.url, LIB) as client:
         o = client.request("u1", ["a", "b", "c", "d", "e"], request_id="r-u1")
         assert (o.status, o.lent) == ("accepted", ["a", "b", "c", "d", "e"])
         o = client.request("u2", ["f", "g"], request_id="r-u2")
@@ -133,19 +195,22 @@ def built(
     lib.r.xadd(LENDING_INBOX, {"e": json.dumps(bad)})
     expect_exit(lib.cli("outcome", "raw-bad", "--json"), 1, "rejected")
 
-    wait_for(lambda: quiescent(lib.r), timeout=20)
-    for worker in workers:
-        assert worker.terminate() == 0, worker.output()
-    assert lib.r.hgetall(LK.book_status) == {
-        **{b.encode(): b"lent:u1" for b in "abcde"},
-        b"f": b"lent:u2",
-        b"g": b"storage",
-    }
-    assert lib.r.hgetall(SK.off_shelf) == {b.encode(): b"1" for b in "abcdefg"}
-    code, violations, text = lib.audit()
-    assert (code, violations) == (0, []), text
-    assert f"audit of library {LIB}: OK (6 books lent to 2 users, 1 in storage" in text
-    return lib
+
+@pytest.fixture
+def built(clean: Clean) -> Iterator[Library]:
+    """The clean library, restored key by key (streams with their groups, consumers and
+    pending lists; TTLs as they were), and audited clean again."""
+    r = redis.Redis(unix_socket_path=str(clean.server.socket))
+    try:
+        r.flushall()
+        for key, (payload, ttl) in clean.keys.items():
+            r.restore(key, max(ttl, 0), payload)
+        lib = Library(clean.server, clean.env, r)
+        code, violations, text = lib.audit()
+        assert (code, violations) == (0, []), text
+        yield lib
+    finally:
+        r.close()
 
 
 # --------------------------------------------------------------------------- corruptions
