@@ -3,6 +3,14 @@
 Level-based and idempotent: every pass computes the whole desired state from the spec
 (and, with autoscaling, from the backlog), applies all of it, and reports what it sees.
 The kopf handlers call :func:`reconcile` and only write its status and post its events.
+
+Every failure of a pass ends in the status, never in an exception: ``Ready=False`` with
+the reason (``InvalidSpec``, ``Conflict``, ``RedisUnreachable``, ``ApplyFailed``), and
+``observedGeneration`` stays where the last successful pass left it. A failure that the
+same spec would meet again (an API 4xx such as 422 from validation or 403 from admission,
+an invalid spec) is marked permanent: the periodic pass does not retry it until the
+object changes. Without Redis nothing is applied: the library's claim cannot be checked
+and workers without Redis could not work anyway; running workers keep running.
 """
 
 from __future__ import annotations
@@ -12,12 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx2
 import redis.exceptions
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName
 
 from bookstream_operator import conditions, manifests, naming
 from bookstream_operator.autoscaling import Decision, decide
+from bookstream_operator.claim import Holder, claim
 from bookstream_operator.cleanup import ConsumerRetirer, Outcome, Retirement
 from bookstream_operator.conditions import Condition
 from bookstream_operator.connection import connect, redis_url
@@ -25,6 +35,9 @@ from bookstream_operator.kube import Kube, SecretMissing, WorkloadState
 from bookstream_operator.observe import GroupStatus, collect
 from bookstream_operator.spec import LibrarySpec, SpecError, parse_spec
 from bookstream_operator.types import Manifest
+
+#: Status keys this operator owns; others (kopf's own ``status.kopf``) are never removed.
+OWNED_STATUS_KEYS = frozenset({"observedGeneration", "conditions", *SERVICES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +49,58 @@ class Event:
 
 @dataclass
 class Result:
+    #: The whole status this pass found (no key it does not know about).
     status: Manifest
     events: list[Event] = field(default_factory=list)
+    #: The same spec would fail the same way: do not retry until the object changes.
+    permanent_failure: bool = False
+
+    def __post_init__(self) -> None:
+        # An unknown value is an absent key: in a merge patch null means "delete".
+        self.status = _without_nulls(self.status)
+
+
+def _without_nulls(value: Manifest) -> Manifest:
+    return {
+        k: _without_nulls(v) if isinstance(v, dict) else v
+        for k, v in value.items()
+        if v is not None
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: str
+    message: str
+    permanent: bool = False
 
 
 def is_paused(annotations: Mapping[str, str]) -> bool:
     return str(annotations.get(naming.PAUSED_ANNOTATION, "")).lower() == "true"
+
+
+def status_patch(previous: Mapping[str, Any], new: Mapping[str, Any]) -> Manifest:
+    """The JSON merge patch (RFC 7386) that turns ``previous`` into ``new``.
+
+    Keys of ``previous`` that ``new`` lacks are sent as null (a merge patch keeps what
+    it does not mention), at every depth of nested objects; lists are replaced whole.
+    At the top level only the operator's own keys are ever removed.
+    """
+    return _diff(previous, new, top=True)
+
+
+def _diff(previous: Mapping[str, Any], new: Mapping[str, Any], *, top: bool = False) -> Manifest:
+    out: Manifest = {}
+    for key, value in new.items():
+        before = previous.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            out[key] = _diff(before, value)
+        else:
+            out[key] = value
+    for key in previous:
+        if key not in new and (not top or key in OWNED_STATUS_KEYS):
+            out[key] = None
+    return out
 
 
 def _iso(ts: float) -> str:
@@ -60,6 +119,19 @@ def _parse_iso(value: Any) -> float | None:
 def _previous(status: Mapping[str, Any], service: ServiceName) -> Mapping[str, Any]:
     value = status.get(service)
     return value if isinstance(value, Mapping) else {}
+
+
+def _api_failure(exc: httpx2.HTTPError, what: str) -> Failure:
+    if isinstance(exc, httpx2.HTTPStatusError):
+        code = exc.response.status_code
+        try:
+            detail = str(exc.response.json().get("message") or "")
+        except ValueError:
+            detail = ""
+        # 4xx answers come back for the same request; 408/409/429 are about timing.
+        permanent = 400 <= code < 500 and code not in (408, 409, 429)
+        return Failure("ApplyFailed", f"{what}: HTTP {code} {detail}".strip(), permanent)
+    return Failure("ApplyFailed", f"{what}: {type(exc).__name__}: {exc}")
 
 
 def _decide_replicas(
@@ -93,7 +165,11 @@ async def reconcile(
 ) -> Result:
     stamp = _iso(now)
     old_conditions = status.get("conditions") or []
+    previous_ready: Mapping[str, Any] = next(
+        (c for c in old_conditions if c.get("type") == "Ready"), {}
+    )
     events: list[Event] = []
+    kept: Manifest = {k: v for k, v in status.items() if k in OWNED_STATUS_KEYS}
 
     if is_paused(annotations):
         paused = Condition(
@@ -105,39 +181,53 @@ async def reconcile(
         was = {c.get("type"): c.get("status") for c in old_conditions}
         if was.get("ReconciliationPaused") != "True":
             events.append(Event("Normal", "ReconciliationPaused", paused.message))
-        return Result({"conditions": conditions.merge(old_conditions, [paused], stamp)}, events)
+        kept["conditions"] = conditions.merge(old_conditions, [paused], stamp)
+        return Result(kept, events)
+
+    def failed(failure: Failure, extra: list[Condition], sections: Manifest) -> Result:
+        """Ready=False with the reason; observedGeneration stays where it was."""
+        out: Manifest = {}
+        if status.get("observedGeneration") is not None:
+            out["observedGeneration"] = status["observedGeneration"]
+        out.update(sections)
+        conds = [
+            Condition("Ready", "False", failure.reason, failure.message),
+            *extra,
+            Condition("ReconciliationPaused", "False", "Reconciling"),
+        ]
+        out["conditions"] = conditions.merge(old_conditions, conds, stamp)
+        if (previous_ready.get("reason"), previous_ready.get("message")) != (
+            failure.reason,
+            failure.message,
+        ):
+            events.append(Event("Warning", failure.reason, failure.message))
+        return Result(out, events, permanent_failure=failure.permanent)
 
     try:
         spec = parse_spec(spec_body)
     except SpecError as exc:
-        bad = [
-            Condition("Ready", "False", "InvalidSpec", str(exc)),
-            Condition("ReconciliationPaused", "False", "Reconciling"),
-        ]
-        events.append(Event("Warning", "InvalidSpec", str(exc)))
-        return Result(
-            {
-                "observedGeneration": generation,
-                "conditions": conditions.merge(old_conditions, bad, stamp),
-            },
-            events,
-        )
+        return failed(Failure("InvalidSpec", str(exc), permanent=True), [], {})
 
     keys = LibraryKeys(spec.library)
     groups: dict[ServiceName, GroupStatus] = {}
     retirements: dict[ServiceName, list[Retirement]] = {s: [] for s in SERVICES}
     redis_cond = Condition("RedisReachable", "True", "Connected", redis_url(spec.redis))
-    password: str | None = None
     replicas: dict[ServiceName, int] = {}
     decisions: dict[ServiceName, Decision | None] = {}
     scale_times: dict[ServiceName, float | None] = {}
     owner = manifests.Owner(name, namespace, uid)
+    failure: Failure | None = None
 
     try:
+        password: str | None = None
         if spec.redis.password_secret is not None:
             ref = spec.redis.password_secret
             password = await kube.read_secret(namespace, ref.name, ref.key)
         async with connect(spec.redis, password) as client:
+            holder = await claim(client, keys, Holder(uid, namespace, name), kube.instance_uid)
+            if holder is not None:
+                message = f"library {spec.library!r} on this Redis is claimed by {holder}"
+                return failed(Failure("Conflict", message), [redis_cond], {})
             for service in SERVICES:
                 groups[service] = await collect(client, keys, service)
             for service in SERVICES:
@@ -146,15 +236,19 @@ async def reconcile(
                 )
             # Apply first: a removed ordinal's pod must be on its way out before its
             # consumer can be retired (the retire script waits for its lock to go).
-            for manifest in manifests.desired_objects(owner, spec, replicas):
-                await kube.apply(manifest)
-            retirer = ConsumerRetirer(client, keys)
-            for service in SERVICES:
-                retirements[service] = await retirer.scale_down(
-                    name, service, replicas[service], groups[service].consumer_names()
-                )
-                if any(r.outcome is Outcome.RETIRED for r in retirements[service]):
-                    groups[service] = await collect(client, keys, service)
+            try:
+                for manifest in manifests.desired_objects(owner, spec, replicas):
+                    await kube.apply(manifest)
+            except httpx2.HTTPError as exc:
+                failure = _api_failure(exc, f"applying {manifest['kind']} {_name(manifest)}")
+            if failure is None:
+                retirer = ConsumerRetirer(client, keys)
+                for service in SERVICES:
+                    retirements[service] = await retirer.scale_down(
+                        name, service, replicas[service], groups[service].consumer_names()
+                    )
+                    if any(r.outcome is Outcome.RETIRED for r in retirements[service]):
+                        groups[service] = await collect(client, keys, service)
     except SecretMissing as exc:
         redis_cond = Condition("RedisReachable", "False", "PasswordSecretMissing", str(exc))
     except (redis.exceptions.RedisError, OSError) as exc:
@@ -164,34 +258,31 @@ async def reconcile(
             else "ConnectionFailed"
         )
         redis_cond = Condition("RedisReachable", "False", reason, f"{type(exc).__name__}: {exc}")
+    except httpx2.HTTPError as exc:  # reading the Secret or the claim holder
+        failure = _api_failure(exc, "reading the Redis password Secret")
 
     if redis_cond.status != "True":
-        # Without Redis, still keep the workloads as the spec says (they retry on their own),
-        # but never scale down by autoscaling and never retire anything.
-        for service in SERVICES:
-            prev = _previous(status, service).get("replicas")
-            if service not in replicas:
-                replicas[service] = (
-                    prev
-                    if spec.autoscaling.enabled and isinstance(prev, int)
-                    else spec.service(service).replicas
-                )
-                decisions[service] = None
-                scale_times[service] = _parse_iso(_previous(status, service).get("lastScaleTime"))
-        for manifest in manifests.desired_objects(owner, spec, replicas):
-            await kube.apply(manifest)
-        if status.get("conditions") is None or any(
-            c.get("type") == "RedisReachable" and c.get("status") == "True" for c in old_conditions
-        ):
-            events.append(Event("Warning", redis_cond.reason, redis_cond.message))
-
-    states = {
-        s: await kube.workload_state(namespace, naming.workload_name(name, s)) for s in SERVICES
-    }
-    new_status: Manifest = {"observedGeneration": generation}
+        failure = Failure("RedisUnreachable", redis_cond.message)
+        # Nothing was applied: report the workloads as they are, without Redis figures.
+        groups.clear()
     for service in SERVICES:
-        previous = _previous(status, service)
-        section = _service_status(
+        if service not in replicas:
+            prev = _previous(status, service).get("replicas")
+            replicas[service] = prev if isinstance(prev, int) else spec.service(service).replicas
+            decisions[service] = None
+            scale_times[service] = _parse_iso(_previous(status, service).get("lastScaleTime"))
+
+    states: dict[ServiceName, WorkloadState | None] = {}
+    for service in SERVICES:
+        try:
+            states[service] = await kube.workload_state(
+                namespace, naming.workload_name(name, service)
+            )
+        except httpx2.HTTPError:
+            states[service] = None
+    sections: Manifest = {}
+    for service in SERVICES:
+        sections[service] = _service_status(
             name,
             service,
             replicas[service],
@@ -200,7 +291,14 @@ async def reconcile(
             decisions[service],
             scale_times[service],
         )
-        new_status[service] = section
+
+    if failure is not None:
+        return failed(failure, [redis_cond], sections)
+
+    new_status: Manifest = {"observedGeneration": generation} if generation is not None else {}
+    new_status.update(sections)
+    for service in SERVICES:
+        previous = _previous(status, service)
         if previous.get("replicas") not in (None, replicas[service]):
             decision = decisions[service]
             why = decision.reason if decision is not None else "spec changed"
@@ -221,6 +319,10 @@ async def reconcile(
     if generation is not None and status.get("observedGeneration") != generation:
         events.append(Event("Normal", "Reconciled", f"generation {generation} applied"))
     return Result(new_status, events)
+
+
+def _name(manifest: Manifest) -> str:
+    return str((manifest.get("metadata") or {}).get("name"))
 
 
 def _service_status(

@@ -199,6 +199,31 @@ def test_rbac_is_least_privilege() -> None:
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "rel-bookstream-operator"
 
 
+def test_block_owner_deletion_comes_with_the_finalizers_permission() -> None:
+    """Owned objects set blockOwnerDeletion; the API server then requires the client to be
+    allowed to update the owner's finalizers (OwnerReferencesPermissionEnforcement)."""
+    from bookstream_operator import manifests
+    from bookstream_operator.spec import parse_spec
+
+    owner = manifests.Owner("lib", "books", "uid")
+    objects = manifests.desired_objects(owner, parse_spec({}), {"lending": 1, "shelving": 1})
+    blocking = [
+        ref
+        for obj in objects
+        for ref in obj["metadata"]["ownerReferences"]
+        if ref.get("blockOwnerDeletion")
+    ]
+    assert blocking, "the operator sets blockOwnerDeletion"
+    for values in ({}, {"operator.watchNamespaces": "{books}"}):
+        rendered = tools.render(values)
+        rules = _rules(rendered, "ClusterRole") + _rules(rendered, "Role")
+        assert {
+            "apiGroups": ["bookstream.io"],
+            "resources": ["libraryinstances/finalizers"],
+            "verbs": ["update"],
+        } in rules, values
+
+
 def _documented_rbac() -> set[tuple[str, str, str]]:
     """The (group, resource, verb) rows of operator/README.md's RBAC table."""
     text = (tools.ROOT / "operator" / "README.md").read_text()
@@ -232,7 +257,7 @@ def test_namespaced_mode_uses_roles_per_namespace() -> None:
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
-            "verbs": ["get", "list", "watch"],
+            "verbs": ["list", "watch"],
         }
     ]
     env = _operator_env(objects)

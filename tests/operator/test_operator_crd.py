@@ -10,7 +10,6 @@ import jsonschema
 import pytest
 import yaml
 from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
-from bookstream_operator.observe import ConsumerInfo, GroupStatus
 from bookstream_operator.spec import parse_spec
 
 CRD_PATH = (
@@ -133,56 +132,5 @@ def test_example_validates_and_bad_specs_do_not(schema: dict[str, Any]) -> None:
         assert list(validator.iter_errors(obj)), bad
 
 
-def test_status_the_operator_writes_fits_the_schema(schema: dict[str, Any]) -> None:
-    """Fields missing from the schema would be pruned by the API server: none may be."""
-    group = GroupStatus(
-        "lending",
-        stream_exists=True,
-        group_exists=True,
-        length=5,
-        lag=None,
-        estimated_lag=3,
-        pending=2,
-        oldest_pending_age_s=1.5,
-        dead_letters=1,
-        consumers=[ConsumerInfo("lib1-lending-0", 2, 10)],
-    )
-    section = {
-        "replicas": 2,
-        "readyReplicas": 1,
-        "updatedReplicas": 1,
-        "selector": "a=b",
-        "workers": ["lib1-lending-0", "lib1-lending-1"],
-        "lastScaleTime": "2026-01-01T00:00:00Z",
-        **group.to_status(),
-        "autoscaler": {"desiredReplicas": 2, "reason": "steady"},
-    }
-    status = {
-        "observedGeneration": 3,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "WorkersReady",
-                "message": "",
-                "lastTransitionTime": "2026-01-01T00:00:00Z",
-            }
-        ],
-        "lending": section,
-        "shelving": section,
-    }
-    status_schema = schema["properties"]["status"]
-
-    def check(node: dict[str, Any], value: Any, path: str) -> None:
-        if isinstance(value, dict):
-            if node.get("x-kubernetes-preserve-unknown-fields"):
-                return
-            for key, child in value.items():
-                assert key in (node.get("properties") or {}), f"{path}.{key} would be pruned"
-                check(node["properties"][key], child, f"{path}.{key}")
-        elif isinstance(value, list):
-            for item in value:
-                check(node["items"], item, f"{path}[]")
-
-    check(status_schema, status, ".status")
-    jsonschema.Draft7Validator(openapi_to_jsonschema(status_schema)).validate(status)
+# The status reconcile() produces, in every branch, is validated against this schema by
+# tests/operator/test_operator_kmock.py (test_every_status_reconcile_produces_fits_...).
