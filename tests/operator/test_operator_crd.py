@@ -6,11 +6,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import pytest
 import yaml
 from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
 from bookstream_operator.spec import parse_spec
+from celpy.adapter import json_to_cel
 
 CRD_PATH = (
     Path(__file__).resolve().parents[2]
@@ -134,3 +136,99 @@ def test_example_validates_and_bad_specs_do_not(schema: dict[str, Any]) -> None:
 
 # The status reconcile() produces, in every branch, is validated against this schema by
 # tests/operator/test_operator_kmock.py (test_every_status_reconcile_produces_fits_...).
+
+
+_MISSING: Any = object()
+
+
+def _rules(node: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    out = [(path, rule) for rule in node.get("x-kubernetes-validations") or []]
+    for key, child in (node.get("properties") or {}).items():
+        out += _rules(child, (*path, key))
+    return out
+
+
+def _at(value: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def cel_violations(
+    schema: dict[str, Any], new: dict[str, Any], old: dict[str, Any] | None
+) -> list[str]:
+    """The messages of the CRD's CEL rules that the API server would fail for this write.
+
+    Evaluated with cel-python, as the API server does: on the defaulted object; a rule
+    that mentions ``oldSelf`` (a transition rule) only on updates, and only where the
+    field exists both before and after.
+    """
+    env = celpy.Environment()
+    new = apply_defaults(schema, new)
+    old = apply_defaults(schema, old) if old is not None else None
+    failed = []
+    for path, rule in _rules(schema):
+        current = _at(new, path)
+        if current is _MISSING:
+            continue
+        activation = {"self": json_to_cel(current)}
+        if "oldSelf" in rule["rule"]:
+            before = _MISSING if old is None else _at(old, path)
+            if before is _MISSING:
+                continue
+            activation["oldSelf"] = json_to_cel(before)
+        program = env.program(env.compile(rule["rule"]))
+        if not bool(program.evaluate(activation)):
+            failed.append(str(rule["message"]))
+    return failed
+
+
+def test_identity_fields_are_immutable(schema: dict[str, Any]) -> None:
+    """library, redis.url and redis.db: a change is refused, any other change is admitted."""
+    base = copy.deepcopy(EXAMPLE)
+    base["spec"]["library"] = "east"
+    assert cel_violations(schema, base, None) == []
+    assert cel_violations(schema, base, base) == []
+
+    def changed(**spec: Any) -> dict[str, Any]:
+        obj = copy.deepcopy(base)
+        for key, value in spec.items():
+            section, _, field = key.partition("__")
+            if field:
+                obj["spec"].setdefault(section, {})
+                if value is None:
+                    obj["spec"][section].pop(field, None)
+                else:
+                    obj["spec"][section][field] = value
+            elif value is None:
+                obj["spec"].pop(section, None)
+            else:
+                obj["spec"][section] = value
+        return obj
+
+    refused = {
+        "library": changed(library="other"),
+        "library removed (defaults to main)": changed(library=None),
+        "url": changed(redis__url="redis://elsewhere:6379"),
+        "db added": changed(redis__db=3),
+    }
+    for what, new in refused.items():
+        messages = cel_violations(schema, new, base)
+        assert messages and all("immutable" in m for m in messages), what
+    with_db = changed(redis__db=2)
+    assert cel_violations(schema, changed(redis__db=5), with_db), "db changed"
+    assert cel_violations(schema, changed(redis__db=None), with_db), "db removed"
+    assert cel_violations(schema, with_db, with_db) == []
+    # Everything else stays changeable: replicas, limits, TLS, the password Secret.
+    for new in (
+        changed(lending={"replicas": 7}),
+        changed(limits={"userLimit": 9}),
+        changed(redis__tls=True),
+        changed(redis__passwordSecretRef={"name": "other"}),
+    ):
+        assert cel_violations(schema, new, base) == [], new["spec"]
+    # The non-transition rule still applies to creates and updates alike.
+    bad = changed(autoscaling={"minReplicas": 5, "maxReplicas": 2})
+    assert cel_violations(schema, bad, None) == ["minReplicas must not exceed maxReplicas"]
