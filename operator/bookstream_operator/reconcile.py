@@ -26,7 +26,7 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName
 
 from bookstream_operator import conditions, manifests, naming
-from bookstream_operator.autoscaling import Decision, decide
+from bookstream_operator.autoscaling import Decision, History, decide
 from bookstream_operator.claim import Holder, claim
 from bookstream_operator.cleanup import ConsumerRetirer, Outcome, Retirement
 from bookstream_operator.conditions import Condition
@@ -147,8 +147,23 @@ def _decide_replicas(
         return spec.service(service).replicas, None, last
     current = previous.get("replicas")
     current = current if isinstance(current, int) else spec.service(service).replicas
-    decision = decide(spec.autoscaling, group.backlog if group else None, current, last, now)
-    return decision.replicas, decision, now if decision.changed(current) else last
+    decision = decide(
+        spec.autoscaling, group.backlog if group else None, current, _history(previous, last), now
+    )
+    return decision.replicas, decision, decision.history.last_scale_time
+
+
+def _history(previous: Mapping[str, Any], last: float | None) -> History:
+    auto = previous.get("autoscaler")
+    entries = auto.get("recommendations") if isinstance(auto, Mapping) else None
+    window = tuple(
+        (float(e["time"]), int(e["replicas"]))
+        for e in entries or ()
+        if isinstance(e, Mapping)
+        and isinstance(e.get("time"), int | float)
+        and isinstance(e.get("replicas"), int)
+    )
+    return History(last, window)
 
 
 async def reconcile(
@@ -345,7 +360,14 @@ def _service_status(
     if group is not None:
         section.update(group.to_status())
     if decision is not None:
-        section["autoscaler"] = {"desiredReplicas": decision.replicas, "reason": decision.reason}
+        section["autoscaler"] = {
+            "desiredReplicas": decision.replicas,
+            "recommendation": decision.recommendation,
+            "reason": decision.reason,
+            "recommendations": [
+                {"time": round(t, 3), "replicas": r} for t, r in decision.history.recommendations
+            ],
+        }
     return section
 
 

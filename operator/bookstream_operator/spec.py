@@ -92,6 +92,7 @@ class AutoscalingSpec:
     target_lag_per_replica: int = 100
     cooldown_seconds: int = 120
     max_pending_age_seconds: int = 60
+    scale_up_period_seconds: int = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         target_lag_per_replica=_int(auto, "targetLagPerReplica", 100, "spec.autoscaling", 1),
         cooldown_seconds=_int(auto, "cooldownSeconds", 120, "spec.autoscaling"),
         max_pending_age_seconds=_int(auto, "maxPendingAgeSeconds", 60, "spec.autoscaling", 1),
+        scale_up_period_seconds=_int(auto, "scaleUpPeriodSeconds", 15, "spec.autoscaling"),
     )
     if autoscaling.min_replicas > autoscaling.max_replicas:
         raise SpecError("spec.autoscaling.minReplicas must not exceed maxReplicas")
