@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,7 @@ def test_defaults_render_valid_objects() -> None:
             "Service",
             "StatefulSet",
             "ConfigMap",
+            "Pod",  # the helm test hook
         ]
     )
     # No Prometheus Operator: no PodMonitor/ServiceMonitor (the operator annotates the metrics
@@ -415,3 +417,101 @@ def test_chart_files_are_packaged(tmp_path: Path) -> None:
         "bookstream/templates/NOTES.txt",
     ):
         assert needed in names
+
+
+def test_helm_test_hook_audits_the_charts_redis() -> None:
+    objects = tools.render({"libraryInstance.spec.library": "east"})
+    (pod,) = tools.by_kind(objects, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == ["audit"]
+    assert container["image"] == "bookstream/cli:0.1.0"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BOOKSTREAM_REDIS_URL"]["value"] == "redis://rel-bookstream-redis.books.svc:6379"
+    assert env["BOOKSTREAM_LIBRARY"]["value"] == "east"
+    assert env["BOOKSTREAM_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "rel-bookstream-redis",
+        "key": "password",
+    }
+    # The pod meets the restricted profile like every other pod of the chart.
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert not tools.by_kind(tools.render({"redis.enabled": "false"}), "Pod")
+
+
+def test_chart_works_as_a_subchart_with_global_values(tmp_path: Path) -> None:
+    """An umbrella chart passes `global:` to every subchart; the schema must admit it."""
+    umbrella = tmp_path / "umbrella"
+    (umbrella / "charts").mkdir(parents=True)
+    shutil.copytree(tools.CHART, umbrella / "charts" / "bookstream")
+    (umbrella / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: umbrella\nversion: 1.0.0\n"
+        "dependencies:\n  - name: bookstream\n    version: 0.1.0\n"
+    )
+    (umbrella / "values.yaml").write_text(
+        "global:\n  imageRegistry: registry.example\n  storageClass: fast\n"
+        "bookstream:\n  libraryInstance:\n    enabled: true\n"
+    )
+    out = tools.helm("template", "rel", str(umbrella), "--namespace", "books").stdout
+    objects = tools.docs(out)
+    _validate_all(objects)
+    assert tools.by_kind(objects, "LibraryInstance")
+    assert tools.one(objects, "Deployment")["metadata"]["name"] == "rel-bookstream-operator"
+
+
+def _redis_pod_annotations(values: dict[str, str]) -> dict[str, str]:
+    sts = tools.one(tools.render(values), "StatefulSet", "rel-bookstream-redis")
+    annotations: dict[str, str] = sts["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def test_redis_pods_roll_on_a_config_change_and_only_then() -> None:
+    base = _redis_pod_annotations({})["checksum/config"]
+    # A generated password is looked up (kept) on upgrades: not part of the checksum, so two
+    # renders without a cluster give the same StatefulSet.
+    assert _redis_pod_annotations({}) == {"checksum/config": base}
+    assert _redis_pod_annotations({"redis.appendfsync": "always"})["checksum/config"] != base
+    one = _redis_pod_annotations({"redis.auth.password": "one"})["checksum/config"]
+    two = _redis_pod_annotations({"redis.auth.password": "two"})["checksum/config"]
+    assert len({base, one, two}) == 3
+    # With the password given, the whole render is stable (GitOps renders with helm template).
+    given = {"redis.auth.password": "one"}
+    assert tools.render(given) == tools.render(given)
+
+
+def test_no_silent_fallback_to_a_default_redis() -> None:
+    proc = tools.helm(
+        "template",
+        "rel",
+        str(tools.CHART),
+        "--set",
+        "redis.enabled=false",
+        "--set",
+        "libraryInstance.enabled=true",
+        check=False,
+    )
+    assert proc.returncode != 0 and "libraryInstance.spec.redis.url" in proc.stderr
+    objects = tools.render(
+        {
+            "redis.enabled": "false",
+            "libraryInstance.enabled": "true",
+            "libraryInstance.spec.redis.url": "redis://mine:6379",
+        }
+    )
+    assert tools.one(objects, "LibraryInstance")["spec"]["redis"]["url"] == "redis://mine:6379"
+
+
+def test_documented_crd_upgrade_step_applies_the_charts_crds() -> None:
+    """Helm never upgrades crds/: deploy/README.md's upgrade step must apply exactly them."""
+    text = (tools.ROOT / "deploy" / "README.md").read_text()
+    section = text.split("### Upgrading (the CRD)", 1)[1].split("\n### ", 1)[0]
+    (command,) = [line for line in section.splitlines() if line.startswith("kubectl apply")]
+    args = command.split()
+    assert "--server-side" in args
+    target = tools.ROOT / args[args.index("-f") + 1]
+    assert target.resolve() == (tools.CHART / "crds").resolve()
+    files = sorted(target.glob("*.yaml"))
+    assert files == [tools.CRD_FILE]
+    # What it applies is what the chart installs (and what kustomize ships).
+    rendered = tools.one(tools.render(), "CustomResourceDefinition")
+    assert rendered == tools.crd()
+    assert "helm upgrade" in section
