@@ -24,6 +24,7 @@ import datetime
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,25 @@ from bookstream_operator.reconcile import reconcile, status_patch
 from bookstream_operator.settings import OperatorConfig
 
 Key = tuple[str, str]
+Fingerprint = tuple[Any, ...]
+
+
+def fingerprint(meta: Mapping[str, Any]) -> Fingerprint:
+    """What a user changes to make the operator try again: the spec (generation), a label or
+    an annotation. kopf's own annotations (its progress, under the operator's prefix) are
+    left out: kopf rewrites them around every handler call."""
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not k.startswith(f"{naming.GROUP}/") or k == naming.PAUSED_ANNOTATION
+    }
+    return (
+        meta.get("generation"),
+        tuple(sorted((meta.get("labels") or {}).items())),
+        tuple(sorted(annotations.items())),
+    )
+
+
 log = logging.getLogger("bookstream_operator")
 
 
@@ -47,14 +67,14 @@ class Context:
     locks: defaultdict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     #: LibraryInstances seen by the watch and not deleted since: what the resync visits.
     known: set[Key] = field(default_factory=set)
-    #: The generation whose apply failed permanently (4xx): periodic passes skip it until
-    #: the object changes (a change handler always tries again) or the operator restarts.
-    failed: dict[Key, int | None] = field(default_factory=dict)
+    #: The object (see :func:`fingerprint`) whose pass failed permanently (e.g. a 4xx from
+    #: apply): passes skip it until it changes or the operator restarts.
+    failed: dict[Key, Fingerprint] = field(default_factory=dict)
     resync: asyncio.Task[None] | None = None
     passes: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
 
 
-async def run_pass(ctx: Context, namespace: str, name: str, *, periodic: bool) -> None:
+async def run_pass(ctx: Context, namespace: str, name: str) -> None:
     """One pass for one LibraryInstance: reconcile, write the status, post the events."""
     assert ctx.kube is not None, "startup handler did not run"
     key = (namespace, name)
@@ -66,8 +86,8 @@ async def run_pass(ctx: Context, namespace: str, name: str, *, periodic: bool) -
             return
         meta = current.get("metadata") or {}
         generation = meta.get("generation")
-        if periodic and key in ctx.failed and ctx.failed[key] == generation:
-            return
+        if ctx.failed.get(key) == fingerprint(meta):
+            return  # failed permanently as it is: wait for a change
         previous = current.get("status") or {}
         now = time.time()
         stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -83,7 +103,7 @@ async def run_pass(ctx: Context, namespace: str, name: str, *, periodic: bool) -
             now=now,
         )
         if result.permanent_failure:
-            ctx.failed[key] = generation
+            ctx.failed[key] = fingerprint(meta)
         else:
             ctx.failed.pop(key, None)
         # A merge patch keeps every key it does not mention: send null for those gone.
@@ -105,7 +125,7 @@ async def _resync(ctx: Context) -> None:
 
 async def _guarded(ctx: Context, key: Key) -> None:
     try:
-        await run_pass(ctx, *key, periodic=True)
+        await run_pass(ctx, *key)
     except asyncio.CancelledError:
         raise
     except Exception:  # the next interval tries again; a crash here would stop nothing else
@@ -174,6 +194,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> Context
     @kopf.on.create(*resource, registry=registry, backoff=backoff)
     @kopf.on.update(*resource, registry=registry, backoff=backoff)
     async def changed(body: kopf.Body, **_: Any) -> None:
-        await run_pass(ctx, str(body.meta.namespace), str(body.meta.name), periodic=False)
+        await run_pass(ctx, str(body.meta.namespace), str(body.meta.name))
 
     return ctx

@@ -515,3 +515,58 @@ def test_documented_crd_upgrade_step_applies_the_charts_crds() -> None:
     rendered = tools.one(tools.render(), "CustomResourceDefinition")
     assert rendered == tools.crd()
     assert "helm upgrade" in section
+
+
+WORKER_PLACEMENT = {
+    "libraryInstance.enabled": "true",
+    "libraryInstance.spec.placement.nodeSelector.pool": "workers",
+    "libraryInstance.spec.placement.tolerations[0].key": "dedicated",
+    "libraryInstance.spec.placement.tolerations[0].operator": "Exists",
+    "libraryInstance.spec.placement.tolerations[0].effect": "NoSchedule",
+    "libraryInstance.spec.placement.priorityClassName": "bookstream-high",
+    "libraryInstance.spec.placement.topologySpreadConstraints[0].maxSkew": "1",
+    "libraryInstance.spec.placement.topologySpreadConstraints[0].topologyKey": "zone",
+    "libraryInstance.spec.placement.topologySpreadConstraints[0].whenUnsatisfiable": (
+        "DoNotSchedule"
+    ),
+    "libraryInstance.spec.placement.affinity.podAntiAffinity"
+    ".preferredDuringSchedulingIgnoredDuringExecution[0].weight": "10",
+    "libraryInstance.spec.placement.affinity.podAntiAffinity"
+    ".preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey": "zone",
+    "libraryInstance.spec.disruptionBudget.maxUnavailable": "2",
+}
+
+
+def test_worker_placement_and_disruption_budget_through_the_chart() -> None:
+    """helm template with the placement values: the LibraryInstance fits the CRD, and what
+    the operator makes of it (StatefulSets, PodDisruptionBudgets) fits Kubernetes' schemas."""
+    from bookstream_operator import manifests
+    from bookstream_operator.spec import parse_spec
+
+    objects = tools.render(WORKER_PLACEMENT)
+    _validate_all(objects)
+    li = tools.one(objects, "LibraryInstance")
+    spec = parse_spec(li["spec"])
+    owned = manifests.desired_objects(
+        manifests.Owner(li["metadata"]["name"], "books", "uid"), spec, {"lending": 3, "shelving": 2}
+    )
+    for obj in owned:
+        tools.validate(obj)
+    pdbs = [o for o in owned if o["kind"] == "PodDisruptionBudget"]
+    assert [p["spec"]["maxUnavailable"] for p in pdbs] == [2, 2]
+    sts = next(o for o in owned if o["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "workers"}
+    assert pod["priorityClassName"] == "bookstream-high"
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["affinity"]["podAntiAffinity"]
+    assert pod["topologySpreadConstraints"][0]["labelSelector"]
+
+
+def test_the_operators_default_objects_fit_kubernetes_schemas() -> None:
+    from bookstream_operator import manifests
+    from bookstream_operator.spec import parse_spec
+
+    owner = manifests.Owner("main", "books", "uid")
+    for obj in manifests.desired_objects(owner, parse_spec({}), {"lending": 1, "shelving": 0}):
+        tools.validate(obj)

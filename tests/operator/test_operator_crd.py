@@ -99,12 +99,21 @@ def test_identity_subresources_and_printer_columns(crd: dict[str, Any]) -> None:
 
 
 def test_schema_is_structural(schema: dict[str, Any]) -> None:
-    """Every node has a type unless it preserves unknown fields; defaults only under types."""
+    """Every node has a type unless it preserves unknown fields or is int-or-string; an
+    object lists its properties, is a map (additionalProperties) or preserves unknown fields."""
     for path, node in walk(schema):
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert (
+            "type" in node
+            or node.get("x-kubernetes-preserve-unknown-fields")
+            or node.get("x-kubernetes-int-or-string")
+        ), path
         assert node.get("x-kubernetes-preserve-unknown-fields", True) is True, path
         if node.get("type") == "object" and "properties" not in node:
-            assert node.get("x-kubernetes-preserve-unknown-fields") or path == ".metadata", path
+            assert (
+                node.get("x-kubernetes-preserve-unknown-fields")
+                or isinstance(node.get("additionalProperties"), dict)
+                or path == ".metadata"
+            ), path
     # kopf's progress records must survive pruning.
     kopf_node = schema["properties"]["status"]["properties"]["kopf"]
     assert kopf_node["x-kubernetes-preserve-unknown-fields"] is True

@@ -126,6 +126,9 @@ capabilities:
 - apiGroups: [""]
   resources: [services, configmaps]
   verbs: [create, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, patch]
 # The Redis password Secret a LibraryInstance names: get only, never list or watch.
 - apiGroups: [""]
   resources: [secrets]
