@@ -140,7 +140,7 @@ def _openapi_to_jsonschema(schema: Any) -> Any:
     return schema
 
 
-PROMETHEUS_OPERATOR_KINDS = {"PodMonitor", "ServiceMonitor"}
+PROMETHEUS_OPERATOR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 
 def validate(obj: Doc) -> None:
@@ -220,8 +220,55 @@ _MONITOR_SCHEMAS = {
 }
 
 
+# The PrometheusRule fields these rules use (monitoring.coreos.com/v1).
+_RULE_SPEC = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["groups"],
+    "properties": {
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "rules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["alert", "expr"],
+                            "properties": {
+                                "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                "expr": {"type": "string", "minLength": 1},
+                                "for": {"type": "string"},
+                                "labels": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                                "annotations": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
 def _validate_monitor(obj: Doc) -> None:
     kind = obj["kind"]
+    if kind == "PrometheusRule":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1", obj["apiVersion"]
+        assert obj["metadata"]["name"] and obj["metadata"]["namespace"]
+        jsonschema.validate(obj["spec"], _RULE_SPEC)
+        return
     (endpoints_key, endpoint) = next(iter(_MONITOR_SCHEMAS[kind].items()))
     schema = {
         "type": "object",
