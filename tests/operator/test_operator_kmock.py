@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,7 +28,7 @@ import redis
 import yaml
 from bookstream_core.keys import LibraryKeys
 from bookstream_operator.claim import claim_key
-from bookstream_operator.handlers import register
+from bookstream_operator.handlers import Context, register
 from bookstream_operator.kube import Kube
 from bookstream_operator.reconcile import reconcile, status_patch
 from bookstream_operator.settings import OperatorConfig
@@ -115,17 +118,16 @@ def api(
     return kmock
 
 
-@pytest.fixture
-async def operator(api: kmock.KubernetesEmulator) -> AsyncIterator[None]:
+@contextlib.asynccontextmanager
+async def running_operator(config: OperatorConfig) -> AsyncIterator[Context]:
     """The operator in its own thread and event loop, as it runs in its pod.
 
     (kopf cancels every task it did not start when it stops, so it cannot share the
-    test's loop; KMock keeps serving in the test's loop while the test awaits.)
+    test's loop; KMock keeps serving in the test's loop while the test awaits.) Stopping
+    it must end the thread without an error.
     """
     registry = kopf.OperatorRegistry()
-    # A long server-side watch timeout: KMock cannot resume a watch from a resourceVersion,
-    # so an event falling between a watch's end and the next LIST would be lost.
-    register(registry, OperatorConfig(interval_s=0.3, watch_timeout_s=600))
+    ctx = register(registry, config)
     stop, ready = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
@@ -150,7 +152,7 @@ async def operator(api: kmock.KubernetesEmulator) -> AsyncIterator[None]:
             break
         await asyncio.sleep(0.1)
     assert ready.is_set(), errors
-    yield
+    yield ctx
     stop.set()
     for _ in range(150):
         if not thread.is_alive():
@@ -158,6 +160,14 @@ async def operator(api: kmock.KubernetesEmulator) -> AsyncIterator[None]:
         await asyncio.sleep(0.1)
     assert not thread.is_alive(), "operator did not stop"
     assert not errors, errors
+
+
+@pytest.fixture
+async def operator(api: kmock.KubernetesEmulator) -> AsyncIterator[None]:
+    # A long server-side watch timeout: KMock cannot resume a watch from a resourceVersion,
+    # so an event falling between a watch's end and the next LIST would be lost.
+    async with running_operator(OperatorConfig(interval_s=0.3, watch_timeout_s=600)):
+        yield
 
 
 @pytest.fixture
@@ -662,3 +672,33 @@ async def test_every_status_reconcile_produces_fits_the_crd_and_leaves_no_stale_
         "ApplyFailed",
     }, seen_reasons
     await kube.close()
+
+
+async def test_stopping_mid_pass_stops_the_resync_before_closing_the_client(
+    api: kmock.KubernetesEmulator,
+    http: aiohttp.ClientSession,
+    redis_factory: Callable[..., RedisServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The cleanup handler cancels the resync and its passes and waits for passes in change
+    handlers before it closes the API client: nothing uses a closed client, nothing errs."""
+    server = redis_factory(tcp=True)
+    # A Redis that accepts connections but never answers: every pass hangs in it.
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        config = OperatorConfig(interval_s=0.2, watch_timeout_s=600)
+        async with running_operator(config) as ctx:
+            await post_li(http, instance("slow", server.tcp_url, "uid-slow"))
+            await eventually(lambda: ctx.passes, "a resync pass started")
+            await eventually(
+                lambda: any(lock.locked() for lock in ctx.locks.values()), "a pass in Redis"
+            )
+        assert ctx.kube is None and ctx.resync is None and not ctx.passes
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    problems = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR or "closed" in r.getMessage().lower()
+    ]
+    assert not problems, problems
