@@ -103,8 +103,15 @@ def image_of(spec: LibrarySpec, service: ServiceName) -> str:
 def _env(spec: LibrarySpec) -> list[Manifest]:
     env: list[Manifest] = [
         {
+            "name": "BOOKSTREAM_POD_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+        {"name": "BOOKSTREAM_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # <namespace>.<pod name> (naming.worker_name): unique across namespaces. Kubernetes
+        # expands $(VAR) from the variables defined above it.
+        {
             "name": "BOOKSTREAM_WORKER_NAME",
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+            "value": "$(BOOKSTREAM_POD_NAMESPACE).$(BOOKSTREAM_POD_NAME)",
         },
         # The StatefulSet runs at most one pod per name, so a stale lock left by this
         # name's previous pod may be taken over at once instead of waiting for its TTL.

@@ -260,7 +260,11 @@ async def reconcile(
                 retirer = ConsumerRetirer(client, keys)
                 for service in SERVICES:
                     retirements[service] = await retirer.scale_down(
-                        name, service, replicas[service], groups[service].consumer_names()
+                        namespace,
+                        name,
+                        service,
+                        replicas[service],
+                        groups[service].consumer_names(),
                     )
                     if any(r.outcome is Outcome.RETIRED for r in retirements[service]):
                         groups[service] = await collect(client, keys, service)
@@ -298,6 +302,7 @@ async def reconcile(
     sections: Manifest = {}
     for service in SERVICES:
         sections[service] = _service_status(
+            namespace,
             name,
             service,
             replicas[service],
@@ -341,6 +346,7 @@ def _name(manifest: Manifest) -> str:
 
 
 def _service_status(
+    namespace: str,
     instance: str,
     service: ServiceName,
     replicas: int,
@@ -354,7 +360,7 @@ def _service_status(
         "readyReplicas": state.ready if state else 0,
         "updatedReplicas": state.updated if state else 0,
         "selector": naming.selector_string(instance, service),
-        "workers": naming.worker_names(instance, service, replicas),
+        "workers": naming.worker_names(namespace, instance, service, replicas),
         "lastScaleTime": _iso(last_scale) if last_scale is not None else None,
     }
     if group is not None:

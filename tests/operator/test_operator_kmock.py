@@ -321,7 +321,7 @@ async def test_create_update_scale_pause_delete(
     assert claim == {"uid": "uid-lib1", "namespace": NS, "name": "lib1"}
 
     status = li_status(api, "lib1")
-    assert status["lending"]["workers"] == ["lib1-lending-0", "lib1-lending-1", "lib1-lending-2"]
+    assert status["lending"]["workers"] == [f"{NS}.lib1-lending-{i}" for i in range(3)]
     assert status["lending"]["lag"] == 10 and status["lending"]["lagSource"] == "redis"
     assert status["observedGeneration"] == 1
     assert (condition(find(api, "libraryinstances", "lib1"), "Ready") or {})["status"] == "False"
@@ -337,7 +337,7 @@ async def test_create_update_scale_pause_delete(
     no_finalizers(api, "lib1")
 
     # --- scale down with entries pending on the removed ordinal 2.
-    client.xreadgroup("lending", "lib1-lending-2", {KEYS.inbox("lending"): ">"}, count=4)
+    client.xreadgroup("lending", f"{NS}.lib1-lending-2", {KEYS.inbox("lending"): ">"}, count=4)
     await patch_li(http, "lib1", {"spec": {"lending": {"replicas": 1}}})
     await eventually(
         lambda: find(api, "statefulsets", "lib1-lending")["spec"]["replicas"] == 1,
@@ -347,10 +347,12 @@ async def test_create_update_scale_pause_delete(
         lambda: [e for e in events(api) if e.get("reason") == "ConsumersRetired"],
         "a ConsumersRetired event",
     )
-    assert "lib1-lending-2 (4 pending -> lib1-lending-0)" in retired[0]["message"]
+    assert f"{NS}.lib1-lending-2 (4 pending -> {NS}.lib1-lending-0)" in retired[0]["message"]
     summary = client.xpending(KEYS.inbox("lending"), "lending")
     assert summary["pending"] == 4
-    assert [(c["name"], c["pending"]) for c in summary["consumers"]] == [(b"lib1-lending-0", 4)]
+    assert [(c["name"], c["pending"]) for c in summary["consumers"]] == [
+        (f"{NS}.lib1-lending-0".encode(), 4)
+    ]
     await eventually(lambda: any(e.get("reason") == "Scaled" for e in events(api)), "Scaled")
 
     # --- update: limits and image reach the ConfigMap and the pod template; a new
@@ -601,7 +603,7 @@ async def test_every_status_reconcile_produces_fits_the_crd_and_leaves_no_stale_
     inbox = KEYS.inbox("lending")
     client.xgroup_create(inbox, "lending", id="0", mkstream=True)
     ids = [client.xadd(inbox, {"n": str(i)}) for i in range(3)]
-    client.xreadgroup("lending", "lib9-lending-0", {inbox: ">"}, count=1)
+    client.xreadgroup("lending", f"{NS}.lib9-lending-0", {inbox: ">"}, count=1)
     kube = Kube.from_env()
     stored: dict[str, Any] = {"kopf": {"progress": {}}}
     generation = 1

@@ -67,13 +67,23 @@ def test_replicas_per_service_and_pod_names_are_worker_names() -> None:
     assert objs["StatefulSet/lib1-lending"]["spec"]["replicas"] == 3
     assert objs["StatefulSet/lib1-shelving"]["spec"]["replicas"] == 0
     env = env_of(container(objs, "lending"))
-    assert env["BOOKSTREAM_WORKER_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # <namespace>.<pod name>: unique across namespaces, expanded by Kubernetes from the
+    # downward API variables defined before it.
+    names = [e["name"] for e in container(objs, "lending")["env"]]
+    assert names.index("BOOKSTREAM_POD_NAMESPACE") < names.index("BOOKSTREAM_WORKER_NAME")
+    assert names.index("BOOKSTREAM_POD_NAME") < names.index("BOOKSTREAM_WORKER_NAME")
+    assert env["BOOKSTREAM_POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["BOOKSTREAM_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["BOOKSTREAM_WORKER_NAME"] == "$(BOOKSTREAM_POD_NAMESPACE).$(BOOKSTREAM_POD_NAME)"
     assert env["BOOKSTREAM_FORCE"] == "true"
-    assert naming.worker_names("lib1", "lending", 3) == [
-        "lib1-lending-0",
-        "lib1-lending-1",
-        "lib1-lending-2",
+    assert naming.worker_names("books", "lib1", "lending", 3) == [
+        "books.lib1-lending-0",
+        "books.lib1-lending-1",
+        "books.lib1-lending-2",
     ]
+    assert naming.worker_names("shelves", "lib1", "lending", 1) != naming.worker_names(
+        "books", "lib1", "lending", 1
+    )
     sts = objs["StatefulSet/lib1-lending"]
     assert sts["spec"]["serviceName"] == "lib1-lending-metrics"
 
