@@ -130,6 +130,12 @@ def test_crd_defaults_equal_the_operators_defaults(schema: dict[str, Any]) -> No
 def test_example_validates_and_bad_specs_do_not(schema: dict[str, Any]) -> None:
     validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
     validator.validate(EXAMPLE)
+    good = copy.deepcopy(EXAMPLE)
+    good["spec"]["lending"]["resources"] = {
+        "requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": 1},
+        "limits": {"cpu": 2, "memory": "1.5Gi"},
+    }
+    validator.validate(good)
     for bad in (
         {"lending": {"replicas": -1}},
         {"redis": {"url": "http://nope"}},
@@ -137,6 +143,9 @@ def test_example_validates_and_bad_specs_do_not(schema: dict[str, Any]) -> None:
         {"image": {"pullPolicy": "Sometimes"}},
         {"redis": {"passwordSecretRef": {"key": "x"}}},
         {"limits": {"userLimit": 0}},
+        # A bad quantity would otherwise only fail when the StatefulSet is applied (422).
+        {"lending": {"resources": {"requests": {"cpu": "lots"}}}},
+        {"shelving": {"resources": {"limits": {"memory": "1 GB"}}}},
     ):
         obj = copy.deepcopy(EXAMPLE)
         obj["spec"] = bad
