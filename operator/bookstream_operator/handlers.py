@@ -116,6 +116,8 @@ async def run_pass(ctx: Context, namespace: str, name: str) -> None:
 async def _resync(ctx: Context) -> None:
     """Every interval, start a pass for each known LibraryInstance not already in one."""
     while True:
+        for key in [k for k, t in ctx.passes.items() if t.done() and k not in ctx.known]:
+            del ctx.passes[key]  # deleted objects' finished passes
         for key in sorted(ctx.known):
             task = ctx.passes.get(key)
             if task is None or task.done():
