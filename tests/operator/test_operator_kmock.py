@@ -136,7 +136,8 @@ async def running_operator(config: OperatorConfig) -> AsyncIterator[Context]:
             asyncio.run(
                 kopf.operator(
                     registry=registry,
-                    clusterwide=True,
+                    clusterwide=not config.namespaces,
+                    namespaces=config.namespaces,
                     standalone=True,
                     stop_flag=stop,
                     ready_flag=ready,
@@ -422,17 +423,20 @@ async def test_create_update_scale_pause_delete(
 
     # --- RBAC: the chart's ClusterRole grants exactly what the operator asked for.
     used = operator_requests(api)
-    objects = tools.render()
-    granted = {
+    granted = grants(tools.render(), "ClusterRole")
+    assert used <= granted, sorted(used - granted)
+    assert granted - used <= NOT_EXERCISED, sorted(granted - used - NOT_EXERCISED)
+
+
+def grants(objects: list[dict[str, Any]], kind: str) -> set[tuple[str, ...]]:
+    return {
         (group, resource, verb)
-        for role in tools.by_kind(objects, "ClusterRole")
+        for role in tools.by_kind(objects, kind)
         for rule in role["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    assert used <= granted, sorted(used - granted)
-    assert granted - used <= NOT_EXERCISED, sorted(granted - used - NOT_EXERCISED)
 
 
 #: Granted but not requested in this run, each for a reason the run cannot show.
