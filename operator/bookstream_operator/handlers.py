@@ -32,8 +32,9 @@ import kopf
 
 from bookstream_operator import naming
 from bookstream_operator.kube import Kube
-from bookstream_operator.reconcile import reconcile, status_patch
+from bookstream_operator.reconcile import reconcile
 from bookstream_operator.settings import OperatorConfig
+from bookstream_operator.status import status_patch
 
 Key = tuple[str, str]
 Fingerprint = tuple[Any, ...]

@@ -15,7 +15,6 @@ and workers without Redis could not work anyway; running workers keep running.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,10 +33,15 @@ from bookstream_operator.connection import connect, redis_url
 from bookstream_operator.kube import Kube, SecretMissing, WorkloadState
 from bookstream_operator.observe import GroupStatus, collect
 from bookstream_operator.spec import LibrarySpec, SpecError, parse_spec
+from bookstream_operator.status import (
+    OWNED_STATUS_KEYS,
+    build_conditions,
+    iso,
+    parse_iso,
+    service_status,
+    without_nulls,
+)
 from bookstream_operator.types import Manifest
-
-#: Status keys this operator owns; others (kopf's own ``status.kopf``) are never removed.
-OWNED_STATUS_KEYS = frozenset({"observedGeneration", "conditions", *SERVICES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +61,7 @@ class Result:
 
     def __post_init__(self) -> None:
         # An unknown value is an absent key: in a merge patch null means "delete".
-        self.status = _without_nulls(self.status)
-
-
-def _without_nulls(value: Manifest) -> Manifest:
-    return {
-        k: _without_nulls(v) if isinstance(v, dict) else v
-        for k, v in value.items()
-        if v is not None
-    }
+        self.status = without_nulls(self.status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,43 +73,6 @@ class Failure:
 
 def is_paused(annotations: Mapping[str, str]) -> bool:
     return str(annotations.get(naming.PAUSED_ANNOTATION, "")).lower() == "true"
-
-
-def status_patch(previous: Mapping[str, Any], new: Mapping[str, Any]) -> Manifest:
-    """The JSON merge patch (RFC 7386) that turns ``previous`` into ``new``.
-
-    Keys of ``previous`` that ``new`` lacks are sent as null (a merge patch keeps what
-    it does not mention), at every depth of nested objects; lists are replaced whole.
-    At the top level only the operator's own keys are ever removed.
-    """
-    return _diff(previous, new, top=True)
-
-
-def _diff(previous: Mapping[str, Any], new: Mapping[str, Any], *, top: bool = False) -> Manifest:
-    out: Manifest = {}
-    for key, value in new.items():
-        before = previous.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            out[key] = _diff(before, value)
-        else:
-            out[key] = value
-    for key in previous:
-        if key not in new and (not top or key in OWNED_STATUS_KEYS):
-            out[key] = None
-    return out
-
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_iso(value: Any) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _previous(status: Mapping[str, Any], service: ServiceName) -> Mapping[str, Any]:
@@ -142,7 +101,7 @@ def _decide_replicas(
     now: float,
 ) -> tuple[int, Decision | None, float | None]:
     """Replicas for one service, the autoscaler's decision if it ran, and last scale time."""
-    last = _parse_iso(previous.get("lastScaleTime"))
+    last = parse_iso(previous.get("lastScaleTime"))
     if not spec.autoscaling.enabled:
         return spec.service(service).replicas, None, last
     current = previous.get("replicas")
@@ -178,7 +137,7 @@ async def reconcile(
     annotations: Mapping[str, str],
     now: float,
 ) -> Result:
-    stamp = _iso(now)
+    stamp = iso(now)
     old_conditions = status.get("conditions") or []
     previous_ready: Mapping[str, Any] = next(
         (c for c in old_conditions if c.get("type") == "Ready"), {}
@@ -289,7 +248,7 @@ async def reconcile(
             prev = _previous(status, service).get("replicas")
             replicas[service] = prev if isinstance(prev, int) else spec.service(service).replicas
             decisions[service] = None
-            scale_times[service] = _parse_iso(_previous(status, service).get("lastScaleTime"))
+            scale_times[service] = parse_iso(_previous(status, service).get("lastScaleTime"))
 
     states: dict[ServiceName, WorkloadState | None] = {}
     for service in SERVICES:
@@ -301,7 +260,7 @@ async def reconcile(
             states[service] = None
     sections: Manifest = {}
     for service in SERVICES:
-        sections[service] = _service_status(
+        sections[service] = service_status(
             namespace,
             name,
             service,
@@ -334,7 +293,7 @@ async def reconcile(
             text = ", ".join(f"{r.consumer} ({r.moved} pending -> {r.target})" for r in moved)
             events.append(Event("Normal", "ConsumersRetired", f"{service}: {text}"))
 
-    conds = _conditions(spec, redis_cond, replicas, states, groups, retirements)
+    conds = build_conditions(spec, redis_cond, replicas, states, groups, retirements)
     new_status["conditions"] = conditions.merge(old_conditions, conds, stamp)
     if generation is not None and status.get("observedGeneration") != generation:
         events.append(Event("Normal", "Reconciled", f"generation {generation} applied"))
@@ -343,95 +302,3 @@ async def reconcile(
 
 def _name(manifest: Manifest) -> str:
     return str((manifest.get("metadata") or {}).get("name"))
-
-
-def _service_status(
-    namespace: str,
-    instance: str,
-    service: ServiceName,
-    replicas: int,
-    state: WorkloadState | None,
-    group: GroupStatus | None,
-    decision: Decision | None,
-    last_scale: float | None,
-) -> Manifest:
-    section: Manifest = {
-        "replicas": replicas,
-        "readyReplicas": state.ready if state else 0,
-        "updatedReplicas": state.updated if state else 0,
-        "selector": naming.selector_string(instance, service),
-        "workers": naming.worker_names(namespace, instance, service, replicas),
-        "lastScaleTime": _iso(last_scale) if last_scale is not None else None,
-    }
-    if group is not None:
-        section.update(group.to_status())
-    if decision is not None:
-        section["autoscaler"] = {
-            "desiredReplicas": decision.replicas,
-            "recommendation": decision.recommendation,
-            "reason": decision.reason,
-            "recommendations": [
-                {"time": round(t, 3), "replicas": r} for t, r in decision.history.recommendations
-            ],
-        }
-    return section
-
-
-def _conditions(
-    spec: LibrarySpec,
-    redis_cond: Condition,
-    replicas: dict[ServiceName, int],
-    states: dict[ServiceName, WorkloadState | None],
-    groups: dict[ServiceName, GroupStatus],
-    retirements: dict[ServiceName, list[Retirement]],
-) -> list[Condition]:
-    behind = []
-    for s in SERVICES:
-        state = states[s]
-        count = state.ready if state else 0
-        if state is None or count < replicas[s] or state.updated < replicas[s]:
-            behind.append(f"{s}: {count}/{replicas[s]} ready")
-    draining = [r.consumer for s in SERVICES for r in retirements[s] if r.outcome is Outcome.ALIVE]
-    if behind:
-        progressing = Condition("Progressing", "True", "WorkersNotReady", "; ".join(behind))
-    elif draining:
-        progressing = Condition(
-            "Progressing",
-            "True",
-            "DrainingRemovedWorkers",
-            "waiting for removed workers to stop: " + ", ".join(draining),
-        )
-    else:
-        progressing = Condition("Progressing", "False", "Stable", "all workers ready")
-
-    warnings = []
-    for s, g in groups.items():
-        if g.dead_letters:
-            warnings.append(f"{s}: {g.dead_letters} dead letters")
-        age = g.oldest_pending_age_s
-        if age is not None and age > spec.autoscaling.max_pending_age_seconds:
-            warnings.append(f"{s}: oldest pending entry {age:.0f}s old")
-    stranded = [
-        r.consumer for s in SERVICES for r in retirements[s] if r.outcome is Outcome.NO_SURVIVOR
-    ]
-    if stranded:
-        warnings.append("pending entries wait for a worker (scaled to 0): " + ", ".join(stranded))
-    warning = (
-        Condition("Warning", "True", "AttentionNeeded", "; ".join(warnings))
-        if warnings
-        else Condition("Warning", "False", "None")
-    )
-
-    if redis_cond.status != "True":
-        ready = Condition("Ready", "False", "RedisUnreachable", redis_cond.message)
-    elif behind:
-        ready = Condition("Ready", "False", "WorkersNotReady", "; ".join(behind))
-    else:
-        ready = Condition(
-            "Ready",
-            "True",
-            "WorkersReady",
-            ", ".join(f"{s}: {replicas[s]} ready" for s in SERVICES),
-        )
-    paused = Condition("ReconciliationPaused", "False", "Reconciling")
-    return [ready, redis_cond, progressing, warning, paused]

@@ -30,8 +30,9 @@ from bookstream_core.keys import LibraryKeys
 from bookstream_operator.claim import claim_key
 from bookstream_operator.handlers import Context, register
 from bookstream_operator.kube import Kube
-from bookstream_operator.reconcile import reconcile, status_patch
+from bookstream_operator.reconcile import reconcile
 from bookstream_operator.settings import OperatorConfig
+from bookstream_operator.status import status_patch
 
 from tests.deploy import tools
 
