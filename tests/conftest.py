@@ -253,9 +253,9 @@ def _wait_started(worker: WorkerProcess, server: RedisServer, library: str) -> N
         if worker.process.poll() is not None:
             pytest.fail(f"{worker.service} worker exited at start:\n{worker.output()}")
         value = client.get(key)
-        if value is not None and value != b"retired":  # a retirement's tombstone
-            if json.loads(value).get("pid") == worker.process.pid:
-                return
+        # (a retirement's tombstone in the lock is no worker's description)
+        if value not in (None, b"retired") and json.loads(value).get("pid") == worker.process.pid:
+            return
         time.sleep(0.05)
     pytest.fail(f"{worker.service} worker {worker.name} did not start:\n{worker.output()}")
 
