@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -156,3 +157,33 @@ def test_a_client_facing_a_full_redis_says_so_in_one_line(
     assert done.returncode == 3, done.stdout + done.stderr
     assert "refused" in done.stderr and "maxmemory" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_long_trouble_never_dead_letters_a_valid_entry(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """A key of the wrong type makes every apply call refuse (BSENV) for seconds: the
+    batch is kept and applied again as it is, its delivery count restored and its idle
+    time reset, so neither its own retries nor another worker's claims push a valid
+    entry past --max-deliveries."""
+    r = redis_server.client()
+    args = ["--max-deliveries", "2", "--claim-idle-ms", "2500"]
+    first = start_worker("lending", redis_server, library=LIB, extra=args)
+    start_worker("lending", redis_server, library=LIB, extra=args)
+    start_worker("shelving", redis_server, library=LIB, extra=args)
+    wait_for(lambda: r.exists(f"bs:{{{LIB}}}:lending:settings") == 1)
+    inflight = f"bs:{{{LIB}}}:lending:inflight"
+    r.delete(inflight)
+    r.set(inflight, "not a sorted set")
+    ids = _requests(r, 5, "long")
+    wait_for(lambda: "redis refuses the work" in first.output(), timeout=20)
+    time.sleep(8)  # many retries, several claim periods
+    assert not _answered(r, ids[:1]), r.get(f"bs:{{{LIB}}}:outcome:{ids[0]}")
+    r.delete(inflight)  # the trouble passes
+    wait_for(lambda: _answered(r, ids), timeout=30)
+    assert _statuses(r, ids) == {"accepted"}
+    assert _dead(r) == 0
+    done = run_cli(bookstream_env, "audit", "--library", LIB, server=redis_server)
+    assert done.returncode == 0, done.stdout + done.stderr

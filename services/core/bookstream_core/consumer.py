@@ -10,6 +10,7 @@ entries); periodically it claims entries idle too long in any consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -104,6 +105,10 @@ class StreamConsumer:
         self.log = get_logger(service=service.name, worker=consumer, library=keys.library)
         self._labels = {"library": keys.library, "service": service.name}
         self._idle = False
+        #: Batches Redis refused for its own reasons, kept to be applied again as they are:
+        #: re-reading them would count a delivery each time, and enough of those would
+        #: dead-letter valid entries for a trouble that was never theirs.
+        self.held: list[list[Entry]] = []
 
     async def prepare(self) -> None:
         await self.core.load()
@@ -195,6 +200,44 @@ class StreamConsumer:
         if rejected:
             await self.dead_letter(rejected)
 
+    async def handle_keeping(self, entries: list[Entry]) -> None:
+        """``handle``; a batch Redis refuses (RedisTrouble) is kept for ``retry_held``."""
+        try:
+            await self.handle(entries)
+        except (RedisTrouble, ResponseError):
+            self.held.append(entries)
+            raise
+
+    async def retry_held(self) -> None:
+        """Apply the kept batches again, as they are."""
+        while self.held:
+            entries = self.held.pop(0)
+            try:
+                await self._keep(entries)
+                await self.handle(entries)
+            except (RedisTrouble, ResponseError):
+                self.held.insert(0, entries)
+                raise
+
+    async def touch_held(self) -> None:
+        """Keep the kept batches' entries fresh while the trouble lasts (housekeeping does
+        it every second), so that no other worker claims them meanwhile."""
+        for entries in list(self.held):
+            with contextlib.suppress(ResponseError):
+                await self._keep(entries)
+
+    async def _keep(self, entries: list[Entry]) -> None:
+        """Hold the entries under this name with an idle time of 0 and the delivery counts
+        they had when read (XCLAIM ... RETRYCOUNT): a retry is not a delivery."""
+        counts: dict[int, list[bytes]] = {}
+        for entry in entries:
+            counts.setdefault(entry.deliveries, []).append(entry.entry_id)
+        for count, ids in counts.items():
+            await self.r.xclaim(
+                self.inbox, self.group, self.consumer, 0, ids,  # type: ignore[arg-type]
+                idle=0, retrycount=count, justid=True,
+            )  # fmt: skip
+
     async def _apply_singly(self, valid: list[tuple[bytes, object]]) -> None:
         for entry_id, event in valid:
             try:
@@ -275,7 +318,7 @@ class StreamConsumer:
             entries = await self.read(own_pending=True)
             if not entries:
                 return
-            await self.handle(entries)
+            await self.handle_keeping(entries)
 
     async def claim(self) -> int:
         """Take over entries idle longer than the bound, from any consumer."""
@@ -286,7 +329,7 @@ class StreamConsumer:
             if batch.entries:
                 claimed_total += len(batch.entries)
                 self.metrics.claims.labels(**self._labels).inc(len(batch.entries))
-                await self.handle(batch.entries)
+                await self.handle_keeping(batch.entries)
             if batch.next_start in ("0-0", ""):
                 break
             start = batch.next_start

@@ -149,12 +149,14 @@ class Worker:
                         await self.consumer.prepare()
                         self._need_prepare = False
                         self.log.warning("functions and group prepared again")
+                    await self.consumer.retry_held()
                     if not pending_drained:
                         await self.consumer.drain_own_pending()
                         pending_drained = True
                     entries = await self.consumer.read()
                     if entries:
-                        in_flight.append(asyncio.create_task(self.consumer.handle(entries)))
+                        task = self.consumer.handle_keeping(entries)
+                        in_flight.append(asyncio.create_task(task))
                     while in_flight and (len(in_flight) >= limit or not entries):
                         await in_flight.popleft()
                     if not self._reachable:
@@ -166,11 +168,13 @@ class Worker:
                     await _settle(in_flight)
                     if isinstance(exc, UNREACHABLE):
                         self._went_offline(exc)
+                        # A batch read before the cut may not have been applied: re-read
+                        # what this name holds once Redis is back, rather than wait to claim.
+                        pending_drained = False
                     else:
+                        # Refused batches are kept (consumer.held) and applied again as
+                        # they are: no re-read, so no delivery is counted for the trouble.
                         self._in_trouble(_as_trouble(exc))
-                    # A batch read before the cut may not have been applied: re-read what
-                    # this name holds as soon as Redis is back, rather than waiting to claim.
-                    pending_drained = False
                     backoff = min(backoff * 2, 5.0)
                     await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
         finally:
@@ -217,6 +221,7 @@ class Worker:
         while not await sleep_or_stop(stop, min(renew_every, 1.0)):
             try:
                 await self._renew()
+                await self.consumer.touch_held()
                 now = time.monotonic()
                 if now - last_trim >= rt.trim_interval_ms / 1000:
                     await self.core.trim(self.consumer.inbox)
