@@ -144,20 +144,38 @@ local function read_row(id, fields, deliveries, max_fields, max_bytes)
   return row
 end
 
+-- What one call takes at most, whatever the entries' sizes: it reads in growing chunks
+-- (4, 8, 16...) and stops after the chunk that passes this many bytes or fields, so one
+-- call handles a few hostile entries at worst, never a whole batch of them.
+local READ_BUDGET_BYTES, READ_BUDGET_FIELDS = 4 * 1024 * 1024, 16384
+
 local function read(keys, args)
   local inbox, group, consumer, mode = keys[1], args[1], args[2], args[3]
-  local count, max_fields, max_bytes = args[4], tonumber(args[5]), tonumber(args[6])
-  local entries, next_start = {}, ''
-  if mode == 'claim' then
-    local claimed = redis.call('XAUTOCLAIM', inbox, group, consumer, args[7], args[8],
-      'COUNT', count)
-    next_start, entries = claimed[1], claimed[2]
-  else
-    local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
-      'STREAMS', inbox, mode == 'own' and '0' or '>')
-    entries = got and got[1][2] or {}
+  local count, max_fields, max_bytes = tonumber(args[4]), tonumber(args[5]), tonumber(args[6])
+  local entries, next_start, after = {}, args[8] or '0-0', '0'
+  local chunk, bytes, fields = 4, 0, 0
+  while #entries < count and bytes <= READ_BUDGET_BYTES and fields <= READ_BUDGET_FIELDS do
+    local want = math.min(chunk, count - #entries)
+    local got
+    if mode == 'claim' then
+      local claimed = redis.call('XAUTOCLAIM', inbox, group, consumer, args[7], next_start,
+        'COUNT', want)
+      next_start, got = claimed[1], claimed[2]
+    else
+      local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
+        'STREAMS', inbox, mode == 'own' and after or '>')
+      got = reply and reply[1][2] or {}
+    end
+    for _, entry in ipairs(got) do
+      entries[#entries + 1] = entry
+      for _, value in ipairs(entry[2] or {}) do bytes = bytes + #value end
+      fields = fields + #(entry[2] or {})
+    end
+    if #got < want or (mode == 'claim' and next_start == '0-0') then break end
+    after = got[#got][1]
+    chunk = chunk * 2
   end
-  local result = {next_start}
+  local result = {mode == 'claim' and next_start or ''}
   if #entries == 0 then return result end
   local deliveries = {}
   if mode ~= 'new' then
