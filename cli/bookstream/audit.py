@@ -20,6 +20,7 @@ import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
 from bookstream_core.keys import SERVICES, LibraryKeys
+from bookstream_core.redis_config import eviction_policy, eviction_problem
 from bookstream_core.streams import backlog
 from bookstream_lending.views import BookStatus, LendingView
 from bookstream_shelving.views import ShelvingView
@@ -153,6 +154,10 @@ async def audit(
             lag = await backlog(r, inbox, group)
             if lag != 0:
                 v.append(f"group {name!r} on {inbox} has {lag} entries not yet read")
+
+    # Not an invariant of the records, but what keeps them: Redis must never evict them.
+    if problem := eviction_problem(await eviction_policy(r)):
+        v.append(problem)
 
     # 6: replay the domain events.
     await _replay(r, keys, loans, report)

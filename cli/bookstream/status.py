@@ -8,6 +8,7 @@ import time
 import redis.asyncio as aioredis
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.liveness import consumers
+from bookstream_core.redis_config import eviction_policy, eviction_problem
 from bookstream_core.streams import backlog
 from bookstream_core.types import ServiceName, text
 from bookstream_lending.views import LendingView
@@ -34,7 +35,9 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
     streams: dict[str, object] = {}
     for service in SERVICES:
         streams[service] = await stream_status(r, keys, service)
-    return {"library": library, "totals": totals, "streams": streams}
+    policy = await eviction_policy(r)
+    redis = {"maxmemory_policy": policy, "problem": eviction_problem(policy)}
+    return {"library": library, "totals": totals, "streams": streams, "redis": redis}
 
 
 async def stream_status(
@@ -75,6 +78,10 @@ async def stream_status(
 
 def render_status(status: dict[str, object]) -> str:
     lines = [f"library {status['library']}"]
+    redis = status["redis"]
+    assert isinstance(redis, dict)
+    if redis["problem"]:
+        lines.append(f"  WARNING: {redis['problem']}")
     totals = status["totals"]
     assert isinstance(totals, dict)
     lines.append(
