@@ -6,7 +6,9 @@
 4. Shelving's off-shelf set equals automated storage ∪ lent books (each counted once).
 5. No reservation or request in flight is left over; no inbox has pending or unread
    entries (an inbox nobody ever read included).
-6. Every request id has one outcome; replaying the outcomes in order from an empty
+Keys of the wrong type and statuses lending has no meaning for are violations too.
+6. Every request id has one outcome (a ``rejected`` one may be followed by the outcome of
+   a valid event with its id, which replaces it); replaying the outcomes in order from an empty
    library lends no book twice and ends with exactly today's loans.
 """
 
@@ -20,8 +22,10 @@ import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
 from bookstream_core.keys import SERVICES, LibraryKeys
+from bookstream_core.keytypes import typed
 from bookstream_core.redis_config import eviction_policy, eviction_problem
 from bookstream_core.streams import backlog
+from bookstream_core.types import text
 from bookstream_lending.views import BookStatus, LendingView
 from bookstream_shelving.views import ShelvingView
 
@@ -61,6 +65,9 @@ def _record(status: BookStatus | None) -> str:
     return f"{status.kind} ({who})" if who is not None else status.kind
 
 
+KNOWN_KINDS = ("storage", "reserved", "paged", "lent")
+
+
 async def audit(
     r: aioredis.Redis, library: str, *, user_limit: int = 5, storage_capacity: int = 20
 ) -> AuditReport:
@@ -68,14 +75,14 @@ async def audit(
     report = AuditReport(library)
     v = report.violations
 
-    lending = await LendingView(r, keys).snapshot()
+    lending = await LendingView(r, keys).snapshot(v)
     status, storage, borrowers, loans = (
         lending.books,
         lending.storage,
         lending.borrowers,
         lending.loans,
     )
-    off = await ShelvingView(r, keys).off_counts()
+    off = await ShelvingView(r, keys).off_counts(v)
 
     # 1 and 2: the per-book status and the per-user sets describe the same loans.
     lent_by_status = {b: s.user or "" for b, s in status.items() if s.kind == "lent"}
@@ -112,6 +119,9 @@ async def audit(
     for book, s in status.items():
         if s.kind == "storage" and book not in storage:
             v.append(f"book {book!r} has status storage but is not in the automated storage")
+        elif s.kind not in KNOWN_KINDS:
+            # Neither on the shelf (lending has a record), in storage, lent nor reserved.
+            v.append(f"book {book!r} has an unknown status {s.kind!r}")
 
     # 3
     if len(storage) > storage_capacity:
@@ -122,9 +132,9 @@ async def audit(
 
     # 4: what shelving counts off the shelf is exactly what lending holds.
     with_lending = storage | set(lent_by_status)
-    for book, n in off.items():
-        if n != 1:
-            v.append(f"shelving counts book {book!r} off the shelf {n} times")
+    for book, times in off.items():
+        if times != "1":
+            v.append(f"shelving counts book {book!r} off the shelf {times} times")
     if set(off) != with_lending:
         for book in sorted(set(off) - with_lending)[:20]:
             v.append(f"shelving has book {book!r} off the shelf but lending does not hold it")
@@ -139,13 +149,17 @@ async def audit(
         v.append(f"request {request_id} is still in flight (waiting for Shelving)")
     for service in SERVICES:
         inbox = keys.inbox(service)
-        if not await r.exists(inbox):
+        if not await r.exists(inbox) or not await typed(r, inbox, "stream", v):
             continue
         groups = await r.xinfo_groups(inbox)
-        if not groups and (length := int(await r.xlen(inbox))):
+        if keys.group(service) not in {text(g["name"]) for g in groups} and (
+            length := int(await r.xlen(inbox))
+        ):
+            # The group is made by the first worker: whatever the stream holds, no worker
+            # of this library ever read it.
             v.append(
                 f"{inbox} holds {length} entries but no {service} worker ever read it "
-                f"(no consumer group): start one (bookstream serve)"
+                f"(no group {keys.group(service)!r}): start one (bookstream serve)"
             )
         for group in groups:
             name = group["name"].decode()
@@ -155,8 +169,8 @@ async def audit(
             if lag != 0:
                 v.append(f"group {name!r} on {inbox} has {lag} entries not yet read")
 
-    # Not an invariant of the records, but what keeps them: Redis must never evict them.
-    if problem := eviction_problem(await eviction_policy(r)):
+    # The library's records survive only if Redis never evicts them.
+    if (problem := eviction_problem(await eviction_policy(r))) is not None:
         v.append(problem)
 
     # 6: replay the domain events.
@@ -173,13 +187,15 @@ async def _replay(
 ) -> None:
     v = report.violations
     stream = keys.domain_events
+    if not await typed(r, stream, "stream", v):
+        return
     if not await r.exists(stream):
         if any(loans.values()):
             report.notes.append("no domain events recorded: outcome replay skipped")
         return
     info = await r.xinfo_stream(stream)
     complete = int(info.get("entries-added", 0)) == int(info["length"])
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # request id -> the status of its outcome so far
     held: dict[str, str] = {}
     last = "-"
     while True:
@@ -197,9 +213,11 @@ async def _replay(
                 v.append(f"domain event {entry_id.decode()} is not an outcome")
                 continue
             report.outcomes_replayed += 1
-            if outcome.request_id in seen:
+            # A rejection applied nothing: a valid event with its id may replace it, once.
+            before = seen.get(outcome.request_id)
+            if before is not None and (before != "rejected" or outcome.status == "rejected"):
                 v.append(f"request {outcome.request_id} has more than one outcome")
-            seen.add(outcome.request_id)
+            seen[outcome.request_id] = outcome.status
             if not complete:
                 continue
             if outcome.status == "accepted":

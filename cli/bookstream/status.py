@@ -36,8 +36,8 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
     for service in SERVICES:
         streams[service] = await stream_status(r, keys, service)
     policy = await eviction_policy(r)
-    redis = {"maxmemory_policy": policy, "problem": eviction_problem(policy)}
-    return {"library": library, "totals": totals, "streams": streams, "redis": redis}
+    redis_info = {"maxmemory_policy": policy, "problem": eviction_problem(policy)}
+    return {"library": library, "totals": totals, "streams": streams, "redis": redis_info}
 
 
 async def stream_status(
@@ -78,10 +78,6 @@ async def stream_status(
 
 def render_status(status: dict[str, object]) -> str:
     lines = [f"library {status['library']}"]
-    redis = status["redis"]
-    assert isinstance(redis, dict)
-    if redis["problem"]:
-        lines.append(f"  WARNING: {redis['problem']}")
     totals = status["totals"]
     assert isinstance(totals, dict)
     lines.append(
@@ -90,6 +86,13 @@ def render_status(status: dict[str, object]) -> str:
         "flight; "
         "{off_shelf} off the shelves".format(**totals)
     )
+    redis_info = status.get("redis")
+    if isinstance(redis_info, dict):
+        policy = redis_info["maxmemory_policy"] or "unknown (INFO refused)"
+        problem = redis_info["problem"]
+        lines.append(
+            f"  redis: maxmemory-policy {policy}" + (f"  PROBLEM: {problem}" if problem else "")
+        )
     streams = status["streams"]
     assert isinstance(streams, dict)
     for service, s in streams.items():
@@ -100,7 +103,8 @@ def render_status(status: dict[str, object]) -> str:
         for g in s["groups"]:
             age = g["oldest_pending_age_ms"]
             lines.append(
-                f"    group {g['name']}: pending {g['pending']}  backlog {g['backlog']}"
+                f"    group {_printable(g['name'])}: pending {g['pending']}  "
+                f"backlog {g['backlog']}"
                 + (f"  oldest pending {age / 1000:.1f}s" if age is not None else "")
             )
             for c in g["consumers"]:

@@ -41,6 +41,6 @@ def test_a_redis_that_may_evict_the_library_is_reported(
     assert "maxmemory-policy allkeys-lru" in audit.stdout
     status = run_cli(bookstream_env, "status", server=redis_server)
     assert status.returncode == 0
-    assert "WARNING: Redis evicts keys under memory pressure" in status.stdout
+    assert "PROBLEM: Redis evicts keys under memory pressure" in status.stdout
     redis_server.client().config_set("maxmemory-policy", "noeviction")
     assert run_cli(bookstream_env, "audit", server=redis_server).returncode == 0

@@ -132,3 +132,6 @@ def test_a_retried_rejection_is_applied_and_a_refused_retry_keeps_its_dead_lette
             time.sleep(0.1)
         outcome = client.outcome("twice", timeout=5)
     assert (outcome.status, outcome.lent) == ("accepted", ["a"])
+    # The history holds the rejection and the outcome that replaced it: a clean audit.
+    audit = bookstream(redis_server, bookstream_env, "audit")
+    assert audit.returncode == 0, audit.stdout

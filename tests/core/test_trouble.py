@@ -121,3 +121,22 @@ def test_housekeeping_that_keeps_failing_stops_the_worker(
     out = lending.output()
     assert "housekeeping failed, retrying" in out
     assert "housekeeping failed for 3 s" in out
+
+
+def test_status_and_audit_report_an_evicting_redis(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    args = ("--library", LIB)
+    calm = run_cli(bookstream_env, "status", *args, server=redis_server)
+    assert "maxmemory-policy noeviction" in calm.stdout and "PROBLEM" not in calm.stdout
+    redis_server.client().config_set("maxmemory-policy", "volatile-lru")
+    status = run_cli(bookstream_env, "status", *args, server=redis_server)
+    assert status.returncode == 0
+    assert "PROBLEM: Redis evicts keys under memory pressure" in status.stdout
+    as_json = json.loads(
+        run_cli(bookstream_env, "status", "--json", *args, server=redis_server).stdout
+    )
+    assert as_json["redis"]["maxmemory_policy"] == "volatile-lru"
+    audit = run_cli(bookstream_env, "audit", *args, server=redis_server)
+    assert audit.returncode == 1
+    assert "maxmemory-policy volatile-lru" in audit.stdout + audit.stderr

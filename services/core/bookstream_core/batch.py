@@ -28,9 +28,6 @@ class Batch:
     entries: list[Entry] = field(default_factory=list)
     #: XAUTOCLAIM's next start id ("0-0" when the scan is complete); "" otherwise.
     next_start: str = ""
-    #: For a read of new entries that found none: the group's last delivered id, to
-    #: block on until an entry follows it.
-    last_delivered: str = ""
 
 
 def _text(value: bytes | str | int) -> str:
@@ -40,7 +37,7 @@ def _text(value: bytes | str | int) -> str:
 def parse_batch(reply: list[object]) -> Batch:
     """``bs1_read``'s reply (core.lua documents the layout)."""
     entries = []
-    for row in reply[2:]:
+    for row in reply[1:]:
         assert isinstance(row, list)
         entry_id, deliveries, whole, count, size, rid, kind = row[:7]
         flat = row[7:]
@@ -56,4 +53,4 @@ def parse_batch(reply: list[object]) -> Batch:
                 (_text(rid), _text(kind)),
             )
         )
-    return Batch(entries, _text(reply[0]), _text(reply[1]))  # type: ignore[arg-type]
+    return Batch(entries, _text(reply[0]))  # type: ignore[arg-type]

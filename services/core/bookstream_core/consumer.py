@@ -37,6 +37,7 @@ MAX_FIELDS = 16  # an entry has one field, ``e``; a foreign producer may add a f
 IDENTIFY_MAX_BYTES = 2 * 1024 * 1024  # still parsed to find whom to answer
 DEAD_VALUE_BYTES = 8 * 1024  # a dead-letter entry keeps at most this much of each value
 DEAD_FIELDS = 16  # ... and at most this many of the entry's fields
+IDLE_WAIT_S = 0.002  # a wait this long for one entry means the library is idle
 FUTURE_MS = 86_400_000  # an entry id this far ahead of the clock was not made by Redis
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 #: Kinds of entry whose request id is answered when the entry is set aside: a client's
@@ -102,6 +103,7 @@ class StreamConsumer:
         self.group = keys.group(service.name)
         self.log = get_logger(service=service.name, worker=consumer, library=keys.library)
         self._labels = {"library": keys.library, "service": service.name}
+        self._idle = False
 
     async def prepare(self) -> None:
         await self.core.load()
@@ -114,13 +116,28 @@ class StreamConsumer:
 
     async def read(self, *, own_pending: bool = False) -> list[Entry]:
         """New entries (waiting up to the block time for some), or this name's own."""
-        batch = await self._take("own" if own_pending else "new")
-        if batch.entries or own_pending or not batch.last_delivered:
-            return batch.entries
-        # Nothing new: wait until an entry follows the group's last delivered one. The
-        # wait reads at most one entry (then dropped); the batch comes through bs1_read.
-        await self.r.xread({self.inbox: batch.last_delivered}, count=1, block=self.runtime.block_ms)
-        return (await self._take("new")).entries
+        if own_pending:
+            return (await self._take("own")).entries
+        if not self._idle:
+            batch = await self._take("new")
+            # A batch not full: the backlog is gone, wait for the next entry below.
+            self._idle = len(batch.entries) < self.runtime.batch_size
+            if batch.entries:
+                return batch.entries
+        # Nothing waiting: block until one entry comes (read whole: the only entry a
+        # worker ever holds unbounded). While entries come one by one after waits (a
+        # quiet library) the worker keeps blocking like this, one round trip per entry,
+        # as cheap as a plain XREADGROUP; once one comes without a wait, entries are
+        # queueing and batches are taken through bs1_read again.
+        started = time.monotonic()
+        response = await self.r.xreadgroup(
+            self.group, self.consumer, {self.inbox: ">"}, count=1, block=self.runtime.block_ms
+        )
+        self._idle = time.monotonic() - started > IDLE_WAIT_S
+        if not response:
+            return []
+        read = cast(list[tuple[bytes, dict[bytes, bytes]]], response[0][1])  # type: ignore[index]
+        return [_entry(entry_id, fields) for entry_id, fields in read]
 
     async def _take(self, mode: str, start: str = "0-0") -> Batch:
         return await self.core.read(
@@ -303,6 +320,15 @@ class StreamConsumer:
         if entries:
             await self.handle(entries)
         return len(entries)
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    """An entry read whole, described as bs1_read would (core.lua)."""
+    size = sum(len(name) + len(value) for name, value in fields.items())
+    whole = len(fields) <= MAX_FIELDS and size <= MAX_ENTRY_BYTES + 1024
+    kept = fields if whole else dict(list(fields.items())[:DEAD_FIELDS])
+    named = ("", "") if whole else _identify(fields)
+    return Entry(entry_id, 1, kept, whole, len(fields), size, named)
 
 
 def _bad_shape(entry: Entry) -> str | None:

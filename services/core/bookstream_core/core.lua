@@ -108,8 +108,7 @@ end
 -- KEYS: inbox
 -- ARGV: group, consumer, mode (new: XREADGROUP >, own: XREADGROUP 0, claim: XAUTOCLAIM),
 --       count, max fields, max bytes, then for claim: min idle ms, start id
--- Returns {next start (claim, else ''), the group's last delivered id when mode new read
--- nothing (else ''), rows...}; row: {entry id, deliveries, whole (1), cut (0) or deleted
+-- Returns {next start (claim, else ''), rows...}; row: {entry id, deliveries, whole (1), cut (0) or deleted
 -- from the stream while pending (-1), field count, bytes, request id, kind, field, value...}
 local CUT_FIELDS, CUT_BYTES, IDENTIFY_BYTES = 16, 8192, 2 * 1024 * 1024
 
@@ -147,7 +146,7 @@ end
 local function read(keys, args)
   local inbox, group, consumer, mode = keys[1], args[1], args[2], args[3]
   local count, max_fields, max_bytes = args[4], tonumber(args[5]), tonumber(args[6])
-  local entries, next_start, last = {}, '', ''
+  local entries, next_start = {}, ''
   if mode == 'claim' then
     local claimed = redis.call('XAUTOCLAIM', inbox, group, consumer, args[7], args[8],
       'COUNT', count)
@@ -157,17 +156,8 @@ local function read(keys, args)
       'STREAMS', inbox, mode == 'own' and '0' or '>')
     entries = got and got[1][2] or {}
   end
-  local result = {next_start, last}
-  if #entries == 0 then
-    if mode == 'new' then
-      for _, g in ipairs(redis.call('XINFO', 'GROUPS', inbox)) do
-        local info = {}
-        for k = 1, #g, 2 do info[g[k]] = g[k + 1] end
-        if info['name'] == group then result[2] = info['last-delivered-id'] end
-      end
-    end
-    return result
-  end
+  local result = {next_start}
+  if #entries == 0 then return result end
   local deliveries = {}
   if mode ~= 'new' then
     local first, final = entries[1][1], entries[#entries][1]

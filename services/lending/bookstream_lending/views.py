@@ -12,6 +12,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.keytypes import typed
 from bookstream_core.types import text
 from redis.exceptions import ResponseError
 
@@ -100,27 +101,39 @@ class LendingView:
             being_fetched=kinds.count("paged"),
         )
 
-    async def snapshot(self) -> Snapshot:
-        books = {
-            text(k): parse_status(v)
-            for k, v in (await self._r.hgetall(self._keys.book_status)).items()
-        }
+    async def snapshot(self, problems: list[str] | None = None) -> Snapshot:
+        """Everything at once. A key of the wrong type is described in ``problems`` and
+        read as empty."""
+        problems = [] if problems is None else problems
+        r, keys = self._r, self._keys
+        books: dict[str, BookStatus] = {}
+        if await typed(r, keys.book_status, "hash", problems):
+            books = {
+                text(k): parse_status(v) for k, v in (await r.hgetall(keys.book_status)).items()
+            }
         loans: dict[str, set[str]] = {}
-        prefix = self._keys.loans("")
-        async for key in self._r.scan_iter(match=prefix + "*", count=1000):
-            user = text(key)[len(prefix) :]
-            loans[user] = {text(b) for b in await self._r.smembers(key)}
-        request_prefix = self._keys.request("")
+        prefix = keys.loans("")
+        async for key in r.scan_iter(match=prefix + "*", count=1000):
+            if await typed(r, text(key), "set", problems):
+                loans[text(key)[len(prefix) :]] = {text(b) for b in await r.smembers(key)}
+        request_prefix = keys.request("")
         in_flight = {
             text(key)[len(request_prefix) :]
-            async for key in self._r.scan_iter(match=request_prefix + "*", count=1000)
+            async for key in r.scan_iter(match=request_prefix + "*", count=1000)
         }
-        members = cast(list[bytes], await self._r.zrange(self._keys.in_flight, 0, -1))
-        in_flight |= {text(m) for m in members}
+        if await typed(r, keys.in_flight, "zset", problems):
+            members = cast(list[bytes], await r.zrange(keys.in_flight, 0, -1))
+            in_flight |= {text(m) for m in members}
+        storage: set[str] = set()
+        if await typed(r, keys.storage, "set", problems):
+            storage = {text(b) for b in await r.smembers(keys.storage)}
+        borrowers: set[str] = set()
+        if await typed(r, keys.borrowers, "set", problems):
+            borrowers = {text(u) for u in await r.smembers(keys.borrowers)}
         return Snapshot(
             books=books,
-            storage={text(b) for b in await self._r.smembers(self._keys.storage)},
-            borrowers={text(u) for u in await self._r.smembers(self._keys.borrowers)},
+            storage=storage,
+            borrowers=borrowers,
             loans=loans,
             requests_in_flight=sorted(in_flight),
         )

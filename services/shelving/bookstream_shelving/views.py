@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.keytypes import typed
 from bookstream_core.types import text
 from redis.exceptions import ResponseError
 
@@ -36,6 +37,11 @@ class ShelvingView:
         """How many distinct books are off the shelves."""
         return int(await self._r.hlen(self._keys.off_shelf))
 
-    async def off_counts(self) -> dict[str, int]:
-        """Every book off the shelves, with its count."""
-        return {text(k): int(n) for k, n in (await self._r.hgetall(self._keys.off_shelf)).items()}
+    async def off_counts(self, problems: list[str] | None = None) -> dict[str, str]:
+        """Every book off the shelves, with its count as stored (anything but "1" at
+        quiescence is wrong). A key of the wrong type goes to ``problems``, read as empty."""
+        if not await typed(
+            self._r, self._keys.off_shelf, "hash", [] if problems is None else problems
+        ):
+            return {}
+        return {text(k): text(n) for k, n in (await self._r.hgetall(self._keys.off_shelf)).items()}
