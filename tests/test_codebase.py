@@ -28,7 +28,7 @@ ALLOWED = {
 MAX_MODULE_LINES = 400
 # Over the limit in files being rewritten by their owner now (reported); each must still be
 # over, so that splitting one makes this list shrink.
-KNOWN_LONG = {"services/lending/bookstream_lending/lending.lua"}
+KNOWN_LONG: set[str] = set()
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -112,7 +112,6 @@ KNOWN_STALE = {
     (".ci/docker-setup.sh", "tests/deploy/docker.py"),
     ("operator/bookstream_operator/spec.py", "tests/operator/test_crd.py"),
     ("deploy/k8s/generate.py", "bookstream/templates/x.yaml"),  # an example of a pattern
-    ("services/lending/bookstream_lending/outcome.lua", "tests/lending/test_contract.py"),
 }
 
 

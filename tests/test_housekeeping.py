@@ -146,6 +146,8 @@ def test_inbox_and_events_stay_bounded_during_a_long_drain(
     )
     port = worker.metrics_port
     assert port is not None
+    # The worker takes its name before it creates its group.
+    wait_for(lambda: bool(r.xinfo_groups(KEYS.inbox(service))), timeout=20)
     snaps: list[Snapshot] = []
     scraped: list[tuple[float, float]] = []  # (time, lag gauge)
     last_scrape = 0.0

@@ -32,6 +32,7 @@ from bookstream_core.keys import InvalidLibraryName, LibraryKeys
 from bookstream_core.liveness import served
 from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
+from redis.exceptions import ResponseError
 
 from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unknown, Unreachable
 from bookstream.location import BookLocation, locate
@@ -94,6 +95,10 @@ class AsyncClient:
                     f"Redis at {self.settings.describe()} has no database {self.settings.db}"
                 ) from None
             raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+        except ResponseError as exc:
+            # Redis refused (out of memory, an inbox out of ids, a missing right): nothing
+            # was submitted; the same request id may be submitted again once it passes.
+            raise Unreachable(f"Redis at {self.settings.describe()} refused: {exc}") from None
 
     async def _redis(self) -> aioredis.Redis:
         if self._r is None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
 from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.trouble import trouble
+from redis.exceptions import ResponseError
+
+from tests.conftest import RedisServer
 
 KEYS = LibraryKeys("t")
 INBOX = KEYS.inbox("lending")
@@ -188,3 +193,45 @@ async def test_retire_consumer_only_removes_gone_empty_idle_consumers(
     assert await retire("empty")
     names = {c["name"] for c in await aredis.xinfo_consumers(INBOX, "lending")}
     assert names == {b"holder", b"alive"}
+
+
+MAX_ID = "18446744073709551615-18446744073709551615"
+
+
+@pytest.mark.parametrize(
+    ("fault", "target"),
+    [
+        ("stream", KEYS.dead_letters("lending")),
+        ("stream", KEYS.domain_events),
+        *(("right", c) for c in ("xadd", "xack", "set", "publish", "exists", "xdel")),
+    ],
+)
+async def test_dead_letter_refuses_before_writing(
+    aredis: aioredis.Redis, redis_server: RedisServer, fault: str, target: str
+) -> None:
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    entry = await _pending_entry(aredis, {"e": "x"})
+    core = CoreFunctions(aredis)
+    limited = None
+    if fault == "stream":
+        await aredis.xadd(target, {"e": "{}"}, id=MAX_ID)
+    else:
+        await aredis.execute_command(
+            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", f"-{target}"
+        )
+        limited = aioredis.Redis(
+            unix_socket_path=str(redis_server.socket), username="w", password="pw"
+        )
+        core = CoreFunctions(limited)
+    keys = sorted([k async for k in aredis.scan_iter("bs:{t}:*")])
+    before = {k: await aredis.dump(k) for k in keys}
+    row: list[bytes | str | int] = [entry, "bad", 1, "r1", "request", "", 1, 1, "e", "x"]
+    try:
+        with pytest.raises(ResponseError) as refused:
+            await _dead_letter(core, row)
+    finally:
+        if limited is not None:
+            await limited.aclose()
+    assert trouble(refused.value) is not None, refused.value
+    assert {k: await aredis.dump(k) for k in keys} == before
+    assert (await aredis.xpending(INBOX, "lending"))["pending"] == 1

@@ -140,3 +140,19 @@ def test_status_and_audit_report_an_evicting_redis(
     audit = run_cli(bookstream_env, "audit", *args, server=redis_server)
     assert audit.returncode == 1
     assert "maxmemory-policy volatile-lru" in audit.stdout + audit.stderr
+
+
+def test_a_client_facing_a_full_redis_says_so_in_one_line(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    start_worker("lending", redis_server, library=LIB)
+    redis_server.client().config_set("maxmemory", "1")
+    try:
+        done = run_cli(bookstream_env, "request", "u", "b", "--library", LIB, server=redis_server)
+    finally:
+        redis_server.client().config_set("maxmemory", "0")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "refused" in done.stderr and "maxmemory" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -50,7 +50,8 @@ local function dead_letter(keys, args)
   if inbox ~= lending_inbox then expect_stream_room(lending_inbox) end
   expect_rights({{'XADD', dead}, {'XADD', events}, {'XADD', lending_inbox},
     {'SET', outcome_prefix .. 'x'}, {'PUBLISH', outcome_prefix .. 'x'}, {'XACK', inbox},
-    {'XDEL', inbox}, {'XSETID', inbox}, {'XGROUP', 'SETID', inbox}})
+    {'EXISTS', outcome_prefix .. 'x'}, {'XDEL', inbox}, {'XSETID', inbox},
+    {'XGROUP', 'SETID', inbox}, {'XREVRANGE', inbox}, {'XINFO', 'GROUPS', inbox}})
   local now_n = now_ms()
   local now = tostring(now_n)
   local future = false

@@ -12,7 +12,7 @@ from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.packed import execute_packed
 
-SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua")
+SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua", "context.lua")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,120 @@
+"""The wire contract of outcomes: every path of every handler (lending.lua, and the
+rejection core.lua writes) produces JSON that decodes strictly into the fields of
+bookstream_core.events.Outcome: none missing, none unknown, each of its type. The Lua
+writes the JSON by hand for speed; this is what keeps it honest."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from bookstream_core.events import Outcome, Unavailable
+from bookstream_core.functions import CoreFunctions
+from bookstream_core.types import OutcomeKind, OutcomeStatus
+
+from tests.lending.test_functions import DOMAIN, KEYS, LK, RUNTIME, Lending
+
+
+class StrictOutcome(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Outcome with every field required: a field the Lua leaves out fails here."""
+
+    request_id: str
+    kind: OutcomeKind
+    status: OutcomeStatus
+    user: str
+    lent: list[str]
+    unavailable: list[Unavailable]
+    returned: list[str]
+    not_held: list[str]
+    reason: str | None
+    books_in_hand: list[str]
+    limit: int | None
+
+
+STRICT = msgspec.json.Decoder(StrictOutcome)
+
+
+def test_the_strict_twin_has_exactly_the_outcome_s_fields() -> None:
+    assert StrictOutcome.__struct_fields__ == Outcome.__struct_fields__
+
+
+@pytest.fixture
+async def lending(aredis: aioredis.Redis) -> Lending:
+    lending = Lending(aredis)
+    await lending.setup()
+    # Storage capacity is 2 in these tests; the limit is 5.
+    for book in ("s1", "s2"):
+        await aredis.sadd(LK.storage, book)
+        await aredis.hset(LK.book_status, book, "storage")
+    return lending
+
+
+async def _outcome(lending: Lending, request_id: str) -> StrictOutcome:
+    raw = await lending.r.get(KEYS.outcome(request_id))
+    assert raw is not None, request_id
+    return STRICT.decode(raw)
+
+
+async def test_every_path_writes_the_contract(lending: Lending) -> None:
+    paths: dict[str, tuple[str, str | None]] = {}
+
+    async def seen(rid: str) -> None:
+        outcome = await _outcome(lending, rid)
+        paths[rid] = (outcome.status, outcome.reason)
+
+    # accepted at once (storage only), with an unavailable book after it
+    await lending.event("request", "at-once", "ann", ["s1"])
+    await seen("at-once")
+    # accepted after shelving's reply, one book unavailable (lent to ann herself)
+    await lending.request("paged", "ann", ["far", "s1"])
+    await seen("paged")
+    # denied at once: nothing available (lent to someone else)
+    await lending.event("request", "none", "bob", ["s1"])
+    await seen("none")
+    # denied at once: over the limit
+    await lending.event("request", "over", "ann", ["c1", "c2", "c3", "c4"])
+    await seen("over")
+    # denied at decision time: other requests of the user were accepted meanwhile
+    await lending.event("request", "late", "cy", ["d1", "d2", "d3"])
+    await lending.request("first", "cy", ["e1", "e2", "e3"])
+    await lending.event("fetched", "late")
+    await seen("late")
+    # a return that takes books back, and one with nothing to take
+    await lending.return_("back", "ann", ["far", "nope"])
+    await seen("back")
+    await lending.return_("nothing", "dan", ["x"])
+    await seen("nothing")
+    # given up: shelving set the fetch aside, or never answered
+    await lending.event("request", "failed", "eve", ["f1"])
+    await lending.event("unfetched", "failed")
+    await seen("failed")
+    await lending.event("request", "slow", "eve", ["g1"])
+    await lending.fn.expire(DOMAIN, RUNTIME, deadline_ms=0)
+    await seen("slow")
+    # set aside as malformed: core.lua's rejection
+    inbox = KEYS.inbox("lending")
+    bad = await lending.add("request", "bad", "ann", ["x"])
+    row: list[bytes | str | int] = [bad, 'invalid_json: "quoted"', 1, "bad", "request", ""]
+    await CoreFunctions(lending.r).dead_letter(
+        inbox, KEYS.dead_letters("lending"), KEYS.domain_events, inbox,
+        group="lending", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),
+        schema_version=1, rows=[[*row, 1, 1, "e", "x"]],
+    )  # fmt: skip
+    await seen("bad")
+
+    assert paths == {
+        "at-once": ("accepted", None),
+        "paged": ("accepted", None),
+        "none": ("denied", "none_available"),
+        "over": ("denied", "limit"),
+        "late": ("denied", "limit"),
+        "back": ("processed", None),
+        "nothing": ("denied", "not_held"),
+        "failed": ("denied", "fetch_failed"),
+        "slow": ("denied", "shelving_timeout"),
+        "bad": ("rejected", 'invalid_json: "quoted"'),
+    }
+    # The domain events carry the same JSON, one per outcome.
+    events = await lending.r.xrange(KEYS.domain_events)
+    decoded = [STRICT.decode(fields[b"e"]) for _, fields in events]
+    assert sorted(o.request_id for o in decoded) == sorted([*paths, "first"])
