@@ -110,3 +110,42 @@ def _drained(r: redis.Redis) -> bool:
             if group["pending"] or r.xrange(inbox, min=f"({last}", count=1):
                 return False
     return True
+
+
+def test_a_worker_frozen_past_its_lock_and_retired_stops_when_it_wakes(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """Frozen past its lock's TTL, its entries claimed and its consumer retired by a live
+    worker: on waking it finds the retirement's tombstone in its lock and exits 1 (its
+    pod restarts) instead of taking the name back; nothing is applied twice."""
+    r = redis_server.client()
+    fast = ["--claim-idle-ms", "500", "--log-level", "warning"]
+    short_lock = {"BOOKSTREAM_LOCK_TTL_MS": "1000"}
+    frozen = start_worker(
+        "lending", redis_server, name="frozen", library=LIB, extra=fast, env=short_lock
+    )
+    start_worker("shelving", redis_server, library=LIB, extra=fast)
+    ids = [f"t{n}" for n in range(50)]
+    pipe = r.pipeline(transaction=False)
+    for n, rid in enumerate(ids):
+        event = {"v": 1, "type": "request", "id": rid, "user": f"u{n}", "books": [f"b{n}"]}
+        pipe.xadd(INBOX, {"e": json.dumps(event)})
+    pipe.execute()
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        start_worker("lending", redis_server, name="live", library=LIB, extra=fast)
+        wait_for(lambda: set(_outcome_ids(r)) >= set(ids), timeout=60)
+        consumers = lambda: {c["name"] for c in r.xinfo_consumers(INBOX, "lending")}  # noqa: E731
+        wait_for(lambda: b"frozen" not in consumers(), timeout=30)
+        assert r.get(KEYS.worker_lock("lending", "frozen")) == b"retired"
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    assert frozen.process.wait(timeout=20) == 1
+    assert "was taken over by another worker" in frozen.output()
+    assert sorted(_outcome_ids(r)) == sorted(ids)
+    done = run_cli(bookstream_env, "audit", "--library", LIB, server=redis_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The name is free again for a new worker (a pod restarted under it).
+    start_worker("lending", redis_server, name="frozen", library=LIB, extra=fast)

@@ -151,21 +151,22 @@ def test_huge_entries_do_not_grow_a_worker(
     redis_server: RedisServer, library: list[WorkerProcess]
 ) -> None:
     """Redis cuts entries over the bounds before they leave it (bs1_read): 10 entries of
-    8 MB and 40 of 1.5 MB (140 MB) are set aside while the worker's peak memory barely
-    moves; before, one batch held them all."""
+    8 MiB and 60 of 1.5 MiB (170 MiB) are set aside while the worker's peak memory grows
+    by at most the one entry a quiet worker reads whole (8 MiB, copied a few times while
+    it is parsed); before, one batch held them all."""
     r: redis.Redis = redis_server.client()
     _client_round(redis_server, "warm")
     lending = library[0]
     before = _peak_rss_mib(lending.process.pid)
     pipe = r.pipeline(transaction=False)
-    for n in range(50):
+    for n in range(70):
         user = "x" * (8 * 2**20 if n < 10 else 3 * 2**19)  # 8 MiB, then 1.5 MiB
         event = {"v": 1, "type": "request", "id": f"big{n}", "user": user}
         pipe.xadd(_inbox("lending"), {"e": json.dumps(event)})
     pipe.execute()
-    wait_for(lambda: _dead(r) == 50, timeout=60)
+    wait_for(lambda: _dead(r) == 70, timeout=60)
     grown = _peak_rss_mib(lending.process.pid) - before
-    assert grown < 40, f"peak RSS grew {grown:.0f} MiB"
+    assert grown < 64, f"peak RSS grew {grown:.0f} MiB"
     # Those up to 2 MiB were identified (in Redis, before the cut) and answered; bigger
     # ones are not parsed at all, so nobody can be told.
     assert r.exists(f"bs:{{{LIB}}}:outcome:big17")

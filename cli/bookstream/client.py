@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.config import ConfigError, RedisSettings, build_redis_settings
 from bookstream_core.connection import UNREACHABLE, connect
@@ -30,6 +31,7 @@ from bookstream_core.events import (
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
 from bookstream_core.liveness import served
+from bookstream_lending.functions import LendingFunctions
 from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
 from redis.exceptions import ResponseError
@@ -43,6 +45,37 @@ from bookstream.waiter import OutcomeWaiter
 #: message was missed (e.g. the connection dropped and came back).
 POLL_INTERVAL = 0.5
 CONFIRM_WAIT = 1.0
+
+
+def _stored(
+    raw: bytes | str | None, request_id: str, submit: RequestEvent | ReturnEvent | None
+) -> Outcome | None:
+    """The stored outcome of ``request_id`` if it is one; for a submission, it must be this
+    user's and of this kind (a request id stays with its first user: BadInput)."""
+    if raw is None:
+        return None
+    try:
+        outcome = decode_outcome(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # not an outcome (written by someone else): keep waiting for one
+    if outcome.request_id != request_id:
+        return None
+    if submit is not None and outcome.status != "rejected":
+        kind = "request" if isinstance(submit, RequestEvent) else "return"
+        if (outcome.kind, outcome.user) != (kind, submit.user):
+            raise BadInput(
+                f"request id {request_id} was already used by another user or for another "
+                "kind of event: choose another id"
+            )
+    return outcome
+
+
+def _refusal(exc: ResponseError) -> Exception:
+    """The door's refusals are the caller's mistake (exit 2); the rest is Redis's."""
+    message = str(exc).split(" script:", 1)[0]
+    if message.startswith(("BSBAD ", "BSTAKEN ")):
+        return BadInput(message.split(" ", 1)[1])
+    return exc
 
 
 class AsyncClient:
@@ -155,9 +188,21 @@ class AsyncClient:
             return await served(r, self.keys, "lending")
 
     async def _submit(self, event: RequestEvent | ReturnEvent) -> None:
-        r = await self._redis()
+        """Through the door (bs1_submit), never a raw XADD: it validates the event again,
+        and binds the request id to this user."""
+        door = LendingFunctions(await self._redis(), self.keys)
+        payload = encode_event(event)
         with self.redis_errors():
-            await r.xadd(self.keys.inbox("lending"), {"e": encode_event(event)})
+            try:
+                await door.submit(payload)
+            except ResponseError as exc:
+                if "Function not found" not in str(exc):
+                    raise _refusal(exc) from None
+                await door.load()  # a Redis no worker has prepared yet
+                try:
+                    await door.submit(payload)
+                except ResponseError as again:
+                    raise _refusal(again) from None
 
     async def submit_request(
         self, user: str, books: Iterable[str], *, request_id: str | None = None
@@ -243,22 +288,27 @@ class AsyncClient:
                 with contextlib.suppress(TimeoutError, *UNREACHABLE):
                     await asyncio.wait_for(asyncio.shield(confirmed), min(timeout, CONFIRM_WAIT))
                 existing = await r.get(key)
-                if existing is not None:
-                    return decode_outcome(existing)
+                found = _stored(existing, request_id, submit)
+                if (found is not None and found.status != "rejected") or (submit is None and found):
+                    return found
+                # A rejection applied nothing: resubmitted, the event replaces it.
+                superseded = existing if found is not None else None
                 if submit is not None:
                     await self._submit(submit)
+                woken = False
                 while (left := deadline - time.monotonic()) > 0:
-                    if future.done() and future.exception() is not None:
-                        await asyncio.sleep(min(left, POLL_INTERVAL))  # subscription broke: poll
+                    if woken or (future.done() and future.exception() is not None):
+                        await asyncio.sleep(min(left, POLL_INTERVAL))  # poll from now on
                     else:
+                        # The message only wakes us: anyone may PUBLISH on the channel, so
+                        # the outcome is the one stored, read back and checked.
                         with contextlib.suppress(TimeoutError, *UNREACHABLE):
-                            data = await asyncio.wait_for(
-                                asyncio.shield(future), min(left, POLL_INTERVAL)
-                            )
-                            return decode_outcome(data)
-                    existing = await r.get(key)
-                    if existing is not None:
-                        return decode_outcome(existing)
+                            await asyncio.wait_for(asyncio.shield(future), min(left, POLL_INTERVAL))
+                            woken = True
+                    stored = await r.get(key)
+                    found = None if stored == superseded else _stored(stored, request_id, submit)
+                    if found is not None:
+                        return found
             except TimeoutError:
                 pass
             finally:

@@ -3,7 +3,9 @@
 #
 #   deploy/images/build.sh [lending shelving cli operator]     (default: all four)
 #
-# Env: TAG (default dev) -> bookstream/<name>:$TAG; BASE_IMAGE (passed as --build-arg when set,
+# Env: TAG (default: the chart's appVersion, the tag the chart, the kustomize base, the CRD's
+# defaults and the docs use) and REGISTRY (optional prefix) -> [$REGISTRY/]bookstream/<name>:$TAG;
+# PUSH=1 pushes them after the build; BASE_IMAGE (passed as --build-arg when set,
 # e.g. bookstream/base:py3.11 from `make image-base`; the Dockerfiles default to
 # python:3.11-slim); PYTHON (the host Python 3.11 that builds the wheels; default .venv/bin/python
 # or python3); CONTEXT (default .cache/images/context).
@@ -16,7 +18,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-TAG=${TAG:-dev}
+APP_VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' deploy/helm/bookstream/Chart.yaml)
+TAG=${TAG:-$APP_VERSION}
+PREFIX=${REGISTRY:+${REGISTRY%/}/}bookstream
 CONTEXT=${CONTEXT:-$ROOT/.cache/images/context}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -88,17 +92,37 @@ fi
 
 BUILD_ARGS=()
 [ -n "${BASE_IMAGE:-}" ] && BUILD_ARGS+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+LOG=$CONTEXT/build.log
+STEPS=$CONTEXT/build-steps.txt  # every step image of this run (tests check none is left dangling)
+: >"$STEPS"
 for name in "${NAMES[@]}"; do
   df=${DOCKERFILE[$name]:-}
   [ -n "$df" ] || { echo "unknown image $name (lending shelving cli operator)" >&2; exit 2; }
   [ -f "$df" ] || { echo "$df is missing" >&2; exit 1; }
-  echo "== bookstream/$name:$TAG <- $df ${BASE_IMAGE:+(BASE_IMAGE=$BASE_IMAGE)}"
+  ref=$PREFIX/$name:$TAG
+  echo "== $ref <- $df ${BASE_IMAGE:+(BASE_IMAGE=$BASE_IMAGE)}"
   # The legacy builder: the Dockerfiles use nothing BuildKit-only, and Debian's docker.io has
-  # no buildx plugin.
-  DOCKER_BUILDKIT=0 docker build --quiet "${BUILD_ARGS[@]}" -f "$df" -t "bookstream/$name:$TAG" "$CONTEXT" >/dev/null
-  docker image inspect --format "   {{.Id}} {{.Size}} bytes user={{.Config.User}}" "bookstream/$name:$TAG"
+  # no buildx plugin. Its log names the image of every step, the build stage's included.
+  DOCKER_BUILDKIT=0 docker build "${BUILD_ARGS[@]}" -f "$df" -t "$ref" "$CONTEXT" >"$LOG" 2>&1 \
+    || { tail -n 30 "$LOG" >&2; exit 1; }
+  docker image inspect --format "   {{.Id}} {{.Size}} bytes user={{.Config.User}}" "$ref"
+  # The legacy builder keeps the build stage's result as an untagged (dangling) image: remove
+  # those of this build, and only those (other dangling images are not ours to delete).
+  steps=$(sed -n 's/^ ---> \([0-9a-f]\{12\}\)$/\1/p' "$LOG" | sort -u)
+  echo "$steps" >>"$STEPS"
+  dangling=$(docker image ls --quiet --no-trunc --filter dangling=true | sed 's/^sha256://' | cut -c1-12 | sort -u)
+  stale_stage=$(comm -12 <(echo "$steps") <(echo "$dangling"))
+  # (A concurrent build may be using one as its cache: then it stays, with a warning.)
+  [ -z "$stale_stage" ] || docker image rm $stale_stage >/dev/null \
+    || echo "warning: could not remove build-stage images $stale_stage" >&2
 done
 # Earlier builds of these images, now untagged: remove them (only ours, by their label).
 for name in "${NAMES[@]}"; do
   docker image prune --force --filter "label=org.opencontainers.image.title=bookstream-$name" >/dev/null
 done
+if [ "${PUSH:-0}" = 1 ]; then
+  for name in "${NAMES[@]}"; do
+    echo "== push $PREFIX/$name:$TAG"
+    docker push --quiet "$PREFIX/$name:$TAG"
+  done
+fi

@@ -45,7 +45,16 @@ def helm() -> str:
 
 
 def render() -> str:
-    args = [helm(), "template", "bookstream", str(CHART), "--namespace", "bookstream"]
+    # --skip-tests: the helm test Pod belongs to `helm test`, not to plain manifests.
+    args = [
+        helm(),
+        "template",
+        "bookstream",
+        str(CHART),
+        "--namespace",
+        "bookstream",
+        "--skip-tests",
+    ]
     for s in SET:
         args += ["--set", s]
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout

@@ -5,8 +5,10 @@ acknowledged by nobody and never redelivered). Here each removed worker's consum
 retired by one Lua script that, atomically: does nothing while the worker still holds
 its lock (it is still draining), else moves its pending entries to a surviving worker
 (keeping their idle time and delivery count) and deletes the consumer only once it
-holds none. A consumer is retired only if its name is one of this workload's pod names
-with an ordinal at or above the new replica count; other consumers are never touched.
+holds none. A consumer is retired only if its name is one of this workload's worker names
+with an ordinal at or above the new replica count, or the bare pod name an older operator
+used (those workers are gone once the pods run under the new names); other consumers are
+never touched.
 """
 
 from __future__ import annotations
@@ -46,24 +48,35 @@ class UnexpectedScriptResult(RuntimeError):
     pass
 
 
+def _ordinal(namespace: str, instance: str, service: ServiceName, consumer: str) -> int | None:
+    ordinal = naming.ordinal_of(namespace, instance, service, consumer)
+    if ordinal is None:
+        ordinal = naming.legacy_ordinal_of(instance, service, consumer)
+    return ordinal
+
+
 def removed_consumers(
-    instance: str, service: ServiceName, replicas: int, consumers: list[str]
+    namespace: str, instance: str, service: ServiceName, replicas: int, consumers: list[str]
 ) -> list[str]:
-    """The consumers named after pods of this workload whose ordinal is >= ``replicas``."""
+    """This workload's consumers whose ordinal is >= ``replicas``, and every consumer under
+    an older operator's name."""
     removed = []
     for name in consumers:
-        ordinal = naming.ordinal_of(instance, service, name)
-        if ordinal is not None and ordinal >= replicas:
+        ordinal = naming.ordinal_of(namespace, instance, service, name)
+        legacy = naming.legacy_ordinal_of(instance, service, name)
+        if (ordinal is not None and ordinal >= replicas) or legacy is not None:
             removed.append(name)
-    return sorted(removed, key=lambda n: naming.ordinal_of(instance, service, n) or 0)
+    return sorted(removed, key=lambda n: (_ordinal(namespace, instance, service, n) or 0, n))
 
 
-def survivor_for(instance: str, service: ServiceName, replicas: int, consumer: str) -> str | None:
+def survivor_for(
+    namespace: str, instance: str, service: ServiceName, replicas: int, consumer: str
+) -> str | None:
     """Spread removed workers' entries over the survivors by ordinal."""
     if replicas <= 0:
         return None
-    ordinal = naming.ordinal_of(instance, service, consumer) or 0
-    return naming.worker_name(instance, service, ordinal % replicas)
+    ordinal = _ordinal(namespace, instance, service, consumer) or 0
+    return naming.worker_name(namespace, instance, service, ordinal % replicas)
 
 
 class ConsumerRetirer:
@@ -97,12 +110,17 @@ class ConsumerRetirer:
                 return Retirement(consumer, Outcome.ALIVE, moved, survivor, remaining)
 
     async def scale_down(
-        self, instance: str, service: ServiceName, replicas: int, consumers: list[str]
+        self,
+        namespace: str,
+        instance: str,
+        service: ServiceName,
+        replicas: int,
+        consumers: list[str],
     ) -> list[Retirement]:
         """Retire every removed worker's consumer among ``consumers`` (names in the group)."""
         results = []
-        for consumer in removed_consumers(instance, service, replicas, consumers):
-            survivor = survivor_for(instance, service, replicas, consumer)
+        for consumer in removed_consumers(namespace, instance, service, replicas, consumers):
+            survivor = survivor_for(namespace, instance, service, replicas, consumer)
             if survivor is None:
                 results.append(Retirement(consumer, Outcome.NO_SURVIVOR))
                 continue

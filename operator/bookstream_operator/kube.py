@@ -9,6 +9,8 @@ posting events is left to kopf.
 from __future__ import annotations
 
 import base64
+import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -18,8 +20,10 @@ from lightkube import AsyncClient, KubeConfig, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 from bookstream_operator import naming
+from bookstream_operator.claim import Unknown
 from bookstream_operator.types import Manifest
 
 T = TypeVar("T")
@@ -98,6 +102,71 @@ class Kube:
                 return None
             raise
         return dict(obj.to_dict())  # type: ignore[no-untyped-call]
+
+    async def instance_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of a LibraryInstance (``None`` if absent); raises ``claim.Unknown`` when
+        the operator may not read it (e.g. a namespace it does not watch)."""
+        try:
+            obj = await self.read_instance(namespace, name)
+        except httpx2.HTTPStatusError as exc:
+            raise Unknown(f"{namespace}/{name}: HTTP {_status_code(exc)}") from None
+        if obj is None:
+            return None
+        return str((obj.get("metadata") or {}).get("uid") or "") or None
+
+    async def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
+        """A JSON merge patch of ``status`` (a null removes a key) on the status subresource.
+
+        A LibraryInstance deleted meanwhile has no status to write: that is not an error.
+        """
+        try:
+            await _retrying(
+                lambda: self.client.patch(
+                    LibraryInstance.Status,
+                    name,
+                    {"status": status},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                )
+            )
+        except httpx2.HTTPStatusError as exc:
+            if _status_code(exc) != 404:
+                raise
+
+    async def post_event(
+        self, instance: Manifest, type_: str, reason: str, message: str, now: str
+    ) -> None:
+        """A core/v1 Event about the LibraryInstance (what ``kubectl describe`` shows).
+
+        Posted here rather than with ``kopf.event``: the resync task runs outside kopf's
+        handler context, where kopf's event queue does not exist. Best effort: an event
+        that cannot be posted is not worth failing a pass for.
+        """
+        meta = instance.get("metadata") or {}
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta.get("namespace"),
+            },
+            "involvedObject": {
+                "apiVersion": naming.API_VERSION,
+                "kind": naming.KIND,
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": naming.FIELD_MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        with contextlib.suppress(httpx2.HTTPError):
+            await _retrying(lambda: self.client.create(codecs.from_dict(event)))
 
     async def read_secret(self, namespace: str, name: str, key: str) -> str:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -17,9 +18,9 @@ def main() -> None:
     except OperatorConfigError as exc:
         print(f"bookstream-operator: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    configure_logging(config)
     registry = kopf.OperatorRegistry()
     register(registry, config)
-    kopf.configure(verbose=False)
     kopf.run(
         registry=registry,
         clusterwide=not config.namespaces,
@@ -29,6 +30,16 @@ def main() -> None:
         priority=config.priority,
         liveness_endpoint=config.liveness,
     )
+
+
+def configure_logging(config: OperatorConfig) -> None:
+    """kopf's own log handler, in the format and at the level the environment asks for."""
+    kopf.configure(
+        debug=config.log_level == "debug",
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    # kopf.configure knows only debug/info/warning; set the exact level afterwards.
+    logging.getLogger().setLevel(config.log_level.upper())
 
 
 if __name__ == "__main__":

@@ -103,8 +103,15 @@ def image_of(spec: LibrarySpec, service: ServiceName) -> str:
 def _env(spec: LibrarySpec) -> list[Manifest]:
     env: list[Manifest] = [
         {
+            "name": "BOOKSTREAM_POD_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+        {"name": "BOOKSTREAM_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # <namespace>.<pod name> (naming.worker_name): unique across namespaces. Kubernetes
+        # expands $(VAR) from the variables defined above it.
+        {
             "name": "BOOKSTREAM_WORKER_NAME",
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+            "value": "$(BOOKSTREAM_POD_NAMESPACE).$(BOOKSTREAM_POD_NAME)",
         },
         # The StatefulSet runs at most one pod per name, so a stale lock left by this
         # name's previous pod may be taken over at once instead of waiting for its TTL.
@@ -170,6 +177,7 @@ def stateful_set(owner: Owner, spec: LibrarySpec, service: ServiceName, replicas
     }
     if spec.image.pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image.pull_secrets]
+    pod_spec.update(_placement(owner, spec, service))
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -188,6 +196,50 @@ def stateful_set(owner: Owner, spec: LibrarySpec, service: ServiceName, replicas
                 },
                 "spec": pod_spec,
             },
+        },
+    }
+
+
+def _placement(owner: Owner, spec: LibrarySpec, service: ServiceName) -> Manifest:
+    placement = spec.placement
+    selector = {"matchLabels": naming.selector_labels(owner.name, service)}
+    # Without constraints of the user's, spread the workers over nodes when possible, so
+    # that one node going away does not take a whole service with it.
+    spread = [dict(c) for c in placement.topology_spread] or [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+    ]
+    for constraint in spread:
+        constraint.setdefault("labelSelector", selector)
+    out: Manifest = {"topologySpreadConstraints": spread}
+    if placement.node_selector:
+        out["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        out["tolerations"] = [dict(t) for t in placement.tolerations]
+    if placement.affinity:
+        out["affinity"] = dict(placement.affinity)
+    if placement.priority_class_name:
+        out["priorityClassName"] = placement.priority_class_name
+    return out
+
+
+def disruption_budget(owner: Owner, spec: LibrarySpec, service: ServiceName) -> Manifest:
+    """At most ``maxUnavailable`` workers of a service go down at once in a node drain.
+
+    Always present (no delete permission is needed to turn it off: a large value does).
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(
+            owner, naming.workload_name(owner.name, service), service_labels(owner, spec, service)
+        ),
+        "spec": {
+            "maxUnavailable": spec.disruption_budget.max_unavailable,
+            "selector": {"matchLabels": naming.selector_labels(owner.name, service)},
         },
     }
 
@@ -234,4 +286,5 @@ def desired_objects(
     for service in SERVICES:
         objects.append(metrics_service(owner, spec, service))
         objects.append(stateful_set(owner, spec, service, replicas[service]))
+        objects.append(disruption_budget(owner, spec, service))
     return objects

@@ -1,8 +1,11 @@
 """Names and labels: the one place that decides what every object is called.
 
-A worker's name is its pod's name, ``<instance>-<service>-<ordinal>``: the StatefulSet
-guarantees at most one pod per name, and the worker uses that name as its consumer
-name in the service's consumer group and in its worker lock.
+A worker's name is its namespace and its pod's name, ``<namespace>.<instance>-<service>-
+<ordinal>``: the StatefulSet guarantees at most one pod per name in a namespace, and the
+namespace makes the name unique across namespaces (two LibraryInstances of one name in two
+namespaces never share a worker name, hence never a worker lock). The worker uses it as its
+consumer name in the service's consumer group and in its worker lock. Namespaces are DNS
+labels (no dots), so the first dot separates the two parts.
 """
 
 from __future__ import annotations
@@ -37,16 +40,26 @@ def config_map_name(instance: str) -> str:
     return f"{instance}-config"
 
 
-def worker_name(instance: str, service: ServiceName, ordinal: int) -> str:
-    return f"{workload_name(instance, service)}-{ordinal}"
+def worker_name(namespace: str, instance: str, service: ServiceName, ordinal: int) -> str:
+    return f"{namespace}.{workload_name(instance, service)}-{ordinal}"
 
 
-def worker_names(instance: str, service: ServiceName, replicas: int) -> list[str]:
-    return [worker_name(instance, service, i) for i in range(replicas)]
+def worker_names(namespace: str, instance: str, service: ServiceName, replicas: int) -> list[str]:
+    return [worker_name(namespace, instance, service, i) for i in range(replicas)]
 
 
-def ordinal_of(instance: str, service: ServiceName, consumer: str) -> int | None:
-    """The ordinal of a consumer named like one of this workload's pods, else ``None``."""
+def ordinal_of(namespace: str, instance: str, service: ServiceName, consumer: str) -> int | None:
+    """The ordinal of a consumer named like one of this workload's workers, else ``None``."""
+    match = re.fullmatch(
+        re.escape(f"{namespace}.{workload_name(instance, service)}") + r"-(0|[1-9][0-9]*)",
+        consumer,
+    )
+    return int(match.group(1)) if match else None
+
+
+def legacy_ordinal_of(instance: str, service: ServiceName, consumer: str) -> int | None:
+    """The ordinal of a consumer named like an older operator's worker (the bare pod name,
+    ``<instance>-<service>-<n>``), else ``None``. Those workers are gone after the upgrade."""
     match = re.fullmatch(
         re.escape(workload_name(instance, service)) + r"-(0|[1-9][0-9]*)", consumer
     )

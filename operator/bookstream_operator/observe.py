@@ -19,6 +19,9 @@ from bookstream_operator.types import Manifest
 
 #: When Redis reports no lag, count at most this many undelivered entries.
 ESTIMATE_CAP = 5_000
+#: Consumers listed in the status (those holding most pending entries first): a status
+#: must stay far below etcd's object size limit however many consumers a group has.
+STATUS_CONSUMERS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +69,12 @@ class GroupStatus:
             if self.oldest_pending_age_s is None
             else round(self.oldest_pending_age_s, 3),
             "deadLetters": self.dead_letters,
+            "consumerCount": len(self.consumers),
             "consumers": [
-                {"name": c.name, "pending": c.pending, "idleMs": c.idle_ms} for c in self.consumers
+                {"name": c.name, "pending": c.pending, "idleMs": c.idle_ms}
+                for c in sorted(self.consumers, key=lambda c: (-c.pending, c.name))[
+                    :STATUS_CONSUMERS
+                ]
             ],
         }
 

@@ -3,7 +3,8 @@
 -- on the removed consumer between the check and the delete.
 --
 -- KEYS[1]  the service's inbox stream
--- KEYS[2]  the removed worker's lock key (it exists while that worker runs)
+-- KEYS[2]  the removed worker's lock key (it exists while that worker runs; 'retired'
+--          once a retirement left its tombstone there)
 -- ARGV[1]  consumer group
 -- ARGV[2]  removed consumer
 -- ARGV[3]  surviving consumer that takes the entries over
@@ -13,7 +14,8 @@
 --   code 1: the worker still holds its lock (still running or draining): nothing touched
 --   code 2: `moved` entries moved, `remaining` still pending on it: call again
 --   code 3: the stream or the group does not exist: nothing to do
-if redis.call('EXISTS', KEYS[2]) == 1 then
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= 'retired' then
   return {1, 0, -1}
 end
 local ok, entries = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[4]), ARGV[2])
@@ -33,6 +35,9 @@ end
 local left = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
 if #left == 0 then
   redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+  -- A tombstone in the name's lock: the worker, if it was only frozen past its lock's
+  -- TTL, finds it when it next renews and stops instead of taking the name back.
+  redis.call('SET', KEYS[2], 'retired', 'EX', 86400)
   return {0, moved, 0}
 end
 local remaining = 0

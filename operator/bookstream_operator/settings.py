@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from bookstream_operator.kube import Kube
 
 PREFIX = "BOOKSTREAM_OPERATOR_"
+#: The same log variables as the workers' (the chart sets both for the operator too).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("console", "json")
 
 
 class OperatorConfigError(ValueError):
@@ -25,6 +28,9 @@ class OperatorConfig:
     priority: int = 0
     liveness: str = "http://0.0.0.0:8080/healthz"
     watch_timeout_s: int = 300
+    #: ``BOOKSTREAM_LOG_LEVEL`` / ``BOOKSTREAM_LOG_FORMAT``, as for the workers.
+    log_level: str = "info"
+    log_format: str = "console"
     kube_factory: Callable[[], Kube] = field(default=Kube.from_env)
 
     @classmethod
@@ -41,6 +47,16 @@ class OperatorConfig:
             raise OperatorConfigError(f"bad {PREFIX}* setting: {exc}") from None
         if interval <= 0:
             raise OperatorConfigError(f"{PREFIX}INTERVAL must be > 0")
+        log_level = (env.get("BOOKSTREAM_LOG_LEVEL") or "info").lower()
+        log_format = (env.get("BOOKSTREAM_LOG_FORMAT") or "console").lower()
+        if log_level not in LOG_LEVELS:
+            raise OperatorConfigError(
+                f"BOOKSTREAM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}"
+            )
+        if log_format not in LOG_FORMATS:
+            raise OperatorConfigError(
+                f"BOOKSTREAM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}"
+            )
         namespaces = tuple(n.strip() for n in (get("NAMESPACES") or "").split(",") if n.strip())
         return cls(
             interval_s=interval,
@@ -49,4 +65,6 @@ class OperatorConfig:
             priority=priority,
             liveness=get("LIVENESS") or cls.liveness,
             watch_timeout_s=watch_timeout,
+            log_level=log_level,
+            log_format=log_format,
         )

@@ -92,6 +92,25 @@ class AutoscalingSpec:
     target_lag_per_replica: int = 100
     cooldown_seconds: int = 120
     max_pending_age_seconds: int = 60
+    scale_up_period_seconds: int = 15
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementSpec:
+    """Where worker pods run (both services), as in a pod spec; passed through verbatim."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[Manifest, ...] = ()
+    affinity: Manifest | None = None
+    #: Empty: a soft spread over nodes; a constraint without labelSelector gets the service's.
+    topology_spread: tuple[Manifest, ...] = ()
+    priority_class_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DisruptionBudgetSpec:
+    #: Workers of one service that a voluntary disruption (drain) may take down at once.
+    max_unavailable: int | str = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +123,8 @@ class LibrarySpec:
     limits: LimitsSpec = field(default_factory=LimitsSpec)
     worker: WorkerTuning = field(default_factory=WorkerTuning)
     autoscaling: AutoscalingSpec = field(default_factory=AutoscalingSpec)
+    placement: PlacementSpec = field(default_factory=PlacementSpec)
+    disruption_budget: DisruptionBudgetSpec = field(default_factory=DisruptionBudgetSpec)
 
     def service(self, service: ServiceName) -> ServiceSpec:
         return self.lending if service == "lending" else self.shelving
@@ -142,6 +163,40 @@ def _service(spec: Mapping[str, Any], name: ServiceName) -> ServiceSpec:
     )
 
 
+def _objects(section: Mapping[str, Any], key: str, where: str) -> tuple[Manifest, ...]:
+    value = section.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise SpecError(f"{where}.{key} must be a list of objects")
+    return tuple(dict(v) for v in value)
+
+
+def _placement(spec: Mapping[str, Any]) -> PlacementSpec:
+    section = _section(spec, "placement")
+    selector = section.get("nodeSelector") or {}
+    if not isinstance(selector, Mapping):
+        raise SpecError("spec.placement.nodeSelector must be an object")
+    affinity = section.get("affinity")
+    if affinity is not None and not isinstance(affinity, Mapping):
+        raise SpecError("spec.placement.affinity must be an object")
+    priority = section.get("priorityClassName")
+    return PlacementSpec(
+        node_selector={str(k): str(v) for k, v in selector.items()},
+        tolerations=_objects(section, "tolerations", "spec.placement"),
+        affinity=dict(affinity) if affinity else None,
+        topology_spread=_objects(section, "topologySpreadConstraints", "spec.placement"),
+        priority_class_name=str(priority) if priority else None,
+    )
+
+
+def _disruption_budget(spec: Mapping[str, Any]) -> DisruptionBudgetSpec:
+    value = _section(spec, "disruptionBudget").get("maxUnavailable", 1)
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        raise SpecError("spec.disruptionBudget.maxUnavailable must be a number or a percentage")
+    if isinstance(value, int) and value < 0:
+        raise SpecError("spec.disruptionBudget.maxUnavailable must be >= 0")
+    return DisruptionBudgetSpec(max_unavailable=value)
+
+
 def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
     """Turn ``body['spec']`` into a :class:`LibrarySpec`, defaulting what is absent."""
     redis = _section(spec, "redis")
@@ -163,6 +218,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         target_lag_per_replica=_int(auto, "targetLagPerReplica", 100, "spec.autoscaling", 1),
         cooldown_seconds=_int(auto, "cooldownSeconds", 120, "spec.autoscaling"),
         max_pending_age_seconds=_int(auto, "maxPendingAgeSeconds", 60, "spec.autoscaling", 1),
+        scale_up_period_seconds=_int(auto, "scaleUpPeriodSeconds", 15, "spec.autoscaling"),
     )
     if autoscaling.min_replicas > autoscaling.max_replicas:
         raise SpecError("spec.autoscaling.minReplicas must not exceed maxReplicas")
@@ -200,4 +256,6 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
             ),
         ),
         autoscaling=autoscaling,
+        placement=_placement(spec),
+        disruption_budget=_disruption_budget(spec),
     )

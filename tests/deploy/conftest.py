@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,23 +31,29 @@ def k8s_bin() -> Path:
 
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
-    """Skip (with the reason) only when no Docker engine can run on this machine."""
+    """Skip (with the reason) only when no Docker engine can run on this machine; fail when
+    one is required (BOOKSTREAM_REQUIRE_DOCKER=1, set by .ci/run)."""
     from tests.deploy import containers
 
     problem = containers.engine_problem()
     if problem is not None:
+        if os.environ.get("BOOKSTREAM_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"Docker is required here (BOOKSTREAM_REQUIRE_DOCKER=1): {problem}")
         pytest.skip(problem)
 
 
 @pytest.fixture(scope="session")
-def images(docker_engine: None) -> dict[str, str]:
-    """The images, built once per session on the local base image (wheels from this tree)."""
+def images(docker_engine: None) -> Iterator[dict[str, str]]:
+    """The images, built once per session on the local base image (wheels from this tree),
+    under the run's own tag, and removed at the end."""
     from tests.deploy import containers
 
     names = ["lending", "shelving", "cli"]
     if containers.dockerfiles()["operator"].exists():
         names.append("operator")
-    return containers.build_images(names)
+    built = containers.build_images(names)
+    yield built
+    containers.remove_images(list(built.values()))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,7 +15,10 @@ from pathlib import Path
 from tests.deploy.tools import ROOT
 
 BASE_IMAGE = os.environ.get("BOOKSTREAM_BASE_IMAGE", "bookstream/base:py3.11")
-TAG = os.environ.get("BOOKSTREAM_IMAGE_TAG", "dev")
+# A tag of the test run's own, removed afterwards: the tests never overwrite (or delete) an
+# image a user built with `make images` (bookstream/<name>:<appVersion>).
+TAG = os.environ.get("BOOKSTREAM_IMAGE_TAG") or f"test-{os.getpid()}"
+BUILD_STEPS = ROOT / ".cache" / "images" / "context" / "build-steps.txt"
 UID = 10001
 
 
@@ -70,6 +73,19 @@ def build_images(names: list[str]) -> dict[str, str]:
     if build.returncode != 0:
         raise AssertionError(f"deploy/images/build.sh failed:\n{build.stdout}\n{build.stderr}")
     return {name: f"bookstream/{name}:{TAG}" for name in names}
+
+
+def remove_images(refs: list[str]) -> None:
+    """The test run's own images (never a user's: TAG is the run's own)."""
+    if refs and not os.environ.get("BOOKSTREAM_IMAGE_TAG"):
+        docker("image", "rm", *refs, check=False)
+
+
+def dangling_build_images() -> list[str]:
+    """Step images of the last build.sh run that were left behind untagged."""
+    steps = set(BUILD_STEPS.read_text().split()) if BUILD_STEPS.exists() else set()
+    out = docker("image", "ls", "--quiet", "--filter", "dangling=true").stdout.split()
+    return sorted(i for i in out if i[:12] in steps)
 
 
 def inspect(ref: str) -> dict[str, object]:

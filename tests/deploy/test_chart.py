@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,7 @@ def test_defaults_render_valid_objects() -> None:
             "Service",
             "StatefulSet",
             "ConfigMap",
+            "Pod",  # the helm test hook
         ]
     )
     # No Prometheus Operator: no PodMonitor/ServiceMonitor (the operator annotates the metrics
@@ -199,8 +201,34 @@ def test_rbac_is_least_privilege() -> None:
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "rel-bookstream-operator"
 
 
+def test_block_owner_deletion_comes_with_the_finalizers_permission() -> None:
+    """Owned objects set blockOwnerDeletion; the API server then requires the client to be
+    allowed to update the owner's finalizers (OwnerReferencesPermissionEnforcement)."""
+    from bookstream_operator import manifests
+    from bookstream_operator.spec import parse_spec
+
+    owner = manifests.Owner("lib", "books", "uid")
+    objects = manifests.desired_objects(owner, parse_spec({}), {"lending": 1, "shelving": 1})
+    blocking = [
+        ref
+        for obj in objects
+        for ref in obj["metadata"]["ownerReferences"]
+        if ref.get("blockOwnerDeletion")
+    ]
+    assert blocking, "the operator sets blockOwnerDeletion"
+    for values in ({}, {"operator.watchNamespaces": "{books}"}):
+        rendered = tools.render(values)
+        rules = _rules(rendered, "ClusterRole") + _rules(rendered, "Role")
+        assert {
+            "apiGroups": ["bookstream.io"],
+            "resources": ["libraryinstances/finalizers"],
+            "verbs": ["update"],
+        } in rules, values
+
+
 def _documented_rbac() -> set[tuple[str, str, str]]:
-    """The (group, resource, verb) rows of operator/README.md's RBAC table."""
+    """The (group, resource, verb) rows of operator/README.md's RBAC table (cluster-wide mode:
+    without kopf peering and the namespaced mode's own row)."""
     text = (tools.ROOT / "operator" / "README.md").read_text()
     section = text.split("## RBAC", 1)[1].split("\n## ", 1)[0]
     out: set[tuple[str, str, str]] = set()
@@ -209,7 +237,7 @@ def _documented_rbac() -> set[tuple[str, str, str]]:
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
         group = re.findall(r"`([^`]*)`", cells[0])[0].strip('"')
-        if group == "kopf.dev":
+        if group == "kopf.dev" or "only with `BOOKSTREAM_OPERATOR_NAMESPACES`" in line:
             continue
         for resource in re.findall(r"`([^`]*)`", cells[1]):
             for verb in re.findall(r"`([^`]*)`", cells[2]):
@@ -226,14 +254,16 @@ def test_namespaced_mode_uses_roles_per_namespace() -> None:
         "books",
         "other",
     ]
-    # The cluster role keeps only kopf's read-only discovery of CRDs.
+    # The cluster role keeps only kopf's read-only discovery: CRDs, and namespaces (kopf
+    # lists and watches them when given namespace names: kopf/_core/reactor/observation.py).
     cluster = _rules(objects, "ClusterRole")
     assert cluster == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
-            "verbs": ["get", "list", "watch"],
-        }
+            "verbs": ["list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
     env = _operator_env(objects)
     assert env["BOOKSTREAM_OPERATOR_NAMESPACES"] == "books,other"
@@ -390,3 +420,156 @@ def test_chart_files_are_packaged(tmp_path: Path) -> None:
         "bookstream/templates/NOTES.txt",
     ):
         assert needed in names
+
+
+def test_helm_test_hook_audits_the_charts_redis() -> None:
+    objects = tools.render({"libraryInstance.spec.library": "east"})
+    (pod,) = tools.by_kind(objects, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == ["audit"]
+    assert container["image"] == "bookstream/cli:0.1.0"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BOOKSTREAM_REDIS_URL"]["value"] == "redis://rel-bookstream-redis.books.svc:6379"
+    assert env["BOOKSTREAM_LIBRARY"]["value"] == "east"
+    assert env["BOOKSTREAM_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "rel-bookstream-redis",
+        "key": "password",
+    }
+    # The pod meets the restricted profile like every other pod of the chart.
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert not tools.by_kind(tools.render({"redis.enabled": "false"}), "Pod")
+
+
+def test_chart_works_as_a_subchart_with_global_values(tmp_path: Path) -> None:
+    """An umbrella chart passes `global:` to every subchart; the schema must admit it."""
+    umbrella = tmp_path / "umbrella"
+    (umbrella / "charts").mkdir(parents=True)
+    shutil.copytree(tools.CHART, umbrella / "charts" / "bookstream")
+    (umbrella / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: umbrella\nversion: 1.0.0\n"
+        "dependencies:\n  - name: bookstream\n    version: 0.1.0\n"
+    )
+    (umbrella / "values.yaml").write_text(
+        "global:\n  imageRegistry: registry.example\n  storageClass: fast\n"
+        "bookstream:\n  libraryInstance:\n    enabled: true\n"
+    )
+    out = tools.helm("template", "rel", str(umbrella), "--namespace", "books").stdout
+    objects = tools.docs(out)
+    _validate_all(objects)
+    assert tools.by_kind(objects, "LibraryInstance")
+    assert tools.one(objects, "Deployment")["metadata"]["name"] == "rel-bookstream-operator"
+
+
+def _redis_pod_annotations(values: dict[str, str]) -> dict[str, str]:
+    sts = tools.one(tools.render(values), "StatefulSet", "rel-bookstream-redis")
+    annotations: dict[str, str] = sts["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def test_redis_pods_roll_on_a_config_change_and_only_then() -> None:
+    base = _redis_pod_annotations({})["checksum/config"]
+    # A generated password is looked up (kept) on upgrades: not part of the checksum, so two
+    # renders without a cluster give the same StatefulSet.
+    assert _redis_pod_annotations({}) == {"checksum/config": base}
+    assert _redis_pod_annotations({"redis.appendfsync": "always"})["checksum/config"] != base
+    one = _redis_pod_annotations({"redis.auth.password": "one"})["checksum/config"]
+    two = _redis_pod_annotations({"redis.auth.password": "two"})["checksum/config"]
+    assert len({base, one, two}) == 3
+    # With the password given, the whole render is stable (GitOps renders with helm template).
+    given = {"redis.auth.password": "one"}
+    assert tools.render(given) == tools.render(given)
+
+
+def test_no_silent_fallback_to_a_default_redis() -> None:
+    proc = tools.helm(
+        "template",
+        "rel",
+        str(tools.CHART),
+        "--set",
+        "redis.enabled=false",
+        "--set",
+        "libraryInstance.enabled=true",
+        check=False,
+    )
+    assert proc.returncode != 0 and "libraryInstance.spec.redis.url" in proc.stderr
+    objects = tools.render(
+        {
+            "redis.enabled": "false",
+            "libraryInstance.enabled": "true",
+            "libraryInstance.spec.redis.url": "redis://mine:6379",
+        }
+    )
+    assert tools.one(objects, "LibraryInstance")["spec"]["redis"]["url"] == "redis://mine:6379"
+
+
+def test_documented_crd_upgrade_step_applies_the_charts_crds() -> None:
+    """Helm never upgrades crds/: deploy/README.md's upgrade step must apply exactly them."""
+    text = (tools.ROOT / "deploy" / "README.md").read_text()
+    section = text.split("### Upgrading (the CRD)", 1)[1].split("\n### ", 1)[0]
+    (command,) = [line for line in section.splitlines() if line.startswith("kubectl apply")]
+    args = command.split()
+    assert "--server-side" in args
+    target = tools.ROOT / args[args.index("-f") + 1]
+    assert target.resolve() == (tools.CHART / "crds").resolve()
+    files = sorted(target.glob("*.yaml"))
+    assert files == [tools.CRD_FILE]
+    # What it applies is what the chart installs (and what kustomize ships).
+    rendered = tools.one(tools.render(), "CustomResourceDefinition")
+    assert rendered == tools.crd()
+    assert "helm upgrade" in section
+
+
+WORKER_PLACEMENT = {
+    "libraryInstance.enabled": "true",
+    "libraryInstance.spec.placement.nodeSelector.pool": "workers",
+    "libraryInstance.spec.placement.tolerations[0].key": "dedicated",
+    "libraryInstance.spec.placement.tolerations[0].operator": "Exists",
+    "libraryInstance.spec.placement.tolerations[0].effect": "NoSchedule",
+    "libraryInstance.spec.placement.priorityClassName": "bookstream-high",
+    "libraryInstance.spec.placement.topologySpreadConstraints[0].maxSkew": "1",
+    "libraryInstance.spec.placement.topologySpreadConstraints[0].topologyKey": "zone",
+    "libraryInstance.spec.placement.topologySpreadConstraints[0].whenUnsatisfiable": (
+        "DoNotSchedule"
+    ),
+    "libraryInstance.spec.placement.affinity.podAntiAffinity"
+    ".preferredDuringSchedulingIgnoredDuringExecution[0].weight": "10",
+    "libraryInstance.spec.placement.affinity.podAntiAffinity"
+    ".preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey": "zone",
+    "libraryInstance.spec.disruptionBudget.maxUnavailable": "2",
+}
+
+
+def test_worker_placement_and_disruption_budget_through_the_chart() -> None:
+    """helm template with the placement values: the LibraryInstance fits the CRD, and what
+    the operator makes of it (StatefulSets, PodDisruptionBudgets) fits Kubernetes' schemas."""
+    from bookstream_operator import manifests
+    from bookstream_operator.spec import parse_spec
+
+    objects = tools.render(WORKER_PLACEMENT)
+    _validate_all(objects)
+    li = tools.one(objects, "LibraryInstance")
+    spec = parse_spec(li["spec"])
+    owned = manifests.desired_objects(
+        manifests.Owner(li["metadata"]["name"], "books", "uid"), spec, {"lending": 3, "shelving": 2}
+    )
+    for obj in owned:
+        tools.validate(obj)
+    pdbs = [o for o in owned if o["kind"] == "PodDisruptionBudget"]
+    assert [p["spec"]["maxUnavailable"] for p in pdbs] == [2, 2]
+    sts = next(o for o in owned if o["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "workers"}
+    assert pod["priorityClassName"] == "bookstream-high"
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["affinity"]["podAntiAffinity"]
+    assert pod["topologySpreadConstraints"][0]["labelSelector"]
+
+
+def test_the_operators_default_objects_fit_kubernetes_schemas() -> None:
+    from bookstream_operator import manifests
+    from bookstream_operator.spec import parse_spec
+
+    owner = manifests.Owner("main", "books", "uid")
+    for obj in manifests.desired_objects(owner, parse_spec({}), {"lending": 1, "shelving": 0}):
+        tools.validate(obj)

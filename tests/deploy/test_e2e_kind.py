@@ -295,3 +295,20 @@ def test_helm_install_library_scale_cli_metrics(cluster: Cluster, images: dict[s
     _wait("1 lending worker", lambda: _ready_pods(c, "lending") == [f"{LIBRARY}-lending-0"])
     final = _cli(c, images["cli"], "audit")
     assert final.returncode == 0, final.stdout + final.stderr
+
+    # helm test: the chart's hook audits the library from a pod.
+    c.helm("test", RELEASE, "--namespace", NAMESPACE, "--timeout", "5m")
+
+    # The LibraryInstance carries no finalizer: uninstalling the operator first (helm removes
+    # it before any custom resource) must not leave it, or the namespace, hanging.
+    li = c.json("-n", NAMESPACE, "get", f"libraryinstance/{LIBRARY}")
+    assert not li["metadata"].get("finalizers"), li["metadata"]
+    c.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "5m")
+    c.kubectl("-n", NAMESPACE, "delete", f"libraryinstance/{LIBRARY}", "--timeout=120s")
+    c.kubectl("delete", "namespace", NAMESPACE, "--timeout=300s")
+
+    def namespace_gone() -> bool:
+        proc = c.kubectl("get", "namespace", NAMESPACE, check=False)
+        return proc.returncode != 0 and "NotFound" in proc.stderr
+
+    _wait("the namespace to be deleted", namespace_gone)

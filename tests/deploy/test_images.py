@@ -200,3 +200,21 @@ def test_sigterm_drains_a_busy_worker_within_grace(
         timeout=120,
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_the_build_leaves_no_stage_images_and_uses_the_runs_own_tag(
+    images: dict[str, str],
+) -> None:
+    """make images / build.sh: no untagged build-stage image of the build is left behind,
+    and the test run's images carry its own tag (a user's `make images` tags are untouched)."""
+    assert containers.dangling_build_images() == []
+    for ref in images.values():
+        assert ref.endswith(f":{containers.TAG}") and chart_app_version() != containers.TAG
+
+
+def chart_app_version() -> str:
+    import yaml
+
+    from tests.deploy import tools
+
+    return str(yaml.safe_load((tools.CHART / "Chart.yaml").read_text())["appVersion"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import shutil
@@ -139,7 +140,7 @@ def _openapi_to_jsonschema(schema: Any) -> Any:
     return schema
 
 
-PROMETHEUS_OPERATOR_KINDS = {"PodMonitor", "ServiceMonitor"}
+PROMETHEUS_OPERATOR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 
 def validate(obj: Doc) -> None:
@@ -219,8 +220,55 @@ _MONITOR_SCHEMAS = {
 }
 
 
+# The PrometheusRule fields these rules use (monitoring.coreos.com/v1).
+_RULE_SPEC = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["groups"],
+    "properties": {
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "rules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["alert", "expr"],
+                            "properties": {
+                                "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                "expr": {"type": "string", "minLength": 1},
+                                "for": {"type": "string"},
+                                "labels": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                                "annotations": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
 def _validate_monitor(obj: Doc) -> None:
     kind = obj["kind"]
+    if kind == "PrometheusRule":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1", obj["apiVersion"]
+        assert obj["metadata"]["name"] and obj["metadata"]["namespace"]
+        jsonschema.validate(obj["spec"], _RULE_SPEC)
+        return
     (endpoints_key, endpoint) = next(iter(_MONITOR_SCHEMAS[kind].items()))
     schema = {
         "type": "object",
@@ -263,3 +311,55 @@ def dashboard_exprs() -> list[str]:
         for target in panel.get("targets", []):
             exprs.append(target["expr"])
     return exprs
+
+
+def structural_jsonschema(node: Any) -> Any:
+    """A CRD's structural OpenAPI v3 schema as the JSON Schema the API server enforces.
+
+    ``nullable`` admits null; an object with ``properties`` and without
+    ``x-kubernetes-preserve-unknown-fields`` admits no other key (the API server would
+    prune it: for a status written by the operator that is a bug, so here it is an
+    error); other ``x-kubernetes-*`` keys are dropped.
+    """
+    if isinstance(node, list):
+        return [structural_jsonschema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: structural_jsonschema(v) for k, v in node.items() if not k.startswith("x-")}
+    if out.pop("nullable", False):
+        out["type"] = [out["type"], "null"] if "type" in out else None
+        if out["type"] is None:
+            del out["type"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if (
+        node.get("type") == "object"
+        and "properties" in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    # Kubernetes' date-time is RFC 3339; jsonschema checks it only with an extra package.
+    if isinstance(value, str):
+        datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return True
+
+
+def validate_structural(schema: Doc, value: Any) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``value`` fits the structural ``schema``."""
+    jsonschema.Draft7Validator(structural_jsonschema(schema), format_checker=_FORMATS).validate(
+        value
+    )
+
+
+def status_schema() -> Doc:
+    """The LibraryInstance CRD's status schema (its served storage version)."""
+    schema: Doc = crd_schema("v1alpha1")["properties"]["status"]
+    return schema

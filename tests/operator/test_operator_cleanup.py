@@ -90,44 +90,47 @@ def consumers_of(client: redis.Redis) -> set[str]:
 
 def test_removed_consumers_are_only_this_workloads_higher_ordinals() -> None:
     names = [
-        "li-lending-0",
-        "li-lending-1",
-        "li-lending-2",
-        "li-lending-10",
-        "li-lending-x",
+        "ns.li-lending-0",
+        "ns.li-lending-1",
+        "ns.li-lending-2",
+        "ns.li-lending-10",
+        "ns.li-lending-x",
         "other-lending-3",
         "li-shelving-5",
-        "li-lending-02",
+        "ns.li-lending-02",
         "cli-worker",
     ]
-    assert removed_consumers("li", "lending", 2, names) == ["li-lending-2", "li-lending-10"]
-    assert removed_consumers("li", "lending", 11, names) == []
-    assert removed_consumers("li", "lending", 0, names) == [
-        "li-lending-0",
-        "li-lending-1",
-        "li-lending-2",
-        "li-lending-10",
+    assert removed_consumers("ns", "li", "lending", 2, names) == [
+        "ns.li-lending-2",
+        "ns.li-lending-10",
+    ]
+    assert removed_consumers("ns", "li", "lending", 11, names) == []
+    assert removed_consumers("ns", "li", "lending", 0, names) == [
+        "ns.li-lending-0",
+        "ns.li-lending-1",
+        "ns.li-lending-2",
+        "ns.li-lending-10",
     ]
 
 
 def test_survivors_are_spread_by_ordinal() -> None:
-    assert survivor_for("li", "lending", 2, "li-lending-2") == "li-lending-0"
-    assert survivor_for("li", "lending", 2, "li-lending-3") == "li-lending-1"
-    assert survivor_for("li", "lending", 3, "li-lending-7") == "li-lending-1"
-    assert survivor_for("li", "lending", 0, "li-lending-7") is None
+    assert survivor_for("ns", "li", "lending", 2, "ns.li-lending-2") == "ns.li-lending-0"
+    assert survivor_for("ns", "li", "lending", 2, "ns.li-lending-3") == "ns.li-lending-1"
+    assert survivor_for("ns", "li", "lending", 3, "ns.li-lending-7") == "ns.li-lending-1"
+    assert survivor_for("ns", "li", "lending", 0, "ns.li-lending-7") is None
 
 
 async def test_scale_down_moves_pending_to_survivor_then_deletes_consumer(
     server: RedisServer, aclient: aioredis.Redis
 ) -> None:
     client = server.client()
-    assert hold_pending(server, "li-lending-0", 5) == 5
-    assert hold_pending(server, "li-lending-1", 4) == 4
-    assert hold_pending(server, "li-lending-2", 7) == 7
+    assert hold_pending(server, "ns.li-lending-0", 5) == 5
+    assert hold_pending(server, "ns.li-lending-1", 4) == 4
+    assert hold_pending(server, "ns.li-lending-2", 7) == 7
     before = pending_ids(client)
     held_by_2 = {
         row["message_id"]
-        for row in client.xpending_range(STREAM, GROUP, "-", "+", 100, "li-lending-2")
+        for row in client.xpending_range(STREAM, GROUP, "-", "+", 100, "ns.li-lending-2")
     }
     deliveries_before = {
         row["message_id"]: row["times_delivered"]
@@ -136,16 +139,16 @@ async def test_scale_down_moves_pending_to_survivor_then_deletes_consumer(
 
     retirer = ConsumerRetirer(aclient, KEYS)
     results = await retirer.scale_down(
-        "li", "lending", 2, ["li-lending-0", "li-lending-1", "li-lending-2"]
+        "ns", "li", "lending", 2, ["ns.li-lending-0", "ns.li-lending-1", "ns.li-lending-2"]
     )
 
     assert [(r.consumer, r.outcome, r.moved, r.target) for r in results] == [
-        ("li-lending-2", Outcome.RETIRED, 7, "li-lending-0")
+        ("ns.li-lending-2", Outcome.RETIRED, 7, "ns.li-lending-0")
     ]
     assert pending_ids(client) == before  # nothing lost, nothing acknowledged
-    assert pending_by_consumer(client) == {"li-lending-0": 12, "li-lending-1": 4}
-    assert consumers_of(client) == {"li-lending-0", "li-lending-1"}
-    survivor_rows = client.xpending_range(STREAM, GROUP, "-", "+", 100, "li-lending-0")
+    assert pending_by_consumer(client) == {"ns.li-lending-0": 12, "ns.li-lending-1": 4}
+    assert consumers_of(client) == {"ns.li-lending-0", "ns.li-lending-1"}
+    survivor_rows = client.xpending_range(STREAM, GROUP, "-", "+", 100, "ns.li-lending-0")
     assert held_by_2 <= {row["message_id"] for row in survivor_rows}
     # The move is not a delivery: the dead-letter bound still counts the same deliveries.
     for row in client.xpending_range(STREAM, GROUP, "-", "+", 100):
@@ -156,14 +159,14 @@ async def test_moved_entries_stay_claimable_by_survivors_xautoclaim(
     server: RedisServer, aclient: aioredis.Redis
 ) -> None:
     client = server.client()
-    hold_pending(server, "li-lending-3", 6)
+    hold_pending(server, "ns.li-lending-3", 6)
     # Let the entries become idle, as those of a worker that died a while ago.
-    client.xclaim(STREAM, GROUP, "li-lending-3", 0, list(pending_ids(client)), idle=60_000)
+    client.xclaim(STREAM, GROUP, "ns.li-lending-3", 0, list(pending_ids(client)), idle=60_000)
 
-    await ConsumerRetirer(aclient, KEYS).retire("lending", "li-lending-3", "li-lending-0")
+    await ConsumerRetirer(aclient, KEYS).retire("lending", "ns.li-lending-3", "ns.li-lending-0")
 
     # The idle time was kept, so a worker's XAUTOCLAIM with a 10 s bound takes them at once.
-    _, claimed, _ = client.xautoclaim(STREAM, GROUP, "li-lending-1", 10_000, "0-0", count=100)
+    _, claimed, _ = client.xautoclaim(STREAM, GROUP, "ns.li-lending-1", 10_000, "0-0", count=100)
     assert len(claimed) == 6
 
 
@@ -171,56 +174,60 @@ async def test_live_worker_is_left_alone_until_its_lock_expires(
     server: RedisServer, aclient: aioredis.Redis
 ) -> None:
     client = server.client()
-    hold_pending(server, "li-lending-2", 5, lock=True)  # still "draining": lock held
+    hold_pending(server, "ns.li-lending-2", 5, lock=True)  # still "draining": lock held
     retirer = ConsumerRetirer(aclient, KEYS)
 
-    (first,) = await retirer.scale_down("li", "lending", 1, ["li-lending-0", "li-lending-2"])
+    (first,) = await retirer.scale_down(
+        "ns", "li", "lending", 1, ["ns.li-lending-0", "ns.li-lending-2"]
+    )
     assert first.outcome is Outcome.ALIVE
-    assert pending_by_consumer(client) == {"li-lending-2": 5}
-    assert "li-lending-2" in consumers_of(client)
+    assert pending_by_consumer(client) == {"ns.li-lending-2": 5}
+    assert "ns.li-lending-2" in consumers_of(client)
 
-    client.delete(KEYS.worker_lock("lending", "li-lending-2"))  # the lock expired
-    (second,) = await retirer.scale_down("li", "lending", 1, ["li-lending-0", "li-lending-2"])
+    client.delete(KEYS.worker_lock("lending", "ns.li-lending-2"))  # the lock expired
+    (second,) = await retirer.scale_down(
+        "ns", "li", "lending", 1, ["ns.li-lending-0", "ns.li-lending-2"]
+    )
     assert second.outcome is Outcome.RETIRED and second.moved == 5
-    assert pending_by_consumer(client) == {"li-lending-0": 5}
-    assert "li-lending-2" not in consumers_of(client)
+    assert pending_by_consumer(client) == {"ns.li-lending-0": 5}
+    assert "ns.li-lending-2" not in consumers_of(client)
 
 
 async def test_large_pel_is_moved_in_batches(server: RedisServer, aclient: aioredis.Redis) -> None:
     client = server.client()
     for i in range(300):
         client.xadd(STREAM, {"n": f"extra-{i}"})
-    assert hold_pending(server, "li-lending-5", 330) == 330
+    assert hold_pending(server, "ns.li-lending-5", 330) == 330
 
     result = await ConsumerRetirer(aclient, KEYS).retire(
-        "lending", "li-lending-5", "li-lending-1", batch=40
+        "lending", "ns.li-lending-5", "ns.li-lending-1", batch=40
     )
 
     assert result.outcome is Outcome.RETIRED and result.moved == 330
-    assert pending_by_consumer(client) == {"li-lending-1": 330}
+    assert pending_by_consumer(client) == {"ns.li-lending-1": 330}
 
 
 async def test_scaled_to_zero_keeps_the_consumer_and_its_entries(
     server: RedisServer, aclient: aioredis.Redis
 ) -> None:
     client = server.client()
-    hold_pending(server, "li-lending-0", 3)
+    hold_pending(server, "ns.li-lending-0", 3)
     (result,) = await ConsumerRetirer(aclient, KEYS).scale_down(
-        "li", "lending", 0, ["li-lending-0"]
+        "ns", "li", "lending", 0, ["ns.li-lending-0"]
     )
     assert result.outcome is Outcome.NO_SURVIVOR
-    assert pending_by_consumer(client) == {"li-lending-0": 3}
+    assert pending_by_consumer(client) == {"ns.li-lending-0": 3}
 
 
 async def test_empty_removed_consumer_is_deleted_and_missing_group_is_reported(
     server: RedisServer, aclient: aioredis.Redis
 ) -> None:
     client = server.client()
-    client.xgroup_createconsumer(STREAM, GROUP, "li-lending-4")
+    client.xgroup_createconsumer(STREAM, GROUP, "ns.li-lending-4")
     retirer = ConsumerRetirer(aclient, KEYS)
-    result = await retirer.retire("lending", "li-lending-4", "li-lending-0")
+    result = await retirer.retire("lending", "ns.li-lending-4", "ns.li-lending-0")
     assert result.outcome is Outcome.RETIRED and result.moved == 0
-    assert "li-lending-4" not in consumers_of(client)
+    assert "ns.li-lending-4" not in consumers_of(client)
 
     other = ConsumerRetirer(aclient, LibraryKeys("nolib"))
     assert (await other.retire("lending", "x-lending-1", "x-lending-0")).outcome is Outcome.GONE
@@ -233,7 +240,16 @@ async def test_repeated_scale_up_and_down_cycles_lose_nothing(
     client = server.client()
     retirer = ConsumerRetirer(aclient, KEYS)
     for _ in range(5):
-        hold_pending(server, "li-lending-2", 2)
-        await retirer.retire("lending", "li-lending-2", "li-lending-0")
-    assert pending_by_consumer(client) == {"li-lending-0": 10}
-    assert "li-lending-2" not in consumers_of(client)
+        hold_pending(server, "ns.li-lending-2", 2)
+        await retirer.retire("lending", "ns.li-lending-2", "ns.li-lending-0")
+    assert pending_by_consumer(client) == {"ns.li-lending-0": 10}
+    assert "ns.li-lending-2" not in consumers_of(client)
+
+
+def test_worker_names_of_other_namespaces_are_never_touched_and_legacy_ones_retired() -> None:
+    """Worker names carry the namespace: another namespace's LibraryInstance of the same name
+    is not this workload. Bare pod names (an older operator's workers) are all removed."""
+    names = ["ns.li-lending-0", "other.li-lending-3", "li-lending-0", "li-lending-4"]
+    assert removed_consumers("ns", "li", "lending", 1, names) == ["li-lending-0", "li-lending-4"]
+    assert survivor_for("ns", "li", "lending", 1, "li-lending-4") == "ns.li-lending-0"
+    assert survivor_for("ns", "li", "lending", 3, "li-lending-4") == "ns.li-lending-1"

@@ -6,12 +6,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import pytest
 import yaml
 from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
-from bookstream_operator.observe import ConsumerInfo, GroupStatus
 from bookstream_operator.spec import parse_spec
+from celpy.adapter import json_to_cel
 
 CRD_PATH = (
     Path(__file__).resolve().parents[2]
@@ -98,12 +99,21 @@ def test_identity_subresources_and_printer_columns(crd: dict[str, Any]) -> None:
 
 
 def test_schema_is_structural(schema: dict[str, Any]) -> None:
-    """Every node has a type unless it preserves unknown fields; defaults only under types."""
+    """Every node has a type unless it preserves unknown fields or is int-or-string; an
+    object lists its properties, is a map (additionalProperties) or preserves unknown fields."""
     for path, node in walk(schema):
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert (
+            "type" in node
+            or node.get("x-kubernetes-preserve-unknown-fields")
+            or node.get("x-kubernetes-int-or-string")
+        ), path
         assert node.get("x-kubernetes-preserve-unknown-fields", True) is True, path
         if node.get("type") == "object" and "properties" not in node:
-            assert node.get("x-kubernetes-preserve-unknown-fields") or path == ".metadata", path
+            assert (
+                node.get("x-kubernetes-preserve-unknown-fields")
+                or isinstance(node.get("additionalProperties"), dict)
+                or path == ".metadata"
+            ), path
     # kopf's progress records must survive pruning.
     kopf_node = schema["properties"]["status"]["properties"]["kopf"]
     assert kopf_node["x-kubernetes-preserve-unknown-fields"] is True
@@ -120,6 +130,12 @@ def test_crd_defaults_equal_the_operators_defaults(schema: dict[str, Any]) -> No
 def test_example_validates_and_bad_specs_do_not(schema: dict[str, Any]) -> None:
     validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
     validator.validate(EXAMPLE)
+    good = copy.deepcopy(EXAMPLE)
+    good["spec"]["lending"]["resources"] = {
+        "requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": 1},
+        "limits": {"cpu": 2, "memory": "1.5Gi"},
+    }
+    validator.validate(good)
     for bad in (
         {"lending": {"replicas": -1}},
         {"redis": {"url": "http://nope"}},
@@ -127,62 +143,110 @@ def test_example_validates_and_bad_specs_do_not(schema: dict[str, Any]) -> None:
         {"image": {"pullPolicy": "Sometimes"}},
         {"redis": {"passwordSecretRef": {"key": "x"}}},
         {"limits": {"userLimit": 0}},
+        # A bad quantity would otherwise only fail when the StatefulSet is applied (422).
+        {"lending": {"resources": {"requests": {"cpu": "lots"}}}},
+        {"shelving": {"resources": {"limits": {"memory": "1 GB"}}}},
     ):
         obj = copy.deepcopy(EXAMPLE)
         obj["spec"] = bad
         assert list(validator.iter_errors(obj)), bad
 
 
-def test_status_the_operator_writes_fits_the_schema(schema: dict[str, Any]) -> None:
-    """Fields missing from the schema would be pruned by the API server: none may be."""
-    group = GroupStatus(
-        "lending",
-        stream_exists=True,
-        group_exists=True,
-        length=5,
-        lag=None,
-        estimated_lag=3,
-        pending=2,
-        oldest_pending_age_s=1.5,
-        dead_letters=1,
-        consumers=[ConsumerInfo("lib1-lending-0", 2, 10)],
-    )
-    section = {
-        "replicas": 2,
-        "readyReplicas": 1,
-        "updatedReplicas": 1,
-        "selector": "a=b",
-        "workers": ["lib1-lending-0", "lib1-lending-1"],
-        "lastScaleTime": "2026-01-01T00:00:00Z",
-        **group.to_status(),
-        "autoscaler": {"desiredReplicas": 2, "reason": "steady"},
-    }
-    status = {
-        "observedGeneration": 3,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "WorkersReady",
-                "message": "",
-                "lastTransitionTime": "2026-01-01T00:00:00Z",
-            }
-        ],
-        "lending": section,
-        "shelving": section,
-    }
-    status_schema = schema["properties"]["status"]
+# The status reconcile() produces, in every branch, is validated against this schema by
+# tests/operator/test_operator_kmock.py (test_every_status_reconcile_produces_fits_...).
 
-    def check(node: dict[str, Any], value: Any, path: str) -> None:
-        if isinstance(value, dict):
-            if node.get("x-kubernetes-preserve-unknown-fields"):
-                return
-            for key, child in value.items():
-                assert key in (node.get("properties") or {}), f"{path}.{key} would be pruned"
-                check(node["properties"][key], child, f"{path}.{key}")
-        elif isinstance(value, list):
-            for item in value:
-                check(node["items"], item, f"{path}[]")
 
-    check(status_schema, status, ".status")
-    jsonschema.Draft7Validator(openapi_to_jsonschema(status_schema)).validate(status)
+_MISSING: Any = object()
+
+
+def _rules(node: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    out = [(path, rule) for rule in node.get("x-kubernetes-validations") or []]
+    for key, child in (node.get("properties") or {}).items():
+        out += _rules(child, (*path, key))
+    return out
+
+
+def _at(value: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def cel_violations(
+    schema: dict[str, Any], new: dict[str, Any], old: dict[str, Any] | None
+) -> list[str]:
+    """The messages of the CRD's CEL rules that the API server would fail for this write.
+
+    Evaluated with cel-python, as the API server does: on the defaulted object; a rule
+    that mentions ``oldSelf`` (a transition rule) only on updates, and only where the
+    field exists both before and after.
+    """
+    env = celpy.Environment()
+    new = apply_defaults(schema, new)
+    old = apply_defaults(schema, old) if old is not None else None
+    failed = []
+    for path, rule in _rules(schema):
+        current = _at(new, path)
+        if current is _MISSING:
+            continue
+        activation = {"self": json_to_cel(current)}
+        if "oldSelf" in rule["rule"]:
+            before = _MISSING if old is None else _at(old, path)
+            if before is _MISSING:
+                continue
+            activation["oldSelf"] = json_to_cel(before)
+        program = env.program(env.compile(rule["rule"]))
+        if not bool(program.evaluate(activation)):
+            failed.append(str(rule["message"]))
+    return failed
+
+
+def test_identity_fields_are_immutable(schema: dict[str, Any]) -> None:
+    """library, redis.url and redis.db: a change is refused, any other change is admitted."""
+    base = copy.deepcopy(EXAMPLE)
+    base["spec"]["library"] = "east"
+    assert cel_violations(schema, base, None) == []
+    assert cel_violations(schema, base, base) == []
+
+    def changed(**spec: Any) -> dict[str, Any]:
+        obj = copy.deepcopy(base)
+        for key, value in spec.items():
+            section, _, field = key.partition("__")
+            if field:
+                obj["spec"].setdefault(section, {})
+                if value is None:
+                    obj["spec"][section].pop(field, None)
+                else:
+                    obj["spec"][section][field] = value
+            elif value is None:
+                obj["spec"].pop(section, None)
+            else:
+                obj["spec"][section] = value
+        return obj
+
+    refused = {
+        "library": changed(library="other"),
+        "library removed (defaults to main)": changed(library=None),
+        "url": changed(redis__url="redis://elsewhere:6379"),
+        "db added": changed(redis__db=3),
+    }
+    for what, new in refused.items():
+        messages = cel_violations(schema, new, base)
+        assert messages and all("immutable" in m for m in messages), what
+    with_db = changed(redis__db=2)
+    assert cel_violations(schema, changed(redis__db=5), with_db), "db changed"
+    assert cel_violations(schema, changed(redis__db=None), with_db), "db removed"
+    assert cel_violations(schema, with_db, with_db) == []
+    # Everything else stays changeable: replicas, limits, TLS, the password Secret.
+    for new in (
+        changed(lending={"replicas": 7}),
+        changed(limits={"userLimit": 9}),
+        changed(redis__tls=True),
+        changed(redis__passwordSecretRef={"name": "other"}),
+    ):
+        assert cel_violations(schema, new, base) == [], new["spec"]
+    # The non-transition rule still applies to creates and updates alike.
+    bad = changed(autoscaling={"minReplicas": 5, "maxReplicas": 2})
+    assert cel_violations(schema, bad, None) == ["minReplicas must not exceed maxReplicas"]

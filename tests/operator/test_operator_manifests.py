@@ -31,6 +31,8 @@ def test_every_object_is_owned_and_labelled() -> None:
     objs = objects({})
     assert sorted(objs) == [
         "ConfigMap/lib1-config",
+        "PodDisruptionBudget/lib1-lending",
+        "PodDisruptionBudget/lib1-shelving",
         "Service/lib1-lending-metrics",
         "Service/lib1-shelving-metrics",
         "StatefulSet/lib1-lending",
@@ -65,13 +67,23 @@ def test_replicas_per_service_and_pod_names_are_worker_names() -> None:
     assert objs["StatefulSet/lib1-lending"]["spec"]["replicas"] == 3
     assert objs["StatefulSet/lib1-shelving"]["spec"]["replicas"] == 0
     env = env_of(container(objs, "lending"))
-    assert env["BOOKSTREAM_WORKER_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # <namespace>.<pod name>: unique across namespaces, expanded by Kubernetes from the
+    # downward API variables defined before it.
+    names = [e["name"] for e in container(objs, "lending")["env"]]
+    assert names.index("BOOKSTREAM_POD_NAMESPACE") < names.index("BOOKSTREAM_WORKER_NAME")
+    assert names.index("BOOKSTREAM_POD_NAME") < names.index("BOOKSTREAM_WORKER_NAME")
+    assert env["BOOKSTREAM_POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["BOOKSTREAM_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["BOOKSTREAM_WORKER_NAME"] == "$(BOOKSTREAM_POD_NAMESPACE).$(BOOKSTREAM_POD_NAME)"
     assert env["BOOKSTREAM_FORCE"] == "true"
-    assert naming.worker_names("lib1", "lending", 3) == [
-        "lib1-lending-0",
-        "lib1-lending-1",
-        "lib1-lending-2",
+    assert naming.worker_names("books", "lib1", "lending", 3) == [
+        "books.lib1-lending-0",
+        "books.lib1-lending-1",
+        "books.lib1-lending-2",
     ]
+    assert naming.worker_names("shelves", "lib1", "lending", 1) != naming.worker_names(
+        "books", "lib1", "lending", 1
+    )
     sts = objs["StatefulSet/lib1-lending"]
     assert sts["spec"]["serviceName"] == "lib1-lending-metrics"
 
@@ -249,3 +261,77 @@ def test_autoscaling_spec_fields() -> None:
 def test_invalid_specs_are_rejected_with_the_field_named(spec: dict[str, Any]) -> None:
     with pytest.raises(SpecError, match=r"spec\."):
         parse_spec(spec)
+
+
+PLACEMENT = {
+    "nodeSelector": {"pool": "workers"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "bs", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    },
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule",
+        }
+    ],
+    "priorityClassName": "bookstream-high",
+}
+
+
+def test_placement_reaches_both_services_pods() -> None:
+    objs = objects({"placement": PLACEMENT})
+    for service in ("lending", "shelving"):
+        pod = objs[f"StatefulSet/lib1-{service}"]["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"pool": "workers"}
+        assert pod["tolerations"] == PLACEMENT["tolerations"]
+        assert pod["affinity"] == PLACEMENT["affinity"]
+        assert pod["priorityClassName"] == "bookstream-high"
+        (spread,) = pod["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+        # A constraint without a labelSelector counts this service's workers.
+        assert spread["labelSelector"] == {
+            "matchLabels": naming.selector_labels("lib1", service)  # type: ignore[arg-type]
+        }
+
+
+def test_workers_spread_over_nodes_by_default() -> None:
+    pod = objects({})["StatefulSet/lib1-lending"]["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": naming.selector_labels("lib1", "lending")},
+        }
+    ]
+    assert not {"nodeSelector", "tolerations", "affinity", "priorityClassName"} & pod.keys()
+
+
+def test_a_disruption_budget_per_service() -> None:
+    objs = objects({})
+    pdb = objs["PodDisruptionBudget/lib1-lending"]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": naming.selector_labels("lib1", "lending")},
+    }
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    sts = objs["StatefulSet/lib1-lending"]
+    assert pdb["spec"]["selector"] == sts["spec"]["selector"]
+    pct = objects({"disruptionBudget": {"maxUnavailable": "50%"}})
+    assert pct["PodDisruptionBudget/lib1-shelving"]["spec"]["maxUnavailable"] == "50%"
+    for bad in ({"maxUnavailable": -1}, {"maxUnavailable": True}, {"maxUnavailable": ""}):
+        with pytest.raises(SpecError, match="disruptionBudget"):
+            parse_spec({"disruptionBudget": bad})
+    with pytest.raises(SpecError, match="tolerations"):
+        parse_spec({"placement": {"tolerations": {"key": "x"}}})

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
-from bookstream_operator.observe import collect
+from bookstream_operator.observe import STATUS_CONSUMERS, collect
 
 if TYPE_CHECKING:
     from conftest import RedisServer
@@ -94,3 +94,21 @@ async def test_lag_unknown_after_xdel_is_counted(aclient: aioredis.Redis) -> Non
     assert status.lag is None and status.estimated_lag == 7
     assert status.to_status()["lag"] == 7 and status.to_status()["lagSource"] == "counted"
     assert status.backlog.total == 9
+
+
+async def test_the_status_lists_a_bounded_number_of_consumers(aclient: aioredis.Redis) -> None:
+    """However many consumers a group has, the status stays small: the busiest first."""
+    stream = KEYS.inbox("lending")
+    await aclient.xgroup_create(stream, "lending", id="0", mkstream=True)
+    for i in range(STATUS_CONSUMERS + 20):
+        await aclient.xgroup_createconsumer(stream, "lending", f"c{i:03d}")
+    await aclient.xadd(stream, {"n": "1"})
+    await aclient.xreadgroup("lending", "c065", {stream: ">"}, count=1)
+    status = (await collect(aclient, KEYS, "lending")).to_status()
+    assert status["consumerCount"] == STATUS_CONSUMERS + 20
+    assert len(status["consumers"]) == STATUS_CONSUMERS
+    assert status["consumers"][0] == {
+        "name": "c065",
+        "pending": 1,
+        "idleMs": status["consumers"][0]["idleMs"],
+    }

@@ -177,13 +177,17 @@ end
 -- Worker names. The lock's value describes the holder; whoever holds the exact value
 -- holds the name.
 -- KEYS: lock. ARGV: value, ttl ms, force (0/1). Returns {1} or {0, current holder}.
+-- A retired consumer's lock holds the tombstone 'retired' (retire_consumer): the name is
+-- free for a new worker, but not for the old one to take back (lock_renew).
+local RETIRED = 'retired'
+
 local function lock_acquire(keys, args)
-  if args[3] == '1' then
+  local current = redis.call('GET', keys[1])
+  if args[3] == '1' or not current or current == RETIRED then
     redis.call('SET', keys[1], args[1], 'PX', args[2])
     return {1}
   end
-  if redis.call('SET', keys[1], args[1], 'NX', 'PX', args[2]) then return {1} end
-  return {0, redis.call('GET', keys[1])}
+  return {0, current}
 end
 
 -- KEYS: lock. ARGV: value, ttl ms. Returns 1 renewed, 0 someone else holds it.
@@ -236,13 +240,17 @@ end
 -- KEYS: stream, the consumer's worker lock. ARGV: group, consumer, minimum idle ms.
 -- Returns 1 if removed, 0 if kept (alive, holding entries, recently active or unknown).
 local function retire_consumer(keys, args)
-  if redis.call('EXISTS', keys[2]) == 1 then return 0 end
+  local holder = redis.call('GET', keys[2])
+  if holder and holder ~= RETIRED then return 0 end
   for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', keys[1], args[1])) do
     local info = {}
     for k = 1, #c, 2 do info[c[k]] = c[k + 1] end
     if info['name'] == args[2] then
       if info['pending'] == 0 and info['idle'] >= tonumber(args[3]) then
         redis.call('XGROUP', 'DELCONSUMER', keys[1], args[1], args[2])
+        -- If the worker was only frozen past its lock's TTL, it finds this tombstone at
+        -- its next renewal and stops, instead of taking its name back.
+        redis.call('SET', keys[2], RETIRED, 'EX', 86400)
         return 1
       end
       return 0

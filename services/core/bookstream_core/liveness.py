@@ -10,6 +10,10 @@ from redis.exceptions import ResponseError
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.types import ServiceName, text
 
+#: What a retirement leaves in a retired worker's lock (core.lua), so that the worker, if
+#: it was only frozen, stops at its next renewal instead of taking its name back.
+RETIRED = b"retired"
+
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
@@ -29,12 +33,17 @@ async def consumers(r: aioredis.Redis, keys: LibraryKeys, service: ServiceName) 
     names = [text(row["name"]) for row in rows]
     async with r.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.exists(keys.worker_lock(service, name))
+            pipe.get(keys.worker_lock(service, name))
         locks = await pipe.execute()
     return [
-        Consumer(name, int(row["pending"]), int(row["idle"]), bool(lock))
+        Consumer(name, int(row["pending"]), int(row["idle"]), _held(lock))
         for name, row, lock in zip(names, rows, locks, strict=True)
     ]
+
+
+def _held(lock: bytes | str | None) -> bool:
+    """A lock holds a worker's description, or the tombstone a retirement leaves."""
+    return lock is not None and lock not in (RETIRED, RETIRED.decode())
 
 
 async def served(r: aioredis.Redis, keys: LibraryKeys, service: ServiceName) -> bool:
@@ -43,6 +52,7 @@ async def served(r: aioredis.Redis, keys: LibraryKeys, service: ServiceName) -> 
     when no consumer is alive)."""
     if any(c.alive for c in await consumers(r, keys, service)):
         return True
-    async for _ in r.scan_iter(match=keys.worker_lock(service, "*"), count=1000):
-        return True
+    async for key in r.scan_iter(match=keys.worker_lock(service, "*"), count=1000):
+        if _held(await r.get(key)):
+            return True
     return False

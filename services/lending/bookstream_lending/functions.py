@@ -12,7 +12,9 @@ from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.packed import execute_packed
 
-SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua", "context.lua")
+from bookstream_lending.keys import LendingKeys
+
+SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua", "context.lua", "door.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +64,20 @@ class LendingFunctions:
     def __init__(self, r: aioredis.Redis, keys: LibraryKeys) -> None:
         self._r = r
         self._keys = (keys.inbox("lending"), keys.inbox("shelving"), keys.domain_events)
+        self._own = LendingKeys(keys)
 
     async def load(self) -> None:
         await load_library(self._r, SOURCE)
+
+    async def publish_settings(self, runtime: RuntimeSettings) -> None:
+        await self._r.hset(self._own.settings, "retention", runtime.retention_s)
+
+    async def submit(self, payload: bytes | str) -> bytes:
+        """The door (door.lua): validate and append a client's event; returns its entry
+        id. Raises ResponseError ``BSBAD`` (refused), ``BSTAKEN`` (the id is another
+        user's), ``BSENV`` (Redis's trouble)."""
+        entry_id: bytes = await self._r.fcall("bs1_submit", 1, self._keys[0], payload)
+        return entry_id
 
     async def apply(
         self,

@@ -80,6 +80,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* What redis-server reads at start: its arguments and an explicitly given password. */}}
+{{- define "bookstream.redisConfigChecksum" -}}
+{{- $config := dict
+  "appendfsync" .Values.redis.appendfsync
+  "secret" (include "bookstream.redisSecretName" .)
+  "key" (include "bookstream.redisSecretKey" .)
+  "password" (.Values.redis.auth.password | default "" | sha256sum)
+-}}
+{{- toJson $config | sha256sum | trunc 16 | quote -}}
+{{- end -}}
+
 {{/* Restricted pod security for containers the chart runs. */}}
 {{- define "bookstream.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
@@ -92,29 +103,38 @@ capabilities:
 
 {{/* What the operator does inside a namespace it watches (operator/README.md "RBAC"). */}}
 {{- define "bookstream.operatorNamespacedRules" -}}
-# The custom resource: watch it, patch its finalizers/annotations (kopf's progress) and status.
+# Exactly the requests the operator makes (tests/operator/test_operator_kmock.py records them).
+# The custom resource: watch it, read it fresh before each pass, patch its annotations
+# (kopf's progress) and its status.
 - apiGroups: [bookstream.io]
   resources: [libraryinstances]
   verbs: [get, list, watch, patch]
 - apiGroups: [bookstream.io]
   resources: [libraryinstances/status]
-  verbs: [get, patch]
-# The objects it owns for each LibraryInstance: server-side apply (patch), create, read back.
-# No delete: they carry the LibraryInstance as owner, so Kubernetes' garbage collector removes
-# them with it.
+  verbs: [patch]
+# The owned objects carry ownerReferences with blockOwnerDeletion: true, which the API server
+# admits only from a client that may update the owner's finalizers (OpenShift enforces it).
+- apiGroups: [bookstream.io]
+  resources: [libraryinstances/finalizers]
+  verbs: [update]
+# The objects it owns for each LibraryInstance: server-side apply (patch; create when absent),
+# and the StatefulSets read back for readiness. No delete: they carry the LibraryInstance as
+# owner, so Kubernetes' garbage collector removes them with it.
 - apiGroups: [apps]
   resources: [statefulsets]
   verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [services, configmaps]
-  verbs: [get, create, patch]
+  verbs: [create, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, patch]
 # The Redis password Secret a LibraryInstance names: get only, never list or watch.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Kubernetes events about what it did (kopf posts core/v1 events; events.k8s.io is the same
-# objects through the newer API).
-- apiGroups: ["", events.k8s.io]
+# Kubernetes events about what it did (core/v1).
+- apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end -}}

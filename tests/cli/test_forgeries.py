@@ -1,0 +1,101 @@
+"""What a client believes comes from the library, not from whoever can write to Redis:
+a forged Pub/Sub message is only a wake-up, a request id stays with its first user, and
+clients submit through the door."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for
+
+INBOX = "bs:{main}:lending:inbox"
+
+
+def _forge(r: redis.Redis, request_id: str, stop: threading.Event) -> None:
+    """Publish a forged `accepted` on the request's channel until told to stop."""
+    forged = json.dumps(
+        {
+            "request_id": request_id, "kind": "request", "status": "accepted", "user": "u1",
+            "lent": ["geb"], "unavailable": [], "returned": [], "not_held": [],
+            "reason": None, "books_in_hand": ["geb"], "limit": 5,
+        }
+    )  # fmt: skip
+    while not stop.is_set():
+        r.publish(f"bs:{{main}}:outcome:{request_id}", forged)
+        time.sleep(0.005)
+
+
+def test_a_forged_announcement_is_not_an_outcome(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    r = redis_server.client()
+    start_worker("lending", redis_server)
+    start_worker("shelving", redis_server)
+    assert run_cli(bookstream_env, "request", "u0", "geb", server=redis_server).returncode == 0
+    stop = threading.Event()
+    forger = threading.Thread(target=_forge, args=(r, "mine", stop))
+    forger.start()
+    try:
+        # geb is lent to u0: the real outcome is a denial, whatever the forger says.
+        done = run_cli(
+            bookstream_env, "request", "u1", "geb", "--request-id", "mine", "--json",
+            server=redis_server,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        forger.join()
+    assert done.returncode == 1, done.stdout + done.stderr
+    outcome = json.loads(done.stdout)
+    assert (outcome["status"], outcome["lent"]) == ("denied", [])
+
+
+def test_a_request_id_stays_with_its_first_user(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    start_worker("lending", redis_server)
+    start_worker("shelving", redis_server)
+    first = run_cli(
+        bookstream_env, "request", "ann", "secret-book", "--request-id", "r-7", "--json",
+        server=redis_server,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = run_cli(
+        bookstream_env, "request", "ann", "secret-book", "--request-id", "r-7",
+        server=redis_server,
+    )  # fmt: skip
+    assert again.returncode == 0  # the same user: the first outcome, safely
+    for other in (["request", "bob", "x"], ["return", "ann", "secret-book"]):
+        stolen = run_cli(
+            bookstream_env, *other, "--request-id", "r-7", "--json", server=redis_server
+        )
+        assert stolen.returncode == 2, stolen.stdout + stolen.stderr
+        assert "secret-book" not in stolen.stdout + stolen.stderr  # never shown ann's outcome
+        assert "already used" in stolen.stderr and "Traceback" not in stolen.stderr
+
+
+def test_a_queued_request_with_a_taken_id_is_refused_at_the_door(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    r = redis_server.client()
+    queued = run_cli(
+        bookstream_env, "request", "ann", "a", "--request-id", "q-1", "--no-wait",
+        server=redis_server,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    taken = run_cli(
+        bookstream_env, "request", "bob", "a", "--request-id", "q-1", "--no-wait",
+        server=redis_server,
+    )  # fmt: skip
+    assert taken.returncode == 2 and "another user" in taken.stderr
+    wait_for(lambda: r.xlen(INBOX) == 1)
+    ((_, fields),) = r.xrange(INBOX)
+    assert json.loads(fields[b"e"])["user"] == "ann"
