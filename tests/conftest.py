@@ -253,7 +253,7 @@ def _wait_started(worker: WorkerProcess, server: RedisServer, library: str) -> N
         if worker.process.poll() is not None:
             pytest.fail(f"{worker.service} worker exited at start:\n{worker.output()}")
         value = client.get(key)
-        # b"retired" is a retirement's tombstone, not a worker's lock
+        # (a retirement's tombstone in the lock is no worker's description)
         if value not in (None, b"retired") and json.loads(value).get("pid") == worker.process.pid:
             return
         time.sleep(0.05)

@@ -63,7 +63,14 @@ def info(library: str) -> dict[str, object]:
             for service in SERVICES
         },
         "producer": {
-            "write_to": keys.inbox("lending"),
+            # The door validates the event, appends it with an id Redis assigns and binds
+            # the request id to its user; a raw XADD skips all that.
+            "submit": f"FCALL bs1_submit 1 {keys.inbox('lending')} '<JSON event>'",
+            "refusals": {
+                "BSBAD": "the event is invalid (the message says why); nothing was written",
+                "BSTAKEN": "the request id was used by another user or for another kind",
+                "BSENV": "Redis's trouble (a stream out of ids, a missing right): retry",
+            },
             "entry": {"e": "<JSON event>"},
             "events": {
                 "request": {
@@ -93,26 +100,31 @@ def info(library: str) -> dict[str, object]:
             "note": "SUBSCRIBE to the channel, then GET the key, then submit",
         },
         "domain_events": keys.domain_events,
-        "functions_libraries": list(FUNCTION_SOURCES),
+        "functions_libraries": list(function_sources()),
     }
 
 
-#: Where each Redis Functions library's source is, for an admin who loads them by hand.
-FUNCTION_SOURCES = {
-    "bookstream_core_v1": ("bookstream_core", "core.lua"),
-    "bookstream_lending_v1": ("bookstream_lending", "lending.lua"),
-    "bookstream_shelving_v1": ("bookstream_shelving", "shelving.lua"),
-}
+def function_sources() -> dict[str, str]:
+    """Each Redis Functions library as it is loaded (a file plus the shared prelude and
+    its parts, joined by read_library), by library name."""
+    from bookstream_core.functions import CoreFunctions, library_name
+    from bookstream_lending.functions import SOURCE as LENDING
+    from bookstream_shelving.functions import SOURCE as SHELVING
+
+    return {library_name(src): src for src in (CoreFunctions.source, LENDING, SHELVING)}
 
 
 def functions_command() -> int:
     """Workers load their functions at start; under an ACL user without FUNCTION LOAD an
-    admin loads them once, from these files."""
-    from importlib import resources
+    admin loads them once, from the files written here."""
+    import tempfile
+    from pathlib import Path
 
+    folder = Path(tempfile.mkdtemp(prefix="bookstream-functions-"))
     print("Redis Functions libraries (workers load them at start when they may):")
-    for name, (package, filename) in FUNCTION_SOURCES.items():
-        path = resources.files(package).joinpath(filename)
+    for name, source in function_sources().items():
+        path = folder / f"{name}.lua"
+        path.write_text(source, encoding="utf-8")
         print(f"  {name}: {path}")
         print(f"    load as an admin: redis-cli -x FUNCTION LOAD REPLACE < {path}")
     return 0
@@ -134,6 +146,7 @@ def info_command(library: str, as_json: bool, functions: bool = False) -> int:
             f"dead letters {s['dead_letters']}"
         )
     print(f"  outcomes: key/channel {LibraryKeys(library).outcome('<request id>')}")
+    print(f"  submit through the door: {data['producer']['submit']}")  # type: ignore[index]
     print("  (--json for the event schema, --functions for the Redis Functions libraries)")
     return 0
 

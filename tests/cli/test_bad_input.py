@@ -123,4 +123,4 @@ def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> N
         "group": "lending",
         "dead_letters": "bs:{lib1}:lending:dead",
     }
-    assert data["producer"]["write_to"] == "bs:{lib1}:lending:inbox"
+    assert data["producer"]["submit"].startswith("FCALL bs1_submit 1 bs:{lib1}:lending:inbox ")

@@ -99,3 +99,23 @@ def test_a_queued_request_with_a_taken_id_is_refused_at_the_door(
     wait_for(lambda: r.xlen(INBOX) == 1)
     ((_, fields),) = r.xrange(INBOX)
     assert json.loads(fields[b"e"])["user"] == "ann"
+
+
+def test_an_admin_loads_the_functions_from_info_and_a_producer_uses_the_door(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    """What `bookstream info --functions` writes loads as is (prelude and parts joined);
+    the submit recipe `bookstream info --json` gives works with a bare Redis client."""
+    listed = run_cli(bookstream_env, "info", "--functions")
+    paths = [line.split("< ", 1)[1] for line in listed.stdout.splitlines() if "< " in line]
+    assert len(paths) == 3, listed.stdout
+    r = redis_server.client()
+    for path in paths:
+        with open(path, "rb") as source:
+            r.function_load(source.read(), replace=True)
+    recipe = json.loads(run_cli(bookstream_env, "info", "--json").stdout)["producer"]["submit"]
+    command = recipe.split(" '", 1)[0]  # the rest is the placeholder for the event
+    event = {"v": 1, "type": "request", "id": "foreign-1", "user": "u", "books": ["a"]}
+    r.execute_command(*command.split(), json.dumps(event))
+    ((_, fields),) = r.xrange(INBOX)
+    assert json.loads(fields[b"e"]) == event

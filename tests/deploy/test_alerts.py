@@ -14,7 +14,7 @@ from tests.deploy import tools
 
 RULES = tools.CHART / "alerts" / "bookstream.rules.yaml"
 RULE_TESTS = tools.ROOT / "deploy" / "prometheus" / "bookstream.rules.test.yaml"
-RUNBOOK = tools.ROOT / "docs" / "runbook.md"
+RUNBOOK = tools.ROOT / "docs/runbook.md"
 PROM_OPERATOR = ["monitoring.coreos.com/v1"]
 
 

@@ -255,7 +255,7 @@ def test_namespaced_mode_uses_roles_per_namespace() -> None:
         "other",
     ]
     # The cluster role keeps only kopf's read-only discovery: CRDs, and namespaces (kopf
-    # lists and watches them when given namespace names: kopf/_core/reactor/observation.py).
+    # lists and watches them when given namespace names: kopf._core.reactor.observation).
     cluster = _rules(objects, "ClusterRole")
     assert cluster == [
         {

@@ -16,7 +16,7 @@ DOCS = [
     tools.ROOT / "README.md",
     tools.ROOT / "deploy" / "README.md",
     tools.ROOT / "operator" / "README.md",
-    tools.ROOT / "docs" / "runbook.md",
+    tools.ROOT / "docs/runbook.md",
     tools.CHART / "templates" / "NOTES.txt",
     tools.CHART / "values.yaml",
     *sorted((tools.ROOT / "deploy" / "k8s").rglob("*.yaml")),
