@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 
 from bookstream_core.config import RedisSettings
-from bookstream_core.connection import connect
+from bookstream_core.connection import UNREACHABLE, connect
 from bookstream_core.embedded import EmbeddedRedis
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import configure_logging
 
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
+from bookstream.errors import Unreachable
 from bookstream.render import render_outcome
 
 LIBRARY = "demo"
+TIMEOUT = 15.0  # seconds any one Redis call of the demo may take
 SCENARIO: list[tuple[str, str, list[str]]] = [
     ("request", "user1", ["alice-in-wonderland", "geb", "invisible-cities"]),
     ("return", "user1", ["invisible-cities"]),
@@ -40,11 +42,16 @@ def run_demo(settings: RedisSettings) -> int:
 async def _demo(settings: RedisSettings) -> int:
     from bookstream.local import local_workers
 
-    r = connect(settings)
+    r = connect(settings, timeout=TIMEOUT)
     keys = LibraryKeys(LIBRARY)
-    stale = [key async for key in r.scan_iter(match=keys.all_keys_pattern, count=1000)]
-    if stale:
-        await r.unlink(*stale)
+    try:
+        stale = [key async for key in r.scan_iter(match=keys.all_keys_pattern, count=1000)]
+        if stale:
+            await r.unlink(*stale)
+    except UNREACHABLE as exc:
+        # Before any worker starts: a Redis that is down or silent ends the demo here.
+        await r.aclose()
+        raise Unreachable(f"cannot reach Redis at {settings.describe()}: {exc}") from None
     print(f"bookstream demo on {settings.describe()} (library {LIBRARY!r}, emptied)\n")
     failures = 0
     async with (
@@ -54,9 +61,9 @@ async def _demo(settings: RedisSettings) -> int:
         for kind, user, books in SCENARIO:
             print(f"$ bookstream {kind} --library {LIBRARY} {user} {' '.join(books)}")
             if kind == "request":
-                outcome = await client.request(user, books, timeout=15)
+                outcome = await client.request(user, books, timeout=TIMEOUT)
             else:
-                outcome = await client.return_books(user, books, timeout=15)
+                outcome = await client.return_books(user, books, timeout=TIMEOUT)
             print(render_outcome(outcome) + "\n")
             failures += not outcome.ok
     report = await audit(r, LIBRARY)

@@ -30,3 +30,17 @@ def test_a_violation_is_described_in_words(
         "(on the shelves)" in result.stdout
     )
     assert "None" not in result.stdout and "''s" not in result.stdout
+
+
+def test_a_redis_that_may_evict_the_library_is_reported(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    redis_server.client().config_set("maxmemory-policy", "allkeys-lru")
+    audit = run_cli(bookstream_env, "audit", server=redis_server)
+    assert audit.returncode == 1
+    assert "maxmemory-policy allkeys-lru" in audit.stdout
+    status = run_cli(bookstream_env, "status", server=redis_server)
+    assert status.returncode == 0
+    assert "PROBLEM: Redis evicts keys under memory pressure" in status.stdout
+    redis_server.client().config_set("maxmemory-policy", "noeviction")
+    assert run_cli(bookstream_env, "audit", server=redis_server).returncode == 0

@@ -152,3 +152,14 @@ def test_each_worker_lists_only_its_own_options() -> None:
     assert "--user-limit" not in shelving.stdout
     assert "--storage-capacity" not in shelving.stdout
     assert "--batch-size" in shelving.stdout
+
+
+def test_the_demo_on_a_silent_redis_ends_with_one_line(
+    silent_redis: str, bookstream_env: dict[str, str]
+) -> None:
+    started = time.monotonic()
+    result = run_cli(bookstream_env, "demo", "--redis", silent_redis, timeout=60)
+    assert time.monotonic() - started < 40
+    assert result.returncode == 3, result
+    assert result.stderr.startswith("bookstream: cannot reach Redis")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -9,6 +9,7 @@ import pytest
 from bookstream_core.config import (
     ConfigError,
     add_worker_arguments,
+    default_home,
     normalize_address,
     worker_settings_from,
 )
@@ -101,3 +102,40 @@ def test_options_win_over_the_environment() -> None:
 def test_bad_settings_are_config_errors(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(*argv)
+
+
+def test_a_bad_value_is_named_as_it_was_given() -> None:
+    with pytest.raises(ConfigError, match=r"^BOOKSTREAM_REDIS_DB must be a whole number"):
+        parse(env={"BOOKSTREAM_REDIS_DB": "abc"})
+    with pytest.raises(ConfigError, match=r"^--db must be a whole number"):
+        parse("--db", "abc", env={"BOOKSTREAM_REDIS_DB": "1"})
+    with pytest.raises(ConfigError, match=r"^BOOKSTREAM_LOG_FORMAT must be one of console, json"):
+        parse(env={"BOOKSTREAM_LOG_FORMAT": "xml"})
+
+
+def test_an_empty_option_is_a_value_an_empty_variable_is_unset() -> None:
+    with pytest.raises(ConfigError, match="invalid library name ''"):
+        parse("--library", "")
+    assert parse(env={"BOOKSTREAM_LIBRARY": ""}).library == "main"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", ["h:0", "h:65536", "redis://h:99999", "redis://h:x"])
+def test_ports_are_checked(bad: str) -> None:
+    with pytest.raises(ConfigError, match="invalid port"):
+        normalize_address(bad)
+
+
+def test_the_embedded_redis_lives_in_the_users_state_directory(tmp_path: Path) -> None:
+    assert default_home({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "bookstream"
+    assert default_home({}) == Path.home() / ".local" / "state" / "bookstream"
+    assert default_home({"XDG_STATE_HOME": "relative"}) == default_home({})  # XDG: ignored
+    home = {"BOOKSTREAM_HOME": str(tmp_path / "mine"), "XDG_STATE_HOME": str(tmp_path)}
+    assert default_home(home) == tmp_path / "mine"
+    assert parse(env=home).redis.home == tmp_path / "mine"  # type: ignore[attr-defined]
+
+
+def test_only_lending_workers_take_lendings_rules() -> None:
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser, ("shelving",))
+    options = {o for action in parser._actions for o in action.option_strings}
+    assert "--batch-size" in options and "--user-limit" not in options
