@@ -6,7 +6,6 @@ can tell how long something has been true; reason and message follow the latest 
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,10 +21,6 @@ class Condition:
     status: ConditionStatus
     reason: str
     message: str = ""
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge(

@@ -358,12 +358,6 @@ class StreamConsumer:
             self.log.info("removed consumers of gone workers", consumers=retired)
         return retired
 
-    async def run_once(self) -> int:
-        entries = await self.read()
-        if entries:
-            await self.handle(entries)
-        return len(entries)
-
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     """An entry read whole, described as bs1_read would (core.lua)."""
