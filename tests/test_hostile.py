@@ -127,6 +127,10 @@ def test_hostile_entries_never_stop_a_worker(
     assert r.hlen(f"bs:{{{LIB}}}:lending:book") == r.scard(f"bs:{{{LIB}}}:lending:storage")
 
 
+def id_less(a: bytes, b: bytes) -> bool:
+    return tuple(map(int, a.split(b"-"))) < tuple(map(int, b.split(b"-")))
+
+
 def _dead(r: redis.Redis) -> int:
     return int(r.xlen(f"bs:{{{LIB}}}:lending:dead") + r.xlen(f"bs:{{{LIB}}}:shelving:dead"))
 
@@ -206,3 +210,21 @@ def test_a_flood_of_huge_entries_never_stalls_redis(
     )
     assert slowest_us < 1_000_000, f"a call ran {slowest_us / 1e6:.1f} s"
     assert worst < 2.5, f"Redis did not answer for {worst:.1f} s"
+
+
+@pytest.mark.parametrize("stream", ["lending:inbox", "shelving:inbox", "events"])
+def test_the_largest_id_with_no_entry_left_is_repaired(
+    redis_server: RedisServer, library: list[WorkerProcess], stream: str
+) -> None:
+    """XADD ... MAXLEN 0 with the largest id leaves no entry to set aside, only a stream
+    whose every XADD '*' fails (breaker): the next call that appends to it repairs it."""
+    r: redis.Redis = redis_server.client()
+    _client_round(redis_server, "before")
+    key = f"bs:{{{LIB}}}:{stream}"
+    r.execute_command("XADD", key, "MAXLEN", "0", MAX_ID, "e", "junk")
+    _client_round(redis_server, "after")  # the door, lending and shelving all append
+    assert id_less(r.xinfo_stream(key)["last-generated-id"], MAX_ID.encode())
+    for worker in library:
+        assert worker.process.poll() is None
+    wait_for(lambda: _drained(r), timeout=20)
+    _audit_clean(redis_server)

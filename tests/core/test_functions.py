@@ -201,8 +201,6 @@ MAX_ID = "18446744073709551615-18446744073709551615"
 @pytest.mark.parametrize(
     ("fault", "target"),
     [
-        ("stream", KEYS.dead_letters("lending")),
-        ("stream", KEYS.domain_events),
         *(("right", c) for c in ("xadd", "xack", "set", "publish", "exists", "xdel")),
     ],
 )

@@ -124,7 +124,6 @@ async def test_unfetch_undoes_a_fetch_applied_already(shelving: Shelving) -> Non
 MAX_ID = "18446744073709551615-18446744073709551615"
 FAULTS = [
     ("stream", KEYS.inbox("lending")),
-    ("stream", KEYS.dead_letters("shelving")),
     ("type", SK.off_shelf),
     *(("right", c) for c in ("xadd", "xack", "set", "hincrby", "hdel", "type", "xinfo")),
 ]

@@ -15,39 +15,14 @@
 -- Returns one flag per entry: 1 if a rejected outcome was written for it, 2 if lending
 -- was told of a failed fetch, 0 otherwise, -1 if it was skipped (no longer pending).
 local MAX_DEAD_FIELDS = 16
-local FUTURE_MS = 86400000  -- an id this far ahead of Redis's clock was set by a producer
-
--- A producer that XADDs an id far in the future (up to the largest possible one) makes
--- every later XADD '*' to the stream fail or run out of ids. Once such an entry is set
--- aside it is deleted, and the stream's and its groups' last ids are brought back to
--- the newest entry left (or now), so the stream accepts entries again.
-local function repair_future_ids(stream, now)
-  local info = redis.call('XINFO', 'STREAM', stream)
-  local last
-  for k = 1, #info, 2 do if info[k] == 'last-generated-id' then last = info[k + 1] end end
-  local limit = tostring(now + FUTURE_MS) .. '-0'
-  if not last or not id_less(limit, last) then return end
-  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
-  local target = tostring(now) .. '-0'
-  if top and id_less(target, top[1]) then target = top[1] end
-  redis.call('XSETID', stream, target)
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local group = {}
-    for k = 1, #g, 2 do group[g[k]] = g[k + 1] end
-    if id_less(target, group['last-delivered-id']) then
-      redis.call('XGROUP', 'SETID', stream, group['name'], target)
-    end
-  end
-end
-
 local function dead_letter(keys, args)
   local inbox, dead, events, lending_inbox = keys[1], keys[2], keys[3], keys[4]
   local group, retention, maxlen, outcome_prefix, v = args[1], args[2], args[3], args[4], args[5]
-  expect_stream_room(dead)
-  expect_stream_room(events)
+  expect_stream_room(dead, true)
+  expect_stream_room(events, true)
   -- Room in lending's inbox is needed only to report a fetch; an inbox set aside from
-  -- may itself be out of ids (repair_future_ids mends it below).
-  if inbox ~= lending_inbox then expect_stream_room(lending_inbox) end
+  -- may itself be out of ids (repair_stream_ids mends it below).
+  if inbox ~= lending_inbox then expect_stream_room(lending_inbox, false) end
   expect_rights({{'XADD', dead}, {'XADD', events}, {'XADD', lending_inbox},
     {'SET', outcome_prefix .. 'x'}, {'PUBLISH', outcome_prefix .. 'x'}, {'XACK', inbox},
     {'EXISTS', outcome_prefix .. 'x'}, {'XDEL', inbox}, {'XSETID', inbox},
@@ -97,7 +72,7 @@ local function dead_letter(keys, args)
       end
     end
   end
-  if future then repair_future_ids(inbox, now_n) end
+  if future then repair_stream_ids(inbox, false) end
   return answered
 end
 

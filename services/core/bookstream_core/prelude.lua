@@ -86,19 +86,52 @@ local function expect_type(key, kind)
   end
 end
 
--- An XADD with '*' to `stream` can still succeed (a producer may have set the largest
--- possible id, after which every XADD fails).
-local function expect_stream_room(stream)
+local FUTURE_MS = 86400000  -- an id this far ahead of Redis's clock was set by a producer
+
+local function last_generated_id(stream)
+  local info = redis.call('XINFO', 'STREAM', stream)
+  for k = 1, #info, 2 do
+    if info[k] == 'last-generated-id' then return info[k + 1] end
+  end
+end
+
+-- A producer that XADDs an id far in the future (up to the largest possible one, even
+-- with MAXLEN 0 so that no entry remains) makes every later XADD '*' fail or run out of
+-- ids. Bring the stream's and its groups' last ids back to the newest entry left (or
+-- now). Future entries are deleted where `may_delete` (a stream nobody consumes: the
+-- events, dead letters); in an inbox they wait to be set aside by its reader, which
+-- calls this again. Returns false while a future entry stays.
+local function repair_stream_ids(stream, may_delete)
+  local now = now_ms()
+  local limit = tostring(now + FUTURE_MS) .. '-0'
+  if not id_less(limit, last_generated_id(stream)) then return true end
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  while top and id_less(limit, top[1]) do
+    if not may_delete then return false end
+    redis.call('XDEL', stream, top[1])
+    top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  end
+  local target = tostring(now) .. '-0'
+  if top and id_less(target, top[1]) then target = top[1] end
+  redis.call('XSETID', stream, target)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local group = {}
+    for k = 1, #g, 2 do group[g[k]] = g[k + 1] end
+    if id_less(target, group['last-delivered-id']) then
+      redis.call('XGROUP', 'SETID', stream, group['name'], target)
+    end
+  end
+  return true
+end
+
+-- An XADD with '*' to `stream` can succeed: it is absent or a stream, and its ids are
+-- not pushed to the end of their range (repaired here when they can be).
+local function expect_stream_room(stream, may_delete)
   local t = redis.call('TYPE', stream)['ok']
   if t == 'none' then return end
   if t ~= 'stream' then env_error(stream .. ' is a ' .. t .. ', expected a stream') end
-  local info = redis.call('XINFO', 'STREAM', stream)
-  for k = 1, #info, 2 do
-    if info[k] == 'last-generated-id' then
-      local ms = split_id(info[k + 1])
-      if ms == MAX_PART then env_error(stream .. ' has used up its stream ids') end
-      return
-    end
+  if not repair_stream_ids(stream, may_delete) then
+    env_error(stream .. ' holds an entry with an id a day or more ahead: it must be set aside')
   end
 end
 

@@ -82,7 +82,7 @@ local function submit(keys, args)
   local p = string.match(inbox, '^(.*)lending:inbox$')
   local owner = p .. 'lending:owner:'
   local event = check_event(args[1], string.match(p, '{(.*)}'))
-  expect_stream_room(inbox)
+  expect_stream_room(inbox, false)
   expect_rights({{'XADD', inbox}, {'SET', owner .. 'x'}, {'HGET', p .. 'lending:settings'}})
   -- The binding lives as long as outcomes do (the workers' --retention).
   local retention = redis.call('HGET', p .. 'lending:settings', 'retention') or '86400'

@@ -53,8 +53,8 @@ local function apply(keys, args)
     retention = args[2], v = args[4]}
   local group, maxlen = args[1], args[3]
   expect_type(c.off, 'hash')
-  expect_stream_room(lending_inbox)
-  expect_stream_room(p .. 'shelving:dead')
+  expect_stream_room(lending_inbox, false)
+  expect_stream_room(p .. 'shelving:dead', true)
   expect_rights({{'XACK', inbox}, {'XADD', lending_inbox}, {'XADD', p .. 'shelving:dead'},
     {'HINCRBY', c.off}, {'HDEL', c.off}, {'SET', p .. 'shelving:done:x'}})
   local rows = {}
