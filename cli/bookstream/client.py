@@ -70,6 +70,15 @@ def _stored(
     return outcome
 
 
+def _someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
+    return (
+        found is not None
+        and found.status == "rejected"
+        and mine is not None
+        and found.entry not in (None, mine)
+    )
+
+
 def _refusal(exc: ResponseError) -> Exception:
     """The door's refusals are the caller's mistake (exit 2); the rest is Redis's."""
     message = str(exc).split(" script:", 1)[0]
@@ -187,22 +196,22 @@ class AsyncClient:
         with self.redis_errors():
             return await served(r, self.keys, "lending")
 
-    async def _submit(self, event: RequestEvent | ReturnEvent) -> None:
+    async def _submit(self, event: RequestEvent | ReturnEvent) -> str:
         """Through the door (bs1_submit), never a raw XADD: it validates the event again,
-        and binds the request id to this user."""
+        and binds the request id to this user. Returns the entry id."""
         door = LendingFunctions(await self._redis(), self.keys)
         payload = encode_event(event)
         with self.redis_errors():
             try:
-                await door.submit(payload)
+                return (await door.submit(payload)).decode()
             except ResponseError as exc:
                 if "Function not found" not in str(exc):
                     raise _refusal(exc) from None
-                await door.load()  # a Redis no worker has prepared yet
-                try:
-                    await door.submit(payload)
-                except ResponseError as again:
-                    raise _refusal(again) from None
+            await door.load()  # a Redis no worker has prepared yet
+            try:
+                return (await door.submit(payload)).decode()
+            except ResponseError as again:
+                raise _refusal(again) from None
 
     async def submit_request(
         self, user: str, books: Iterable[str], *, request_id: str | None = None
@@ -293,8 +302,7 @@ class AsyncClient:
                     return found
                 # A rejection applied nothing: resubmitted, the event replaces it.
                 superseded = existing if found is not None else None
-                if submit is not None:
-                    await self._submit(submit)
+                mine = await self._submit(submit) if submit is not None else None
                 woken = False
                 while (left := deadline - time.monotonic()) > 0:
                     if woken or (future.done() and future.exception() is not None):
@@ -307,6 +315,10 @@ class AsyncClient:
                             woken = True
                     stored = await r.get(key)
                     found = None if stored == superseded else _stored(stored, request_id, submit)
+                    if _someone_elses_rejection(found, mine):
+                        # Another entry with our id was malformed and set aside; ours is
+                        # valid, and its outcome will replace that rejection.
+                        superseded, found = stored, None
                     if found is not None:
                         return found
             except TimeoutError:

@@ -5,13 +5,15 @@ clients submit through the door."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 
 import redis
 
-from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for
+from tests.conftest import VENV_BIN, RedisServer, WorkerProcess, run_cli, wait_for
 
 INBOX = "bs:{main}:lending:inbox"
 
@@ -119,3 +121,34 @@ def test_an_admin_loads_the_functions_from_info_and_a_producer_uses_the_door(
     r.execute_command(*command.split(), json.dumps(event))
     ((_, fields),) = r.xrange(INBOX)
     assert json.loads(fields[b"e"]) == event
+
+
+def test_a_malformed_twin_set_aside_first_is_not_the_client_s_outcome(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """Breaker: a malformed entry with a client's request id, set aside just before the
+    client's own valid entry is applied, made the client print REJECTED while the books
+    were in fact lent. The rejection names its entry; the client waits for its own."""
+    r = redis_server.client()
+    lending = start_worker("lending", redis_server, extra=["--batch-size", "1"])
+    start_worker("shelving", redis_server)
+    lending.process.send_signal(signal.SIGSTOP)
+    try:
+        twin = {"v": 1, "type": "request", "id": "T1", "user": "t1", "books": ["bad\u0001"]}
+        r.xadd(INBOX, {"e": json.dumps(twin)})
+        client = subprocess.Popen(
+            [str(VENV_BIN / "bookstream"), "request", "t1", "tw", "--request-id", "T1",
+             "--json", "--timeout", "20",
+             "--redis", redis_server.url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bookstream_env,
+        )  # fmt: skip
+        wait_for(lambda: r.xlen(INBOX) == 2, timeout=10)  # the client's entry is in
+    finally:
+        lending.process.send_signal(signal.SIGCONT)
+    out, err = client.communicate(timeout=30)
+    assert client.returncode == 0, out + err
+    assert json.loads(out)["status"] == "accepted"
+    audit = run_cli(bookstream_env, "audit", server=redis_server)
+    assert audit.returncode == 0, audit.stdout

@@ -187,3 +187,14 @@ def test_a_long_trouble_never_dead_letters_a_valid_entry(
     assert _dead(r) == 0
     done = run_cli(bookstream_env, "audit", "--library", LIB, server=redis_server)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_running_worker_notices_redis_starting_to_evict(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    lending = start_worker(
+        "lending", redis_server, library=LIB, metrics=True, env={"BOOKSTREAM_GIVE_UP_S": "2"}
+    )
+    redis_server.client().config_set("maxmemory-policy", "allkeys-lru")
+    assert lending.process.wait(timeout=30) == 1
+    assert "maxmemory-policy allkeys-lru" in lending.output()

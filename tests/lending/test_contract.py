@@ -29,6 +29,7 @@ class StrictOutcome(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reason: str | None
     books_in_hand: list[str]
     limit: int | None
+    entry: str | None
 
 
 STRICT = msgspec.json.Decoder(StrictOutcome)

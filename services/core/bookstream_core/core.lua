@@ -59,7 +59,8 @@ local function dead_letter(keys, args)
         if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
           local json = '{"request_id":' .. q(reqid) .. ',"kind":"' .. kind
             .. '","status":"rejected","user":"","lent":[],"unavailable":[],"returned":[],'
-            .. '"not_held":[],"reason":' .. q(reason) .. ',"books_in_hand":[],"limit":null}'
+            .. '"not_held":[],"reason":' .. q(reason) .. ',"books_in_hand":[],"limit":null,'
+            .. '"entry":"' .. entry_id .. '"}'
           redis.call('SET', okey, json, 'EX', retention)
           redis.call('PUBLISH', okey, json)
           redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', json)

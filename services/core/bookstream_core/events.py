@@ -129,6 +129,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
     books_in_hand: list[str] = []
     limit: int | None = None
+    #: For ``rejected``: the inbox entry that was set aside (its request id may also have
+    #: been sent by someone else, correctly, in another entry).
+    entry: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -224,6 +224,9 @@ class Worker:
                 await self.consumer.touch_held()
                 now = time.monotonic()
                 if now - last_trim >= rt.trim_interval_ms / 1000:
+                    # Redis may be reconfigured under a running worker: evicting is as
+                    # unsafe now as at start (not ready, then exit 1 after give_up_s).
+                    await check_eviction(self.r)
                     await self.core.trim(self.consumer.inbox)
                     await self._update_gauges()
                     last_trim = now

@@ -41,7 +41,7 @@ local function outcome_json(reqid, kind, status, user, fields)
     .. ',"reason":' .. (fields.reason and ('"' .. fields.reason .. '"') or 'null')
     .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)
     .. ',"limit":' .. (fields.limit or 'null')
-    .. '}'
+    .. ',"entry":null}'
 end
 
 local function outcome_key(ctx, reqid) return ctx.p .. 'outcome:' .. reqid end
