@@ -18,6 +18,7 @@ class Entry:
     #: False: over the bounds, cut to at most 16 fields of 8 KiB
     whole: bool
     field_count: int
+    #: Bytes of a cut entry (0 for a whole one: within the bounds, not counted here).
     size: int
     #: For a cut entry: the request id and kind its ``e`` field names (unchecked).
     named: tuple[str, str] = ("", "")
@@ -36,21 +37,23 @@ def _text(value: bytes | str | int) -> str:
 
 def parse_batch(reply: list[object]) -> Batch:
     """``bs1_read``'s reply (core.lua documents the layout)."""
+    cursor, cuts, deliveries = reply[0], reply[1], reply[2]
+    assert isinstance(cuts, list) and isinstance(deliveries, list)
+    counts = {deliveries[i]: int(deliveries[i + 1]) for i in range(0, len(deliveries), 2)}
+    facts = {int(cuts[i]): cuts[i + 1 : i + 5] for i in range(0, len(cuts), 5)}
     entries = []
-    for row in reply[1:]:
+    for position, row in enumerate(reply[3:], start=1):
         assert isinstance(row, list)
-        entry_id, deliveries, whole, count, size, rid, kind = row[:7]
-        flat = row[7:]
-        fields = None if int(whole) < 0 else dict(zip(flat[::2], flat[1::2], strict=True))
-        entries.append(
-            Entry(
-                entry_id,
-                int(deliveries),
-                fields,
-                int(whole) != 0,
-                int(count),
-                int(size),
-                (_text(rid), _text(kind)),
+        entry_id, flat = row
+        fields = None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
+        delivered = counts.get(entry_id, 1)
+        if position in facts:
+            nfields, size, rid, kind = facts[position]
+            named = (_text(rid), _text(kind))
+            entries.append(
+                Entry(entry_id, delivered, fields, False, int(nfields), int(size), named)
             )
-        )
-    return Batch(entries, _text(reply[0]))  # type: ignore[arg-type]
+        else:  # whole: within the bounds (its size is not needed)
+            count = 0 if fields is None else len(fields)
+            entries.append(Entry(entry_id, delivered, fields, True, count, 0))
+    return Batch(entries, _text(cursor))  # type: ignore[arg-type]

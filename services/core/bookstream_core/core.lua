@@ -85,8 +85,12 @@ end
 -- KEYS: inbox
 -- ARGV: group, consumer, mode (new: XREADGROUP >, own: XREADGROUP 0, claim: XAUTOCLAIM),
 --       count, max fields, max bytes, then for claim: min idle ms, start id
--- Returns {next start (claim, else ''), rows...}; row: {entry id, deliveries, whole (1), cut (0) or deleted
--- from the stream while pending (-1), field count, bytes, request id, kind, field, value...}
+-- Returns {next start (claim, else ''), cuts, deliveries, entries...}: the entries as
+-- XREADGROUP gives them ({id, {field, value...}}, fields false when deleted while pending),
+-- those over the bounds cut; cuts: {position, field count, bytes, request id, kind, ...}
+-- for each cut entry (position from 1); deliveries: {id, count, ...} (own and claim only;
+-- a new entry has been delivered once). Whole entries pass through untouched: most
+-- entries are, and building new rows for them was a large share of the call.
 local CUT_FIELDS, CUT_BYTES, IDENTIFY_BYTES = 16, 8192, 2 * 1024 * 1024
 
 local function identify(fields)
@@ -102,22 +106,12 @@ local function identify(fields)
   return '', ''
 end
 
-local function read_row(id, fields, deliveries, max_fields, max_bytes)
-  if not fields then return {id, deliveries, -1, 0, 0, '', ''} end
-  local size = 0
-  for j = 1, #fields do size = size + #fields[j] end
-  local nfields = #fields / 2
-  if nfields <= max_fields and size <= max_bytes then
-    local row = {id, deliveries, 1, nfields, size, '', ''}
-    for j = 1, #fields do row[7 + j] = fields[j] end
-    return row
-  end
+-- An entry over the bounds, cut to at most 16 fields of 8 KiB; the facts about it.
+local function cut(entry, nfields, size)
+  local fields, kept = entry[2], {}
+  for j = 1, math.min(#fields, 2 * CUT_FIELDS) do kept[j] = string.sub(fields[j], 1, CUT_BYTES) end
   local rid, kind = identify(fields)
-  local row = {id, deliveries, 0, nfields, size, rid, kind}
-  for j = 1, math.min(#fields, 2 * CUT_FIELDS) do
-    row[7 + j] = string.sub(fields[j], 1, CUT_BYTES)
-  end
-  return row
+  return {entry[1], kept}, {nfields, size, rid, kind}
 end
 
 -- What one call takes at most, whatever the entries' sizes: it reads in growing chunks
@@ -128,9 +122,11 @@ local READ_BUDGET_BYTES, READ_BUDGET_FIELDS = 4 * 1024 * 1024, 16384
 local function read(keys, args)
   local inbox, group, consumer, mode = keys[1], args[1], args[2], args[3]
   local count, max_fields, max_bytes = tonumber(args[4]), tonumber(args[5]), tonumber(args[6])
-  local entries, next_start, after = {}, args[8] or '0-0', '0'
-  local chunk, bytes, fields = 4, 0, 0
-  while #entries < count and bytes <= READ_BUDGET_BYTES and fields <= READ_BUDGET_FIELDS do
+  local entries, cuts, next_start, after = {}, {}, args[8] or '0-0', '0'
+  local chunk, bytes, fields, rounds = 4, 0, 0, 0
+  while #entries < count and bytes <= READ_BUDGET_BYTES and fields <= READ_BUDGET_FIELDS
+      and rounds < 32 do
+    rounds = rounds + 1
     local want = math.min(chunk, count - #entries)
     local got
     if mode == 'claim' then
@@ -143,28 +139,42 @@ local function read(keys, args)
       got = reply and reply[1][2] or {}
     end
     for _, entry in ipairs(got) do
+      local values = entry[2]
+      if values then
+        local size = 0
+        for j = 1, #values do size = size + #values[j] end
+        bytes, fields = bytes + size, fields + #values
+        if #values / 2 > max_fields or size > max_bytes then
+          local facts
+          entry, facts = cut(entry, #values / 2, size)
+          cuts[#cuts + 1] = #entries + 1
+          for _, fact in ipairs(facts) do cuts[#cuts + 1] = fact end
+        end
+      end
       entries[#entries + 1] = entry
-      for _, value in ipairs(entry[2] or {}) do bytes = bytes + #value end
-      fields = fields + #(entry[2] or {})
     end
-    if #got < want or (mode == 'claim' and next_start == '0-0') then break end
-    after = got[#got][1]
+    -- XAUTOCLAIM may return fewer than asked and still have more to scan: its cursor
+    -- says when it is done; XREADGROUP has nothing more when it returns fewer.
+    if mode == 'claim' then
+      if next_start == '0-0' then break end
+    elseif #got < want then
+      break
+    else
+      after = got[#got][1]
+    end
     chunk = chunk * 2
   end
-  local result = {mode == 'claim' and next_start or ''}
-  if #entries == 0 then return result end
   local deliveries = {}
-  if mode ~= 'new' then
+  if mode ~= 'new' and #entries > 0 then
     local first, final = entries[1][1], entries[#entries][1]
     for _, p in ipairs(redis.call('XPENDING', inbox, group, first, final, 2 * #entries + 100,
         consumer)) do
-      deliveries[p[1]] = p[4]
+      deliveries[#deliveries + 1] = p[1]
+      deliveries[#deliveries + 1] = p[4]
     end
   end
-  for _, entry in ipairs(entries) do
-    result[#result + 1] = read_row(entry[1], entry[2], deliveries[entry[1]] or 1,
-      max_fields, max_bytes)
-  end
+  local result = {mode == 'claim' and next_start or '', cuts, deliveries}
+  for i, entry in ipairs(entries) do result[3 + i] = entry end
   return result
 end
 
