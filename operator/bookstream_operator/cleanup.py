@@ -28,7 +28,7 @@ RETIRE_SCRIPT = (files("bookstream_operator") / "retire_consumer.lua").read_text
 BATCH = 500
 
 
-class Outcome(enum.Enum):
+class RetirementResult(enum.Enum):
     RETIRED = "retired"
     ALIVE = "alive"  # the worker still holds its lock: try again on a later pass
     NO_SURVIVOR = "no-survivor"  # scaled to zero: the entries wait for a worker
@@ -38,7 +38,7 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Retirement:
     consumer: str
-    outcome: Outcome
+    outcome: RetirementResult
     moved: int = 0
     target: str | None = None
     remaining: int = 0
@@ -99,15 +99,15 @@ class ConsumerRetirer:
             code, step, remaining = (int(x) for x in result)
             moved += step
             if code == 0:
-                return Retirement(consumer, Outcome.RETIRED, moved, survivor)
+                return Retirement(consumer, RetirementResult.RETIRED, moved, survivor)
             if code == 1:
-                return Retirement(consumer, Outcome.ALIVE, moved, survivor)
+                return Retirement(consumer, RetirementResult.ALIVE, moved, survivor)
             if code == 3:
-                return Retirement(consumer, Outcome.GONE, moved, survivor)
+                return Retirement(consumer, RetirementResult.GONE, moved, survivor)
             if code != 2:
                 raise UnexpectedScriptResult(f"retire_consumer returned {result!r}")
             if step == 0:  # pending but unclaimable: leave it rather than spin
-                return Retirement(consumer, Outcome.ALIVE, moved, survivor, remaining)
+                return Retirement(consumer, RetirementResult.ALIVE, moved, survivor, remaining)
 
     async def scale_down(
         self,
@@ -122,7 +122,7 @@ class ConsumerRetirer:
         for consumer in removed_consumers(namespace, instance, service, replicas, consumers):
             survivor = survivor_for(namespace, instance, service, replicas, consumer)
             if survivor is None:
-                results.append(Retirement(consumer, Outcome.NO_SURVIVOR))
+                results.append(Retirement(consumer, RetirementResult.NO_SURVIVOR))
                 continue
             results.append(await self.retire(service, consumer, survivor))
         return results

@@ -27,7 +27,7 @@ from bookstream_core.types import ServiceName
 from bookstream_operator import conditions, manifests, naming
 from bookstream_operator.autoscaling import Decision, History, decide
 from bookstream_operator.claim import Holder, claim
-from bookstream_operator.cleanup import ConsumerRetirer, Outcome, Retirement
+from bookstream_operator.cleanup import ConsumerRetirer, Retirement, RetirementResult
 from bookstream_operator.conditions import Condition
 from bookstream_operator.connection import connect, redis_url
 from bookstream_operator.kube import Kube, SecretMissing, WorkloadState
@@ -225,7 +225,7 @@ async def reconcile(
                         replicas[service],
                         groups[service].consumer_names(),
                     )
-                    if any(r.outcome is Outcome.RETIRED for r in retirements[service]):
+                    if any(r.outcome is RetirementResult.RETIRED for r in retirements[service]):
                         groups[service] = await collect(client, keys, service)
     except SecretMissing as exc:
         redis_cond = Condition("RedisReachable", "False", "PasswordSecretMissing", str(exc))
@@ -288,7 +288,7 @@ async def reconcile(
                     f"{service}: {previous.get('replicas')} -> {replicas[service]} ({why})",
                 )
             )
-        moved = [r for r in retirements[service] if r.outcome is Outcome.RETIRED]
+        moved = [r for r in retirements[service] if r.outcome is RetirementResult.RETIRED]
         if moved:
             text = ", ".join(f"{r.consumer} ({r.moved} pending -> {r.target})" for r in moved)
             events.append(Event("Normal", "ConsumersRetired", f"{service}: {text}"))

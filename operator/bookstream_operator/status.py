@@ -15,7 +15,7 @@ from bookstream_core.types import ServiceName
 
 from bookstream_operator import naming
 from bookstream_operator.autoscaling import Decision
-from bookstream_operator.cleanup import Outcome, Retirement
+from bookstream_operator.cleanup import Retirement, RetirementResult
 from bookstream_operator.conditions import Condition
 from bookstream_operator.kube import WorkloadState
 from bookstream_operator.observe import GroupStatus
@@ -115,7 +115,9 @@ def build_conditions(
         count = state.ready if state else 0
         if state is None or count < replicas[s] or state.updated < replicas[s]:
             behind.append(f"{s}: {count}/{replicas[s]} ready")
-    draining = [r.consumer for s in SERVICES for r in retirements[s] if r.outcome is Outcome.ALIVE]
+    draining = [
+        r.consumer for s in SERVICES for r in retirements[s] if r.outcome is RetirementResult.ALIVE
+    ]
     if behind:
         progressing = Condition("Progressing", "True", "WorkersNotReady", "; ".join(behind))
     elif draining:
@@ -136,7 +138,10 @@ def build_conditions(
         if age is not None and age > spec.autoscaling.max_pending_age_seconds:
             warnings.append(f"{s}: oldest pending entry {age:.0f}s old")
     stranded = [
-        r.consumer for s in SERVICES for r in retirements[s] if r.outcome is Outcome.NO_SURVIVOR
+        r.consumer
+        for s in SERVICES
+        for r in retirements[s]
+        if r.outcome is RetirementResult.NO_SURVIVOR
     ]
     if stranded:
         warnings.append("pending entries wait for a worker (scaled to 0): " + ", ".join(stranded))

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from bookstream_core.config import DomainSettings, RuntimeSettings
 from bookstream_core.events import RequestEvent, decode_outcome, encode_event
 from bookstream_core.keys import LibraryKeys
-from bookstream_lending.functions import Applied, LendingFunctions
+from bookstream_lending.functions import LendingFunctions, LendingRow
 from bookstream_lending.keys import LendingKeys
 
 KEYS = LibraryKeys("t")
@@ -36,12 +36,12 @@ class Lending:
         await self.r.xreadgroup("lending", "w1", {KEYS.inbox("lending"): ">"})
         return entry
 
-    async def apply(self, *events: tuple[bytes, str, str, str, list[str]]) -> list[Applied]:
+    async def apply(self, *events: tuple[bytes, str, str, str, list[str]]) -> list[LendingRow]:
         return await self.fn.apply(DOMAIN, RUNTIME, list(events))
 
     async def event(
         self, type_: str, rid: str, user: str = "", books: list[str] | None = None
-    ) -> Applied:
+    ) -> LendingRow:
         entry = await self.add(type_, rid, user, books)
         (row,) = await self.apply((entry, type_, rid, user, books or []))
         return row
@@ -57,14 +57,14 @@ class Lending:
     async def pending(self) -> int:
         return int((await self.r.xpending(KEYS.inbox("lending"), "lending"))["pending"])
 
-    async def request(self, rid: str, user: str, books: list[str]) -> Applied:
+    async def request(self, rid: str, user: str, books: list[str]) -> LendingRow:
         """A request all the way: apply it, and the shelving reply if it paged books."""
         row = await self.event("request", rid, user, books)
         if row.status == "pending":
             return await self.event("fetched", rid, "", books)
         return row
 
-    async def return_(self, rid: str, user: str, books: list[str]) -> Applied:
+    async def return_(self, rid: str, user: str, books: list[str]) -> LendingRow:
         return await self.event("return", rid, user, books)
 
 

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
 from bookstream_operator.cleanup import (
     ConsumerRetirer,
-    Outcome,
+    RetirementResult,
     removed_consumers,
     survivor_for,
 )
@@ -143,7 +143,7 @@ async def test_scale_down_moves_pending_to_survivor_then_deletes_consumer(
     )
 
     assert [(r.consumer, r.outcome, r.moved, r.target) for r in results] == [
-        ("ns.li-lending-2", Outcome.RETIRED, 7, "ns.li-lending-0")
+        ("ns.li-lending-2", RetirementResult.RETIRED, 7, "ns.li-lending-0")
     ]
     assert pending_ids(client) == before  # nothing lost, nothing acknowledged
     assert pending_by_consumer(client) == {"ns.li-lending-0": 12, "ns.li-lending-1": 4}
@@ -180,7 +180,7 @@ async def test_live_worker_is_left_alone_until_its_lock_expires(
     (first,) = await retirer.scale_down(
         "ns", "li", "lending", 1, ["ns.li-lending-0", "ns.li-lending-2"]
     )
-    assert first.outcome is Outcome.ALIVE
+    assert first.outcome is RetirementResult.ALIVE
     assert pending_by_consumer(client) == {"ns.li-lending-2": 5}
     assert "ns.li-lending-2" in consumers_of(client)
 
@@ -188,7 +188,7 @@ async def test_live_worker_is_left_alone_until_its_lock_expires(
     (second,) = await retirer.scale_down(
         "ns", "li", "lending", 1, ["ns.li-lending-0", "ns.li-lending-2"]
     )
-    assert second.outcome is Outcome.RETIRED and second.moved == 5
+    assert second.outcome is RetirementResult.RETIRED and second.moved == 5
     assert pending_by_consumer(client) == {"ns.li-lending-0": 5}
     assert "ns.li-lending-2" not in consumers_of(client)
 
@@ -203,7 +203,7 @@ async def test_large_pel_is_moved_in_batches(server: RedisServer, aclient: aiore
         "lending", "ns.li-lending-5", "ns.li-lending-1", batch=40
     )
 
-    assert result.outcome is Outcome.RETIRED and result.moved == 330
+    assert result.outcome is RetirementResult.RETIRED and result.moved == 330
     assert pending_by_consumer(client) == {"ns.li-lending-1": 330}
 
 
@@ -215,7 +215,7 @@ async def test_scaled_to_zero_keeps_the_consumer_and_its_entries(
     (result,) = await ConsumerRetirer(aclient, KEYS).scale_down(
         "ns", "li", "lending", 0, ["ns.li-lending-0"]
     )
-    assert result.outcome is Outcome.NO_SURVIVOR
+    assert result.outcome is RetirementResult.NO_SURVIVOR
     assert pending_by_consumer(client) == {"ns.li-lending-0": 3}
 
 
@@ -226,11 +226,13 @@ async def test_empty_removed_consumer_is_deleted_and_missing_group_is_reported(
     client.xgroup_createconsumer(STREAM, GROUP, "ns.li-lending-4")
     retirer = ConsumerRetirer(aclient, KEYS)
     result = await retirer.retire("lending", "ns.li-lending-4", "ns.li-lending-0")
-    assert result.outcome is Outcome.RETIRED and result.moved == 0
+    assert result.outcome is RetirementResult.RETIRED and result.moved == 0
     assert "ns.li-lending-4" not in consumers_of(client)
 
     other = ConsumerRetirer(aclient, LibraryKeys("nolib"))
-    assert (await other.retire("lending", "x-lending-1", "x-lending-0")).outcome is Outcome.GONE
+    assert (
+        await other.retire("lending", "x-lending-1", "x-lending-0")
+    ).outcome is RetirementResult.GONE
 
 
 async def test_repeated_scale_up_and_down_cycles_lose_nothing(

@@ -15,7 +15,7 @@ import redis
 import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
 from bookstream_operator import naming
-from bookstream_operator.cleanup import ConsumerRetirer, Outcome
+from bookstream_operator.cleanup import ConsumerRetirer, RetirementResult
 
 from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for
 
@@ -58,7 +58,7 @@ def test_a_stale_worker_retired_by_the_operator_exits_and_nothing_is_doubled(
             _request(r, f"after{n}")
         wait_for(lambda: not r.exists(KEYS.worker_lock("lending", w1)), timeout=10)
 
-        async def scale_down() -> list[Outcome]:
+        async def scale_down() -> list[RetirementResult]:
             client = aioredis.Redis(unix_socket_path=str(redis_server.socket))
             try:
                 consumers = [
@@ -71,7 +71,7 @@ def test_a_stale_worker_retired_by_the_operator_exits_and_nothing_is_doubled(
             finally:
                 await client.aclose()
 
-        assert asyncio.run(scale_down()) == [Outcome.RETIRED]
+        assert asyncio.run(scale_down()) == [RetirementResult.RETIRED]
         assert r.get(KEYS.worker_lock("lending", w1)) == b"retired"
         wait_for(lambda: len(_outcomes(r)) == 22, timeout=30)
     finally:

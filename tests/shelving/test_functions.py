@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from bookstream_core.config import RuntimeSettings
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.trouble import trouble
-from bookstream_shelving.functions import Applied, ShelvingFunctions
+from bookstream_shelving.functions import ShelvingFunctions, ShelvingRow
 from bookstream_shelving.keys import ShelvingKeys
 from redis.exceptions import ResponseError
 
@@ -32,7 +32,7 @@ class Shelving:
         books: list[str],
         entry: bytes | None = None,
         fetch: str = "",
-    ) -> tuple[bytes, Applied]:
+    ) -> tuple[bytes, ShelvingRow]:
         if entry is None:
             entry = await self.r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
             await self.r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})

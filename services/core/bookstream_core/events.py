@@ -64,14 +64,18 @@ class FetchedEvent(EventBase, tag="fetched", frozen=True):
 class FetchEvent(EventBase, tag="fetch", frozen=True):
     """Lending asks for books from the shelves (lending -> shelving)."""
 
-    eid: RequestId
+    #: This event's own id (``<request id>:fetch`` ...), for Shelving's exactly-once
+    #: record; "eid" on the wire.
+    event_id: RequestId = msgspec.field(name="eid")
     books: Books
 
 
 class ReshelveEvent(EventBase, tag="reshelve", frozen=True):
     """Books travel back to the shelves (lending -> shelving)."""
 
-    eid: RequestId
+    #: This event's own id (``<request id>:fetch`` ...), for Shelving's exactly-once
+    #: record; "eid" on the wire.
+    event_id: RequestId = msgspec.field(name="eid")
     books: Books
 
 
@@ -79,7 +83,9 @@ class UnfetchEvent(EventBase, tag="unfetch", frozen=True):
     """Lending gave a request up: cancel its fetch ``fetch``, or undo it if it was
     applied already (lending -> shelving)."""
 
-    eid: RequestId
+    #: This event's own id (``<request id>:fetch`` ...), for Shelving's exactly-once
+    #: record; "eid" on the wire.
+    event_id: RequestId = msgspec.field(name="eid")
     fetch: RequestId
     books: Books
 

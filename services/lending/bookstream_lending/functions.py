@@ -18,7 +18,7 @@ SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua", "conte
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
+class LendingRow:
     """One event's result: ``status`` is accepted, denied, processed, pending (waiting for
     shelving), duplicate (applied before), orphan (dead-lettered by the script) or stale
     (no longer pending: another worker applied it or set it aside)."""
@@ -86,7 +86,7 @@ class LendingFunctions:
         events: Sequence[Event],
         *,
         with_outcomes: bool = True,
-    ) -> list[Applied]:
+    ) -> list[LendingRow]:
         """events: (entry id, type, request id, user, books). Without ``with_outcomes`` the
         rows' ``outcome`` is empty (the outcomes are stored and announced all the same)."""
         args = apply_arguments(domain, runtime, events, with_outcomes=with_outcomes)
@@ -101,7 +101,7 @@ class LendingFunctions:
         deadline_ms: int,
         limit: int = 100,
         with_outcomes: bool = True,
-    ) -> list[Applied]:
+    ) -> list[LendingRow]:
         """Deny up to ``limit`` requests that have waited for shelving past the deadline
         (rows of type ``expired``, status ``denied``, reason ``shelving_timeout``)."""
         args = apply_arguments(domain, runtime, (), with_outcomes=with_outcomes)
@@ -109,7 +109,7 @@ class LendingFunctions:
         return [_applied(row) for row in rows]
 
 
-def _applied(row: list[bytes]) -> Applied:
-    return Applied(
+def _applied(row: list[bytes]) -> LendingRow:
+    return LendingRow(
         row[0].decode(), row[1].decode(), row[2].decode(), int(row[3]), int(row[4]), row[5]
     )

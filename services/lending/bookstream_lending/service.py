@@ -18,7 +18,7 @@ from bookstream_core.metrics import Metrics, Tally
 from bookstream_core.service import decode_event
 from bookstream_core.types import ServiceName
 
-from bookstream_lending.functions import Applied, LendingFunctions
+from bookstream_lending.functions import LendingFunctions, LendingRow
 from bookstream_lending.keys import LendingKeys
 
 FINAL = ("accepted", "denied", "processed")
@@ -87,7 +87,7 @@ class LendingService:
         if rows:
             self.log.warning("requests given up: shelving did not answer in time", count=len(rows))
 
-    def _account(self, entry_id: bytes, event: object, row: Applied, tally: Tally) -> None:
+    def _account(self, entry_id: bytes, event: object, row: LendingRow, tally: Tally) -> None:
         m, lib = self.metrics, self.library
         tally.add(m.events, lib, "lending", self.stream, row.type)
         if row.status == "orphan":
@@ -116,7 +116,7 @@ class LendingService:
         if self.log_outcomes:
             self._log_outcome(kind, row)
 
-    def _log_outcome(self, kind: str, row: Applied) -> None:
+    def _log_outcome(self, kind: str, row: LendingRow) -> None:
         outcome = decode_outcome(row.outcome)
         fields: dict[str, object] = {
             "request_id": outcome.request_id,

@@ -18,7 +18,7 @@ Event = tuple[bytes, str, str, str, str, list[str]]
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
+class ShelvingRow:
     """``status``: applied, duplicate (applied before), orphan (dead-lettered) or stale
     (no longer pending: another worker applied it or set it aside)."""
 
@@ -35,7 +35,7 @@ class ShelvingFunctions:
     async def load(self) -> None:
         await load_library(self._r, SOURCE)
 
-    async def apply(self, runtime: RuntimeSettings, events: list[Event]) -> list[Applied]:
+    async def apply(self, runtime: RuntimeSettings, events: list[Event]) -> list[ShelvingRow]:
         args: list[bytes | str | int] = [
             "shelving",
             runtime.retention_s,
@@ -46,4 +46,4 @@ class ShelvingFunctions:
             args.extend((entry_id, type_, request_id, event_id, fetch_id, len(books)))
             args.extend(books)
         rows = await execute_packed(self._r, "FCALL", "bs1_shelving_apply", 2, *self._keys, *args)
-        return [Applied(row[0].decode(), row[1].decode(), int(row[2])) for row in rows]
+        return [ShelvingRow(row[0].decode(), row[1].decode(), int(row[2])) for row in rows]

@@ -36,13 +36,13 @@ class ShelvingService:
         # Lending names a request's fetch "<id>:fetch" (or "<id>:refetch", after a forged
         # one) and its cancellation "<id>:unfetch";
         # holding every producer to that lets a forged fetch be undone (lending.lua).
-        if isinstance(event, FetchEvent) and event.eid not in (
+        if isinstance(event, FetchEvent) and event.event_id not in (
             f"{event.id}:fetch",
             f"{event.id}:refetch",
         ):
             raise InvalidEvent(f"invalid_event: a fetch's eid must be {event.id}:fetch")
         if isinstance(event, UnfetchEvent) and (
-            event.fetch != f"{event.id}:fetch" or event.eid != f"{event.id}:unfetch"
+            event.fetch != f"{event.id}:fetch" or event.event_id != f"{event.id}:unfetch"
         ):
             raise InvalidEvent("invalid_event: an unfetch must name its request's fetch")
         return event
@@ -57,11 +57,13 @@ class ShelvingService:
         events: list[Event] = []
         for entry_id, event in batch:
             if isinstance(event, FetchEvent):
-                events.append((entry_id, "fetch", event.id, event.eid, "", event.books))
+                events.append((entry_id, "fetch", event.id, event.event_id, "", event.books))
             elif isinstance(event, ReshelveEvent):
-                events.append((entry_id, "reshelve", event.id, event.eid, "", event.books))
+                events.append((entry_id, "reshelve", event.id, event.event_id, "", event.books))
             elif isinstance(event, UnfetchEvent):
-                events.append((entry_id, "unfetch", event.id, event.eid, event.fetch, event.books))
+                events.append(
+                    (entry_id, "unfetch", event.id, event.event_id, event.fetch, event.books)
+                )
             else:  # pragma: no cover - decode() returns only the types above
                 raise TypeError(f"unexpected event {event!r}")
         rows = await self.functions.apply(self.settings.runtime, events)
