@@ -104,6 +104,11 @@ shelving_decoder = msgspec.json.Decoder(ShelvingEvent)
 _encoder = msgspec.json.Encoder()
 
 
+def event_type(event: EventBase) -> str:
+    """The event's ``type`` on the wire (its struct's tag)."""
+    return str(type(event).__struct_config__.tag)
+
+
 def encode_event(event: EventBase) -> bytes:
     return _encoder.encode(event)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import (
+    EventBase,
     FetchedEvent,
     RequestEvent,
     ReturnEvent,
     UnfetchedEvent,
     decode_outcome,
+    event_type,
     lending_decoder,
 )
 from bookstream_core.keys import LibraryKeys
@@ -22,6 +27,15 @@ from bookstream_lending.functions import LendingFunctions, LendingRow
 from bookstream_lending.keys import LendingKeys
 
 FINAL = ("accepted", "denied", "processed")
+
+#: Lending's event kinds, one row each: the user and books its apply call passes on.
+#: lending.lua's HANDLERS has the same kinds; a new kind is a row in each.
+ARGUMENTS: dict[type[EventBase], Callable[[Any], tuple[str, list[str]]]] = {
+    RequestEvent: lambda e: (e.user, e.books),
+    ReturnEvent: lambda e: (e.user, e.books),
+    FetchedEvent: lambda e: ("", e.books),
+    UnfetchedEvent: lambda e: ("", []),
+}
 
 
 class LendingService:
@@ -53,16 +67,9 @@ class LendingService:
     async def apply(self, batch: list[tuple[bytes, object]]) -> None:
         events: list[tuple[bytes, str, str, str, list[str]]] = []
         for entry_id, event in batch:
-            if isinstance(event, RequestEvent):
-                events.append((entry_id, "request", event.id, event.user, event.books))
-            elif isinstance(event, ReturnEvent):
-                events.append((entry_id, "return", event.id, event.user, event.books))
-            elif isinstance(event, FetchedEvent):
-                events.append((entry_id, "fetched", event.id, "", event.books))
-            elif isinstance(event, UnfetchedEvent):
-                events.append((entry_id, "unfetched", event.id, "", []))
-            else:  # pragma: no cover - decode() returns only the types above
-                raise TypeError(f"unexpected event {event!r}")
+            assert isinstance(event, EventBase)
+            user, books = ARGUMENTS[type(event)](event)
+            events.append((entry_id, event_type(event), event.id, user, books))
         # The outcomes' JSON only travels back when it is logged.
         rows = await self.functions.apply(
             self.settings.domain, self.settings.runtime, events, with_outcomes=self.log_outcomes

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
-from bookstream_core.events import FetchEvent, ReshelveEvent, UnfetchEvent, shelving_decoder
+from bookstream_core.events import (
+    FetchEvent,
+    ReshelveEvent,
+    UnfetchEvent,
+    event_type,
+    shelving_decoder,
+)
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics, Tally
@@ -56,16 +62,12 @@ class ShelvingService:
     async def apply(self, batch: list[tuple[bytes, object]]) -> None:
         events: list[Event] = []
         for entry_id, event in batch:
-            if isinstance(event, FetchEvent):
-                events.append((entry_id, "fetch", event.id, event.event_id, "", event.books))
-            elif isinstance(event, ReshelveEvent):
-                events.append((entry_id, "reshelve", event.id, event.event_id, "", event.books))
-            elif isinstance(event, UnfetchEvent):
-                events.append(
-                    (entry_id, "unfetch", event.id, event.event_id, event.fetch, event.books)
-                )
-            else:  # pragma: no cover - decode() returns only the types above
-                raise TypeError(f"unexpected event {event!r}")
+            assert isinstance(event, FetchEvent | ReshelveEvent | UnfetchEvent)
+            # The kinds are shelving.lua's HANDLERS; only an unfetch names another event.
+            fetch = event.fetch if isinstance(event, UnfetchEvent) else ""
+            events.append(
+                (entry_id, event_type(event), event.id, event.event_id, fetch, event.books)
+            )
         rows = await self.functions.apply(self.settings.runtime, events)
         m, tally = self.metrics, Tally(self.metrics)
         for (entry_id, event), row in zip(batch, rows, strict=True):
