@@ -79,8 +79,10 @@ def recommend(auto: AutoscalingSpec, backlog: Backlog, current: int) -> tuple[in
         )
     age = backlog.oldest_pending_age_s
     if age is not None and age > auto.max_pending_age_seconds:
-        # One more worker helps only if there is an entry for it: never past the backlog.
-        stale_wanted = min(current + 1, backlog.total)
+        # One more worker may help an entry stuck with a slow one, but never past what the
+        # backlog itself justifies plus that one: pending entries grow with the workers,
+        # so counting them one per worker would feed itself up to maxReplicas.
+        stale_wanted = min(current + 1, backlog.total, max(wanted, 1) + 1)
         if stale_wanted > wanted:
             wanted = stale_wanted
             reason += f"; oldest pending {age:.0f}s old"

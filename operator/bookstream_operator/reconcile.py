@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx2
+import msgspec
 import redis.exceptions
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName
@@ -80,15 +81,20 @@ def _previous(status: Mapping[str, Any], service: ServiceName) -> Mapping[str, A
     return value if isinstance(value, Mapping) else {}
 
 
-def _api_failure(exc: httpx2.HTTPError, what: str) -> Failure:
+def _api_failure(exc: Exception, what: str) -> Failure:
+    if not isinstance(exc, httpx2.HTTPError):
+        # The object could not even be built (a placement field of the wrong type that the
+        # CRD passes through, a Secret that is not UTF-8): the same input fails again.
+        return Failure("ApplyFailed", f"{what}: {type(exc).__name__}: {exc}", permanent=True)
     if isinstance(exc, httpx2.HTTPStatusError):
         code = exc.response.status_code
         try:
             detail = str(exc.response.json().get("message") or "")
         except ValueError:
             detail = ""
-        # 4xx answers come back for the same request; 408/409/429 are about timing.
-        permanent = 400 <= code < 500 and code not in (408, 409, 429)
+        # 4xx answers come back for the same request; 408/409/429 are about timing, and
+        # 401 about the operator's own token (rotated, briefly invalid), not the object.
+        permanent = 400 <= code < 500 and code not in (401, 408, 409, 429)
         return Failure("ApplyFailed", f"{what}: HTTP {code} {detail}".strip(), permanent)
     return Failure("ApplyFailed", f"{what}: {type(exc).__name__}: {exc}")
 
@@ -213,7 +219,7 @@ async def reconcile(
             try:
                 for manifest in manifests.desired_objects(owner, spec, replicas):
                     await kube.apply(manifest)
-            except httpx2.HTTPError as exc:
+            except (httpx2.HTTPError, ValueError, TypeError, msgspec.ValidationError) as exc:
                 failure = _api_failure(exc, f"applying {manifest['kind']} {_name(manifest)}")
             if failure is None:
                 retirer = ConsumerRetirer(client, keys)
@@ -236,15 +242,22 @@ async def reconcile(
             else "ConnectionFailed"
         )
         redis_cond = Condition("RedisReachable", "False", reason, f"{type(exc).__name__}: {exc}")
-    except httpx2.HTTPError as exc:  # reading the Secret or the claim holder
-        failure = _api_failure(exc, "reading the Redis password Secret")
+    except (httpx2.HTTPError, ValueError) as exc:  # the Secret (or the claim holder's object)
+        failure = _api_failure(exc, "reading the Redis password Secret or the claim's holder")
 
     if redis_cond.status != "True":
         failure = Failure("RedisUnreachable", redis_cond.message)
         # Nothing was applied: report the workloads as they are, without Redis figures.
         groups.clear()
+    if failure is not None:
+        # A failed pass scaled nothing: report the replicas as they were, not as decided.
+        replicas.clear()
+    kept_autoscaler: dict[ServiceName, Any] = {}
     for service in SERVICES:
         if service not in replicas:
+            # The autoscaler's window survives a failed pass (or the next sample alone
+            # would decide a scale-down).
+            kept_autoscaler[service] = _previous(status, service).get("autoscaler")
             prev = _previous(status, service).get("replicas")
             replicas[service] = prev if isinstance(prev, int) else spec.service(service).replicas
             decisions[service] = None
@@ -270,6 +283,8 @@ async def reconcile(
             decisions[service],
             scale_times[service],
         )
+        if kept_autoscaler.get(service) is not None:
+            sections[service]["autoscaler"] = kept_autoscaler[service]
 
     if failure is not None:
         return failed(failure, [redis_cond], sections)

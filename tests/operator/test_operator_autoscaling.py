@@ -93,8 +93,11 @@ def test_unknown_lag_falls_back_to_counted_then_pending() -> None:
 
 
 def test_stale_entries_add_a_replica_only_up_to_the_backlog() -> None:
-    stale = decide(AUTO, Backlog(0, 5, oldest_pending_age_s=45.0), 2, FRESH, NOW)
-    assert stale.replicas == 3 and "oldest pending" in stale.reason
+    stale = decide(AUTO, Backlog(0, 5, oldest_pending_age_s=45.0), 1, FRESH, NOW)
+    assert stale.replicas == 2 and "oldest pending" in stale.reason
+    # Never past what the backlog justifies (1 here) plus that one.
+    capped = decide(AUTO, Backlog(0, 5, oldest_pending_age_s=45.0), 2, FRESH, NOW)
+    assert capped.replicas == 2
     fresh = decide(AUTO, Backlog(0, 5, oldest_pending_age_s=5.0), 2, FRESH, NOW)
     assert fresh.replicas == 1
     # One stuck entry: one worker is all it can use; it neither grows nor holds a set.
@@ -102,8 +105,21 @@ def test_stale_entries_add_a_replica_only_up_to_the_backlog() -> None:
     assert one.replicas == 1
     big = decide(AUTO, Backlog(0, 1, oldest_pending_age_s=999.0), 10, History(NOW - 61), NOW)
     assert big.replicas == 5 and big.reason.startswith("scale down")
+    # 50 stale entries justify one worker (plus one for the stuck ones), not ten.
     at_max = decide(AUTO, Backlog(0, 50, oldest_pending_age_s=45.0), 10, FRESH, NOW)
-    assert at_max.replicas == 10
+    assert at_max.replicas == 5 and at_max.reason.startswith("scale down")
+
+
+def test_pending_entries_that_grow_with_the_workers_do_not_feed_the_stale_rule() -> None:
+    """Breaker: one stuck entry plus a few in flight per worker (pending = 1 + 5 per
+    replica) took 1 -> 10 replicas in two minutes and held there."""
+    history, current, t = FRESH, 1, NOW
+    for _ in range(40):  # ten minutes of passes every 15 s
+        t += 15
+        backlog = Backlog(0, 1 + 5 * current, oldest_pending_age_s=600.0)
+        decision = decide(AUTO, backlog, current, history, t)
+        history, current = decision.history, decision.replicas
+        assert current <= 2, decision.reason
 
 
 def test_no_signal_keeps_replicas() -> None:
