@@ -35,6 +35,12 @@ FETCHED = '{"v":1,"type":"fetched","id":"ghost","books":["b"]}'
 UNFETCHED = '{"v":1,"type":"unfetched","id":"ghost2"}'
 FETCH = '{"v":1,"type":"fetch","id":"g3","eid":"g3:fetch","books":["zz"]}'
 DUP_KEYS = '{"v":1,"type":"request","id":"dk","id":"dk2"}'
+NOT_UTF8_ID = b'{"v":1,"type":"request","id":"\xff\xfe","user":"u","books":["b"],"pad":"' + (
+    b"x" * 70_000 + b'"}'
+)  # over the bounds, so Redis cuts it and names its id: bytes that are not UTF-8 (breaker 2)
+DEEP = '{"v":1,"type":"request","id":"deep1","user":"u","books":["b"],"x":' + "[" * 1000
+DEEP += "]" * 1000 + "}"  # nested deeper than the parser goes (breaker 2)
+DEEP_FETCH = DEEP.replace('"type":"request"', '"type":"fetch","eid":"deep1:fetch"')
 
 # (name, stream service, fields, explicit entry id or None)
 HOSTILE: list[tuple[str, str, dict[str, str | bytes], str | None]] = [
@@ -51,6 +57,9 @@ HOSTILE: list[tuple[str, str, dict[str, str | bytes], str | None]] = [
     ("a forged unfetched reply", "lending", {"e": UNFETCHED}, None),
     ("a forged fetch", "shelving", {"e": FETCH}, None),
     ("binary garbage", "shelving", {"e": b"\xff\xfe\x00"}, None),
+    ("an id that is not UTF-8, over 64 KiB", "lending", {"e": NOT_UTF8_ID}, None),
+    ("JSON nested 1000 deep", "lending", {"e": DEEP}, None),
+    ("JSON nested 1000 deep, shelving", "shelving", {"e": DEEP_FETCH}, None),
     ("the largest stream id, lending inbox", "lending", _request("max-1"), MAX_ID),
     ("the largest stream id, shelving inbox", "shelving", {"e": "{}"}, MAX_ID),
 ]  # fmt: skip

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import RedisServer, WorkerProcess, run_cli
+from tests.conftest import VENV_BIN, RedisServer, WorkerProcess, run_cli
 
 
 @pytest.mark.parametrize(
@@ -124,3 +124,17 @@ def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> N
         "dead_letters": "bs:{lib1}:lending:dead",
     }
     assert data["producer"]["submit"].startswith("FCALL bs1_submit 1 bs:{lib1}:lending:inbox ")
+
+
+def test_ids_that_are_not_utf8_are_one_line(bookstream_env: dict[str, str]) -> None:
+    """Breaker: bytes that are not UTF-8 in an id traced (UnicodeEncodeError)."""
+    import os
+    import subprocess
+
+    for argv in (["request", "u", "b\udcff"], ["status", "--book", "\udcff\udcfe"]):
+        done = subprocess.run(
+            [str(VENV_BIN / "bookstream"), *[os.fsencode(a) for a in argv]],
+            capture_output=True, text=True, env=bookstream_env, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "not valid UTF-8" in done.stderr and "Traceback" not in done.stderr

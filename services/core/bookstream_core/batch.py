@@ -32,7 +32,8 @@ class Batch:
 
 
 def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # A producer's bytes: anything but UTF-8 is replaced (and then fails the id checks).
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def parse_batch(reply: list[object]) -> Batch:

@@ -70,7 +70,7 @@ def _identify(fields: dict[bytes, bytes]) -> tuple[str, str]:
         return "", ""
     try:
         data = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return "", ""
     if not isinstance(data, dict):
         return "", ""

@@ -28,9 +28,17 @@ class InvalidId(ValueError):
     """An id a person typed is out of bounds; the message says how."""
 
 
+def _utf8(what: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 (argv's surrogate escapes)
+        raise InvalidId(f"{what} {value!r} is not valid UTF-8") from None
+
+
 def check_id(what: str, value: str) -> str:
     if not value:
         raise InvalidId(f"{what} must not be empty")
+    _utf8(what, value)
     if len(value) > MAX_ID_LENGTH:
         raise InvalidId(f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH}")
     if value != value.strip():

@@ -53,6 +53,8 @@ def decode_event(decoder: msgspec.json.Decoder[E], payload: bytes, library: str)
         raise InvalidEvent(f"invalid_event: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"invalid_json: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes: no event is that deep
+        raise InvalidEvent("invalid_json: nested too deeply") from None
     if event.library is not None and event.library != library:
         raise InvalidEvent(f"wrong_library: the event is for library {event.library!r}")
     return event
