@@ -238,30 +238,3 @@ def test_the_largest_id_with_no_entry_left_is_repaired(
         assert worker.process.poll() is None
     wait_for(lambda: _drained(r), timeout=20)
     _audit_clean(redis_server)
-
-
-def test_a_forged_fetch_with_a_real_request_s_id_is_undone(
-    redis_server: RedisServer, library: list[WorkerProcess]
-) -> None:
-    """Breaker: a fetch forged with a waiting request's event id, applied before Lending's
-    own (which Shelving then took for a duplicate), counted the wrong book off the shelf
-    for good. Lending sees the reply's books differ from what it paged, gives the wrong
-    one back and fetches its own: the audit is clean again."""
-    r: redis.Redis = redis_server.client()
-    lending = library[0]
-    lending.process.send_signal(signal.SIGSTOP)
-    try:
-        from bookstream import Client
-
-        with Client(redis_server.url, library=LIB) as client:
-            client.submit_request("v1", ["victimbook"], request_id="V1")
-        forged = {"v": 1, "type": "fetch", "id": "V1", "eid": "V1:fetch", "books": ["zz"]}
-        r.xadd(_inbox("shelving"), {"e": json.dumps(forged)})
-        wait_for(lambda: r.xlen(_inbox("lending")) >= 2, timeout=10)  # its reply is in
-    finally:
-        lending.process.send_signal(signal.SIGCONT)
-    wait_for(lambda: bool(r.exists(f"bs:{{{LIB}}}:outcome:V1")), timeout=20)
-    outcome = json.loads(r.get(f"bs:{{{LIB}}}:outcome:V1"))
-    assert (outcome["status"], outcome["lent"]) == ("accepted", ["victimbook"])
-    wait_for(lambda: _drained(r), timeout=20)
-    _audit_clean(redis_server)

@@ -198,21 +198,6 @@ local function take_waiting(ctx, type, reqid)
   return waiting
 end
 
--- Shelving counted off the books its reply names; Lending paged exactly the request's
--- paged books. They differ only when someone forged a fetch with this request's event id
--- before Lending's own (which Shelving then took for a duplicate): give back what was
--- counted wrongly and fetch what was not, so Shelving's counts agree with Lending again.
-local function reconcile(ctx, reqid, paged, counted)
-  local extra, missing, seen = {}, {}, {}
-  for _, b in ipairs(counted) do seen[b] = true end
-  for _, b in ipairs(paged) do
-    if seen[b] then seen[b] = nil else missing[#missing + 1] = b end
-  end
-  for b in pairs(seen) do extra[#extra + 1] = b end
-  if #extra > 0 then emit_shelving(ctx, 'reshelve', reqid, reqid .. ':forged', sorted(extra)) end
-  if #missing > 0 then emit_shelving(ctx, 'fetch', reqid, reqid .. ':refetch', missing) end
-end
-
 -- Shelving has taken the request's paged books off the shelves: they are in hand.
 -- The reply's own book list is informational: what the request paged is in its state.
 -- A reply for a request nobody made (a forged fetch) gives its books back to the
@@ -226,7 +211,6 @@ local function on_fetched(ctx, entry_id, reqid, user, books)
     end
     return row
   end
-  reconcile(ctx, reqid, w.paged, books)
   row = decide(ctx, reqid, w.user, w.submitted, w.held, w.paged, w.unavailable, w.hand)
   row[1] = 'fetched'
   return row

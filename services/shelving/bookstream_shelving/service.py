@@ -39,13 +39,9 @@ class ShelvingService:
 
     def decode(self, payload: bytes) -> object:
         event = decode_event(shelving_decoder, payload, self.library)
-        # Lending names a request's fetch "<id>:fetch" (or "<id>:refetch", after a forged
-        # one) and its cancellation "<id>:unfetch";
+        # Lending names a request's fetch "<id>:fetch" and its cancellation "<id>:unfetch";
         # holding every producer to that lets a forged fetch be undone (lending.lua).
-        if isinstance(event, FetchEvent) and event.event_id not in (
-            f"{event.id}:fetch",
-            f"{event.id}:refetch",
-        ):
+        if isinstance(event, FetchEvent) and event.event_id != f"{event.id}:fetch":
             raise InvalidEvent(f"invalid_event: a fetch's eid must be {event.id}:fetch")
         if isinstance(event, UnfetchEvent) and (
             event.fetch != f"{event.id}:fetch" or event.event_id != f"{event.id}:unfetch"
