@@ -114,10 +114,11 @@ local function cut(entry, nfields, size)
   return {entry[1], kept}, {nfields, size, rid, kind}
 end
 
--- What one call takes at most, whatever the entries' sizes: it reads in growing chunks
--- (4, 8, 16...) and stops after the chunk that passes this many bytes or fields, so one
--- call handles a few hostile entries at worst, never a whole batch of them.
-local READ_BUDGET_BYTES, READ_BUDGET_FIELDS = 4 * 1024 * 1024, 16384
+-- What one call takes at most, whatever the entries' sizes: it reads in chunks (4, 8,
+-- then 16 at most: a chunk grown on small entries must not land on many huge ones) and
+-- stops after the chunk that passes this many bytes or fields, so one call handles a few
+-- hostile entries at worst, never a whole batch of them.
+local READ_BUDGET_BYTES, READ_BUDGET_FIELDS, MAX_CHUNK = 4 * 1024 * 1024, 16384, 16
 
 local function read(keys, args)
   local inbox, group, consumer, mode = keys[1], args[1], args[2], args[3]
@@ -162,7 +163,7 @@ local function read(keys, args)
     else
       after = got[#got][1]
     end
-    chunk = chunk * 2
+    chunk = math.min(chunk * 2, MAX_CHUNK)
   end
   local deliveries = {}
   if mode ~= 'new' and #entries > 0 then
