@@ -198,3 +198,27 @@ def test_a_running_worker_notices_redis_starting_to_evict(
     redis_server.client().config_set("maxmemory-policy", "allkeys-lru")
     assert lending.process.wait(timeout=30) == 1
     assert "maxmemory-policy allkeys-lru" in lending.output()
+
+
+def test_rolling_restarts_during_a_trouble_are_not_deliveries(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """Breaker round 2: restarting a worker while Redis refused its batch re-read the
+    batch and counted a delivery each time, until valid entries were dead-lettered."""
+    r = redis_server.client()
+    args = ["--max-deliveries", "2"]
+    start_worker("shelving", redis_server, library=LIB)
+    lending = start_worker("lending", redis_server, name="rolling", library=LIB, extra=args)
+    r.set(f"bs:{{{LIB}}}:lending:loans:u0", "not a set")  # every batch with u0 refused
+    ids = _requests(r, 1, "roll")  # user u0
+    wait_for(lambda: "redis refuses the work" in lending.output(), timeout=20)
+    for _ in range(3):
+        assert lending.terminate() == 0
+        lending = start_worker("lending", redis_server, name="rolling", library=LIB, extra=args)
+        wait_for(lambda: "redis refuses the work" in lending.output(), timeout=20)
+    r.delete(f"bs:{{{LIB}}}:lending:loans:u0")
+    wait_for(lambda: _answered(r, ids), timeout=30)
+    assert _statuses(r, ids) == {"accepted"}
+    assert _dead(r) == 0

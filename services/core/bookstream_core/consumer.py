@@ -226,12 +226,21 @@ class StreamConsumer:
             with contextlib.suppress(ResponseError):
                 await self._keep(entries)
 
-    async def _keep(self, entries: list[Entry]) -> None:
+    async def release_held(self) -> None:
+        """Stopping with batches Redis refused: leave their entries one delivery short, so
+        that the re-read at the next start (which counts one) brings them back to the
+        counts they had; a rolling restart during a trouble is not a delivery either."""
+        for entries in self.held:
+            with contextlib.suppress(ResponseError):
+                await self._keep(entries, uncount=1)
+        self.held.clear()
+
+    async def _keep(self, entries: list[Entry], uncount: int = 0) -> None:
         """Hold the entries under this name with an idle time of 0 and the delivery counts
         they had when read (XCLAIM ... RETRYCOUNT): a retry is not a delivery."""
         counts: dict[int, list[bytes]] = {}
         for entry in entries:
-            counts.setdefault(entry.deliveries, []).append(entry.entry_id)
+            counts.setdefault(max(entry.deliveries - uncount, 0), []).append(entry.entry_id)
         for count, ids in counts.items():
             await self.r.xclaim(
                 self.inbox, self.group, self.consumer, 0, ids,  # type: ignore[arg-type]

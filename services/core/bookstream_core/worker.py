@@ -304,6 +304,7 @@ class Worker:
 
     async def _release(self) -> None:
         try:
+            await self.consumer.release_held()
             if self._holds_name:
                 await self.core.lock_release(self.lock_key, self.lock_value)
             self._holds_name = False
