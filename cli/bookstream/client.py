@@ -267,6 +267,17 @@ class AsyncClient:
                 raise Unknown(request_id)
         return await self._wait(request_id, timeout, submit=None)
 
+    async def _rejection_to_wait_past(
+        self, r: aioredis.Redis, found: Outcome | None, request_id: str
+    ) -> bool:
+        """Asked later (after --no-wait), a rejection may be of another, malformed entry
+        with this id: an entry with it still ahead of the workers will replace it."""
+        return (
+            found is not None
+            and found.status == "rejected"
+            and await mentions(r, self.keys, request_id)
+        )
+
     async def _known(self, r: aioredis.Redis, request_id: str) -> bool:
         """Whether the id was submitted and not forgotten. A request moves, each step
         atomic, from the inbox to in flight (waiting for Shelving) to answered; looking in
@@ -288,6 +299,7 @@ class AsyncClient:
         key = self.keys.outcome(request_id)
         deadline = time.monotonic() + timeout
         future: asyncio.Future[bytes] | None = None
+        superseded: bytes | str | None = None
         with self.redis_errors():
             try:
                 future, confirmed = await self._waiter.register(key)
@@ -298,10 +310,13 @@ class AsyncClient:
                     await asyncio.wait_for(asyncio.shield(confirmed), min(timeout, CONFIRM_WAIT))
                 existing = await r.get(key)
                 found = _stored(existing, request_id, submit)
-                if (found is not None and found.status != "rejected") or (submit is None and found):
+                if submit is None and await self._rejection_to_wait_past(r, found, request_id):
+                    superseded, found = existing, None
+                if found is not None and (found.status != "rejected" or submit is None):
                     return found
                 # A rejection applied nothing: resubmitted, the event replaces it.
-                superseded = existing if found is not None else None
+                if found is not None:
+                    superseded = existing
                 mine = await self._submit(submit) if submit is not None else None
                 woken = False
                 while (left := deadline - time.monotonic()) > 0:
@@ -315,7 +330,9 @@ class AsyncClient:
                             woken = True
                     stored = await r.get(key)
                     found = None if stored == superseded else _stored(stored, request_id, submit)
-                    if _someone_elses_rejection(found, mine):
+                    if _someone_elses_rejection(found, mine) or (
+                        submit is None and await self._rejection_to_wait_past(r, found, request_id)
+                    ):
                         # Another entry with our id was malformed and set aside; ours is
                         # valid, and its outcome will replace that rejection.
                         superseded, found = stored, None

@@ -152,3 +152,29 @@ def test_a_malformed_twin_set_aside_first_is_not_the_client_s_outcome(
     assert json.loads(out)["status"] == "accepted"
     audit = run_cli(bookstream_env, "audit", server=redis_server)
     assert audit.returncode == 0, audit.stdout
+
+
+def test_outcome_later_waits_past_a_malformed_twin_s_rejection(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """Breaker round 2: after --no-wait, `bookstream outcome ID` printed a malformed
+    twin's rejection although the valid request (still ahead) was then accepted."""
+    r = redis_server.client()
+    lending = start_worker("lending", redis_server, extra=["--batch-size", "1"])
+    start_worker("shelving", redis_server)
+    lending.process.send_signal(signal.SIGSTOP)
+    try:
+        twin = {"v": 1, "type": "request", "id": "tw10", "user": "x", "books": "notalist"}
+        r.xadd(INBOX, {"e": json.dumps(twin)})
+        queued = run_cli(
+            bookstream_env, "request", "victim10", "t10book", "--request-id", "tw10",
+            "--no-wait", server=redis_server,
+        )  # fmt: skip
+        assert queued.returncode == 0, queued.stderr
+    finally:
+        lending.process.send_signal(signal.SIGCONT)
+    done = run_cli(bookstream_env, "outcome", "tw10", "--json", server=redis_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["status"] == "accepted"
