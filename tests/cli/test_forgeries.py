@@ -162,19 +162,28 @@ def test_outcome_later_waits_past_a_malformed_twin_s_rejection(
     """Breaker round 2: after --no-wait, `bookstream outcome ID` printed a malformed
     twin's rejection although the valid request (still ahead) was then accepted."""
     r = redis_server.client()
-    lending = start_worker("lending", redis_server, extra=["--batch-size", "1"])
+    lending = start_worker("lending", redis_server, extra=["--batch-size", "1", "--in-flight", "1"])
     start_worker("shelving", redis_server)
     lending.process.send_signal(signal.SIGSTOP)
     try:
         twin = {"v": 1, "type": "request", "id": "tw10", "user": "x", "books": "notalist"}
         r.xadd(INBOX, {"e": json.dumps(twin)})
+        for n in range(300):  # others' requests between the twin and the victim's
+            other = {"v": 1, "type": "request", "id": f"o{n}", "user": f"o{n}", "books": ["y"]}
+            r.xadd(INBOX, {"e": json.dumps(other)})
         queued = run_cli(
             bookstream_env, "request", "victim10", "t10book", "--request-id", "tw10",
             "--no-wait", server=redis_server,
         )  # fmt: skip
         assert queued.returncode == 0, queued.stderr
+        asking = subprocess.Popen(
+            [str(VENV_BIN / "bookstream"), "outcome", "tw10", "--json", "--timeout", "20",
+             "--redis", redis_server.url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bookstream_env,
+        )  # fmt: skip
+        time.sleep(1.5)  # it is waiting (subscribed) before anything is applied
     finally:
         lending.process.send_signal(signal.SIGCONT)
-    done = run_cli(bookstream_env, "outcome", "tw10", "--json", server=redis_server)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert json.loads(done.stdout)["status"] == "accepted"
+    out, err = asking.communicate(timeout=30)
+    assert asking.returncode == 0, out + err
+    assert json.loads(out)["status"] == "accepted"

@@ -217,7 +217,7 @@ def test_rolling_restarts_during_a_trouble_are_not_deliveries(
     for _ in range(3):
         assert lending.terminate() == 0
         lending = start_worker("lending", redis_server, name="rolling", library=LIB, extra=args)
-        wait_for(lambda: "redis refuses the work" in lending.output(), timeout=20)
+        wait_for(lambda w=lending: "redis refuses the work" in w.output(), timeout=20)  # type: ignore[misc]
     r.delete(f"bs:{{{LIB}}}:lending:loans:u0")
     wait_for(lambda: _answered(r, ids), timeout=30)
     assert _statuses(r, ids) == {"accepted"}
