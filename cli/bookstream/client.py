@@ -343,7 +343,7 @@ class AsyncClient:
             finally:
                 if future is not None:
                     await self._waiter.release(key, future)
-        raise OutcomeTimeout(request_id, timeout)
+        raise OutcomeTimeout(request_id, timeout, self.library)
 
     # ------------------------------------------------------------------ looking up
 

@@ -89,8 +89,13 @@ def info(library: str) -> dict[str, object]:
                 },
             },
             "limits": {
-                "request_id": f"1-{MAX_REQUEST_ID_LENGTH} of [A-Za-z0-9_.:-]",
-                "user_and_book_ids": f"1-{MAX_ID_LENGTH} characters, no control characters",
+                "request_id": (
+                    f"1-{MAX_REQUEST_ID_LENGTH} of [A-Za-z0-9_.:-], starting with a letter or digit"
+                ),
+                "user_and_book_ids": (
+                    f"1-{MAX_ID_LENGTH} characters of UTF-8, no control characters, no white "
+                    "space at either end"
+                ),
                 "books_per_event": MAX_BOOKS_PER_EVENT,
             },
         },

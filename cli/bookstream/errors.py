@@ -14,10 +14,14 @@ class BadInput(BookstreamError, ValueError):
 class OutcomeTimeout(BookstreamError, TimeoutError):
     """No outcome arrived in time; the request may still be applied later (exit code 3)."""
 
-    def __init__(self, request_id: str, timeout: float) -> None:
+    def __init__(self, request_id: str, timeout: float, library: str = "main") -> None:
+        # The command to ask again must name the library, or it asks another one.
+        again = f"bookstream outcome {request_id}"
+        if library != "main":
+            again += f" --library {library}"
         super().__init__(
             f"no outcome for request {request_id} within {timeout:g} s (is a lending and a "
-            f"shelving worker running?); ask again later with: bookstream outcome {request_id}"
+            f"shelving worker running?); ask again later with: {again}"
         )
         self.request_id = request_id
 

@@ -138,3 +138,19 @@ def test_ids_that_are_not_utf8_are_one_line(bookstream_env: dict[str, str]) -> N
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
         assert "not valid UTF-8" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_ask_again_hint_names_the_library(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    queued = run_cli(
+        bookstream_env, "request", "u", "b", "--no-wait", "--request-id", "later-1",
+        "--library", "fresh1", server=redis_server,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    waited = run_cli(
+        bookstream_env, "outcome", "later-1", "--library", "fresh1", "--timeout", "1",
+        server=redis_server,
+    )  # fmt: skip
+    assert waited.returncode == 3
+    assert "bookstream outcome later-1 --library fresh1" in waited.stderr

@@ -228,7 +228,7 @@ def add_worker_arguments(
     add_redis_arguments(parser, client=False)
     group = parser.add_argument_group("worker")
     scopes: tuple[table.Scope, ...] = (
-        ("worker", "lending") if "lending" in services else ("worker",)
+        ("worker", "lending", "lending_worker") if "lending" in services else ("worker",)
     )
     table.add_options(group, [s for s in table.rows(*scopes) if s.key not in identity])
 

@@ -19,7 +19,7 @@ ENV_PREFIX = "BOOKSTREAM_"
 Kind = Literal["text", "int", "seconds", "flag", "choice"]
 #: Which parsers list a setting: every command that talks to Redis, the workers (all or
 #: only lending's), or none (a variable only).
-Scope = Literal["redis", "client", "worker", "lending", "embedded"]
+Scope = Literal["redis", "client", "worker", "lending", "lending_worker", "embedded"]
 
 
 class ConfigError(ValueError):
@@ -115,7 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
        "an id", "worker", kind="int", minimum=1, default="86400", metavar="S"),
     _s("request_deadline", ("--request-deadline",), "REQUEST_DEADLINE_S",
        "seconds a request may wait for Shelving before it is denied (shelving_timeout) and "
-       "its books go back", "worker", kind="int", minimum=1, default="300", metavar="S"),
+       "its books go back", "lending_worker", kind="int", minimum=1, default="300", metavar="S"),
     _s("lock_ttl_ms", (), "LOCK_TTL_MS", "worker-name lock TTL in ms (renewed every third)",
        "worker", kind="int", minimum=100, default="15000"),
     _s("give_up_s", (), "GIVE_UP_S",
@@ -214,6 +214,7 @@ USED_BY: dict[Scope, str] = {
     "client": "commands",
     "worker": "workers",
     "lending": "Lending workers, `audit`",
+    "lending_worker": "Lending workers",
     "embedded": "the embedded Redis",
 }
 
