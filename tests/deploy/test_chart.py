@@ -573,3 +573,20 @@ def test_the_operators_default_objects_fit_kubernetes_schemas() -> None:
     owner = manifests.Owner("main", "books", "uid")
     for obj in manifests.desired_objects(owner, parse_spec({}), {"lending": 1, "shelving": 0}):
         tools.validate(obj)
+
+
+def test_a_long_release_name_gives_names_kubernetes_accepts() -> None:
+    """Breaker: a 40-character release made a 66-character Service name and a
+    StatefulSet too long for its pods; every rendered name now fits."""
+    objects = tools.render(
+        EVERYTHING_ON,
+        api_versions=PROM_OPERATOR,
+        release="library-production-europe-west1-primary1",
+    )
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        if obj["kind"] == "CustomResourceDefinition":
+            continue
+        assert len(name) <= 63, (obj["kind"], name)
+        if obj["kind"] == "StatefulSet":
+            assert len(name) <= 52, name  # room for the controller-revision-hash label

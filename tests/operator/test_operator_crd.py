@@ -250,3 +250,22 @@ def test_identity_fields_are_immutable(schema: dict[str, Any]) -> None:
     # The non-transition rule still applies to creates and updates alike.
     bad = changed(autoscaling={"minReplicas": 5, "maxReplicas": 2})
     assert cel_violations(schema, bad, None) == ["minReplicas must not exceed maxReplicas"]
+
+
+def test_names_that_kubernetes_cannot_carry_are_refused(schema: dict[str, Any]) -> None:
+    """Breaker: a 44-46 character name made StatefulSets that never create pods, a longer
+    one or one with a dot a 422 on the metrics Service; the CRD refuses them up front."""
+    for name, ok in [
+        ("main", True),
+        ("a" * 40, True),
+        ("library-production-eu-west1-primary-01", True),
+        ("a" * 41, False),
+        ("9lib", False),
+        ("lib.one", False),
+        ("Lib", False),
+        ("lib-", False),
+    ]:
+        obj = copy.deepcopy(EXAMPLE)
+        obj.setdefault("metadata", {})["name"] = name
+        refused = cel_violations(schema, obj, None)
+        assert (refused == []) is ok, (name, refused)

@@ -4,15 +4,17 @@
 {{- end -}}
 
 {{/* Object name prefix: <release>-bookstream, or <release> when it already holds the name. */}}
+{{/* 40, not 63: suffixes (-redis-headless, -operator...) are added to it, and a
+StatefulSet's name must leave room for its pods' revision-hash label. */}}
 {{- define "bookstream.fullname" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
 {{- else -}}
 {{- $name := include "bookstream.name" . -}}
 {{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
