@@ -99,6 +99,26 @@ def _api_failure(exc: Exception, what: str) -> Failure:
     return Failure("ApplyFailed", f"{what}: {type(exc).__name__}: {exc}")
 
 
+async def _stop_own_workers(
+    kube: Kube, owner: manifests.Owner, spec: LibrarySpec, namespace: str, name: str
+) -> bool:
+    """Scale this instance's workers to 0 if it has any running; True if it did. An
+    instance that never ran creates nothing."""
+    try:
+        states = [
+            await kube.workload_state(namespace, naming.workload_name(name, service))
+            for service in SERVICES
+        ]
+        if not any(state is not None and state.replicas > 0 for state in states):
+            return False
+        for manifest in manifests.desired_objects(owner, spec, dict.fromkeys(SERVICES, 0)):
+            if manifest["kind"] == "StatefulSet":
+                await kube.apply(manifest)
+    except (httpx2.HTTPError, ValueError, TypeError, msgspec.ValidationError):
+        return False
+    return True
+
+
 def _decide_replicas(
     spec: LibrarySpec,
     service: ServiceName,
@@ -207,6 +227,10 @@ async def reconcile(
             holder = await claim(client, keys, Holder(uid, namespace, name), kube.instance_uid)
             if holder is not None:
                 message = f"library {spec.library!r} on this Redis is claimed by {holder}"
+                if await _stop_own_workers(kube, owner, spec, namespace, name):
+                    # The claim was lost (Redis lost its data, say) and another instance
+                    # took the library: two sets of workers must not consume it.
+                    message += "; this instance's workers were scaled to 0"
                 return failed(Failure("Conflict", message), [redis_cond], {})
             for service in SERVICES:
                 groups[service] = await collect(client, keys, service)
