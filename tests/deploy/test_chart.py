@@ -590,3 +590,19 @@ def test_a_long_release_name_gives_names_kubernetes_accepts() -> None:
         assert len(name) <= 63, (obj["kind"], name)
         if obj["kind"] == "StatefulSet":
             assert len(name) <= 52, name  # room for the controller-revision-hash label
+
+
+def test_an_external_redis_does_not_inherit_the_chart_s_password() -> None:
+    """Breaker: with the chart's Redis on and the LibraryInstance pointing elsewhere, the
+    instance still named the chart's password Secret."""
+    objects = tools.render(
+        {"libraryInstance.enabled": "true", "libraryInstance.spec.redis.url": "redis://ext:6379"}
+    )
+    (li,) = [o for o in objects if o["kind"] == "LibraryInstance"]
+    assert li["spec"]["redis"] == {"url": "redis://ext:6379"}
+    default = [
+        o
+        for o in tools.render({"libraryInstance.enabled": "true"})
+        if o["kind"] == "LibraryInstance"
+    ]
+    assert "passwordSecretRef" in default[0]["spec"]["redis"]  # the chart's own Redis
