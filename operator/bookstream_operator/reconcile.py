@@ -195,6 +195,13 @@ async def reconcile(
             *extra,
             Condition("ReconciliationPaused", "False", "Reconciling"),
         ]
+        # What this pass did not get to evaluate is not left saying what an earlier one saw.
+        given = {c.type for c in conds}
+        conds += [
+            Condition(kind, "Unknown", "NotEvaluated", f"the pass failed: {failure.reason}")
+            for kind in conditions.ORDER
+            if kind not in given
+        ]
         out["conditions"] = conditions.merge(old_conditions, conds, stamp)
         if (previous_ready.get("reason"), previous_ready.get("message")) != (
             failure.reason,

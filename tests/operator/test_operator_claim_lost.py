@@ -73,3 +73,28 @@ async def test_an_instance_that_lost_its_claim_stops_its_workers(
     assert all(n > 0 for n in b.replicas().values())
     assert await _pass(a, "a", spec, 1e6 + 3) == "Conflict"
     assert a.replicas() and all(n == 0 for n in a.replicas().values())
+
+
+async def test_a_failed_pass_leaves_no_condition_from_an_earlier_one(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """Breaker: an InvalidSpec pass left RedisReachable=True (and Progressing, Warning)
+    as an earlier pass had seen them."""
+    server = redis_factory()
+    cluster = Cluster("ns1")
+    good = await reconcile(
+        cluster,  # type: ignore[arg-type]
+        name="a", namespace="ns1", uid="uid-a", generation=1,
+        spec_body={"library": "one", "redis": {"url": server.url}}, status={},
+        annotations={}, now=1e6,
+    )  # fmt: skip
+    bad = await reconcile(
+        cluster,  # type: ignore[arg-type]
+        name="a", namespace="ns1", uid="uid-a", generation=2,
+        spec_body={"library": "one", "redis": {"url": server.url}, "lending": {"replicas": -1}},
+        status=good.status, annotations={}, now=1e6 + 1,
+    )  # fmt: skip
+    by_type = {c["type"]: c for c in bad.status["conditions"]}
+    assert by_type["Ready"]["reason"] == "InvalidSpec"
+    for kind in ("RedisReachable", "Progressing", "Warning"):
+        assert by_type[kind]["status"] == "Unknown", by_type[kind]
