@@ -98,7 +98,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "demo":
         from bookstream.demo import run_demo
 
-        return run_demo(redis_settings_from(args, os.environ))
+        # The demo empties library `demo`: only a Redis named on its own command line, never
+        # one a stray BOOKSTREAM_REDIS_* variable points at (the embedded one otherwise).
+        home = {k: v for k, v in os.environ.items() if not k.startswith("BOOKSTREAM_REDIS_")}
+        return run_demo(redis_settings_from(args, home))
     if command == "serve":
         from bookstream.local import serve
 

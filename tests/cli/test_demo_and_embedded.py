@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import run_cli
+from tests.conftest import RedisServer, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = [
@@ -103,3 +103,16 @@ def test_embedded_appendfsync_always(bookstream_env: dict[str, str]) -> None:
         run_cli(env, "embedded", "stop")
     bad = run_cli({**env, "BOOKSTREAM_APPENDFSYNC": "never"}, "embedded", "start")
     assert bad.returncode == 2 and "BOOKSTREAM_APPENDFSYNC" in bad.stderr
+
+
+def test_the_demo_ignores_a_stray_redis_variable(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    """Newcomer: an exported BOOKSTREAM_REDIS_URL made the demo empty `demo` on that Redis."""
+    r = redis_server.client()
+    r.set("bs:{demo}:precious", "1")
+    env = {**bookstream_env, "BOOKSTREAM_REDIS_URL": redis_server.url}
+    done = run_cli(env, "demo", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert r.get("bs:{demo}:precious") == b"1"
+    run_cli(bookstream_env, "embedded", "stop")
