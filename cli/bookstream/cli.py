@@ -20,6 +20,7 @@ from bookstream_core.config import (
 )
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.events import Outcome
+from bookstream_core.settings import ENV_PREFIX
 from redis.exceptions import RedisError
 
 from bookstream.client import AsyncClient
@@ -100,7 +101,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         # The demo empties library `demo`: only a Redis named on its own command line, never
         # one a stray BOOKSTREAM_REDIS_* variable points at (the embedded one otherwise).
-        home = {k: v for k, v in os.environ.items() if not k.startswith("BOOKSTREAM_REDIS_")}
+        stray = f"{ENV_PREFIX}REDIS_"
+        home = {k: v for k, v in os.environ.items() if not k.startswith(stray)}
         return run_demo(redis_settings_from(args, home))
     if command == "serve":
         from bookstream.local import serve
