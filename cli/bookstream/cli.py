@@ -100,7 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bookstream.demo import run_demo
 
         # The demo empties library `demo`: only a Redis named on its own command line, never
-        # one a stray BOOKSTREAM_REDIS_* variable points at (the embedded one otherwise).
+        # one a stray Redis variable (BOOKSTREAM_REDIS_URL...) points at (else the embedded one).
         stray = f"{ENV_PREFIX}REDIS_"
         home = {k: v for k, v in os.environ.items() if not k.startswith(stray)}
         return run_demo(redis_settings_from(args, home))
