@@ -275,6 +275,18 @@ async def aredis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+async def client_without(server: RedisServer, command: str) -> aioredis.Redis:
+    """A client whose ACL user may run every command but ``command`` (a missing right)."""
+    admin = aioredis.Redis(unix_socket_path=str(server.socket))
+    try:
+        await admin.execute_command(  # type: ignore[no-untyped-call]
+            "ACL", "SETUSER", "w", "reset", "on", ">pw", "~*", "&*", "+@all", f"-{command}"
+        )
+    finally:
+        await admin.aclose()
+    return aioredis.Redis(unix_socket_path=str(server.socket), username="w", password="pw")
+
+
 def run_cli(
     env: dict[str, str], *args: str, server: RedisServer | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from bookstream_core.keys import LibraryKeys
 from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
 
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, client_without
 
 KEYS = LibraryKeys("t")
 INBOX = KEYS.inbox("lending")
@@ -214,12 +214,7 @@ async def test_dead_letter_refuses_before_writing(
     if fault == "stream":
         await aredis.xadd(target, {"e": "{}"}, id=MAX_ID)
     else:
-        await aredis.execute_command(
-            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", f"-{target}"
-        )
-        limited = aioredis.Redis(
-            unix_socket_path=str(redis_server.socket), username="w", password="pw"
-        )
+        limited = await client_without(redis_server, target)
         core = CoreFunctions(limited)
     keys = sorted([k async for k in aredis.scan_iter("bs:{t}:*")])
     before = {k: await aredis.dump(k) for k in keys}

@@ -13,7 +13,7 @@ from bookstream_core.functions import CoreFunctions
 from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
 
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, client_without
 from tests.lending.test_functions import DOMAIN, KEYS, LK, RUNTIME, Lending
 
 MAX_ID = "18446744073709551615-18446744073709551615"
@@ -47,10 +47,7 @@ async def test_a_failing_check_leaves_no_trace(
         await r.rename(LK.book_status, "saved")
         await r.set(LK.book_status, "oops")
     else:
-        await r.execute_command("ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", "-xadd")
-        limited = aioredis.Redis(
-            unix_socket_path=str(redis_server.socket), username="w", password="pw"
-        )
+        limited = await client_without(redis_server, "xadd")
         caller = Lending(limited)
     before = await _snapshot(r)
     with pytest.raises(ResponseError, match="BSENV"):
@@ -193,12 +190,7 @@ async def test_every_write_point_refuses_before_writing(
         await r.delete(target)
         await r.set(target, "wrong")
     else:
-        await r.execute_command(
-            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", f"-{target}"
-        )
-        limited = aioredis.Redis(
-            unix_socket_path=str(redis_server.socket), username="w", password="pw"
-        )
+        limited = await client_without(redis_server, target)
         caller = Lending(limited)
     before = await _snapshot(r)
     try:

@@ -13,7 +13,7 @@ from bookstream_shelving.functions import ShelvingFunctions, ShelvingRow
 from bookstream_shelving.keys import ShelvingKeys
 from redis.exceptions import ResponseError
 
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, client_without
 
 KEYS = LibraryKeys("t")
 SK = ShelvingKeys(KEYS)
@@ -146,12 +146,7 @@ async def test_every_write_point_refuses_before_writing(
         await r.delete(target)
         await r.set(target, "wrong")
     else:
-        await r.execute_command(
-            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", f"-{target}"
-        )
-        limited = aioredis.Redis(
-            unix_socket_path=str(redis_server.socket), username="w", password="pw"
-        )
+        limited = await client_without(redis_server, target)
         caller = ShelvingFunctions(limited, KEYS)
     before = {k: await r.dump(k) for k in sorted([k async for k in r.scan_iter("bs:{t}:*")])}
     event = (entry, kind, "r0", f"r0:{kind}", "r0:fetch" if kind == "unfetch" else "", ["a"])
