@@ -26,6 +26,16 @@ INBOX = KEYS.inbox("lending")
 FAST = ["--retention", "1", "--claim-idle-ms", "300", "--log-level", "warning"]
 
 
+def _request_all(r: redis.Redis, ids: list[str], *, users: int) -> list[str]:
+    """One request of its own book per id, straight into the inbox; the ids."""
+    pipe = r.pipeline(transaction=False)
+    for n, rid in enumerate(ids):
+        event = {"v": 1, "type": "request", "id": rid, "user": f"u{n % users}", "books": [f"b{n}"]}
+        pipe.xadd(INBOX, {"e": json.dumps(event)})
+    pipe.execute()
+    return ids
+
+
 def _outcome_ids(r: redis.Redis) -> list[str]:
     return [json.loads(f[b"e"])["request_id"] for _, f in r.xrange(KEYS.domain_events)]
 
@@ -79,12 +89,7 @@ def test_a_real_worker_stopped_past_the_retention_applies_nothing_twice(
     r = redis_server.client()
     slow = start_worker("lending", redis_server, name="slow", library=LIB, extra=FAST)
     start_worker("shelving", redis_server, library=LIB, extra=FAST)
-    ids = [f"s{n}" for n in range(300)]
-    pipe = r.pipeline(transaction=False)
-    for n, rid in enumerate(ids):
-        event = {"v": 1, "type": "request", "id": rid, "user": f"u{n % 50}", "books": [f"b{n}"]}
-        pipe.xadd(INBOX, {"e": json.dumps(event)})
-    pipe.execute()
+    ids = _request_all(r, [f"s{n}" for n in range(300)], users=50)
     slow.process.send_signal(signal.SIGSTOP)  # mid-drain, batches read and not applied
     try:
         start_worker("lending", redis_server, name="live", library=LIB, extra=FAST)
@@ -127,12 +132,7 @@ def test_a_worker_frozen_past_its_lock_and_retired_stops_when_it_wakes(
         "lending", redis_server, name="frozen", library=LIB, extra=fast, env=short_lock
     )
     start_worker("shelving", redis_server, library=LIB, extra=fast)
-    ids = [f"t{n}" for n in range(50)]
-    pipe = r.pipeline(transaction=False)
-    for n, rid in enumerate(ids):
-        event = {"v": 1, "type": "request", "id": rid, "user": f"u{n}", "books": [f"b{n}"]}
-        pipe.xadd(INBOX, {"e": json.dumps(event)})
-    pipe.execute()
+    ids = _request_all(r, [f"t{n}" for n in range(50)], users=50)
     frozen.process.send_signal(signal.SIGSTOP)
     try:
         start_worker("lending", redis_server, name="live", library=LIB, extra=fast)
