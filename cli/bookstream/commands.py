@@ -215,6 +215,18 @@ def _entry_ids(ids: list[str]) -> list[str]:
     return ids
 
 
+def _render_dead_letter(entry: dict[str, object]) -> str:
+    lines = [
+        f"dead letter {entry['id']} ({entry['service']}): {entry['reason']}",
+        f"  entry {entry['entry']} of {entry['stream']}, delivered {entry['deliveries']} times",
+        f"  request {entry['request_id'] or '-'} ({entry['kind'] or '-'})",
+    ]
+    fields = entry["fields"]
+    assert isinstance(fields, dict)
+    lines += [f"  {name}: {value}" for name, value in fields.items()]
+    return "\n".join(lines)
+
+
 async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) -> int:
     from bookstream import deadletters as dl
 
@@ -241,9 +253,11 @@ async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) ->
             if action == "show":
                 entry = await dl.show_dead_letter(r, client.library, args.ids[0], args.service)
                 if entry is None:
-                    print(f"no dead letter {args.ids[0]}")
-                    return 1
-                print(to_json(entry))
+                    raise BadInput(f"no dead letter {args.ids[0]}")
+                if args.json:
+                    print(to_json(entry))
+                else:
+                    print(_render_dead_letter(entry))
                 return 0
             if action == "retry":
                 moved = await dl.retry_dead_letters(r, client.library, ids, args.service)

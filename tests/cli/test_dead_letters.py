@@ -60,8 +60,14 @@ def test_list_show_retry_purge(
     assert entries[0]["fields"] == {"e": "not json at all"}
     assert "invalid_json" in bookstream(redis_server, bookstream_env, "dead-letters", "list").stdout
 
-    shown = bookstream(redis_server, bookstream_env, "dead-letters", "show", entries[0]["id"])
+    args = ("dead-letters", "show", entries[0]["id"])
+    shown = bookstream(redis_server, bookstream_env, *args, "--json")
     assert json.loads(shown.stdout)["entry"] == entries[0]["entry"]
+    text = bookstream(redis_server, bookstream_env, *args).stdout
+    assert text.startswith(f"dead letter {entries[0]['id']} (lending): invalid_json")
+    assert "e: not json at all" in text
+    missing = bookstream(redis_server, bookstream_env, "dead-letters", "show", "1-1")
+    assert missing.returncode == 2 and "no dead letter 1-1" in missing.stderr
 
     # Re-inject the first: it fails again (still not JSON) and comes back as a new dead letter.
     retried = bookstream(redis_server, bookstream_env, "dead-letters", "retry", entries[0]["id"])

@@ -139,3 +139,15 @@ def test_only_lending_workers_take_lendings_rules() -> None:
     add_worker_arguments(parser, ("shelving",))
     options = {o for action in parser._actions for o in action.option_strings}
     assert "--batch-size" in options and "--user-limit" not in options
+
+
+def test_a_yes_no_variable_refuses_anything_else() -> None:
+    """Newcomer: BOOKSTREAM_REDIS_SSL=maybe silently meant off."""
+    import pytest
+    from bookstream_core.config import ConfigError
+    from bookstream_core.settings import flag
+
+    assert flag("ssl", None, {"BOOKSTREAM_REDIS_SSL": "yes"}) is True
+    assert flag("ssl", None, {"BOOKSTREAM_REDIS_SSL": "off"}) is False
+    with pytest.raises(ConfigError, match="BOOKSTREAM_REDIS_SSL"):
+        flag("ssl", None, {"BOOKSTREAM_REDIS_SSL": "maybe"})

@@ -202,9 +202,18 @@ def seconds(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -
     return number
 
 
+YES, NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def flag(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -> bool:
-    value, _ = raw(key, args, env)
-    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
+    value, name = raw(key, args, env)
+    if value is None:
+        return False
+    word = value.strip().lower()
+    if word not in YES + NO:
+        # BOOKSTREAM_REDIS_SSL=maybe was silently "off": a typo must not turn TLS off.
+        raise ConfigError(f"{name} must be one of {', '.join(YES + NO)}, not {value!r}")
+    return word in YES
 
 
 PIPE = "\\|"
