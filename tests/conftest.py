@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+from bookstream_core.streams import MAX_ID  # the largest stream id (a test's hostile id)
 
 asyncio.set_event_loop(None)
 
@@ -285,6 +286,28 @@ async def client_without(server: RedisServer, command: str) -> aioredis.Redis:
     finally:
         await admin.aclose()
     return aioredis.Redis(unix_socket_path=str(server.socket), username="w", password="pw")
+
+
+async def inject_fault(
+    server: RedisServer, r: aioredis.Redis, fault: str, target: str
+) -> aioredis.Redis | None:
+    """Force one failure point of a function: ``stream`` (the stream ``target`` out of
+    ids), ``type`` (the key ``target`` of the wrong type) or ``right`` (the command
+    ``target`` refused by ACL: returns the client to call with, closed by the caller)."""
+    if fault == "stream":
+        await r.xadd(target, {"e": "{}"}, id=MAX_ID)
+        return None
+    if fault == "type":
+        await r.delete(target)
+        await r.set(target, "wrong")
+        return None
+    return await client_without(server, target)
+
+
+async def dump_keys(r: aioredis.Redis, pattern: str) -> dict[bytes, object]:
+    """Every key matching ``pattern`` with its DUMP: compared before and after a call."""
+    keys = sorted([k async for k in r.scan_iter(match=pattern)])
+    return {k: await r.dump(k) for k in keys}
 
 
 def run_cli(

@@ -15,10 +15,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tests.conftest import RedisServer, WorkerProcess, wait_for
+from tests.conftest import MAX_ID, RedisServer, WorkerProcess, wait_for
 
 LIB = "hostile"
-MAX_ID = "18446744073709551615-18446744073709551615"
 
 
 def _inbox(service: str) -> str:

@@ -13,10 +13,8 @@ from bookstream_core.functions import CoreFunctions
 from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
 
-from tests.conftest import RedisServer, client_without
+from tests.conftest import MAX_ID, RedisServer, client_without, dump_keys, inject_fault
 from tests.lending.test_functions import DOMAIN, KEYS, LK, RUNTIME, Lending
-
-MAX_ID = "18446744073709551615-18446744073709551615"
 
 
 @pytest.fixture
@@ -26,10 +24,9 @@ async def lending(aredis: aioredis.Redis) -> Lending:
     return lending
 
 
-async def _snapshot(r: aioredis.Redis) -> dict[str, object]:
+async def _snapshot(r: aioredis.Redis) -> dict[bytes, object]:
     """Everything of the library but its inboxes' pending state."""
-    keys = sorted([k async for k in r.scan_iter(match="bs:{t}:*")])
-    return {k.decode(): await r.dump(k) for k in keys}
+    return await dump_keys(r, "bs:{t}:*")
 
 
 @pytest.mark.parametrize("fault", ["shelving inbox out of ids", "book hash a string", "no XADD"])
@@ -183,15 +180,8 @@ async def test_every_write_point_refuses_before_writing(
 ) -> None:
     event = await _scenario(lending, kind)
     r = lending.r
-    caller = lending
-    if fault == "stream":
-        await r.xadd(target, {"e": "{}"}, id=MAX_ID)
-    elif fault == "type":
-        await r.delete(target)
-        await r.set(target, "wrong")
-    else:
-        limited = await client_without(redis_server, target)
-        caller = Lending(limited)
+    limited = await inject_fault(redis_server, r, fault, target)
+    caller = lending if limited is None else Lending(limited)
     before = await _snapshot(r)
     try:
         with pytest.raises(ResponseError) as refused:

@@ -13,7 +13,7 @@ from bookstream_shelving.functions import ShelvingFunctions, ShelvingRow
 from bookstream_shelving.keys import ShelvingKeys
 from redis.exceptions import ResponseError
 
-from tests.conftest import RedisServer, client_without
+from tests.conftest import RedisServer, dump_keys, inject_fault
 
 KEYS = LibraryKeys("t")
 SK = ShelvingKeys(KEYS)
@@ -121,7 +121,6 @@ async def test_unfetch_undoes_a_fetch_applied_already(shelving: Shelving) -> Non
     assert await shelving.off() == {}
 
 
-MAX_ID = "18446744073709551615-18446744073709551615"
 FAULTS = [
     ("stream", KEYS.inbox("lending")),
     ("type", SK.off_shelf),
@@ -138,17 +137,9 @@ async def test_every_write_point_refuses_before_writing(
     r = shelving.r
     entry = await r.xadd(KEYS.inbox("shelving"), {"e": "{}"})
     await r.xreadgroup("shelving", "w1", {KEYS.inbox("shelving"): ">"})
-    caller = shelving.fn
-    limited = None
-    if fault == "stream":
-        await r.xadd(target, {"e": "{}"}, id=MAX_ID)
-    elif fault == "type":
-        await r.delete(target)
-        await r.set(target, "wrong")
-    else:
-        limited = await client_without(redis_server, target)
-        caller = ShelvingFunctions(limited, KEYS)
-    before = {k: await r.dump(k) for k in sorted([k async for k in r.scan_iter("bs:{t}:*")])}
+    limited = await inject_fault(redis_server, r, fault, target)
+    caller = shelving.fn if limited is None else ShelvingFunctions(limited, KEYS)
+    before = await dump_keys(r, "bs:{t}:*")
     event = (entry, kind, "r0", f"r0:{kind}", "r0:fetch" if kind == "unfetch" else "", ["a"])
     try:
         with pytest.raises(ResponseError) as refused:
@@ -157,5 +148,5 @@ async def test_every_write_point_refuses_before_writing(
         if limited is not None:
             await limited.aclose()
     assert trouble(refused.value) is not None, refused.value
-    after = {k: await r.dump(k) for k in sorted([k async for k in r.scan_iter("bs:{t}:*")])}
+    after = await dump_keys(r, "bs:{t}:*")
     assert after == before
