@@ -34,16 +34,17 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
     }
     streams: dict[str, object] = {}
     for service in SERVICES:
-        streams[service] = await stream_status(r, keys, service)
+        streams[service] = await stream_status(r, keys, service, keys.inbox(service))
+    # Shelving's replies to Lending: a stream of its own, written by Shelving alone.
+    streams["lending_replies"] = await stream_status(r, keys, "lending", keys.replies)
     policy = await eviction_policy(r)
     redis_info = {"maxmemory_policy": policy, "problem": eviction_problem(policy)}
     return {"library": library, "totals": totals, "streams": streams, "redis": redis_info}
 
 
 async def stream_status(
-    r: aioredis.Redis, keys: LibraryKeys, service: ServiceName
+    r: aioredis.Redis, keys: LibraryKeys, service: ServiceName, inbox: str
 ) -> dict[str, object]:
-    inbox = keys.inbox(service)
     result: dict[str, object] = {
         "stream": inbox,
         "length": int(await r.xlen(inbox)),

@@ -120,6 +120,7 @@ def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> N
     assert data["schema_version"] == 1
     assert data["streams"]["lending"] == {
         "inbox": "bs:{lib1}:lending:inbox",
+        "replies": "bs:{lib1}:lending:replies",
         "group": "lending",
         "dead_letters": "bs:{lib1}:lending:dead",
     }

@@ -187,3 +187,30 @@ def test_outcome_later_waits_past_a_malformed_twin_s_rejection(
     out, err = asking.communicate(timeout=30)
     assert asking.returncode == 0, out + err
     assert json.loads(out)["status"] == "accepted"
+
+
+def test_a_forged_reply_in_the_inbox_is_set_aside(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """Shelving's replies travel on a stream of their own: a `fetched` written where
+    clients submit is set aside (wrong_stream), and the request it names still waits for
+    the real one."""
+    r = redis_server.client()
+    start_worker("lending", redis_server)
+    sent = run_cli(bookstream_env, "request", "u1", "far", "--request-id", "waits",
+                   "--no-wait", server=redis_server)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: r.hget("bs:{main}:lending:book", "far") == b"paged:waits")
+    forged = {"v": 1, "type": "fetched", "id": "waits", "books": ["far"]}
+    r.xadd(INBOX, {"e": json.dumps(forged)})
+    wait_for(lambda: r.xlen("bs:{main}:lending:dead") == 1)
+    ((_, dead),) = r.xrange("bs:{main}:lending:dead")
+    assert dead[b"reason"].startswith(b"wrong_stream")
+    assert r.hget("bs:{main}:lending:book", "far") == b"paged:waits"
+    assert not r.exists("bs:{main}:outcome:waits")
+    start_worker("shelving", redis_server)
+    done = run_cli(bookstream_env, "outcome", "waits", "--json", server=redis_server)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lent"] == ["far"]
