@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from bookstream_core.config import (
     ConfigError,
@@ -96,6 +97,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bookstream.commands import dead_letters_command
 
         return _async(lambda: dead_letters_command(_client(args), args))
+    if command == "setup":
+        folder = Path(args.acl).expanduser() if args.acl else None
+        return _async(lambda: _setup(args, folder))
+    if command == "acl":
+        from bookstream.setup import acl_file
+
+        folder = Path(args.password_dir).expanduser() if args.password_dir else None
+        print(acl_file(library_from(args, os.environ), folder))
+        return 0
     if command == "demo":
         from bookstream.demo import run_demo
 
@@ -117,6 +127,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return bench_command(args)
     raise AssertionError(command)  # pragma: no cover - argparse restricts the choices
+
+
+async def _setup(args: argparse.Namespace, folder: Path | None) -> int:
+    from bookstream.setup import setup_library
+
+    client = _client(args)
+    async with client:
+        with client.redis_errors():
+            report = await setup_library(await client.redis(), client.library, folder)
+    print("\n".join(report.lines()))
+    return 0
 
 
 def _print_outcome(outcome: Outcome, as_json: bool) -> int:

@@ -93,7 +93,9 @@ class AsyncClient:
         url: str | None = None,
         library: str = "main",
         *,
+        user: str | None = None,
         password: str | None = None,
+        password_file: str | None = None,
         db: int | None = None,
         home: str | Path | None = None,
         settings: RedisSettings | None = None,
@@ -106,7 +108,9 @@ class AsyncClient:
             if settings is None:
                 settings = build_redis_settings(
                     url=url,
+                    user=user,
                     password=password,
+                    password_file=password_file,
                     db=db,
                     home=Path(home).expanduser() if home is not None else None,
                 )

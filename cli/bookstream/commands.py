@@ -23,19 +23,19 @@ from bookstream.status import library_status, render_status, to_json
 async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
     async with client:
         with client.redis_errors():
-            if args.user:
-                held = await client.user_books(args.user)
+            if args.borrower:
+                held = await client.user_books(args.borrower)
                 if args.json:
-                    print(to_json({"user": args.user, "books": held}))
+                    print(to_json({"user": args.borrower, "books": held}))
                 else:
-                    print(f"{args.user} holds {len(held)} book(s): {books(held)}")
+                    print(f"{args.borrower} holds {len(held)} book(s): {books(held)}")
             if args.book:
                 where = await client.locate(args.book)
                 if args.json:
                     print(to_json(_struct(where)))
                 else:
                     print(f"{args.book}: {where.describe()}")
-            if not args.user and not args.book:
+            if not args.borrower and not args.book:
                 status = await library_status(await client.redis(), client.library)
                 print(to_json(status) if args.json else render_status(status))
     return 0
@@ -57,6 +57,8 @@ def info(library: str) -> dict[str, object]:
         "streams": {
             service: {
                 "inbox": keys.inbox(service),
+                # Lending also reads Shelving's replies, a stream only Shelving writes.
+                **({"replies": keys.replies} if service == "lending" else {}),
                 "group": keys.group(service),
                 "dead_letters": keys.dead_letters(service),
             }
@@ -146,8 +148,9 @@ def info_command(library: str, as_json: bool, functions: bool = False) -> int:
     assert isinstance(streams, dict)
     print(f"library {library}, event schema version {SCHEMA_VERSION}")
     for service, s in streams.items():
+        replies = f", replies {s['replies']}" if "replies" in s else ""
         print(
-            f"  {service}: inbox {s['inbox']} (group {s['group']}), "
+            f"  {service}: inbox {s['inbox']}{replies} (group {s['group']}), "
             f"dead letters {s['dead_letters']}"
         )
     print(f"  outcomes: key/channel {LibraryKeys(library).outcome('<request id>')}")

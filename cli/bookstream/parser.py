@@ -155,7 +155,7 @@ def build_parser() -> Parser:
     add_redis_arguments(p)
 
     p = _command(sub, "status", "totals and stream health; or where a book is, what a user holds")
-    p.add_argument("--user", help="the books this user holds")
+    p.add_argument("--borrower", metavar="USER", help="the books this user holds")
     p.add_argument("--book", help="where this book is")
     _json(p)
     add_redis_arguments(p)
@@ -175,6 +175,30 @@ def build_parser() -> Parser:
     add_redis_arguments(p)
 
     _dead_letters(sub)
+
+    p = _command(
+        sub,
+        "setup",
+        "prepare a library with an admin connection: functions, streams, role users",
+        "Load the Redis Functions libraries, create every stream and group of the library, "
+        "and with --acl one Redis ACL user per role (bs-NAME-lending, -shelving, -client, "
+        "-viewer, -operator) whose password is the file DIR/<role>: an existing file's "
+        "password is kept, a missing one is generated (mode 0600). Run it as an admin "
+        "(the default user, or one allowed ACL and FUNCTION); again after an upgrade.",
+    )
+    p.add_argument("--acl", metavar="DIR", help="create the role users, passwords in DIR/<role>")
+    add_redis_arguments(p)
+
+    p = _command(
+        sub,
+        "acl",
+        "print the library's role users as a Redis ACL file",
+        "Print the rules `setup --acl` applies, as lines of a Redis ACL file (aclfile), for "
+        "admins who manage users themselves. With --password-dir each user gets the SHA-256 "
+        "hash of its password file there; without, add a password to each line.",
+    )
+    p.add_argument("--password-dir", metavar="DIR", help="the folder of <role> password files")
+    table.add_options(p, [table.BY_KEY["library"]])
 
     p = _command(
         sub,

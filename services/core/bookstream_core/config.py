@@ -31,7 +31,11 @@ class RedisSettings:
     """Where Redis is. ``url=None`` means the embedded Redis under ``home``."""
 
     url: str | None = None
+    #: The Redis ACL user; None: the default user.
+    user: str | None = None
     password: str | None = None
+    #: Read for every new connection, so a rotated password reaches running workers.
+    password_file: str | None = None
     db: int | None = None
     ssl: bool = False
     home: Path = field(default_factory=lambda: default_home({}))
@@ -89,6 +93,7 @@ def default_home(env: Mapping[str, str]) -> Path:
 def build_redis_settings(
     *,
     url: str | None = None,
+    user: str | None = None,
     password: str | None = None,
     password_file: str | None = None,
     db: int | None = None,
@@ -97,25 +102,39 @@ def build_redis_settings(
     appendfsync: str = "everysec",
 ) -> RedisSettings:
     """The one place Redis settings are made (CLI, client, workers): checks and
-    normalizes the address, reads the password file, applies TLS to a redis:// URL."""
-    if password_file and not password:
-        try:
-            password = Path(password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read password file {password_file}: {exc.strerror}"
-            ) from None
+    normalizes the address, checks the password file, applies TLS to a redis:// URL."""
+    if password and password_file:
+        raise ConfigError("give either a password or a password file, not both")
+    if password_file:
+        password_file = str(Path(password_file).expanduser().absolute())
+        read_password_file(password_file)  # now, so that a bad path is a clear error
+    if user is not None and not user.strip():
+        raise ConfigError("the Redis user name is empty")
     normalized = normalize_address(url) if url is not None else None
     if normalized and ssl and normalized.startswith("redis://"):
         normalized = "rediss://" + normalized[len("redis://") :]
     return RedisSettings(
         url=normalized,
+        user=user,
         password=password,
+        password_file=password_file,
         db=db,
         ssl=ssl,
         home=home if home is not None else default_home(os.environ),
         appendfsync=appendfsync,
     )
+
+
+def read_password_file(path: str) -> str:
+    """The password a file holds (a mounted Secret, a file `bookstream setup` wrote)."""
+    try:
+        password = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read password file {path}: {why}") from None
+    if not password:
+        raise ConfigError(f"password file {path} is empty")
+    return password
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +214,7 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
     try:
         return build_redis_settings(
             url=url if url is not None else address,
+            user=table.text("redis_user", args, env),
             password=table.text("password", args, env),
             password_file=table.text("password_file", args, env),
             db=table.integer("db", args, env),

@@ -5,14 +5,35 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bookstream_core.config import RedisSettings
+from bookstream_core.config import ConfigError, RedisSettings, read_password_file
 from bookstream_core.embedded import EmbeddedRedis
 
 #: What "Redis cannot be reached right now" looks like to redis-py callers.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class FileCredentials(CredentialProvider):
+    """The user and the password file's content, read for every new connection: a
+    rotated password (a mounted Secret updated in place) is used from the next one."""
+
+    def __init__(self, user: str | None, path: str) -> None:
+        self.user = user
+        self.path = path
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        try:
+            password = read_password_file(self.path)
+        except ConfigError as exc:
+            # Raised inside a connection attempt: the caller sees Redis unreachable, with why.
+            raise RedisConnectionError(str(exc)) from None
+        return (self.user, password) if self.user else (password,)
+
+    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
+        return self.get_credentials()
 
 
 def resolve_url(settings: RedisSettings) -> str:
@@ -50,8 +71,13 @@ def connect(
         kwargs["socket_connect_timeout"] = timeout
     if not url.startswith("unix://"):
         kwargs["socket_keepalive"] = True  # notice a dead peer on a TCP connection
-    if settings.password is not None:
-        kwargs["password"] = settings.password
+    if settings.password_file is not None:
+        kwargs["credential_provider"] = FileCredentials(settings.user, settings.password_file)
+    else:
+        if settings.user is not None:
+            kwargs["username"] = settings.user
+        if settings.password is not None:
+            kwargs["password"] = settings.password
     if settings.db is not None:
         kwargs["db"] = settings.db
     # A blocking pool: past max_connections a caller waits for a free connection instead

@@ -66,10 +66,14 @@ SETTINGS: tuple[Setting, ...] = (
        "redis", metavar="ADDR"),
     _s("db", ("--db",), "REDIS_DB", "database number", "redis", kind="int", minimum=0,
        metavar="N"),
+    _s("redis_user", ("--user",), "REDIS_USER",
+       "Redis ACL user, e.g. bs-main-client from `bookstream setup --acl` (default: the "
+       "default user)", "redis", metavar="NAME"),
     _s("password", ("--password",), "REDIS_PASSWORD", "Redis password (prefer --password-file)",
        "redis", metavar="P"),
     _s("password_file", ("--password-file",), "REDIS_PASSWORD_FILE",
-       "a file holding the Redis password", "redis", metavar="PATH"),
+       "a file holding the Redis password, read again for every new connection (a rotated "
+       "password is picked up)", "redis", metavar="PATH"),
     _s("ssl", ("--ssl",), "REDIS_SSL", "use TLS", "redis", kind="flag"),
     _s("library", ("--library",), "LIBRARY",
        "library namespace; every key carries {NAME}", "redis", default="main", metavar="NAME"),
