@@ -191,14 +191,15 @@ def embedded_command(args: argparse.Namespace) -> int:
     if args.action == "stop":
         print("stopped" if server.stop() else "not running")
         return 0
-    running = server.running()
+    pid = server.running_pid()
+    running = pid is not None
     if args.json:
         state: dict[str, object] = {"running": running, "directory": str(server.directory)}
         if running:
-            state |= {"url": server.url, "pid": server.pid()}
+            state |= {"url": server.url, "pid": pid}
         print(json.dumps(state))
     elif running:
-        print(f"embedded Redis running at {server.url} (pid {server.pid()})")
+        print(f"embedded Redis running at {server.url} (pid {pid})")
     else:
         print(f"embedded Redis not running (its directory: {server.directory})")
     return 0 if running else 3
