@@ -199,3 +199,15 @@ def test_an_entry_delivered_too_often_is_set_aside_and_answered(
     assert int(dead[b"deliveries"]) > 5
     assert r.xpending(INBOX, "lending")["pending"] == 0
     assert not r.hexists("bs:{main}:lending:book", "geb")  # never applied
+
+
+def test_each_worker_command_tells_its_version(bookstream_env: dict[str, str]) -> None:
+    from importlib.metadata import version
+
+    for service in ("lending", "shelving"):
+        shown = subprocess.run(
+            [worker_command(service), "--version"],
+            capture_output=True, text=True, env=bookstream_env, timeout=30, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.strip() == f"bookstream-{service} {version(f'bookstream-{service}')}"

@@ -55,6 +55,7 @@ def service_main(
     argv: Sequence[str] | None = None,
 ) -> int:
     parser = argparse.ArgumentParser(prog=f"bookstream-{service}", description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version(service)}")
     add_worker_arguments(parser, (service,))
     args = parser.parse_args(argv)
     try:
@@ -63,6 +64,15 @@ def service_main(
         print(f"bookstream-{service}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return run_workers([(settings, factory)], settings.observability)
+
+
+def _version(service: ServiceName) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(f"bookstream-{service}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def run_workers(
