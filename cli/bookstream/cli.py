@@ -24,7 +24,7 @@ from bookstream_core.settings import ENV_PREFIX
 from redis.exceptions import RedisError
 
 from bookstream.client import AsyncClient
-from bookstream.errors import BadInput, OutcomeTimeout, Unknown, Unreachable
+from bookstream.errors import BadInput, NoWorker, OutcomeTimeout, Unknown, Unreachable
 from bookstream.parser import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, build_parser
 from bookstream.render import render_outcome
 
@@ -51,7 +51,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (BadInput, ConfigError, Unknown) as exc:
         print(f"bookstream: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (OutcomeTimeout, Unreachable, EmbeddedRedisError) as exc:
+    except (OutcomeTimeout, Unreachable, NoWorker, EmbeddedRedisError) as exc:
         print(f"bookstream: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except RedisError as exc:
@@ -135,13 +135,6 @@ async def _submit(args: argparse.Namespace) -> int:
             submit = client.submit_request if args.command == "request" else client.submit_return
             print(await submit(args.user, args.books, request_id=args.request_id))
             return EXIT_OK
-        client.check_request(args.user, args.books, args.request_id)
-        if not await client.lending_is_served():
-            raise Unreachable(
-                f"no Lending worker is running for library {client.library!r}, so nothing would "
-                "answer: start one (bookstream serve, in another terminal), or queue the "
-                "request with --no-wait"
-            )
         call = client.request if args.command == "request" else client.return_books
         outcome = await call(
             args.user, args.books, request_id=args.request_id, timeout=client.timeout

@@ -30,6 +30,19 @@ class Unreachable(BookstreamError, ConnectionError):
     """Redis cannot be reached (exit code 3)."""
 
 
+class NoWorker(BookstreamError):
+    """No live Lending worker serves the library, so nothing would answer; nothing was
+    submitted (exit code 3)."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__(
+            f"no Lending worker is running for library {library!r}, so nothing would answer: "
+            "start one (bookstream serve, in another terminal), or queue the request "
+            "without waiting (--no-wait; submit_request in Python)"
+        )
+        self.library = library
+
+
 class Unknown(BookstreamError, LookupError):
     """Nobody submitted this request id, or its outcome expired (exit code 2)."""
 
