@@ -87,7 +87,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "info":
         from bookstream.commands import info_command
 
-        return info_command(library_from(args, os.environ), args.json, args.functions)
+        return info_command(
+            library_from(args, os.environ), args.json, args.functions, args.function
+        )
     if command == "audit":
         from bookstream.commands import audit_command
 

@@ -170,6 +170,11 @@ def build_parser() -> Parser:
         action="store_true",
         help="the Redis Functions libraries and how an admin loads them",
     )
+    p.add_argument(
+        "--function",
+        metavar="LIBRARY",
+        help="print this Redis Functions library's source (to pipe into FUNCTION LOAD)",
+    )
     table.add_options(p, [table.BY_KEY["library"]])
 
     p = _command(sub, "audit", "check the library's invariants (exit 1 on a violation)")
