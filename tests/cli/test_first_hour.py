@@ -107,3 +107,36 @@ def test_status_of_a_library_no_worker_ever_served_says_to_start_one(
     start_worker("shelving", redis_server).terminate()
     served = run_cli(bookstream_env, "status", server=redis_server)
     assert "hint:" not in served.stdout  # served once: stopped workers are another story
+
+
+def test_a_relative_home_is_resolved_once_at_start(
+    bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """BOOKSTREAM_HOME=state, a program that later changes its folder: the embedded Redis
+    is still the one under the folder it started in."""
+    start, later = tmp_path / "start", tmp_path / "later"
+    start.mkdir()
+    later.mkdir()
+    program = (
+        "import os, sys\n"
+        "from bookstream import Client\n"
+        "client = Client()\n"
+        "os.chdir(sys.argv[1])\n"
+        "print(client.submit_request('u', ['geb']))\n"
+        "client.close()\n"
+    )
+    env = {**bookstream_env, "BOOKSTREAM_HOME": "state"}
+    absolute = {**bookstream_env, "BOOKSTREAM_HOME": str(start / "state")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", program, str(later)],
+            cwd=start, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (start / "state" / "redis.sock").is_socket()
+        assert not (later / "state").exists()
+        status = run_cli(absolute, "status", "--json")
+        assert json.loads(status.stdout)["streams"]["lending"]["length"] == 1
+    finally:
+        run_cli(absolute, "embedded", "stop")
+        run_cli({**env, "BOOKSTREAM_HOME": str(later / "state")}, "embedded", "stop")
