@@ -24,7 +24,15 @@ from bookstream_core.settings import ENV_PREFIX
 from redis.exceptions import RedisError
 
 from bookstream.client import AsyncClient
-from bookstream.errors import BadInput, NoWorker, OutcomeTimeout, Unknown, Unreachable
+from bookstream.errors import (
+    BadInput,
+    BenchFailed,
+    NoWorker,
+    OutcomeTimeout,
+    Unknown,
+    Unreachable,
+    report,
+)
 from bookstream.parser import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, build_parser
 from bookstream.render import render_outcome
 
@@ -49,14 +57,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except (BadInput, ConfigError, Unknown) as exc:
-        print(f"bookstream: error: {exc}", file=sys.stderr)
+        report(exc)
         return EXIT_USAGE
     except (OutcomeTimeout, Unreachable, NoWorker, EmbeddedRedisError) as exc:
-        print(f"bookstream: {exc}", file=sys.stderr)
+        report(exc)
         return EXIT_UNAVAILABLE
+    except BenchFailed as exc:
+        report(exc)
+        return EXIT_DENIED
     except RedisError as exc:
         # A reply the command did not expect (a missing right, a wrong key type): one line.
-        print(f"bookstream: Redis refused: {exc}", file=sys.stderr)
+        report(f"Redis refused: {exc}")
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,16 @@
-"""Errors the client raises; the CLI maps each to an exit code."""
+"""Errors the client raises; the CLI maps each to an exit code and prints it with
+``report``, the one format of every error line (``bookstream: error: ...``)."""
 
 from __future__ import annotations
+
+import sys
+
+from bookstream_core.usage import error_line
+
+
+def report(message: object) -> None:
+    """Print one error line of the bookstream command."""
+    print(error_line("bookstream", message), file=sys.stderr)
 
 
 class BookstreamError(Exception):
@@ -52,3 +62,8 @@ class Unknown(BookstreamError, LookupError):
             "after the retention"
         )
         self.request_id = request_id
+
+
+class BenchFailed(BookstreamError, RuntimeError):
+    """A benchmark run could not be carried out: a worker or redis-benchmark failed (exit
+    code 1, as a run that broke an invariant)."""

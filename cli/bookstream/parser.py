@@ -7,12 +7,12 @@ The connection and worker options come from the settings table
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import NoReturn, TypeAlias
+from typing import TypeAlias
 
 from bookstream_core import settings as table
 from bookstream_core.config import add_redis_arguments, add_worker_arguments
+from bookstream_core.usage import OneLineParser
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -23,12 +23,8 @@ EPILOG = """exit codes:
   3  no outcome in time, no worker to answer, or Redis unreachable"""
 
 
-class Parser(argparse.ArgumentParser):
-    """One clear line on a usage mistake, exit code 2, no usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-        sys.exit(EXIT_USAGE)
+class Parser(OneLineParser):
+    """One clear line on a usage mistake (``bookstream: error: ...``), exit code 2."""
 
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from bookstream.bench.latency import percentiles
@@ -137,3 +138,17 @@ def test_the_workers_settings_are_the_table_s_rows(
     assert result["worker_retention_s"] == 3600
     assert (result["worker_in_flight"], result["worker_batch_size"]) == (2, 200)
     assert result["correct"] is True
+
+
+def test_a_failed_run_and_a_bad_out_are_error_lines(
+    redis_server: RedisServer, bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**bookstream_env, "BOOKSTREAM_GIVE_UP_S": "0"}  # every worker refuses to start
+    failed = bench(redis_server, env, "--events", "100")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("bookstream: error: bench-lending-1 exited at start")
+    assert "BOOKSTREAM_GIVE_UP_S must be at least 1" in failed.stderr  # the worker's own line
+    assert "Traceback" not in failed.stderr
+    nowhere = bench(redis_server, bookstream_env, "--out", str(tmp_path / "no" / "r.json"))
+    assert nowhere.returncode == 2
+    assert nowhere.stderr == f"bookstream: error: --out: no folder {tmp_path / 'no'}\n"

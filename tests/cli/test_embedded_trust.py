@@ -42,7 +42,7 @@ def _home(env: dict[str, str]) -> Path:
 
 def _refused(result: subprocess.CompletedProcess[str], path: Path, why: str) -> None:
     assert result.returncode == 3, result
-    assert result.stderr.startswith("bookstream: not trusting the embedded Redis")
+    assert result.stderr.startswith("bookstream: error: not trusting the embedded Redis")
     assert f"{path} {why}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 

@@ -43,6 +43,8 @@ EXIT_OK, EXIT_FAILED = 0, 1
 def bench_command(args: argparse.Namespace) -> int:
     if args.events < 1 or args.workers < 1 or args.rate <= 0 or args.duration <= 0:
         raise BadInput("--events, --workers, --rate and --duration must be positive")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise BadInput(f"--out: no folder {args.out.parent}")  # known now, not after the run
     # What the workers will run with (option, variable or default), checked once here.
     args.worker_settings = {k: settings.integer(k, args, os.environ) for k in WORKER_SETTINGS}
     args.short_retention = settings.raw("retention", args, os.environ)[0] is not None
@@ -57,7 +59,10 @@ def bench_command(args: argparse.Namespace) -> int:
         _STARTED.clear()
     text = msgspec.json.encode(result).decode()
     if args.out is not None:
-        args.out.write_text(text + "\n")
+        try:
+            args.out.write_text(text + "\n")
+        except OSError as exc:
+            raise BadInput(f"--out: cannot write {args.out}: {exc.strerror}") from None
     print(text if args.json else table(result))
     return EXIT_OK if result["correct"] else EXIT_FAILED
 
