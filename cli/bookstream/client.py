@@ -36,7 +36,14 @@ from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
 from redis.exceptions import ResponseError
 
-from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unknown, Unreachable
+from bookstream.errors import (
+    BadInput,
+    BookstreamError,
+    NoWorker,
+    OutcomeTimeout,
+    Unknown,
+    Unreachable,
+)
 from bookstream.location import BookLocation, locate
 from bookstream.unprocessed import mentions
 from bookstream.waiter import OutcomeWaiter
@@ -100,9 +107,12 @@ class AsyncClient:
         home: str | Path | None = None,
         settings: RedisSettings | None = None,
         timeout: float = 10.0,
+        require_worker: bool = True,
     ) -> None:
         """``timeout``: seconds any one Redis call may take (and the default wait for an
-        outcome)."""
+        outcome). ``require_worker``: ``request`` and ``return_books`` raise ``NoWorker``
+        at once when no live Lending worker serves the library (False: submit and wait
+        anyway, say for a worker that is restarting)."""
         try:
             self.keys = LibraryKeys(library)
             if settings is None:
@@ -119,6 +129,7 @@ class AsyncClient:
         self.settings = settings
         self.library = library
         self.timeout = timeout
+        self.require_worker = require_worker
         self._r: aioredis.Redis | None = None
         self._waiter: OutcomeWaiter | None = None
 
@@ -194,11 +205,10 @@ class AsyncClient:
         cls = RequestEvent if kind == "request" else ReturnEvent
         return cls(v=SCHEMA_VERSION, id=rid, user=user, books=books)
 
-    async def lending_is_served(self) -> bool:
-        """Whether a live Lending worker serves this library (else nothing answers)."""
-        r = await self._redis()
-        with self.redis_errors():
-            return await served(r, self.keys, "lending")
+    async def _check_served(self) -> None:
+        """Waiting for an outcome nobody would give is a newcomer's first trap."""
+        if not await served(await self._redis(), self.keys, "lending"):
+            raise NoWorker(self.library)
 
     async def _submit(self, event: RequestEvent | ReturnEvent) -> str:
         """Through the door (bs1_submit), never a raw XADD: it validates the event again,
@@ -321,6 +331,8 @@ class AsyncClient:
                 # A rejection applied nothing: resubmitted, the event replaces it.
                 if found is not None:
                     superseded = existing
+                if submit is not None and self.require_worker:
+                    await self._check_served()
                 mine = await self._submit(submit) if submit is not None else None
                 woken = False
                 while (left := deadline - time.monotonic()) > 0:

@@ -7,12 +7,12 @@ The connection and worker options come from the settings table
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import NoReturn, TypeAlias
+from typing import TypeAlias
 
 from bookstream_core import settings as table
 from bookstream_core.config import add_redis_arguments, add_worker_arguments
+from bookstream_core.usage import OneLineParser
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -23,12 +23,8 @@ EPILOG = """exit codes:
   3  no outcome in time, no worker to answer, or Redis unreachable"""
 
 
-class Parser(argparse.ArgumentParser):
-    """One clear line on a usage mistake, exit code 2, no usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-        sys.exit(EXIT_USAGE)
+class Parser(OneLineParser):
+    """One clear line on a usage mistake (``bookstream: error: ...``), exit code 2."""
 
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
@@ -109,7 +105,10 @@ def _embedded(sub: Subparsers) -> None:
         "embedded",
         "manage the embedded Redis",
         "The embedded Redis: a private redis-server on a unix socket in $BOOKSTREAM_HOME "
-        "(default ~/.local/state/bookstream), used when no Redis is named.",
+        "(default ~/.local/state/bookstream), used when no Redis is named. It trusts only "
+        "what it made as you: the directory must be yours (a wider mode is narrowed to "
+        "0700); a symlink or another user's file in it, or a pid file naming another "
+        "process, is refused. stop signals only the redis-server it checked it started.",
     )
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
@@ -166,6 +165,11 @@ def build_parser() -> Parser:
         "--functions",
         action="store_true",
         help="the Redis Functions libraries and how an admin loads them",
+    )
+    p.add_argument(
+        "--function",
+        metavar="LIBRARY",
+        help="print this Redis Functions library's source (to pipe into FUNCTION LOAD)",
     )
     table.add_options(p, [table.BY_KEY["library"]])
 

@@ -81,10 +81,11 @@ def normalize_address(address: str) -> str:
 
 def default_home(env: Mapping[str, str]) -> Path:
     """$BOOKSTREAM_HOME, else one embedded Redis per user whatever the current folder
-    (the XDG state directory)."""
+    (the XDG state directory). A relative one is made absolute now, once: a program that
+    changes its folder later still finds the same embedded Redis."""
     home = table.text("home", None, env)
     if home:
-        return Path(home).expanduser()
+        return Path(home).expanduser().absolute()
     state = env.get("XDG_STATE_HOME") or ""
     base = Path(state) if Path(state).is_absolute() else Path.home() / ".local" / "state"
     return base / "bookstream"
@@ -120,7 +121,7 @@ def build_redis_settings(
         password_file=password_file,
         db=db,
         ssl=ssl,
-        home=home if home is not None else default_home(os.environ),
+        home=home.absolute() if home is not None else default_home(os.environ),
         appendfsync=appendfsync,
     )
 
