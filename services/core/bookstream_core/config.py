@@ -16,11 +16,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from bookstream_core import settings as table
 from bookstream_core.keys import check_library
 from bookstream_core.settings import ConfigError
+from bookstream_core.tls import check_tls_files
 from bookstream_core.types import ServiceName
 
 __all__ = ["ConfigError"]
@@ -34,6 +35,11 @@ class RedisSettings:
     password: str | None = None
     db: int | None = None
     ssl: bool = False
+    #: TLS files (rediss:// only): the CA that verifies the server, the client's own
+    #: certificate and key. Checked readable when the settings were built.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     home: Path = field(default_factory=lambda: default_home({}))
     #: The embedded Redis' AOF policy when it starts: everysec (loses at most about a
     #: second of writes on power failure) or always (loses nothing acknowledged).
@@ -93,11 +99,18 @@ def build_redis_settings(
     password_file: str | None = None,
     db: int | None = None,
     ssl: bool = False,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
     home: Path | None = None,
     appendfsync: str = "everysec",
+    names: Mapping[str, str] | None = None,
 ) -> RedisSettings:
     """The one place Redis settings are made (CLI, client, workers): checks and
-    normalizes the address, reads the password file, applies TLS to a redis:// URL."""
+    normalizes the address, reads the password file, applies TLS to a redis:// URL and
+    checks the TLS files. ``names``: how each setting was given (``--tls-ca`` or its
+    variable), for messages."""
+    names = names or {}
     if password_file and not password:
         try:
             password = Path(password_file).read_text().strip()
@@ -106,13 +119,31 @@ def build_redis_settings(
                 f"cannot read password file {password_file}: {exc.strerror}"
             ) from None
     normalized = normalize_address(url) if url is not None else None
+    if ssl and (normalized is None or normalized.startswith("unix://")):
+        raise ConfigError(
+            f"{names.get('ssl') or '--ssl'} needs a TCP address (a redis:// URL or "
+            "host:port): a unix socket has no TLS, nor has the embedded server"
+        )
     if normalized and ssl and normalized.startswith("redis://"):
         normalized = "rediss://" + normalized[len("redis://") :]
+    if normalized and any(k.startswith("ssl") for k in parse_qs(urlsplit(normalized).query)):
+        # redis-py lets the URL's query override the connection's arguments: a silent
+        # ssl_cert_reqs=none there would turn verification off.
+        raise ConfigError(
+            "a Redis URL carries no TLS settings (ssl_...): give --tls-ca, --tls-cert, "
+            "--tls-key; verification is always on"
+        )
+    files = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    tls = normalized is not None and normalized.startswith("rediss://")
+    check_tls_files(tls, files, names)
     return RedisSettings(
         url=normalized,
         password=password,
         db=db,
         ssl=ssl,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         home=home if home is not None else default_home(os.environ),
         appendfsync=appendfsync,
     )
@@ -192,6 +223,7 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
         address, address_name = table.raw("address", None, env)
     if url is not None and address is not None:
         raise ConfigError(f"give either {url_name} or {address_name}, not both")
+    tls = {key: table.raw(key, args, env) for key in ("ssl", "tls_ca", "tls_cert", "tls_key")}
     try:
         return build_redis_settings(
             url=url if url is not None else address,
@@ -199,8 +231,12 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
             password_file=table.text("password_file", args, env),
             db=table.integer("db", args, env),
             ssl=table.flag("ssl", args, env),
+            tls_ca=tls["tls_ca"][0],
+            tls_cert=tls["tls_cert"][0],
+            tls_key=tls["tls_key"][0],
             home=default_home(env),
             appendfsync=table.text("appendfsync", args, env) or "everysec",
+            names={key: name for key, (_, name) in tls.items() if name},
         )
     except ConfigError as exc:
         name = url_name if url is not None else address_name
