@@ -31,6 +31,7 @@ from bookstream_core.events import (
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
 from bookstream_core.liveness import served
+from bookstream_core.tls import diagnose
 from bookstream_lending.functions import LendingFunctions
 from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
@@ -136,7 +137,10 @@ class AsyncClient:
                 raise BadInput(
                     f"Redis at {self.settings.describe()} has no database {self.settings.db}"
                 ) from None
-            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+            raise Unreachable(
+                diagnose(exc, self.settings)
+                or f"cannot reach Redis at {self.settings.describe()}: {exc}"
+            ) from None
         except ResponseError as exc:
             # Redis refused (out of memory, an inbox out of ids, a missing right): nothing
             # was submitted; the same request id may be submitted again once it passes.
