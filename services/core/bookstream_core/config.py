@@ -71,7 +71,7 @@ def normalize_address(address: str) -> str:
         except ValueError:
             port = -1
         if port is not None and not 0 < port < 65536:
-            raise ConfigError(f"invalid port in Redis URL {address!r} (1-65535)")
+            raise ConfigError(f"invalid port in Redis URL {_redacted(address)!r} (1-65535)")
         return address
     if address.startswith(("/", ".")):
         return f"unix://{Path(address).absolute()}"
@@ -79,6 +79,15 @@ def normalize_address(address: str) -> str:
     if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
         raise ConfigError(f"invalid port in Redis address {address!r} (1-65535)")
     return f"redis://{host or 'localhost'}:{port_text or 6379}"
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password: a message must never show it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 def default_home(env: Mapping[str, str]) -> Path:
