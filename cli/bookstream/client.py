@@ -97,11 +97,14 @@ class AsyncClient:
         password: str | None = None,
         db: int | None = None,
         home: str | Path | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         settings: RedisSettings | None = None,
         timeout: float = 10.0,
     ) -> None:
         """``timeout``: seconds any one Redis call may take (and the default wait for an
-        outcome)."""
+        outcome). ``tls_*``: PEM files for a ``rediss://`` URL, as ``--tls-ca`` etc."""
         try:
             self.keys = LibraryKeys(library)
             if settings is None:
@@ -109,6 +112,9 @@ class AsyncClient:
                     url=url,
                     password=password,
                     db=db,
+                    tls_ca=tls_ca,
+                    tls_cert=tls_cert,
+                    tls_key=tls_key,
                     home=Path(home).expanduser() if home is not None else None,
                 )
         except (InvalidLibraryName, ConfigError) as exc:
