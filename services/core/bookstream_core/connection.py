@@ -25,7 +25,8 @@ class TLSConnection(SSLConnection):
     ``--tls-ca``'s CAs when given), made again at every connect: redis-py keeps its first
     context for the connection object's life and a pool reuses the object across
     reconnects, so a renewed client certificate or a corrected CA file would never be
-    seen by a running worker. (A private hook of redis-py.)"""
+    seen by a running worker. (A private hook of redis-py: tests/core/test_tls.py fails
+    if it stops being called.)"""
 
     def _connection_arguments(self) -> Mapping[str, Any]:
         files = self.ssl_context
