@@ -31,6 +31,7 @@ from bookstream_core.events import (
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
 from bookstream_core.liveness import served
+from bookstream_core.tls import diagnose
 from bookstream_lending.functions import LendingFunctions
 from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
@@ -105,6 +106,9 @@ class AsyncClient:
         password_file: str | None = None,
         db: int | None = None,
         home: str | Path | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         settings: RedisSettings | None = None,
         timeout: float = 10.0,
         require_worker: bool = True,
@@ -112,7 +116,8 @@ class AsyncClient:
         """``timeout``: seconds any one Redis call may take (and the default wait for an
         outcome). ``require_worker``: ``request`` and ``return_books`` raise ``NoWorker``
         at once when no live Lending worker serves the library (False: submit and wait
-        anyway, say for a worker that is restarting)."""
+        anyway, say for a worker that is restarting). ``tls_*``: PEM files for a
+        ``rediss://`` URL, as ``--tls-ca`` etc."""
         try:
             self.keys = LibraryKeys(library)
             if settings is None:
@@ -122,6 +127,9 @@ class AsyncClient:
                     password=password,
                     password_file=password_file,
                     db=db,
+                    tls_ca=tls_ca,
+                    tls_cert=tls_cert,
+                    tls_key=tls_key,
                     home=Path(home).expanduser() if home is not None else None,
                 )
         except (InvalidLibraryName, ConfigError) as exc:
@@ -151,7 +159,10 @@ class AsyncClient:
                 raise BadInput(
                     f"Redis at {self.settings.describe()} has no database {self.settings.db}"
                 ) from None
-            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+            raise Unreachable(
+                diagnose(exc, self.settings)
+                or f"cannot reach Redis at {self.settings.describe()}: {exc}"
+            ) from None
         except ResponseError as exc:
             # Redis refused (out of memory, an inbox out of ids, a missing right): nothing
             # was submitted; the same request id may be submitted again once it passes.

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 from bookstream_core import settings
-from bookstream_core.config import build_redis_settings
+from bookstream_core.config import RedisSettings, build_redis_settings
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.runner import install_uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -73,15 +73,17 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     if given is None:
         private = start_private_redis()
         _STARTED.append(private.stop)
-        url = private.url
+        url = where = private.url
     else:
-        url = build_redis_settings(url=given).url or given  # checked and normalized
+        settings = build_redis_settings(url=given)  # checked and normalized
+        url, where = settings.url or given, settings.describe()
     r = aioredis.Redis.from_url(url, decode_responses=False)
     try:
         try:
             server = await measure.info(r, "server")
         except (RedisConnectionError, OSError) as exc:
-            raise Unreachable(f"Redis at {url} is unreachable: {exc}") from None
+            # (where: the address without the password the URL may carry)
+            raise Unreachable(f"Redis at {where} is unreachable: {exc}") from None
         return await _run(args, r, url, server, private)
     finally:
         await r.aclose()
@@ -138,7 +140,10 @@ async def _run(
         problems=problems,
         server={
             "redis_version": server.get("redis_version", "?"),
-            "redis": "private, unix socket, persistence off" if private else url,
+            # (the address only: the results file must not carry a password)
+            "redis": "private, unix socket, persistence off"
+            if private
+            else RedisSettings(url=url).describe(),
             "cores": os.cpu_count(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],

@@ -33,6 +33,7 @@ from bookstream_core.health import HealthServer
 from bookstream_core.logging import configure_logging, get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.redis_config import UnsafeRedis
+from bookstream_core.tls import diagnose
 from bookstream_core.trouble import trouble
 from bookstream_core.types import ServiceName
 from bookstream_core.usage import OneLineParser, error_line
@@ -103,7 +104,10 @@ async def _start(worker: Worker, stop: asyncio.Event) -> bool:
             if isinstance(exc, ResponseError) and trouble(exc) is None:
                 raise
             if not warned:
-                worker.log.warning("redis unavailable at start, retrying", error=str(exc))
+                # A thread: asking the server why may take a second (tls.diagnose).
+                why = await asyncio.to_thread(diagnose, exc, worker.settings.redis)
+                error = why or worker.why_unreachable(exc)
+                worker.log.warning("redis unavailable at start, retrying", error=error)
                 warned = True
             delay = min(delay * 2, 5.0)
             await sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))

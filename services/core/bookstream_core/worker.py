@@ -32,6 +32,7 @@ from bookstream_core.metrics import Metrics
 from bookstream_core.redis_config import check_eviction
 from bookstream_core.service import Service
 from bookstream_core.streams import backlog
+from bookstream_core.tls import tls_failure
 from bookstream_core.trouble import RedisTrouble, trouble
 from bookstream_core.types import text
 
@@ -217,7 +218,11 @@ class Worker:
         if self._reachable:
             self._reachable = False
             self._set_ready()
-            self.log.warning("redis unreachable, retrying", error=str(exc) or type(exc).__name__)
+            self.log.warning("redis unreachable, retrying", error=self.why_unreachable(exc))
+
+    def why_unreachable(self, exc: BaseException) -> str:
+        """A failed TLS handshake in one clear line; else redis-py's own words."""
+        return tls_failure(exc, self.settings.redis) or str(exc) or type(exc).__name__
 
     def _back_online(self) -> None:
         self._reachable = True
