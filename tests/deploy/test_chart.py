@@ -62,6 +62,10 @@ def test_defaults_render_valid_objects() -> None:
             "ConfigMap",  # redis.conf
             "Job",  # the setup hook
             "Pod",  # the helm test hook
+            "NetworkPolicy",  # Redis
+            "NetworkPolicy",  # the operator
+            "NetworkPolicy",  # the workers
+            "NetworkPolicy",  # CLI pods
         ]
     )
     # No Prometheus Operator: no PodMonitor/ServiceMonitor (the operator annotates the metrics

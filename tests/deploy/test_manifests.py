@@ -55,6 +55,8 @@ def test_kustomize_build_is_valid_and_complete() -> None:
         "Deployment",
         "StatefulSet",
         "ConfigMap",
+        "Job",  # the setup Job
+        "NetworkPolicy",
     ):
         assert kind in kinds, kind
     # No password is in the repository: the base expects the Secrets you create.
