@@ -73,5 +73,7 @@ def test_an_address_it_cannot_bind_is_one_line_and_exit_1(
         },
     )
     assert proc.returncode == 1
-    assert f"error: cannot serve metrics on 192.0.2.1:{port}" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        f"bookstream-lending: error: cannot serve metrics on 192.0.2.1:{port}"
+    )
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr

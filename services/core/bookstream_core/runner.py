@@ -162,7 +162,10 @@ async def _run(
             await health.start()
         except OSError as exc:  # an unknown host, an address not on this machine, a port in use
             where = f"{observability.metrics_host}:{observability.metrics_port}"
-            print(f"error: cannot serve metrics on {where}: {exc.strerror or exc}", file=sys.stderr)
+            reason = exc.strerror or exc
+            print(
+                error_line(program, f"cannot serve metrics on {where}: {reason}"), file=sys.stderr
+            )
             return EXIT_FAILED
     try:
         for worker in workers:
