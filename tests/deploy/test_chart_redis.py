@@ -19,7 +19,7 @@ import pytest
 import redis
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import VENV_BIN, free_port
 from tests.deploy import tools
 from tests.deploy.tools import Doc
 
@@ -218,6 +218,104 @@ def test_the_admin_script_takes_a_trailing_newline_as_bookstream_does(
     it, so the admin's hash must be the password's without it."""
     assert chart_redis.admin_script("pw-in-a-file\n").returncode == 0
     assert hashlib.sha256(b"pw-in-a-file").hexdigest() in chart_redis.acl.read_text()
+
+
+# --------------------------------------------------------------------------- the pods, for real
+
+
+class Pod:
+    """A rendered container run here as a process: its image's command with its args and
+    env, each Secret volume a folder holding the Secret's items, the chart Redis' URL
+    pointing at the local server."""
+
+    def __init__(self, pod: Doc, secrets: dict[str, Doc], root: Path, url: str) -> None:
+        (self.container,) = pod["containers"]
+        self.paths: dict[str, str] = {}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for mount in self.container.get("volumeMounts", []):
+            local = root / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            self.paths[mount["mountPath"]] = str(local)
+            source = volumes[mount["name"]].get("secret")
+            if source is not None:
+                data = secrets[source["secretName"]]["data"]
+                items = source.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    (local / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+        self.url = url
+
+    def local(self, value: str) -> str:
+        if value.startswith("redis://"):
+            return self.url
+        for mount, local in self.paths.items():
+            if value == mount or value.startswith(mount + "/"):
+                return local + value[len(mount) :]
+        return value
+
+    def run(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        variables = {e["name"]: self.local(e["value"]) for e in self.container.get("env", [])}
+        argv = [self.local(a) for a in (list(args) or self.container["args"])]
+        return subprocess.run([str(VENV_BIN / "bookstream"), *argv], env={**env, **variables},
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def test_the_setup_job_provisions_role_users_that_survive_a_restart(
+    chart_redis: ChartRedis, bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The chart's setup Job, helm test pod and CLI example, run as rendered against Redis
+    started from the chart's config: setup makes the users with the role Secret's passwords
+    (changing no file), ACL SAVE puts them in the aclfile, and after a restart the test pod
+    audits as viewer, the CLI example asks as client and a worker runs as lending."""
+    objects = tools.render()
+    secrets = {s["metadata"]["name"]: s for s in tools.by_kind(objects, "Secret")}
+    admin = base64.b64decode(secrets["rel-bookstream-redis"]["data"]["password"]).decode()
+    chart_redis.start(admin)
+    url = f"redis://127.0.0.1:{chart_redis.port}"
+    job = tools.one(objects, "Job", "rel-bookstream-setup")["spec"]["template"]["spec"]
+    setup = Pod(job, secrets, tmp_path, url)
+    users = Path(setup.paths["/etc/bookstream/users"])
+    before = {f.name: f.read_bytes() for f in users.iterdir()}
+    done = setup.run(bookstream_env)
+    assert done.returncode == 0, done.stderr
+    assert {f.name: f.read_bytes() for f in users.iterdir()} == before  # a read-only Secret
+    assert "bs-main-viewer" in chart_redis.acl.read_text()
+
+    chart_redis.stop()
+    chart_redis.start(admin)
+    for role in ROLES:
+        with chart_redis.client(f"bs-main-{role}", (users / role).read_text()) as user:
+            assert user.ping(), role
+    test_pod = Pod(tools.one(objects, "Pod")["spec"], secrets, tmp_path / "test", url)
+    audit = test_pod.run(bookstream_env)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    example = tools.one(tools.load_docs([tools.K8S / "examples" / "cli-job.yaml"]), "Job")
+    # The example names the kustomize base's Secret: give it this render's.
+    base_secrets = {"bookstream-redis-users": secrets["rel-bookstream-redis-users"]}
+    cli = Pod(example["spec"]["template"]["spec"], base_secrets, tmp_path / "cli", url)
+    for args in (["status"], ["audit"]):  # what NOTES.txt says the same pod runs too
+        seen = cli.run(bookstream_env, *args)
+        assert seen.returncode == 0, (args, seen.stdout + seen.stderr)
+    asked = cli.run(bookstream_env, "request", "--no-wait", "user1", "geb")
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    log = tmp_path / "lending.log"
+    with open(log, "wb") as out:
+        lending = subprocess.Popen(
+            [str(VENV_BIN / "bookstream-lending"), "l1"],
+            env={**bookstream_env, "BOOKSTREAM_REDIS_URL": url, "BOOKSTREAM_LIBRARY": "main",
+                 "BOOKSTREAM_REDIS_USER": "bs-main-lending",
+                 "BOOKSTREAM_REDIS_PASSWORD_FILE": str(users / "lending")},
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        with chart_redis.client("default", admin) as r:
+            deadline = time.monotonic() + 20
+            while r.get("bs:{main}:worker:lending:l1") is None:
+                assert lending.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the lending worker did not start"
+                time.sleep(0.05)
+    finally:
+        lending.kill()
+        lending.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- role users, setup
