@@ -105,8 +105,25 @@ def test_everything_on_renders_valid_objects() -> None:
         {"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "ops"},
         {"operator.watchNamespaces": "{books,other}", "libraryInstance.enabled": "true"},
         {"monitoring.grafanaDashboard.enabled": "false", "monitoring.podMonitor.enabled": "false"},
+        {"redis.auth.existingUsersSecret": "users", "setup.enabled": "false"},
+        {
+            "networkPolicy.libraryNamespaces": "{east}",
+            "networkPolicy.externalRedis.to[0].ipBlock.cidr": "10.0.3.4/32",
+            "networkPolicy.apiServer.cidrs": "{10.0.0.1/32}",
+        },
+        {"networkPolicy.enabled": "false", "redis.maxmemory": "2gb"},
     ],
-    ids=["no-redis", "redis-emptydir", "existing-secret", "no-rbac", "namespaced", "no-monitoring"],
+    ids=[
+        "no-redis",
+        "redis-emptydir",
+        "existing-secret",
+        "no-rbac",
+        "namespaced",
+        "no-monitoring",
+        "own-users-no-setup",
+        "network-settings",
+        "no-network-policy",
+    ],
 )
 def test_variants_render_valid_objects(values: dict[str, str]) -> None:
     _validate_all(tools.render(values, api_versions=PROM_OPERATOR))
