@@ -22,11 +22,12 @@ from bookstream_core.connection import UNREACHABLE, connect
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.events import (
     SCHEMA_VERSION,
+    SUBMISSIONS,
     Outcome,
-    RequestEvent,
-    ReturnEvent,
+    Submission,
     decode_outcome,
     encode_event,
+    event_type,
 )
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
@@ -55,9 +56,7 @@ POLL_INTERVAL = 0.5
 CONFIRM_WAIT = 1.0
 
 
-def _stored(
-    raw: bytes | str | None, request_id: str, submit: RequestEvent | ReturnEvent | None
-) -> Outcome | None:
+def _stored(raw: bytes | str | None, request_id: str, submit: Submission | None) -> Outcome | None:
     """The stored outcome of ``request_id`` if it is one; for a submission, it must be this
     user's and of this kind (a request id stays with its first user: BadInput)."""
     if raw is None:
@@ -68,13 +67,13 @@ def _stored(
         return None  # not an outcome (written by someone else): keep waiting for one
     if outcome.request_id != request_id:
         return None
-    if submit is not None and outcome.status != "rejected":
-        kind = "request" if isinstance(submit, RequestEvent) else "return"
-        if (outcome.kind, outcome.user) != (kind, submit.user):
-            raise BadInput(
-                f"request id {request_id} was already used by another user or for another "
-                "kind of event: choose another id"
-            )
+    if submit is None or outcome.status == "rejected":
+        return outcome
+    if (outcome.kind, outcome.user) != (event_type(submit), submit.user):
+        raise BadInput(
+            f"request id {request_id} was already used by another user or for another "
+            "kind of event: choose another id"
+        )
     return outcome
 
 
@@ -209,19 +208,18 @@ class AsyncClient:
 
     def _event(
         self, kind: str, user: str, books: Iterable[str], request_id: str | None
-    ) -> RequestEvent | ReturnEvent:
+    ) -> Submission:
         books = list(books)
         self.check_request(user, books, request_id)
         rid = request_id if request_id is not None else new_request_id()
-        cls = RequestEvent if kind == "request" else ReturnEvent
-        return cls(v=SCHEMA_VERSION, id=rid, user=user, books=books)
+        return SUBMISSIONS[kind](v=SCHEMA_VERSION, id=rid, user=user, books=books)
 
     async def _check_served(self) -> None:
         """Waiting for an outcome nobody would give is a newcomer's first trap."""
         if not await served(await self._redis(), self.keys, "lending"):
             raise NoWorker(self.library)
 
-    async def _submit(self, event: RequestEvent | ReturnEvent) -> str:
+    async def _submit(self, event: Submission) -> str:
         """Through the door (bs1_submit), never a raw XADD: it validates the event again,
         and binds the request id to this user. Returns the entry id."""
         door = LendingFunctions(await self._redis(), self.keys)
@@ -275,7 +273,7 @@ class AsyncClient:
         """Bring books back and wait (at most ``timeout`` s) for the outcome."""
         return await self._round_trip(self._event("return", user, books, request_id), timeout)
 
-    async def _round_trip(self, event: RequestEvent | ReturnEvent, timeout: float) -> Outcome:
+    async def _round_trip(self, event: Submission, timeout: float) -> Outcome:
         # Subscribe before submitting so that the announcement cannot be missed.
         return await self._wait(event.id, timeout, submit=event)
 
@@ -315,9 +313,7 @@ class AsyncClient:
             or bool(await r.exists(key))
         )
 
-    async def _wait(
-        self, request_id: str, timeout: float, submit: RequestEvent | ReturnEvent | None
-    ) -> Outcome:
+    async def _wait(self, request_id: str, timeout: float, submit: Submission | None) -> Outcome:
         r = await self._redis()
         if self._waiter is None:
             self._waiter = OutcomeWaiter(r)

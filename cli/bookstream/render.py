@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from bookstream_core.events import Outcome
 
@@ -27,6 +27,24 @@ def books(names: Iterable[str]) -> str:
     return ", ".join(listed) if listed else "none"
 
 
+def _requested(outcome: Outcome) -> list[str]:
+    lines = [f"  lent:         {books(outcome.lent)}"]
+    for item in outcome.unavailable:
+        lines.append(f"  unavailable:  {book(item.book)} ({REASONS.get(item.reason, item.reason)})")
+    return lines
+
+
+def _returned(outcome: Outcome) -> list[str]:
+    lines = [f"  returned:     {books(outcome.returned)}"]
+    if outcome.not_held:
+        lines.append(f"  not held:     {books(outcome.not_held)}")
+    return lines
+
+
+#: What an outcome of each kind shows besides its head and the books in hand.
+DETAILS: dict[str, Callable[[Outcome], list[str]]] = {"request": _requested, "return": _returned}
+
+
 def render_outcome(outcome: Outcome) -> str:
     head = f"{outcome.kind} {outcome.request_id}"
     if outcome.user:
@@ -35,17 +53,8 @@ def render_outcome(outcome: Outcome) -> str:
     if outcome.reason:
         head += f" ({REASONS.get(outcome.reason, outcome.reason)})"
     lines = [head]
-    if outcome.kind == "request" and outcome.status != "rejected":
-        lines.append(f"  lent:         {books(outcome.lent)}")
-        for item in outcome.unavailable:
-            lines.append(
-                f"  unavailable:  {book(item.book)} ({REASONS.get(item.reason, item.reason)})"
-            )
-    elif outcome.kind == "return" and outcome.status != "rejected":
-        lines.append(f"  returned:     {books(outcome.returned)}")
-        if outcome.not_held:
-            lines.append(f"  not held:     {books(outcome.not_held)}")
     if outcome.status != "rejected":
+        lines += DETAILS[outcome.kind](outcome)
         limit = f"/{outcome.limit}" if outcome.limit is not None else ""
         lines.append(
             f"  in hand ({len(outcome.books_in_hand)}{limit}): {books(outcome.books_in_hand)}"

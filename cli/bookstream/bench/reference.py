@@ -21,7 +21,7 @@ from bookstream_core.config import DomainSettings, RuntimeSettings
 from bookstream_core.functions import CoreFunctions, load_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_lending.functions import SOURCE as LENDING_SOURCE
-from bookstream_lending.functions import apply_arguments
+from bookstream_lending.functions import Event, apply_arguments
 
 from bookstream.bench import library, measure
 from bookstream.errors import BenchFailed
@@ -71,7 +71,7 @@ def command(url: str, calls: int, pipeline: int, clients: int) -> list[str]:
     keys = LibraryKeys(REF_LIBRARY)
     # One request event per call, as a worker logging at warning level sends it;
     # redis-benchmark replaces __rand_int__ so that every call is a new request.
-    event = ("0-1", "request", "ref-__rand_int__", "user-__rand_int__", ["book-__rand_int__"])
+    event = Event("0-1", "request", "ref-__rand_int__", "user-__rand_int__", ["book-__rand_int__"])
     # Not fenced: "0-1" was never pending, so its XACK (still sent, at the same cost)
     # finds nothing, and a fenced call would skip the work it is here to measure.
     args = apply_arguments(

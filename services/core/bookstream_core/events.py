@@ -96,6 +96,11 @@ class UnfetchedEvent(EventBase, tag="unfetched", frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
+#: What clients submit, by kind: a new kind (a hold, a renewal) is a row here, a row in
+#: Lending's ARGUMENTS and HANDLERS, and its lines in the CLI's render table.
+Submission = RequestEvent | ReturnEvent
+SUBMISSIONS: dict[str, type[Submission]] = {"request": RequestEvent, "return": ReturnEvent}
+
 LendingEvent = RequestEvent | ReturnEvent | FetchedEvent | UnfetchedEvent
 ShelvingEvent = FetchEvent | ReshelveEvent | UnfetchEvent
 

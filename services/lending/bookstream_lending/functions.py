@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from bookstream_core.config import DomainSettings, RuntimeSettings
@@ -31,7 +32,15 @@ class LendingRow:
     outcome: bytes
 
 
-Event = tuple[bytes | str, str, str, str, list[str]]
+class Event(NamedTuple):
+    """One entry as bs1_lending_apply takes it (its ARGV slots, in this order)."""
+
+    entry_id: bytes | str
+    type: str
+    request_id: str
+    #: The requester (request, return); '' for Shelving's replies.
+    user: str
+    books: list[str]
 
 
 def apply_arguments(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from bookstream_core.config import RuntimeSettings
@@ -13,8 +14,18 @@ from bookstream_core.packed import execute_packed
 
 SOURCE = read_library("bookstream_shelving", "shelving.lua")
 
-#: (entry id, type, request id, event id, fetch id or '', books)
-Event = tuple[bytes, str, str, str, str, list[str]]
+
+class Event(NamedTuple):
+    """One entry as bs1_shelving_apply takes it (its ARGV slots, in this order)."""
+
+    entry_id: bytes
+    type: str
+    request_id: str
+    #: Lending's id for this event (``<request>:fetch``...): what makes it applied once.
+    event_id: str
+    #: The fetch an ``unfetch`` cancels; '' for the other kinds.
+    fetch: str
+    books: list[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ class ShelvingService:
             # The kinds are shelving.lua's HANDLERS; only an unfetch names another event.
             fetch = event.fetch if isinstance(event, UnfetchEvent) else ""
             events.append(
-                (entry_id, event_type(event), event.id, event.event_id, fetch, event.books)
+                Event(entry_id, event_type(event), event.id, event.event_id, fetch, event.books)
             )
         rows = await self.functions.apply(self.settings.runtime, events)
         m, tally = self.metrics, Tally(self.metrics)
