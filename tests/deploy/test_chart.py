@@ -571,8 +571,11 @@ def test_the_operators_default_objects_fit_kubernetes_schemas() -> None:
     from bookstream_operator.spec import parse_spec
 
     owner = manifests.Owner("main", "books", "uid")
-    for obj in manifests.desired_objects(owner, parse_spec({}), {"lending": 1, "shelving": 0}):
-        tools.validate(obj)
+    # Without a Secret, with one password (a file), with the role Secret (a file per service).
+    for redis in ({}, {"passwordSecretRef": {"name": "pw"}}, {"usersSecretRef": {"name": "u"}}):
+        spec = parse_spec({"redis": redis})
+        for obj in manifests.desired_objects(owner, spec, {"lending": 1, "shelving": 0}):
+            tools.validate(obj)
 
 
 def test_a_long_release_name_gives_names_kubernetes_accepts() -> None:
