@@ -333,3 +333,57 @@ def test_a_secret_in_an_error_text_is_redacted() -> None:
         events=[],
     ).redacted(["s3cr3t", ""])
     assert result.status["conditions"][0]["message"] == "ERR bad pw *** here"
+
+
+async def test_every_pass_branch_runs_under_the_operator_role(
+    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+) -> None:
+    """Status collection (lag known and unknown, pending), a claim taken over, a scale-down
+    retiring a consumer with pending entries: all as bs-main-operator with OPERATOR_ACL,
+    and Redis' ACL LOG stays empty (nothing was refused)."""
+    server = acl_redis(redis_factory)
+    api.objects[kmock.resource("", "v1", "secrets"), NS, "users"] = secret("users", ROLE_PASSWORDS)
+    client = admin(server)
+    inbox = KEYS.inbox("lending")
+    client.xgroup_create(inbox, "lending", id="0", mkstream=True)
+    ids = [client.xadd(inbox, {"n": str(i)}) for i in range(6)]
+    client.xreadgroup("lending", f"{NS}.lib-lending-2", {inbox: ">"}, count=3)
+    # Another instance's stale claim: its object is gone, so this one takes the library.
+    client.set(
+        KEYS.prefix + "operator:claim",
+        json.dumps({"uid": "uid-gone", "namespace": NS, "name": "gone"}),
+    )
+    kube = Kube.from_env()
+    status: dict[str, Any] = {}
+    reasons = []
+    try:
+        for generation, replicas in ((1, 3), (2, 3), (3, 1)):
+            if generation == 2:
+                client.xdel(inbox, ids[4])  # Redis can no longer tell the lag: it is counted
+            result = await reconcile(
+                kube,
+                name="lib",
+                namespace=NS,
+                uid="uid-lib",
+                generation=generation,
+                spec_body={
+                    "redis": {"url": server.url, "usersSecretRef": {"name": "users"}},
+                    "lending": {"replicas": replicas},
+                },
+                status=status,
+                annotations={},
+                now=1_000_000.0 + generation,
+            )
+            status = result.status
+            reasons.append((condition({"status": status}, "Ready") or {}).get("reason"))
+            assert (condition({"status": status}, "RedisReachable") or {})["status"] == "True"
+    finally:
+        await kube.close()
+    assert reasons == ["WorkersNotReady"] * 3, reasons
+    assert status["lending"]["lagSource"] == "counted"
+    assert any(e.reason == "ConsumersRetired" for e in result.events), result.events
+    assert client.xpending(inbox, "lending")["consumers"] == [
+        {"name": f"{NS}.lib-lending-0".encode(), "pending": 3}
+    ]
+    assert json.loads(client.get(KEYS.prefix + "operator:claim") or b"{}")["uid"] == "uid-lib"
+    assert client.acl_log() == []
