@@ -210,9 +210,13 @@ async def test_create_update_scale_pause_delete(
         assert resp.status == 200, await resp.text()
     await eventually(lambda: find(api, "libraryinstances", "lib1") is None, "deletion")
 
-    # --- RBAC: the chart's ClusterRole grants exactly what the operator asked for.
+    # --- RBAC: the chart's ClusterRole, with the Role that reads Secrets in the release
+    # namespace (where this instance and its Secret are), grants exactly what the operator
+    # asked for.
     used = operator_requests(api)
-    granted = grants(tools.render(), "ClusterRole")
+    rendered = tools.render(namespace=NS)
+    granted = grants(rendered, "ClusterRole") | grants(rendered, "Role")
+    assert ("", "secrets", "get") not in grants(rendered, "ClusterRole")
     assert used <= granted, sorted(used - granted)
     assert granted - used <= NOT_EXERCISED, sorted(granted - used - NOT_EXERCISED)
 
