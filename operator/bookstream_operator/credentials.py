@@ -69,8 +69,8 @@ async def operator_credentials(kube: Kube, namespace: str, spec: LibrarySpec) ->
 def _missing(namespace: str, name: str, where: str) -> CredentialsError:
     return CredentialsError(
         "SecretNotFound",
-        f"Secret {namespace}/{name} ({where}) does not exist in namespace "
-        f"{namespace}: a LibraryInstance's Secrets are in its own namespace",
+        f"Secret {namespace}/{name} ({where}) does not exist; the operator looks for it in "
+        "the LibraryInstance's own namespace only",
     )
 
 
@@ -93,8 +93,8 @@ def _forbidden(namespace: str, name: str, exc: httpx2.HTTPStatusError) -> Creden
         f"the operator may not read Secret {namespace}/{name} (HTTP 403"
         + (f": {detail}" if detail else "")
         + f"): grant its ServiceAccount get on that Secret in namespace {namespace} with a "
-        'Role and RoleBinding (operator/README.md, "Which Secrets the operator reads"), '
-        "or list the namespace in the chart's operator.secretNamespaces",
+        'Role and RoleBinding (operator/README.md, "Which Secrets the operator reads"); '
+        "a cluster-wide chart install can list the namespace in operator.secretNamespaces",
     )
 
 
