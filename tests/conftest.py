@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,8 @@ class RedisServer:
     process: subprocess.Popen[bytes]
     port: int = 0
     appendfsync: str = "everysec"
+    #: More redis-server arguments (a TLS port and its certificates).
+    extra: list[str] = field(default_factory=list)
     clients: list[redis.Redis] = field(default_factory=list)
 
     @property
@@ -72,10 +74,12 @@ class RedisServer:
 
     def start(self) -> None:
         """(Re)start on the same directory and socket: AOF brings the data back."""
-        self.process = _spawn(self.directory, self.socket, self.port, self.appendfsync)
+        self.process = _spawn(self.directory, self.socket, self.port, self.appendfsync, self.extra)
 
 
-def _spawn(directory: Path, sock: Path, port: int, appendfsync: str) -> subprocess.Popen[bytes]:
+def _spawn(
+    directory: Path, sock: Path, port: int, appendfsync: str, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not on PATH: apt-get install redis-server (make test does)")
@@ -101,6 +105,7 @@ def _spawn(directory: Path, sock: Path, port: int, appendfsync: str) -> subproce
         "no",
         "--logfile",
         str(directory / "redis.log"),
+        *extra,
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
@@ -131,15 +136,17 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     servers: list[RedisServer] = []
     dirs: list[str] = []
 
-    def make(*, tcp: bool = False, appendfsync: str = "everysec") -> RedisServer:
+    def make(
+        *, tcp: bool = False, appendfsync: str = "everysec", extra: list[str] | None = None
+    ) -> RedisServer:
         # Short paths: unix socket paths are limited to ~107 bytes.
         directory = Path(tempfile.mkdtemp(prefix="bsr-", dir="/tmp"))
         dirs.append(str(directory))
         sock = directory / "r.sock"
         port = free_port() if tcp else 0
-        server = RedisServer(
-            directory, sock, _spawn(directory, sock, port, appendfsync), port, appendfsync
-        )
+        extra = extra or []
+        process = _spawn(directory, sock, port, appendfsync, extra)
+        server = RedisServer(directory, sock, process, port, appendfsync, extra)
         servers.append(server)
         return server
 
@@ -210,7 +217,8 @@ def worker_command(service: str) -> str:
 def start_worker(
     tmp_path: Path, bookstream_env: dict[str, str]
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes: ``start_worker("lending", server, name="l1", library="main")``."""
+    """Start worker processes: ``start_worker("lending", server, name="l1", library="main")``;
+    ``redis``: the URL the worker is given instead of the server's unix socket."""
     started: list[WorkerProcess] = []
 
     def start(
@@ -222,11 +230,13 @@ def start_worker(
         metrics: bool = False,
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        redis: str | None = None,
     ) -> WorkerProcess:
         name = name or f"{service}-{len(started)}"
         log = tmp_path / f"{service}-{name}-{len(started)}.log"
         port = free_port() if metrics else None
-        args = [worker_command(service), name, "--redis", server.url, "--library", library]
+        args = [worker_command(service), name, "--redis", redis or server.url]
+        args += ["--library", library]
         args += ["--log-level", "info", "--claim-idle-ms", "2000"]
         if port is not None:
             args += ["--metrics-port", str(port)]

@@ -163,8 +163,9 @@ def test_the_reference_check_catches_a_missing_file(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- unused code
 
-# Called by name from outside Python's sight: entry points, argparse/kopf/asyncio hooks.
-CALLED_FROM_OUTSIDE = {"main", "error"}
+# Called by name from outside Python's sight: entry points, argparse/kopf/asyncio hooks,
+# redis-py (a credential provider's get_credentials_async).
+CALLED_FROM_OUTSIDE = {"main", "error", "get_credentials_async"}
 # Dead code in modules other engineers are rewriting now (reported to them); each must
 # still be unused, so that removing one makes this list shrink.
 KNOWN_UNUSED: set[str] = set()

@@ -67,7 +67,7 @@ def test_a_stale_batch_applied_after_the_retention_is_a_no_op(
                 e = json.loads(fields[b"e"])
                 events.append((entry_id, e["type"], e["id"], e["user"], e["books"]))
             fn = LendingFunctions(ar, KEYS)
-            rows = await fn.apply(DomainSettings(), RuntimeSettings(retention_s=1), events)
+            rows = await fn.apply(INBOX, DomainSettings(), RuntimeSettings(retention_s=1), events)
             return [row.status for row in rows]
         finally:
             await ar.aclose()

@@ -199,7 +199,7 @@ def test_inbox_and_events_stay_bounded_during_a_long_drain(
         assert int(info["entries-added"]) == total  # every entry answered, once
         assert int(info["length"]) <= EVENTS_MAXLEN + node
     else:
-        assert r.xlen(LENDING_INBOX) == total // 2  # one reply per fetch, nothing more
+        assert r.xlen(KEYS.replies) == total // 2  # one reply per fetch, nothing more
         assert not r.exists(SK.off_shelf)  # every book back on the shelf
 
     # The lag gauge is the backlog as the worker last measured it, at most a window ago.

@@ -84,7 +84,7 @@ def lending_expected() -> dict[Sample, float]:
         key(
             "bookstream_events_processed_total",
             service="lending",
-            stream=LENDING_INBOX,
+            stream=KEYS.replies,
             type="fetched",
         ): 3,
         key(

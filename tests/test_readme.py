@@ -36,3 +36,17 @@ def test_the_readme_does_not_promise_a_redis_cluster() -> None:
     assert "one hash slot per library; a Redis Cluster is not supported yet" in " ".join(
         README.split()
     )
+
+
+def test_the_commands_section_lists_every_command() -> None:
+    import argparse
+
+    from bookstream.parser import build_parser
+
+    section = README.split("### Commands\n", 1)[1].split("\n### ", 1)[0]
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name in sub.choices:
+        assert f"| `bookstream {name}" in section, f"README's Commands lacks `bookstream {name}`"
+    for worker in ("bookstream-lending", "bookstream-shelving"):
+        assert f"`{worker} [NAME]`" in section

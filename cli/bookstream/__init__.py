@@ -8,7 +8,14 @@
 from bookstream_core.events import Outcome, Unavailable
 
 from bookstream.client import AsyncClient
-from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unknown, Unreachable
+from bookstream.errors import (
+    BadInput,
+    BookstreamError,
+    NoWorker,
+    OutcomeTimeout,
+    Unknown,
+    Unreachable,
+)
 from bookstream.location import BookLocation
 from bookstream.sync import Client, ClientClosed
 
@@ -19,6 +26,7 @@ __all__ = [
     "BookstreamError",
     "Client",
     "ClientClosed",
+    "NoWorker",
     "Outcome",
     "OutcomeTimeout",
     "Unavailable",

@@ -147,8 +147,7 @@ async def audit(
             v.append(f"book {book!r} is still {s.kind} for request {s.request_id}")
     for request_id in lending.requests_in_flight:
         v.append(f"request {request_id} is still in flight (waiting for Shelving)")
-    for service in SERVICES:
-        inbox = keys.inbox(service)
+    for service, inbox in ((s, stream) for s in SERVICES for stream in keys.streams(s)):
         if not await r.exists(inbox) or not await typed(r, inbox, "stream", v):
             continue
         groups = await r.xinfo_groups(inbox)

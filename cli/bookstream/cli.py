@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from bookstream_core.config import (
     ConfigError,
@@ -24,7 +25,15 @@ from bookstream_core.settings import ENV_PREFIX
 from redis.exceptions import RedisError
 
 from bookstream.client import AsyncClient
-from bookstream.errors import BadInput, OutcomeTimeout, Unknown, Unreachable
+from bookstream.errors import (
+    BadInput,
+    BenchFailed,
+    NoWorker,
+    OutcomeTimeout,
+    Unknown,
+    Unreachable,
+    report,
+)
 from bookstream.parser import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, build_parser
 from bookstream.render import render_outcome
 
@@ -49,14 +58,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except (BadInput, ConfigError, Unknown) as exc:
-        print(f"bookstream: error: {exc}", file=sys.stderr)
+        report(exc)
         return EXIT_USAGE
-    except (OutcomeTimeout, Unreachable, EmbeddedRedisError) as exc:
-        print(f"bookstream: {exc}", file=sys.stderr)
+    except (OutcomeTimeout, Unreachable, NoWorker, EmbeddedRedisError) as exc:
+        report(exc)
         return EXIT_UNAVAILABLE
+    except BenchFailed as exc:
+        report(exc)
+        return EXIT_DENIED
     except RedisError as exc:
         # A reply the command did not expect (a missing right, a wrong key type): one line.
-        print(f"bookstream: Redis refused: {exc}", file=sys.stderr)
+        report(f"Redis refused: {exc}")
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
@@ -87,7 +99,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "info":
         from bookstream.commands import info_command
 
-        return info_command(library_from(args, os.environ), args.json, args.functions)
+        return info_command(
+            library_from(args, os.environ), args.json, args.functions, args.function
+        )
     if command == "audit":
         from bookstream.commands import audit_command
 
@@ -96,6 +110,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bookstream.commands import dead_letters_command
 
         return _async(lambda: dead_letters_command(_client(args), args))
+    if command == "setup":
+        folder = Path(args.acl).expanduser() if args.acl else None
+        return _async(lambda: _setup(args, folder))
+    if command == "acl":
+        from bookstream.setup import acl_file
+
+        folder = Path(args.password_dir).expanduser() if args.password_dir else None
+        print(acl_file(library_from(args, os.environ), folder))
+        return 0
     if command == "demo":
         from bookstream.demo import run_demo
 
@@ -119,6 +142,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(command)  # pragma: no cover - argparse restricts the choices
 
 
+async def _setup(args: argparse.Namespace, folder: Path | None) -> int:
+    from bookstream.setup import setup_library
+
+    client = _client(args)
+    async with client:
+        with client.redis_errors():
+            report = await setup_library(await client.redis(), client.library, folder)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def _print_outcome(outcome: Outcome, as_json: bool) -> int:
     if as_json:
         from bookstream.status import to_json
@@ -135,13 +169,6 @@ async def _submit(args: argparse.Namespace) -> int:
             submit = client.submit_request if args.command == "request" else client.submit_return
             print(await submit(args.user, args.books, request_id=args.request_id))
             return EXIT_OK
-        client.check_request(args.user, args.books, args.request_id)
-        if not await client.lending_is_served():
-            raise Unreachable(
-                f"no Lending worker is running for library {client.library!r}, so nothing would "
-                "answer: start one (bookstream serve, in another terminal), or queue the "
-                "request with --no-wait"
-            )
         call = client.request if args.command == "request" else client.return_books
         outcome = await call(
             args.user, args.books, request_id=args.request_id, timeout=client.timeout

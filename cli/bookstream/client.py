@@ -31,12 +31,20 @@ from bookstream_core.events import (
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
 from bookstream_core.liveness import served
+from bookstream_core.tls import diagnose
 from bookstream_lending.functions import LendingFunctions
 from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
 from redis.exceptions import ResponseError
 
-from bookstream.errors import BadInput, BookstreamError, OutcomeTimeout, Unknown, Unreachable
+from bookstream.errors import (
+    BadInput,
+    BookstreamError,
+    NoWorker,
+    OutcomeTimeout,
+    Unknown,
+    Unreachable,
+)
 from bookstream.location import BookLocation, locate
 from bookstream.unprocessed import mentions
 from bookstream.waiter import OutcomeWaiter
@@ -93,21 +101,35 @@ class AsyncClient:
         url: str | None = None,
         library: str = "main",
         *,
+        user: str | None = None,
         password: str | None = None,
+        password_file: str | None = None,
         db: int | None = None,
         home: str | Path | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         settings: RedisSettings | None = None,
         timeout: float = 10.0,
+        require_worker: bool = True,
     ) -> None:
         """``timeout``: seconds any one Redis call may take (and the default wait for an
-        outcome)."""
+        outcome). ``require_worker``: ``request`` and ``return_books`` raise ``NoWorker``
+        at once when no live Lending worker serves the library (False: submit and wait
+        anyway, say for a worker that is restarting). ``tls_*``: PEM files for a
+        ``rediss://`` URL, as ``--tls-ca`` etc."""
         try:
             self.keys = LibraryKeys(library)
             if settings is None:
                 settings = build_redis_settings(
                     url=url,
+                    user=user,
                     password=password,
+                    password_file=password_file,
                     db=db,
+                    tls_ca=tls_ca,
+                    tls_cert=tls_cert,
+                    tls_key=tls_key,
                     home=Path(home).expanduser() if home is not None else None,
                 )
         except (InvalidLibraryName, ConfigError) as exc:
@@ -115,6 +137,7 @@ class AsyncClient:
         self.settings = settings
         self.library = library
         self.timeout = timeout
+        self.require_worker = require_worker
         self._r: aioredis.Redis | None = None
         self._waiter: OutcomeWaiter | None = None
 
@@ -136,7 +159,10 @@ class AsyncClient:
                 raise BadInput(
                     f"Redis at {self.settings.describe()} has no database {self.settings.db}"
                 ) from None
-            raise Unreachable(f"cannot reach Redis at {self.settings.describe()}: {exc}") from None
+            raise Unreachable(
+                diagnose(exc, self.settings)
+                or f"cannot reach Redis at {self.settings.describe()}: {exc}"
+            ) from None
         except ResponseError as exc:
             # Redis refused (out of memory, an inbox out of ids, a missing right): nothing
             # was submitted; the same request id may be submitted again once it passes.
@@ -190,11 +216,10 @@ class AsyncClient:
         cls = RequestEvent if kind == "request" else ReturnEvent
         return cls(v=SCHEMA_VERSION, id=rid, user=user, books=books)
 
-    async def lending_is_served(self) -> bool:
-        """Whether a live Lending worker serves this library (else nothing answers)."""
-        r = await self._redis()
-        with self.redis_errors():
-            return await served(r, self.keys, "lending")
+    async def _check_served(self) -> None:
+        """Waiting for an outcome nobody would give is a newcomer's first trap."""
+        if not await served(await self._redis(), self.keys, "lending"):
+            raise NoWorker(self.library)
 
     async def _submit(self, event: RequestEvent | ReturnEvent) -> str:
         """Through the door (bs1_submit), never a raw XADD: it validates the event again,
@@ -317,6 +342,8 @@ class AsyncClient:
                 # A rejection applied nothing: resubmitted, the event replaces it.
                 if found is not None:
                     superseded = existing
+                if submit is not None and self.require_worker:
+                    await self._check_served()
                 mine = await self._submit(submit) if submit is not None else None
                 woken = False
                 while (left := deadline - time.monotonic()) > 0:

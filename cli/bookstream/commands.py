@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import sys
 
 from bookstream_core.config import domain_settings_from, redis_settings_from
 from bookstream_core.embedded import EmbeddedRedis
@@ -23,19 +24,19 @@ from bookstream.status import library_status, render_status, to_json
 async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
     async with client:
         with client.redis_errors():
-            if args.user:
-                held = await client.user_books(args.user)
+            if args.borrower:
+                held = await client.user_books(args.borrower)
                 if args.json:
-                    print(to_json({"user": args.user, "books": held}))
+                    print(to_json({"user": args.borrower, "books": held}))
                 else:
-                    print(f"{args.user} holds {len(held)} book(s): {books(held)}")
+                    print(f"{args.borrower} holds {len(held)} book(s): {books(held)}")
             if args.book:
                 where = await client.locate(args.book)
                 if args.json:
                     print(to_json(_struct(where)))
                 else:
                     print(f"{args.book}: {where.describe()}")
-            if not args.user and not args.book:
+            if not args.borrower and not args.book:
                 status = await library_status(await client.redis(), client.library)
                 print(to_json(status) if args.json else render_status(status))
     return 0
@@ -57,6 +58,8 @@ def info(library: str) -> dict[str, object]:
         "streams": {
             service: {
                 "inbox": keys.inbox(service),
+                # Lending also reads Shelving's replies, a stream only Shelving writes.
+                **({"replies": keys.replies} if service == "lending" else {}),
                 "group": keys.group(service),
                 "dead_letters": keys.dead_letters(service),
             }
@@ -119,25 +122,26 @@ def function_sources() -> dict[str, str]:
     return {library_name(src): src for src in (CoreFunctions.source, LENDING, SHELVING)}
 
 
-def functions_command() -> int:
+def functions_command(name: str | None) -> int:
     """Workers load their functions at start; under an ACL user without FUNCTION LOAD an
-    admin loads them once, from the files written here."""
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(tempfile.mkdtemp(prefix="bookstream-functions-"))
-    print("Redis Functions libraries (workers load them at start when they may):")
-    for name, source in function_sources().items():
-        path = folder / f"{name}.lua"
-        path.write_text(source, encoding="utf-8")
-        print(f"  {name}: {path}")
-        print(f"    load as an admin: redis-cli -x FUNCTION LOAD REPLACE < {path}")
+    admin loads them once. The sources go to stdout, to be piped: no file is left behind."""
+    sources = function_sources()
+    if name is not None:
+        if name not in sources:
+            raise BadInput(f"no functions library {name!r} (one of: {', '.join(sources)})")
+        sys.stdout.write(sources[name])
+        return 0
+    print("Redis Functions libraries (workers load them at start when they may); as an admin:")
+    for library in sources:
+        print(f"  bookstream info --function {library} | redis-cli -x FUNCTION LOAD REPLACE")
     return 0
 
 
-def info_command(library: str, as_json: bool, functions: bool = False) -> int:
-    if functions:
-        return functions_command()
+def info_command(
+    library: str, as_json: bool, functions: bool = False, function: str | None = None
+) -> int:
+    if functions or function is not None:
+        return functions_command(function)
     data = info(library)
     if as_json:
         print(to_json(data))
@@ -146,8 +150,9 @@ def info_command(library: str, as_json: bool, functions: bool = False) -> int:
     assert isinstance(streams, dict)
     print(f"library {library}, event schema version {SCHEMA_VERSION}")
     for service, s in streams.items():
+        replies = f", replies {s['replies']}" if "replies" in s else ""
         print(
-            f"  {service}: inbox {s['inbox']} (group {s['group']}), "
+            f"  {service}: inbox {s['inbox']}{replies} (group {s['group']}), "
             f"dead letters {s['dead_letters']}"
         )
     print(f"  outcomes: key/channel {LibraryKeys(library).outcome('<request id>')}")
@@ -191,14 +196,15 @@ def embedded_command(args: argparse.Namespace) -> int:
     if args.action == "stop":
         print("stopped" if server.stop() else "not running")
         return 0
-    running = server.running()
+    pid = server.running_pid()
+    running = pid is not None
     if args.json:
         state: dict[str, object] = {"running": running, "directory": str(server.directory)}
         if running:
-            state |= {"url": server.url, "pid": server.pid()}
+            state |= {"url": server.url, "pid": pid}
         print(json.dumps(state))
     elif running:
-        print(f"embedded Redis running at {server.url} (pid {server.pid()})")
+        print(f"embedded Redis running at {server.url} (pid {pid})")
     else:
         print(f"embedded Redis not running (its directory: {server.directory})")
     return 0 if running else 3

@@ -93,8 +93,12 @@ async def retry_dead_letters(
                 continue
             # Not MULTI: Redis runs every command of a transaction even when one fails,
             # so a refused XADD would still have deleted the dead letter.
+            # Back where it came from (Lending has two streams), never to a stream the
+            # dead letter names but the service does not read.
+            came_from = text(fields.get(b"stream", b""))
+            stream = came_from if came_from in keys.streams(svc) else keys.inbox(svc)
             try:
-                new_id = await r.xadd(keys.inbox(svc), original)  # type: ignore[arg-type]
+                new_id = await r.xadd(stream, original)  # type: ignore[arg-type]
             except ResponseError as exc:
                 raise Unreachable(
                     f"Redis refused to re-inject {text(entry_id)} ({exc}); "

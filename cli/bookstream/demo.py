@@ -13,6 +13,7 @@ from bookstream_core.connection import UNREACHABLE, connect
 from bookstream_core.embedded import EmbeddedRedis
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import configure_logging
+from bookstream_core.tls import diagnose
 
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
@@ -51,7 +52,9 @@ async def _demo(settings: RedisSettings) -> int:
     except UNREACHABLE as exc:
         # Before any worker starts: a Redis that is down or silent ends the demo here.
         await r.aclose()
-        raise Unreachable(f"cannot reach Redis at {settings.describe()}: {exc}") from None
+        raise Unreachable(
+            diagnose(exc, settings) or f"cannot reach Redis at {settings.describe()}: {exc}"
+        ) from None
     print(f"bookstream demo on {settings.describe()} (library {LIBRARY!r}, emptied)\n")
     failures = 0
     async with (

@@ -1,6 +1,16 @@
-"""Errors the client raises; the CLI maps each to an exit code."""
+"""Errors the client raises; the CLI maps each to an exit code and prints it with
+``report``, the one format of every error line (``bookstream: error: ...``)."""
 
 from __future__ import annotations
+
+import sys
+
+from bookstream_core.usage import error_line
+
+
+def report(message: object) -> None:
+    """Print one error line of the bookstream command."""
+    print(error_line("bookstream", message), file=sys.stderr)
 
 
 class BookstreamError(Exception):
@@ -30,6 +40,19 @@ class Unreachable(BookstreamError, ConnectionError):
     """Redis cannot be reached (exit code 3)."""
 
 
+class NoWorker(BookstreamError):
+    """No live Lending worker serves the library, so nothing would answer; nothing was
+    submitted (exit code 3)."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__(
+            f"no Lending worker is running for library {library!r}, so nothing would answer: "
+            "start one (bookstream serve, in another terminal), or queue the request "
+            "without waiting (--no-wait; submit_request in Python)"
+        )
+        self.library = library
+
+
 class Unknown(BookstreamError, LookupError):
     """Nobody submitted this request id, or its outcome expired (exit code 2)."""
 
@@ -39,3 +62,8 @@ class Unknown(BookstreamError, LookupError):
             "after the retention"
         )
         self.request_id = request_id
+
+
+class BenchFailed(BookstreamError, RuntimeError):
+    """A benchmark run could not be carried out: a worker or redis-benchmark failed (exit
+    code 1, as a run that broke an invariant)."""

@@ -30,7 +30,9 @@ def serve(args: argparse.Namespace) -> int:
     if not args.name and not os.environ.get("BOOKSTREAM_WORKER_NAME"):
         shelving = worker_settings_from("shelving", args, os.environ)
     return run_workers(
-        [(lending, LendingService), (shelving, ShelvingService)], lending.observability
+        [(lending, LendingService), (shelving, ShelvingService)],
+        lending.observability,
+        "bookstream",
     )
 
 

@@ -7,12 +7,12 @@ The connection and worker options come from the settings table
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import NoReturn, TypeAlias
+from typing import TypeAlias
 
 from bookstream_core import settings as table
 from bookstream_core.config import add_redis_arguments, add_worker_arguments
+from bookstream_core.usage import OneLineParser
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -23,12 +23,8 @@ EPILOG = """exit codes:
   3  no outcome in time, no worker to answer, or Redis unreachable"""
 
 
-class Parser(argparse.ArgumentParser):
-    """One clear line on a usage mistake, exit code 2, no usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-        sys.exit(EXIT_USAGE)
+class Parser(OneLineParser):
+    """One clear line on a usage mistake (``bookstream: error: ...``), exit code 2."""
 
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
@@ -109,7 +105,10 @@ def _embedded(sub: Subparsers) -> None:
         "embedded",
         "manage the embedded Redis",
         "The embedded Redis: a private redis-server on a unix socket in $BOOKSTREAM_HOME "
-        "(default ~/.local/state/bookstream), used when no Redis is named.",
+        "(default ~/.local/state/bookstream), used when no Redis is named. It trusts only "
+        "what it made as you: the directory must be yours (a wider mode is narrowed to "
+        "0700); a symlink or another user's file in it, or a pid file naming another "
+        "process, is refused. stop signals only the redis-server it checked it started.",
     )
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
@@ -155,7 +154,7 @@ def build_parser() -> Parser:
     add_redis_arguments(p)
 
     p = _command(sub, "status", "totals and stream health; or where a book is, what a user holds")
-    p.add_argument("--user", help="the books this user holds")
+    p.add_argument("--borrower", metavar="USER", help="the books this user holds")
     p.add_argument("--book", help="where this book is")
     _json(p)
     add_redis_arguments(p)
@@ -167,6 +166,11 @@ def build_parser() -> Parser:
         action="store_true",
         help="the Redis Functions libraries and how an admin loads them",
     )
+    p.add_argument(
+        "--function",
+        metavar="LIBRARY",
+        help="print this Redis Functions library's source (to pipe into FUNCTION LOAD)",
+    )
     table.add_options(p, [table.BY_KEY["library"]])
 
     p = _command(sub, "audit", "check the library's invariants (exit 1 on a violation)")
@@ -175,6 +179,30 @@ def build_parser() -> Parser:
     add_redis_arguments(p)
 
     _dead_letters(sub)
+
+    p = _command(
+        sub,
+        "setup",
+        "prepare a library with an admin connection: functions, streams, role users",
+        "Load the Redis Functions libraries, create every stream and group of the library, "
+        "and with --acl one Redis ACL user per role (bs-NAME-lending, -shelving, -client, "
+        "-viewer, -operator) whose password is the file DIR/<role>: an existing file's "
+        "password is kept, a missing one is generated (mode 0600). Run it as an admin "
+        "(the default user, or one allowed ACL and FUNCTION); again after an upgrade.",
+    )
+    p.add_argument("--acl", metavar="DIR", help="create the role users, passwords in DIR/<role>")
+    add_redis_arguments(p)
+
+    p = _command(
+        sub,
+        "acl",
+        "print the library's role users as a Redis ACL file",
+        "Print the rules `setup --acl` applies, as lines of a Redis ACL file (aclfile), for "
+        "admins who manage users themselves. With --password-dir each user gets the SHA-256 "
+        "hash of its password file there; without, add a password to each line.",
+    )
+    p.add_argument("--password-dir", metavar="DIR", help="the folder of <role> password files")
+    table.add_options(p, [table.BY_KEY["library"]])
 
     p = _command(
         sub,

@@ -33,17 +33,30 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
         "off_shelf": await ShelvingView(r, keys).books_off(),
     }
     streams: dict[str, object] = {}
+    never_served = []
     for service in SERVICES:
-        streams[service] = await stream_status(r, keys, service)
+        streams[service] = stream = await stream_status(r, keys, service, keys.inbox(service))
+        groups = stream["groups"]
+        assert isinstance(groups, list)
+        # A worker creates its service's group when it starts: none, no worker ever ran.
+        if all(g["name"] != keys.group(service) for g in groups):
+            never_served.append(service)
+    # Shelving's replies to Lending: a stream of its own, written by Shelving alone.
+    streams["lending_replies"] = await stream_status(r, keys, "lending", keys.replies)
     policy = await eviction_policy(r)
     redis_info = {"maxmemory_policy": policy, "problem": eviction_problem(policy)}
-    return {"library": library, "totals": totals, "streams": streams, "redis": redis_info}
+    return {
+        "library": library,
+        "totals": totals,
+        "streams": streams,
+        "never_served": never_served,
+        "redis": redis_info,
+    }
 
 
 async def stream_status(
-    r: aioredis.Redis, keys: LibraryKeys, service: ServiceName
+    r: aioredis.Redis, keys: LibraryKeys, service: ServiceName, inbox: str
 ) -> dict[str, object]:
-    inbox = keys.inbox(service)
     result: dict[str, object] = {
         "stream": inbox,
         "length": int(await r.xlen(inbox)),
@@ -113,6 +126,13 @@ def render_status(status: dict[str, object]) -> str:
                     f"      {_printable(c['name'])}: pending {c['pending']}  "
                     f"idle {c['idle_ms'] / 1000:.1f}s  {state}"
                 )
+    never = status.get("never_served")
+    if never:
+        assert isinstance(never, list)
+        lines.append(
+            f"  hint: no {' or '.join(never)} worker ever served library {status['library']}: "
+            "start them with bookstream serve (or bookstream-lending / bookstream-shelving)"
+        )
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 import kopf
+from bookstream_core.usage import error_line
 
 from bookstream_operator.handlers import register
 from bookstream_operator.settings import OperatorConfig, OperatorConfigError
@@ -16,7 +17,7 @@ def main() -> None:
     try:
         config = OperatorConfig.from_env(os.environ)
     except OperatorConfigError as exc:
-        print(f"bookstream-operator: {exc}", file=sys.stderr)
+        print(error_line("bookstream-operator", exc), file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(config)
     registry = kopf.OperatorRegistry()

@@ -46,6 +46,7 @@ def test_bad_input_exits_2_with_one_line(
     result = run_cli(bookstream_env, *args)
     assert result.returncode == 2, result
     assert message in result.stderr
+    assert result.stderr.startswith("bookstream: error: ")  # parser's or command's: one format
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert redis_server.client().xlen("bs:{main}:lending:inbox") == 0
@@ -56,7 +57,7 @@ def test_unreachable_redis_exits_3(bookstream_env: dict[str, str], tmp_path: obj
         bookstream_env, "request", "user1", "geb", "--redis", "unix:///nonexistent/redis.sock"
     )
     assert result.returncode == 3
-    assert "cannot reach Redis" in result.stderr
+    assert result.stderr.startswith("bookstream: error: cannot reach Redis")
     assert "Traceback" not in result.stderr
 
 
@@ -67,7 +68,7 @@ def test_no_lending_worker_exits_3_at_once(
     result = run_cli(bookstream_env, "request", "user1", "geb", "--redis", redis_server.url)
     assert time.monotonic() - started < 5  # not the 10 s default timeout
     assert result.returncode == 3
-    assert "no Lending worker is running" in result.stderr
+    assert result.stderr.startswith("bookstream: error: no Lending worker is running")
     assert "bookstream serve" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert redis_server.client().xlen("bs:{main}:lending:inbox") == 0  # nothing submitted
@@ -83,9 +84,10 @@ def test_no_outcome_in_time_exits_3(
         bookstream_env, "request", "user1", "geb", "--timeout", "0.5", "--redis", redis_server.url
     )
     assert result.returncode == 3, result.stderr
-    assert "no outcome for request" in result.stderr
+    assert result.stderr.startswith("bookstream: error: no outcome for request ")
     # The request was submitted and will be applied when a Shelving worker runs.
-    assert redis_server.client().exists("bs:{main}:lending:req:" + result.stderr.split()[5])
+    request_id = result.stderr.split("no outcome for request ", 1)[1].split()[0]
+    assert redis_server.client().exists("bs:{main}:lending:req:" + request_id)
 
 
 def test_no_wait_prints_the_request_id(
@@ -120,6 +122,7 @@ def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> N
     assert data["schema_version"] == 1
     assert data["streams"]["lending"] == {
         "inbox": "bs:{lib1}:lending:inbox",
+        "replies": "bs:{lib1}:lending:replies",
         "group": "lending",
         "dead_letters": "bs:{lib1}:lending:dead",
     }

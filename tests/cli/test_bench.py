@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from bookstream.bench.latency import percentiles
@@ -113,3 +115,42 @@ def test_percentiles_nearest_rank() -> None:
         "max": 1000.0,
     }
     assert percentiles([])["p99"] is None
+
+
+def test_the_workers_settings_are_the_table_s_rows(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    """--batch-size, --in-flight and --retention are the workers' own settings: the same
+    variable, the same checks; the result records what the workers ran with."""
+    shown = subprocess.run(
+        [str(VENV_BIN / "bookstream"), "bench", "--help"], capture_output=True, text=True
+    ).stdout
+    for variable in ("BOOKSTREAM_BATCH_SIZE", "BOOKSTREAM_IN_FLIGHT", "BOOKSTREAM_RETENTION_S"):
+        assert variable in shown
+    bad = bench(redis_server, bookstream_env, "--batch-size", "0")
+    assert bad.returncode == 2 and "--batch-size must be at least 1, not 0" in bad.stderr
+    env = {**bookstream_env, "BOOKSTREAM_IN_FLIGHT": "x"}
+    bad = bench(redis_server, env)
+    assert bad.returncode == 2 and "BOOKSTREAM_IN_FLIGHT must be a whole number" in bad.stderr
+    env = {**bookstream_env, "BOOKSTREAM_RETENTION_S": "3600"}
+    done = bench(redis_server, env, "--events", "500", "--in-flight", "2")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["worker_retention_s"] == 3600
+    assert (result["worker_in_flight"], result["worker_batch_size"]) == (2, 200)
+    assert result["correct"] is True
+
+
+def test_a_failed_run_and_a_bad_out_are_error_lines(
+    redis_server: RedisServer, bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**bookstream_env, "BOOKSTREAM_GIVE_UP_S": "0"}  # every worker refuses to start
+    failed = bench(redis_server, env, "--events", "100")
+    assert failed.returncode == 1
+    # Whichever worker the run notices first (they start together).
+    assert re.match(r"bookstream: error: bench-(lending|shelving)-1 exited at start", failed.stderr)
+    assert "BOOKSTREAM_GIVE_UP_S must be at least 1" in failed.stderr  # the worker's own line
+    assert "Traceback" not in failed.stderr
+    nowhere = bench(redis_server, bookstream_env, "--out", str(tmp_path / "no" / "r.json"))
+    assert nowhere.returncode == 2
+    assert nowhere.stderr == f"bookstream: error: --out: no folder {tmp_path / 'no'}\n"

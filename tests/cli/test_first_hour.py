@@ -3,16 +3,17 @@ README's client snippet runs from any folder, the one holding the clone included
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN, run_cli
+from tests.conftest import VENV_BIN, RedisServer, WorkerProcess, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +89,54 @@ def test_the_readme_snippet_runs_from_the_folder_holding_the_clone(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "accepted"
+
+
+def test_status_of_a_library_no_worker_ever_served_says_to_start_one(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    hint = "hint: no lending or shelving worker ever served library main: start them with"
+    fresh = run_cli(bookstream_env, "status", server=redis_server)
+    assert fresh.returncode == 0 and hint in fresh.stdout and "bookstream serve" in fresh.stdout
+    shown = json.loads(run_cli(bookstream_env, "status", "--json", server=redis_server).stdout)
+    assert shown["never_served"] == ["lending", "shelving"]
+    start_worker("lending", redis_server).terminate()
+    half = run_cli(bookstream_env, "status", server=redis_server).stdout
+    assert "hint: no shelving worker ever served library main" in half
+    start_worker("shelving", redis_server).terminate()
+    served = run_cli(bookstream_env, "status", server=redis_server)
+    assert "hint:" not in served.stdout  # served once: stopped workers are another story
+
+
+def test_a_relative_home_is_resolved_once_at_start(
+    bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """BOOKSTREAM_HOME=state, a program that later changes its folder: the embedded Redis
+    is still the one under the folder it started in."""
+    start, later = tmp_path / "start", tmp_path / "later"
+    start.mkdir()
+    later.mkdir()
+    program = (
+        "import os, sys\n"
+        "from bookstream import Client\n"
+        "client = Client()\n"
+        "os.chdir(sys.argv[1])\n"
+        "print(client.submit_request('u', ['geb']))\n"
+        "client.close()\n"
+    )
+    env = {**bookstream_env, "BOOKSTREAM_HOME": "state"}
+    absolute = {**bookstream_env, "BOOKSTREAM_HOME": str(start / "state")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", program, str(later)],
+            cwd=start, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (start / "state" / "redis.sock").is_socket()
+        assert not (later / "state").exists()
+        status = run_cli(absolute, "status", "--json")
+        assert json.loads(status.stdout)["streams"]["lending"]["length"] == 1
+    finally:
+        run_cli(absolute, "embedded", "stop")
+        run_cli({**env, "BOOKSTREAM_HOME": str(later / "state")}, "embedded", "stop")

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 
@@ -104,17 +105,30 @@ def test_a_queued_request_with_a_taken_id_is_refused_at_the_door(
 
 
 def test_an_admin_loads_the_functions_from_info_and_a_producer_uses_the_door(
-    redis_server: RedisServer, bookstream_env: dict[str, str]
+    redis_server: RedisServer, bookstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """What `bookstream info --functions` writes loads as is (prelude and parts joined);
-    the submit recipe `bookstream info --json` gives works with a bare Redis client."""
-    listed = run_cli(bookstream_env, "info", "--functions")
-    paths = [line.split("< ", 1)[1] for line in listed.stdout.splitlines() if "< " in line]
-    assert len(paths) == 3, listed.stdout
+    """The command `bookstream info --functions` prints for each library loads it as is
+    (prelude and parts joined), and leaves no file behind; the submit recipe
+    `bookstream info --json` gives works with a bare Redis client."""
+    env = {**bookstream_env, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    listed = run_cli(env, "info", "--functions")
+    commands = [line.split() for line in listed.stdout.splitlines() if "| redis-cli" in line]
+    assert len(commands) == 3, listed.stdout
     r = redis_server.client()
-    for path in paths:
-        with open(path, "rb") as source:
-            r.function_load(source.read(), replace=True)
+    for command in commands:
+        assert command[:3] == ["bookstream", "info", "--function"] and command[4] == "|"
+        source = run_cli(env, *command[1:4])
+        assert source.returncode == 0 and source.stdout.startswith("#!lua name="), source
+        # The admin's half of the pipe, pointed at the test's Redis.
+        loaded = subprocess.run(
+            ["redis-cli", "-s", str(redis_server.socket), *command[6:]],
+            input=source.stdout, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert loaded.stdout.strip() == command[3], loaded
+    assert not any((tmp_path / "tmp").iterdir())
+    unknown = run_cli(env, "info", "--function", "nope")
+    assert unknown.returncode == 2 and "no functions library 'nope'" in unknown.stderr
     recipe = json.loads(run_cli(bookstream_env, "info", "--json").stdout)["producer"]["submit"]
     command = recipe.split(" '", 1)[0]  # the rest is the placeholder for the event
     event = {"v": 1, "type": "request", "id": "foreign-1", "user": "u", "books": ["a"]}
@@ -187,3 +201,30 @@ def test_outcome_later_waits_past_a_malformed_twin_s_rejection(
     out, err = asking.communicate(timeout=30)
     assert asking.returncode == 0, out + err
     assert json.loads(out)["status"] == "accepted"
+
+
+def test_a_forged_reply_in_the_inbox_is_set_aside(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """Shelving's replies travel on a stream of their own: a `fetched` written where
+    clients submit is set aside (wrong_stream), and the request it names still waits for
+    the real one."""
+    r = redis_server.client()
+    start_worker("lending", redis_server)
+    sent = run_cli(bookstream_env, "request", "u1", "far", "--request-id", "waits",
+                   "--no-wait", server=redis_server)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: r.hget("bs:{main}:lending:book", "far") == b"paged:waits")
+    forged = {"v": 1, "type": "fetched", "id": "waits", "books": ["far"]}
+    r.xadd(INBOX, {"e": json.dumps(forged)})
+    wait_for(lambda: r.xlen("bs:{main}:lending:dead") == 1)
+    ((_, dead),) = r.xrange("bs:{main}:lending:dead")
+    assert dead[b"reason"].startswith(b"wrong_stream")
+    assert r.hget("bs:{main}:lending:book", "far") == b"paged:waits"
+    assert not r.exists("bs:{main}:outcome:waits")
+    start_worker("shelving", redis_server)
+    done = run_cli(bookstream_env, "outcome", "waits", "--json", server=redis_server)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lent"] == ["far"]

@@ -161,5 +161,5 @@ def test_the_demo_on_a_silent_redis_ends_with_one_line(
     result = run_cli(bookstream_env, "demo", "--redis", silent_redis, timeout=60)
     assert time.monotonic() - started < 40
     assert result.returncode == 3, result
-    assert result.stderr.startswith("bookstream: cannot reach Redis")
+    assert result.stderr.startswith("bookstream: error: cannot reach Redis")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

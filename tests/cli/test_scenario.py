@@ -58,7 +58,7 @@ def test_original_scenario_through_the_cli(
 
     where = bookstream(redis_server, bookstream_env, "status", "--book", "geb")
     assert where.stdout.strip() == "geb: lent to user1"
-    held = bookstream(redis_server, bookstream_env, "status", "--user", "user2", "--json")
+    held = bookstream(redis_server, bookstream_env, "status", "--borrower", "user2", "--json")
     assert json.loads(held.stdout) == {
         "user": "user2",
         "books": ["invisible-cities", "selfish-gene"],

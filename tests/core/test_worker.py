@@ -70,7 +70,10 @@ def test_a_name_is_held_by_one_worker(
         check=False,
     )
     assert second.returncode == 1
-    assert "worker name 'w1' is held by another lending worker" in second.stderr
+    assert (
+        "bookstream-lending: error: worker name 'w1' is held by another lending worker"
+        in (second.stderr.splitlines())[-1]
+    )
     assert "Traceback" not in second.stderr
     # -f takes the name anyway.
     start_worker("lending", redis_server, name="w1", extra=["-f"])
@@ -199,3 +202,30 @@ def test_an_entry_delivered_too_often_is_set_aside_and_answered(
     assert int(dead[b"deliveries"]) > 5
     assert r.xpending(INBOX, "lending")["pending"] == 0
     assert not r.hexists("bs:{main}:lending:book", "geb")  # never applied
+
+
+def test_each_worker_command_tells_its_version(bookstream_env: dict[str, str]) -> None:
+    from importlib.metadata import version
+
+    for service in ("lending", "shelving"):
+        shown = subprocess.run(
+            [worker_command(service), "--version"],
+            capture_output=True, text=True, env=bookstream_env, timeout=30, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.strip() == f"bookstream-{service} {version(f'bookstream-{service}')}"
+
+
+def test_a_workers_usage_mistake_is_one_line_in_the_one_format(
+    bookstream_env: dict[str, str],
+) -> None:
+    for args, message in (
+        (["--bogus"], "unrecognized arguments: --bogus (see bookstream-shelving --help)"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+    ):
+        wrong = subprocess.run(
+            [worker_command("shelving"), *args],
+            capture_output=True, text=True, env=bookstream_env, timeout=30, check=False,
+        )  # fmt: skip
+        assert wrong.returncode == 2
+        assert wrong.stderr == f"bookstream-shelving: error: {message}\n"

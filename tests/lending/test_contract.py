@@ -152,7 +152,7 @@ async def test_every_event_the_lua_writes_is_exactly_an_event_struct(
     fetch_entry = await r.xadd(shelving_inbox, {"e": "{}"})
     await r.xreadgroup("shelving", "w1", {shelving_inbox: ">"})
     await CoreFunctions(r).dead_letter(
-        shelving_inbox, KEYS.dead_letters("shelving"), KEYS.domain_events, inbox,
+        shelving_inbox, KEYS.dead_letters("shelving"), KEYS.domain_events, KEYS.replies,
         group="shelving", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),
         schema_version=1,
         rows=[[fetch_entry, "too_many_deliveries", 6, "x5", "fetch", "", 1, 1, "e", "{}"]],
@@ -160,6 +160,7 @@ async def test_every_event_the_lua_writes_is_exactly_an_event_struct(
     del bad
     written = [f[b"e"] for _, f in await r.xrange(shelving_inbox) if f.get(b"e") != b"{}"]
     written += [f[b"e"] for _, f in await r.xrange(inbox)]
+    written += [f[b"e"] for _, f in await r.xrange(KEYS.replies)]
     kinds = set()
     for raw in written:
         as_sent = _json.loads(raw)

@@ -207,3 +207,22 @@ async def test_a_future_entry_in_a_stream_nobody_reads_is_removed(
     assert row.status == "pending"
     assert not await lending.r.xrange(stream, min=MAX_ID, max=MAX_ID)
     assert await lending.r.xadd(stream, {"probe": "1"})
+
+
+@pytest.mark.parametrize(("kind", "stream"), [("fetched", "inbox"), ("request", "replies")])
+async def test_an_event_on_the_wrong_stream_is_set_aside(
+    lending: Lending, kind: str, stream: str
+) -> None:
+    """Shelving's replies arrive only on the stream only Shelving writes; a client's
+    request only through the inbox. The worker checks it, and so does the Lua."""
+    await lending.event("request", "q0", "ann", ["far"])
+    target = KEYS.inbox("lending") if stream == "inbox" else KEYS.replies
+    event = {"v": 1, "type": kind, "id": "q0", "user": "ann", "books": ["far"]}
+    entry = await lending.r.xadd(target, {"e": json.dumps(event)})
+    await lending.r.xreadgroup("lending", "w1", {target: ">"})
+    before = await lending.status("far")
+    (row,) = await lending.apply((entry, kind, "q0", "ann", ["far"]), stream=target)
+    assert (row.status, row.reason) == ("orphan", "wrong_stream")
+    assert await lending.status("far") == before == "paged:q0"  # the request still waits
+    (dead,) = await lending.r.xrange(KEYS.dead_letters("lending"))
+    assert dead[1][b"reason"] == b"wrong_stream"

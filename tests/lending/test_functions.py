@@ -18,6 +18,11 @@ DOMAIN = DomainSettings(user_limit=5, storage_capacity=2)
 RUNTIME = RuntimeSettings(retention_s=60)
 
 
+def stream_of(type_: str) -> str:
+    """Where a kind of event arrives: Shelving's replies on their own stream."""
+    return KEYS.replies if type_ in ("fetched", "unfetched") else KEYS.inbox("lending")
+
+
 class Lending:
     """Puts events in the inbox (so XACK is real) and applies them like a worker."""
 
@@ -26,18 +31,23 @@ class Lending:
         self.fn = LendingFunctions(r, KEYS)
 
     async def setup(self) -> None:
-        await self.r.xgroup_create(KEYS.inbox("lending"), "lending", id="0", mkstream=True)
+        for stream in KEYS.streams("lending"):
+            await self.r.xgroup_create(stream, "lending", id="0", mkstream=True)
 
     async def add(
         self, type_: str, rid: str, user: str = "", books: list[str] | None = None
     ) -> bytes:
         event = {"v": 1, "type": type_, "id": rid, "user": user, "books": books or ["x"]}
-        entry: bytes = await self.r.xadd(KEYS.inbox("lending"), {"e": json.dumps(event)})
-        await self.r.xreadgroup("lending", "w1", {KEYS.inbox("lending"): ">"})
+        stream = stream_of(type_)
+        entry: bytes = await self.r.xadd(stream, {"e": json.dumps(event)})
+        await self.r.xreadgroup("lending", "w1", {stream: ">"})
         return entry
 
-    async def apply(self, *events: tuple[bytes, str, str, str, list[str]]) -> list[LendingRow]:
-        return await self.fn.apply(DOMAIN, RUNTIME, list(events))
+    async def apply(
+        self, *events: tuple[bytes, str, str, str, list[str]], stream: str | None = None
+    ) -> list[LendingRow]:
+        stream = stream or stream_of(events[0][1]) if events else KEYS.inbox("lending")
+        return await self.fn.apply(stream, DOMAIN, RUNTIME, list(events))
 
     async def event(
         self, type_: str, rid: str, user: str = "", books: list[str] | None = None
@@ -55,7 +65,11 @@ class Lending:
         return value.decode() if value else None
 
     async def pending(self) -> int:
-        return int((await self.r.xpending(KEYS.inbox("lending"), "lending"))["pending"])
+        counts = [
+            int((await self.r.xpending(stream, "lending"))["pending"])
+            for stream in KEYS.streams("lending")
+        ]
+        return sum(counts)
 
     async def request(self, rid: str, user: str, books: list[str]) -> LendingRow:
         """A request all the way: apply it, and the shelving reply if it paged books."""

@@ -55,7 +55,7 @@ async def test_fetch_takes_books_off_and_answers_lending(shelving: Shelving) -> 
     _, row = await shelving.event("fetch", "r1", "r1:fetch", ["a", "b c"])
     assert (row.type, row.status, row.books) == ("fetch", "applied", 2)
     assert await shelving.off() == {"a": 1, "b c": 1}
-    (reply,) = await shelving.r.xrange(KEYS.inbox("lending"))
+    (reply,) = await shelving.r.xrange(KEYS.replies)
     assert json.loads(reply[1][b"e"]) == {
         "v": 1,
         "type": "fetched",
@@ -74,7 +74,7 @@ async def test_replayed_event_is_applied_once(shelving: Shelving) -> None:
     # event id is a duplicate.
     assert again.status == "stale" and other_entry.status == "duplicate"
     assert await shelving.off() == {"a": 1}
-    assert await shelving.r.xlen(KEYS.inbox("lending")) == 1
+    assert await shelving.r.xlen(KEYS.replies) == 1
 
 
 async def test_reshelve_puts_books_back(shelving: Shelving) -> None:
@@ -82,7 +82,7 @@ async def test_reshelve_puts_books_back(shelving: Shelving) -> None:
     _, row = await shelving.event("reshelve", "r2", "r2:reshelve", ["a"])
     assert row.status == "applied"
     assert await shelving.off() == {"b": 1}
-    assert await shelving.r.xlen(KEYS.inbox("lending")) == 1  # reshelving is not answered
+    assert await shelving.r.xlen(KEYS.replies) == 1  # reshelving is not answered
 
 
 async def test_fetch_of_a_book_still_travelling_back_commutes(shelving: Shelving) -> None:
@@ -110,7 +110,7 @@ async def test_unfetch_cancels_a_fetch_not_applied_yet(shelving: Shelving) -> No
     _, late = await shelving.event("fetch", "r1", "r1:fetch", ["a"])
     assert late.status == "duplicate"
     assert await shelving.off() == {}
-    assert await shelving.r.xlen(KEYS.inbox("lending")) == 0  # no "fetched" for it
+    assert await shelving.r.xlen(KEYS.replies) == 0  # no "fetched" for it
 
 
 async def test_unfetch_undoes_a_fetch_applied_already(shelving: Shelving) -> None:
@@ -122,7 +122,7 @@ async def test_unfetch_undoes_a_fetch_applied_already(shelving: Shelving) -> Non
 
 
 FAULTS = [
-    ("stream", KEYS.inbox("lending")),
+    ("stream", KEYS.replies),
     ("type", SK.off_shelf),
     *(("right", c) for c in ("xadd", "xack", "set", "hincrby", "hdel", "type", "xinfo")),
 ]

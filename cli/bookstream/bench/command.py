@@ -18,7 +18,8 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from bookstream_core.config import build_redis_settings
+from bookstream_core import settings
+from bookstream_core.config import RedisSettings, build_redis_settings
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.runner import install_uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,6 +28,7 @@ from bookstream.bench import library, measure, workload
 from bookstream.bench.correctness import check
 from bookstream.bench.drain import RunFigures, Stalled, _figures, reset_stats, run_drain
 from bookstream.bench.latency import offer, percentiles
+from bookstream.bench.options import WORKER_SETTINGS
 from bookstream.bench.reference import Reference, run_reference
 from bookstream.bench.report import build, table
 from bookstream.bench.server import PrivateRedis, start_private_redis
@@ -41,11 +43,11 @@ EXIT_OK, EXIT_FAILED = 0, 1
 def bench_command(args: argparse.Namespace) -> int:
     if args.events < 1 or args.workers < 1 or args.rate <= 0 or args.duration <= 0:
         raise BadInput("--events, --workers, --rate and --duration must be positive")
-    for name in ("batch_size", "in_flight"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise BadInput(f"--{name.replace('_', '-')} must be positive")
-    if args.retention is not None and args.retention < 1:
-        raise BadInput("--retention must be positive")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise BadInput(f"--out: no folder {args.out.parent}")  # known now, not after the run
+    # What the workers will run with (option, variable or default), checked once here.
+    args.worker_settings = {k: settings.integer(k, args, os.environ) for k in WORKER_SETTINGS}
+    args.short_retention = settings.raw("retention", args, os.environ)[0] is not None
     install_uvloop()
     # SIGTERM behaves like Ctrl-C; whatever happens, nothing this run started outlives it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -57,7 +59,10 @@ def bench_command(args: argparse.Namespace) -> int:
         _STARTED.clear()
     text = msgspec.json.encode(result).decode()
     if args.out is not None:
-        args.out.write_text(text + "\n")
+        try:
+            args.out.write_text(text + "\n")
+        except OSError as exc:
+            raise BadInput(f"--out: cannot write {args.out}: {exc.strerror}") from None
     print(text if args.json else table(result))
     return EXIT_OK if result["correct"] else EXIT_FAILED
 
@@ -68,15 +73,17 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     if given is None:
         private = start_private_redis()
         _STARTED.append(private.stop)
-        url = private.url
+        url = where = private.url
     else:
-        url = build_redis_settings(url=given).url or given  # checked and normalized
+        settings = build_redis_settings(url=given)  # checked and normalized
+        url, where = settings.url or given, settings.describe()
     r = aioredis.Redis.from_url(url, decode_responses=False)
     try:
         try:
             server = await measure.info(r, "server")
         except (RedisConnectionError, OSError) as exc:
-            raise Unreachable(f"Redis at {url} is unreachable: {exc}") from None
+            # (where: the address without the password the URL may carry)
+            raise Unreachable(f"Redis at {where} is unreachable: {exc}") from None
         return await _run(args, r, url, server, private)
     finally:
         await r.aclose()
@@ -97,11 +104,9 @@ async def _run(
     drain = args.mode == "drain"
     n = args.events if drain else max(1, int(args.rate * args.duration))
     events = workload.generate(n, args.seed)
-    extra_args = ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    if args.in_flight:
-        extra_args += ["--in-flight", str(args.in_flight)]
-    if args.retention:
-        extra_args += ["--retention", str(args.retention)]
+    extra_args = [
+        f"{settings.BY_KEY[key].flags[0]}={value}" for key, value in args.worker_settings.items()
+    ]
     workers = WorkerSet(url, LIBRARY, args.workers, extra_args)
     _STARTED.append(workers.stop)
     show = not args.no_progress
@@ -120,7 +125,7 @@ async def _run(
         latency = percentiles([])
     finally:
         problems += workers.stop()
-    verdict = await check(r, keys, events, outcome_keys=args.retention is None)
+    verdict = await check(r, keys, events, outcome_keys=not args.short_retention)
     reference: Reference | None = None
     if args.reference:
         reference = await run_reference(r, url, redis_pid)
@@ -135,14 +140,22 @@ async def _run(
         problems=problems,
         server={
             "redis_version": server.get("redis_version", "?"),
-            "redis": "private, unix socket, persistence off" if private else url,
+            # (the address only: the results file must not carry a password)
+            "redis": "private, unix socket, persistence off"
+            if private
+            else RedisSettings(url=url).describe(),
             "cores": os.cpu_count(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],
             "loadavg_at_start": load_at_start,
         },
         reference=reference,
-        extra={**extra, "worker_retention_s": args.retention or 86_400},
+        extra={
+            **extra,
+            "worker_retention_s": args.worker_settings["retention"],
+            "worker_batch_size": args.worker_settings["batch_size"],
+            "worker_in_flight": args.worker_settings["in_flight"],
+        },
     )
 
 

@@ -41,9 +41,10 @@ async def preload(r: aioredis.Redis, keys: LibraryKeys, events: Sequence[Event])
 
 
 async def create_groups(r: aioredis.Redis, keys: LibraryKeys) -> None:
-    """Create both groups from the start of their (maybe empty) streams."""
+    """Create every group from the start of its (maybe empty) stream."""
     for service in SERVICES:
-        await r.xgroup_create(keys.inbox(service), keys.group(service), id="0", mkstream=True)
+        for stream in keys.streams(service):
+            await r.xgroup_create(stream, keys.group(service), id="0", mkstream=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +60,14 @@ async def state(r: aioredis.Redis, keys: LibraryKeys) -> DrainState:
     """Outcomes so far (``entries-added``: the stream is trimmed, XLEN would undercount)."""
     async with r.pipeline(transaction=False) as pipe:
         pipe.execute_command("XINFO", "STREAM", keys.domain_events)
-        for service in SERVICES:
-            pipe.execute_command("XINFO", "STREAM", keys.inbox(service))
-            pipe.execute_command("XINFO", "GROUPS", keys.inbox(service))
+        streams = [stream for service in SERVICES for stream in keys.streams(service)]
+        for stream in streams:
+            pipe.execute_command("XINFO", "STREAM", stream)
+            pipe.execute_command("XINFO", "GROUPS", stream)
         replies = await pipe.execute(raise_on_error=False)
     outcomes = _entries_added(replies[0])
     busy = False
-    for i in range(len(SERVICES)):
+    for i in range(len(streams)):
         stream, groups = replies[1 + 2 * i], replies[2 + 2 * i]
         if isinstance(stream, Exception) or isinstance(groups, Exception):
             continue

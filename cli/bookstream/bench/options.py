@@ -1,9 +1,26 @@
-"""The options of ``bookstream bench`` (imported by the CLI's parser, so kept light)."""
+"""The options of ``bookstream bench`` (imported by the CLI's parser, so kept light).
+
+The workers' settings it passes on (``--batch-size``, ``--in-flight``, ``--retention``)
+are rows of the one settings table: the same option, variable, help and README row as
+a worker's. The rest are bench-only arguments, deliberately outside the table:
+
+- the run's parameters (``--events``, ``--workers``, ``--mode``...) describe one run and
+  are recorded in its result; a variable would change a run nobody can read off its
+  command line.
+- ``--redis`` empties library ``bench`` on the Redis it names, so only an explicit option
+  names one (never ``BOOKSTREAM_REDIS_URL`` nor the embedded Redis, as for the demo); its
+  default is a throwaway private server, which no setting means.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from bookstream_core import settings as table
+
+#: The workers' settings a run passes to every worker it starts.
+WORKER_SETTINGS = ("batch_size", "in_flight", "retention")
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,14 +35,6 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rate", type=float, default=5_000.0, help="latency mode: requests/s (5000)")
     p.add_argument("--duration", type=float, default=10.0, help="latency mode: seconds (10)")
-    p.add_argument("--batch-size", type=int, help="the workers' --batch-size (their default)")
-    p.add_argument("--in-flight", type=int, help="the workers' --in-flight (their default)")
-    p.add_argument(
-        "--retention",
-        type=int,
-        help="the workers' --retention in seconds (their default, 24 h); a short one lets "
-        "outcomes expire during long runs (memory runs); outcomes are then counted, not read",
-    )
     p.add_argument("--reference", action="store_true", help="also run redis-benchmark")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, help="also write the JSON object to this file")
@@ -36,3 +45,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="the Redis to use (default: a private redis-server on a unix socket, "
         "persistence off); library 'bench' on it is emptied",
     )
+    workers = p.add_argument_group(
+        "the workers' settings",
+        "passed to every worker the run starts; a short --retention lets outcomes expire "
+        "during long (memory) runs: they are then counted, not read",
+    )
+    table.add_options(workers, [table.BY_KEY[key] for key in WORKER_SETTINGS])

@@ -24,6 +24,7 @@ from bookstream_lending.functions import SOURCE as LENDING_SOURCE
 from bookstream_lending.functions import apply_arguments
 
 from bookstream.bench import library, measure
+from bookstream.errors import BenchFailed
 
 REF_LIBRARY = "benchref"
 
@@ -46,7 +47,7 @@ def benchmark_executable() -> str:
             return str(sibling)
     found = shutil.which("redis-benchmark")
     if found is None:
-        raise FileNotFoundError("redis-benchmark is not installed (it ships with redis-server)")
+        raise BenchFailed("redis-benchmark is not installed (it ships with redis-server)")
     return found
 
 
@@ -111,9 +112,9 @@ async def run_reference(
     applied = int(await r.xlen(keys.inbox("shelving")))
     await library.empty(r, keys)
     if done.returncode != 0:
-        raise RuntimeError(f"redis-benchmark failed: {done.stderr.strip()[-500:]}")
+        raise BenchFailed(f"redis-benchmark failed: {done.stderr.strip()[-500:]}")
     if applied < calls // 2:  # each call pages one book: a fetch per (non-duplicate) call
-        raise RuntimeError(
+        raise BenchFailed(
             f"redis-benchmark's calls did not apply ({applied} fetches for {calls} calls): "
             f"{done.stdout.strip()[-300:]} {done.stderr.strip()[-300:]}"
         )
@@ -126,4 +127,4 @@ def _parse_rps(csv: str) -> float:
         cells = [c.strip('"') for c in line.split('","')]
         if len(cells) >= 2 and cells[0].lstrip('"').upper().startswith("FCALL"):
             return float(cells[1].strip('"'))
-    raise RuntimeError(f"cannot read redis-benchmark's output: {csv[-300:]!r}")
+    raise BenchFailed(f"cannot read redis-benchmark's output: {csv[-300:]!r}")

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName
 
-from bookstream.errors import Unreachable
+from bookstream.errors import BenchFailed, Unreachable
 
 
 def executable(service: str) -> str:
@@ -77,14 +77,14 @@ class WorkerSet:
         while time.monotonic() < deadline:
             for w in self.processes:
                 if w.process.poll() is not None:
-                    raise RuntimeError(f"{w.name} exited at start:\n{w.output()}")
+                    raise BenchFailed(f"{w.name} exited at start:\n{w.output()}")
             held = int(await r.exists(*locks))
             if held and first is None:
                 first = time.monotonic()
             if held == len(locks):
                 return first or time.monotonic()
             await asyncio.sleep(0.005)
-        raise RuntimeError("workers did not start in time")
+        raise BenchFailed("workers did not start in time")
 
     def stop(self, timeout: float = 20.0) -> list[str]:
         """SIGTERM every worker and wait; the problems seen (a non-zero exit, a kill)."""

@@ -17,11 +17,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from bookstream_core import settings as table
 from bookstream_core.keys import check_library
 from bookstream_core.settings import ConfigError
+from bookstream_core.tls import check_tls_files
 from bookstream_core.types import ServiceName
 
 __all__ = ["ConfigError"]
@@ -32,9 +33,18 @@ class RedisSettings:
     """Where Redis is. ``url=None`` means the embedded Redis under ``home``."""
 
     url: str | None = None
+    #: The Redis ACL user; None: the default user.
+    user: str | None = None
     password: str | None = None
+    #: Read for every new connection, so a rotated password reaches running workers.
+    password_file: str | None = None
     db: int | None = None
     ssl: bool = False
+    #: TLS files (rediss:// only): the CA that verifies the server, the client's own
+    #: certificate and key. Checked readable when the settings were built.
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     home: Path = field(default_factory=lambda: default_home({}))
     #: The embedded Redis' AOF policy when it starts: everysec (loses at most about a
     #: second of writes on power failure) or always (loses nothing acknowledged).
@@ -66,7 +76,7 @@ def normalize_address(address: str) -> str:
         except ValueError:
             port = -1
         if port is not None and not 0 < port < 65536:
-            raise ConfigError(f"invalid port in Redis URL {address!r} (1-65535)")
+            raise ConfigError(f"invalid port in Redis URL {_redacted(address)!r} (1-65535)")
         return address
     if address.startswith(("/", ".")):
         return f"unix://{Path(address).absolute()}"
@@ -76,12 +86,22 @@ def normalize_address(address: str) -> str:
     return f"redis://{host or 'localhost'}:{port_text or 6379}"
 
 
+def _redacted(url: str) -> str:
+    """The URL without its password: a message must never show it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
 def default_home(env: Mapping[str, str]) -> Path:
     """$BOOKSTREAM_HOME, else one embedded Redis per user whatever the current folder
-    (the XDG state directory)."""
+    (the XDG state directory). A relative one is made absolute now, once: a program that
+    changes its folder later still finds the same embedded Redis."""
     home = table.text("home", None, env)
     if home:
-        return Path(home).expanduser()
+        return Path(home).expanduser().absolute()
     state = env.get("XDG_STATE_HOME") or ""
     base = Path(state) if Path(state).is_absolute() else Path.home() / ".local" / "state"
     return base / "bookstream"
@@ -90,33 +110,73 @@ def default_home(env: Mapping[str, str]) -> Path:
 def build_redis_settings(
     *,
     url: str | None = None,
+    user: str | None = None,
     password: str | None = None,
     password_file: str | None = None,
     db: int | None = None,
     ssl: bool = False,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
     home: Path | None = None,
     appendfsync: str = "everysec",
+    names: Mapping[str, str] | None = None,
 ) -> RedisSettings:
     """The one place Redis settings are made (CLI, client, workers): checks and
-    normalizes the address, reads the password file, applies TLS to a redis:// URL."""
-    if password_file and not password:
-        try:
-            password = Path(password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read password file {password_file}: {exc.strerror}"
-            ) from None
+    normalizes the address, checks the password file, applies TLS to a redis:// URL and
+    checks the TLS files. ``names``: how each setting was given (``--tls-ca`` or its
+    variable), for messages."""
+    names = names or {}
+    if password and password_file:
+        raise ConfigError("give either a password or a password file, not both")
+    if password_file:
+        password_file = str(Path(password_file).expanduser().absolute())
+        read_password_file(password_file)  # now, so that a bad path is a clear error
+    if user is not None and not user.strip():
+        raise ConfigError("the Redis user name is empty")
     normalized = normalize_address(url) if url is not None else None
+    if ssl and (normalized is None or normalized.startswith("unix://")):
+        raise ConfigError(
+            f"{names.get('ssl') or '--ssl'} needs a TCP address (a redis:// URL or "
+            "host:port): a unix socket has no TLS, nor has the embedded server"
+        )
     if normalized and ssl and normalized.startswith("redis://"):
         normalized = "rediss://" + normalized[len("redis://") :]
+    if normalized and any(k.startswith("ssl") for k in parse_qs(urlsplit(normalized).query)):
+        # redis-py lets the URL's query override the connection's arguments: a silent
+        # ssl_cert_reqs=none there would turn verification off.
+        raise ConfigError(
+            "a Redis URL carries no TLS settings (ssl_...): give --tls-ca, --tls-cert, "
+            "--tls-key; verification is always on"
+        )
+    files = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    tls = normalized is not None and normalized.startswith("rediss://")
+    check_tls_files(tls, files, names)
     return RedisSettings(
         url=normalized,
+        user=user,
         password=password,
+        password_file=password_file,
         db=db,
         ssl=ssl,
-        home=home if home is not None else default_home(os.environ),
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        home=home.absolute() if home is not None else default_home(os.environ),
         appendfsync=appendfsync,
     )
+
+
+def read_password_file(path: str) -> str:
+    """The password a file holds (a mounted Secret, a file `bookstream setup` wrote)."""
+    try:
+        password = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read password file {path}: {why}") from None
+    if not password:
+        raise ConfigError(f"password file {path} is empty")
+    return password
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,15 +253,21 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
         address, address_name = table.raw("address", None, env)
     if url is not None and address is not None:
         raise ConfigError(f"give either {url_name} or {address_name}, not both")
+    tls = {key: table.raw(key, args, env) for key in ("ssl", "tls_ca", "tls_cert", "tls_key")}
     try:
         return build_redis_settings(
             url=url if url is not None else address,
+            user=table.text("redis_user", args, env),
             password=table.text("password", args, env),
             password_file=table.text("password_file", args, env),
             db=table.integer("db", args, env),
             ssl=table.flag("ssl", args, env),
+            tls_ca=tls["tls_ca"][0],
+            tls_cert=tls["tls_cert"][0],
+            tls_key=tls["tls_key"][0],
             home=default_home(env),
             appendfsync=table.text("appendfsync", args, env) or "everysec",
+            names={key: name for key, (_, name) in tls.items() if name},
         )
     except ConfigError as exc:
         name = url_name if url is not None else address_name

@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bookstream_core.config import RedisSettings
+from bookstream_core.config import ConfigError, RedisSettings, read_password_file
 from bookstream_core.embedded import EmbeddedRedis
+from bookstream_core.tls import client_context
 
 #: What "Redis cannot be reached right now" looks like to redis-py callers.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class FileCredentials(CredentialProvider):
+    """The user and the password file's content, read for every new connection: a
+    rotated password (a mounted Secret updated in place) is used from the next one."""
+
+    def __init__(self, user: str | None, path: str) -> None:
+        self.user = user
+        self.path = path
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        try:
+            password = read_password_file(self.path)
+        except ConfigError as exc:
+            # Raised inside a connection attempt: the caller sees Redis unreachable, with why.
+            raise RedisConnectionError(str(exc)) from None
+        return (self.user, password) if self.user else (password,)
+
+    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
+        return self.get_credentials()
+
+
+class TLSConnection(SSLConnection):
+    """redis-py's TLS connection with bookstream's context (``tls.client_context``: only
+    ``--tls-ca``'s CAs when given), made again at every connect: redis-py keeps its first
+    context for the connection object's life and a pool reuses the object across
+    reconnects, so a renewed client certificate or a corrected CA file would never be
+    seen by a running worker. (A private hook of redis-py: tests/core/test_tls.py fails
+    if it stops being called.)"""
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        files = self.ssl_context
+        files.context = client_context(files.ca_certs, files.certfile, files.keyfile)
+        arguments: Mapping[str, Any] = super()._connection_arguments()
+        return arguments
 
 
 def resolve_url(settings: RedisSettings) -> str:
@@ -50,13 +91,29 @@ def connect(
         kwargs["socket_connect_timeout"] = timeout
     if not url.startswith("unix://"):
         kwargs["socket_keepalive"] = True  # notice a dead peer on a TCP connection
-    if settings.password is not None:
-        kwargs["password"] = settings.password
+    if settings.password_file is not None:
+        kwargs["credential_provider"] = FileCredentials(settings.user, settings.password_file)
+    else:
+        if settings.user is not None:
+            kwargs["username"] = settings.user
+        if settings.password is not None:
+            kwargs["password"] = settings.password
     if settings.db is not None:
         kwargs["db"] = settings.db
+    if url.startswith("rediss://"):
+        # TLSConnection makes its own context from these; spelled out all the same, so
+        # that redis-py's context would verify too if its hook were not called.
+        kwargs["ssl_cert_reqs"] = "required"
+        kwargs["ssl_check_hostname"] = True
+        kwargs["ssl_ca_certs"] = settings.tls_ca  # None: the system's CAs
+        kwargs["ssl_certfile"] = settings.tls_cert
+        kwargs["ssl_keyfile"] = settings.tls_key
     # A blocking pool: past max_connections a caller waits for a free connection instead
     # of failing with "Too many connections" (a client may run thousands of tasks).
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=None, **kwargs
     )
+    if url.startswith("rediss://"):
+        # Set after from_url, whose URL parsing picks redis-py's own class for rediss://.
+        pool.connection_class = TLSConnection
     return aioredis.Redis.from_pool(pool)

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import cast
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -25,62 +22,24 @@ from bookstream_core.batch import Batch, Entry
 from bookstream_core.config import RuntimeSettings
 from bookstream_core.events import EVENT_FIELD, SCHEMA_VERSION
 from bookstream_core.functions import CoreFunctions
-from bookstream_core.ids import REQUEST_ID_PATTERN
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
+from bookstream_core.rejected import (
+    DEAD_FIELDS,
+    DEAD_VALUE_BYTES,
+    MAX_ENTRY_BYTES,
+    MAX_FIELDS,
+    Rejected,
+    bad_shape,
+    whole_entry,
+)
 from bookstream_core.service import InvalidEvent, Service
 from bookstream_core.trouble import RedisTrouble, trouble
 from bookstream_core.types import text
 
-MAX_ENTRY_BYTES = 64 * 1024
-MAX_FIELDS = 16  # an entry has one field, ``e``; a foreign producer may add a few
-IDENTIFY_MAX_BYTES = 2 * 1024 * 1024  # still parsed to find whom to answer
-DEAD_VALUE_BYTES = 8 * 1024  # a dead-letter entry keeps at most this much of each value
-DEAD_FIELDS = 16  # ... and at most this many of the entry's fields
 IDLE_WAIT_S = 0.002  # a wait this long for one entry means the library is idle
 FUTURE_MS = 86_400_000  # an entry id this far ahead of the clock was not made by Redis
-_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
-#: Kinds of entry whose request id is answered when the entry is set aside: a client's
-#: with a ``rejected`` outcome, shelving's fetch by telling lending (core.lua).
-_ANSWERED_KINDS = ("request", "return", "fetch")
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    entry_id: bytes
-    fields: dict[bytes, bytes]
-    reason: str
-    deliveries: int = 1
-    #: The entry's own field count (``fields`` may be a cut copy).
-    field_count: int | None = None
-    #: Request id and kind named by an entry Redis cut (checked like _identify's).
-    named: tuple[str, str] | None = None
-
-    def identity(self) -> tuple[str, str]:
-        if self.named is None:
-            return _identify(self.fields)
-        return _checked(*self.named)
-
-
-def _identify(fields: dict[bytes, bytes]) -> tuple[str, str]:
-    """Best effort: the request id and kind of an entry we reject, to answer it."""
-    raw = fields.get(EVENT_FIELD)
-    if raw is None or len(raw) > IDENTIFY_MAX_BYTES:
-        return "", ""
-    try:
-        data = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
-        return "", ""
-    if not isinstance(data, dict):
-        return "", ""
-    return _checked(data.get("id"), data.get("type"))
-
-
-def _checked(rid: object, kind: object) -> tuple[str, str]:
-    if isinstance(rid, str) and len(rid) <= 64 and _REQUEST_ID_RE.fullmatch(rid):
-        return rid, kind if isinstance(kind, str) and kind in _ANSWERED_KINDS else ""
-    return "", ""
 
 
 class StreamConsumer:
@@ -89,6 +48,7 @@ class StreamConsumer:
         r: aioredis.Redis,
         keys: LibraryKeys,
         service: Service,
+        stream: str,
         consumer: str,
         runtime: RuntimeSettings,
         metrics: Metrics,
@@ -100,7 +60,7 @@ class StreamConsumer:
         self.runtime = runtime
         self.metrics = metrics
         self.core = CoreFunctions(r)
-        self.inbox = keys.inbox(service.name)
+        self.stream = stream
         self.group = keys.group(service.name)
         self.log = get_logger(service=service.name, worker=consumer, library=keys.library)
         self._labels = {"library": keys.library, "service": service.name}
@@ -111,10 +71,9 @@ class StreamConsumer:
         self.held: list[list[Entry]] = []
 
     async def prepare(self) -> None:
-        await self.core.load()
-        await self.service.load()
+        """The stream and the group (the functions are the worker's to load)."""
         try:
-            await self.r.xgroup_create(self.inbox, self.group, id="0", mkstream=True)
+            await self.r.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -136,17 +95,17 @@ class StreamConsumer:
         # queueing and batches are taken through bs1_read again.
         started = time.monotonic()
         response = await self.r.xreadgroup(
-            self.group, self.consumer, {self.inbox: ">"}, count=1, block=self.runtime.block_ms
+            self.group, self.consumer, {self.stream: ">"}, count=1, block=self.runtime.block_ms
         )
         self._idle = time.monotonic() - started > IDLE_WAIT_S
         if not response:
             return []
         read = cast(list[tuple[bytes, dict[bytes, bytes]]], response[0][1])  # type: ignore[index]
-        return [_entry(entry_id, fields) for entry_id, fields in read]
+        return [whole_entry(entry_id, fields) for entry_id, fields in read]
 
     async def _take(self, mode: str, start: str = "0-0") -> Batch:
         return await self.core.read(
-            self.inbox,
+            self.stream,
             group=self.group,
             consumer=self.consumer,
             mode=mode,
@@ -165,9 +124,9 @@ class StreamConsumer:
         for entry in entries:
             entry_id, fields, count = entry.entry_id, entry.fields, entry.deliveries
             if fields is None:  # deleted from the stream while pending: nothing to apply
-                await self.r.xack(self.inbox, self.group, entry_id)
+                await self.r.xack(self.stream, self.group, entry_id)
                 continue
-            reason = _bad_shape(entry)
+            reason = bad_shape(entry)
             if reason is None and _id_key(entry_id)[0] > time.time() * 1000 + FUTURE_MS:
                 # Set by a producer, not by Redis; core.lua deletes it and repairs the
                 # stream's ids once it is set aside.
@@ -179,7 +138,7 @@ class StreamConsumer:
                 rejected.append(Rejected(entry_id, fields, reason, count, entry.field_count, named))
                 continue
             try:
-                valid.append((entry_id, self.service.decode(self._payload(fields))))
+                valid.append((entry_id, self.service.decode(self.stream, self._payload(fields))))
             except InvalidEvent as exc:
                 rejected.append(Rejected(entry_id, fields, exc.reason, count))
         # Valid entries first: a malformed twin of a valid request in the same batch must
@@ -187,7 +146,7 @@ class StreamConsumer:
         if valid:
             started = time.perf_counter()
             try:
-                await self.service.apply(valid)
+                await self.service.apply(self.stream, valid)
             except ResponseError as exc:
                 if (problem := trouble(exc)) is not None:
                     raise problem from exc
@@ -243,20 +202,20 @@ class StreamConsumer:
             counts.setdefault(max(entry.deliveries - uncount, 0), []).append(entry.entry_id)
         for count, ids in counts.items():
             await self.r.xclaim(
-                self.inbox, self.group, self.consumer, 0, ids,  # type: ignore[arg-type]
+                self.stream, self.group, self.consumer, 0, ids,  # type: ignore[arg-type]
                 idle=0, retrycount=count, justid=True,
             )  # fmt: skip
 
     async def _apply_singly(self, valid: list[tuple[bytes, object]]) -> None:
         for entry_id, event in valid:
             try:
-                await self.service.apply([(entry_id, event)])
+                await self.service.apply(self.stream, [(entry_id, event)])
             except ResponseError as exc:
                 if (problem := trouble(exc)) is not None:
                     raise problem from exc
                 found = cast(
                     list[tuple[bytes, dict[bytes, bytes]]],
-                    await self.r.xrange(self.inbox, entry_id, entry_id),
+                    await self.r.xrange(self.stream, entry_id, entry_id),
                 )
                 raw = found[0][1] if found else {}
                 await self.dead_letter([Rejected(entry_id, raw, f"apply_failed: {exc}"[:500])])
@@ -289,14 +248,18 @@ class StreamConsumer:
             rows.append(row)
         try:
             flags = await self.core.dead_letter(
-                self.inbox,
+                self.stream,
                 self.keys.dead_letters(self.service.name),
                 self.keys.domain_events,
-                self.keys.inbox("lending"),
+                # Only a shelving fetch set aside is reported back (to Lending, `unfetched`).
+                self.keys.replies if self.service.name == "shelving" else None,
                 group=self.group,
                 retention_s=self.runtime.retention_s,
                 maxlen=self.runtime.events_maxlen,
-                outcome_prefix=self.keys.outcome(""),
+                # Only clients' submissions are answered (``rejected``): they wait on it.
+                outcome_prefix=self.keys.outcome("")
+                if self.stream == self.keys.inbox("lending")
+                else "",
                 schema_version=SCHEMA_VERSION,
                 rows=rows,
             )
@@ -309,7 +272,7 @@ class StreamConsumer:
             if flag < 0:  # no longer pending: another worker dealt with it
                 continue
             m.dead_letters.labels(**self._labels, reason=item.reason.split(":", 1)[0]).inc()
-            m.events.labels(lib, self.service.name, self.inbox, "dead_letter").inc()
+            m.events.labels(lib, self.service.name, self.stream, "dead_letter").inc()
             self.log.warning(
                 "dead letter",
                 entry=item.entry_id.decode(),
@@ -351,12 +314,12 @@ class StreamConsumer:
 
         Run after claiming, so a dead worker's entries have moved to a live one first."""
         retired = []
-        for info in await self.r.xinfo_consumers(self.inbox, self.group):
+        for info in await self.r.xinfo_consumers(self.stream, self.group):
             name = text(info["name"])
             if name == self.consumer or int(info["pending"]):
                 continue
             if await self.core.retire_consumer(
-                self.inbox,
+                self.stream,
                 lock_key(name),
                 group=self.group,
                 consumer=name,
@@ -366,24 +329,6 @@ class StreamConsumer:
         if retired:
             self.log.info("removed consumers of gone workers", consumers=retired)
         return retired
-
-
-def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    """An entry read whole, described as bs1_read would (core.lua)."""
-    size = sum(len(name) + len(value) for name, value in fields.items())
-    whole = len(fields) <= MAX_FIELDS and size <= MAX_ENTRY_BYTES + 1024
-    kept = fields if whole else dict(list(fields.items())[:DEAD_FIELDS])
-    named = ("", "") if whole else _identify(fields)
-    return Entry(entry_id, 1, kept, whole, len(fields), size, named)
-
-
-def _bad_shape(entry: Entry) -> str | None:
-    """Bounds first: nothing after this scales with a hostile entry's size."""
-    if entry.field_count > MAX_FIELDS:
-        return f"too_many_fields: {entry.field_count} fields (at most {MAX_FIELDS})"
-    if entry.size > MAX_ENTRY_BYTES + 1024 or not entry.whole:
-        return f"too_large: {entry.size} bytes (at most {MAX_ENTRY_BYTES})"
-    return None
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:

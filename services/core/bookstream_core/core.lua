@@ -8,7 +8,8 @@
 -- A fetch set aside by shelving is reported to lending (`unfetched`), which denies its
 -- request and puts its books back. An entry that is no longer pending (another worker
 -- applied or set it aside meanwhile) is skipped: the XACK comes first and fences it.
--- KEYS: inbox, dead-letter stream, domain events stream, lending inbox
+-- KEYS: the stream set aside from, dead-letter stream, domain events stream, and for
+--       shelving's entries Lending's replies stream (where a failed fetch is reported)
 -- ARGV: group, retention seconds, dead-letter maxlen, outcome prefix, schema version,
 --       then per entry: entry id, reason, deliveries, request id, kind, guard key,
 --       the entry's field count, n = fields copied (at most 16), n x (field, value)
@@ -16,17 +17,27 @@
 -- was told of a failed fetch, 0 otherwise, -1 if it was skipped (no longer pending).
 local MAX_DEAD_FIELDS = 16
 local function dead_letter(keys, args)
-  local inbox, dead, events, lending_inbox = keys[1], keys[2], keys[3], keys[4]
+  local inbox, dead, events, replies = keys[1], keys[2], keys[3], keys[4]
   local group, retention, maxlen, outcome_prefix, v = args[1], args[2], args[3], args[4], args[5]
+  -- Only clients' submissions are answered (an empty outcome prefix for the others): a
+  -- service's role needs no right on what it never writes.
+  local answers = outcome_prefix ~= ''
   expect_stream_room(dead, true)
-  expect_stream_room(events, true)
-  -- Room in lending's inbox is needed only to report a fetch; an inbox set aside from
-  -- may itself be out of ids (repair_stream_ids mends it below).
-  if inbox ~= lending_inbox then expect_stream_room(lending_inbox, false) end
-  expect_rights({{'XADD', dead}, {'XADD', events}, {'XADD', lending_inbox},
-    {'SET', outcome_prefix .. 'x'}, {'PUBLISH', outcome_prefix .. 'x'}, {'XACK', inbox},
-    {'EXISTS', outcome_prefix .. 'x'}, {'XDEL', inbox}, {'XSETID', inbox},
-    {'XGROUP', 'SETID', inbox}, {'XREVRANGE', inbox}, {'XINFO', 'GROUPS', inbox}})
+  -- The stream set aside from may itself be out of ids (repair_stream_ids mends it below).
+  local rights = {{'XADD', dead}, {'XACK', inbox}, {'XDEL', inbox}, {'XSETID', inbox},
+    {'XGROUP', 'SETID', inbox}, {'XREVRANGE', inbox}, {'XINFO', 'GROUPS', inbox}}
+  if answers then
+    expect_stream_room(events, true)
+    for _, command in ipairs({{'XADD', events}, {'SET', outcome_prefix .. 'x'},
+        {'PUBLISH', outcome_prefix .. 'x'}, {'EXISTS', outcome_prefix .. 'x'}}) do
+      rights[#rights + 1] = command
+    end
+  end
+  if replies then
+    expect_stream_room(replies, false)
+    rights[#rights + 1] = {'XADD', replies}
+  end
+  expect_rights(rights)
   local now_n = now_ms()
   local now = tostring(now_n)
   local future = false
@@ -54,7 +65,7 @@ local function dead_letter(keys, args)
         redis.call('XDEL', inbox, entry_id)
         future = true
       end
-      if reqid ~= '' and (kind == 'request' or kind == 'return') then
+      if answers and reqid ~= '' and (kind == 'request' or kind == 'return') then
         local okey = outcome_prefix .. reqid
         if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
           local json = '{"request_id":' .. q(reqid) .. ',"kind":"' .. kind
@@ -66,8 +77,8 @@ local function dead_letter(keys, args)
           redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', json)
           answered[#answered] = 1
         end
-      elseif reqid ~= '' and kind == 'fetch' then
-        redis.call('XADD', lending_inbox, '*', 'e', '{"v":' .. v .. ',"type":"unfetched","id":'
+      elseif reqid ~= '' and kind == 'fetch' and replies then
+        redis.call('XADD', replies, '*', 'e', '{"v":' .. v .. ',"type":"unfetched","id":'
           .. q(reqid) .. ',"reason":' .. q(string.match(reason, '^[^:]*')) .. '}')
         answered[#answered] = 2
       end

@@ -1,15 +1,30 @@
 """The embedded Redis: a private ``redis-server`` on a unix socket under a state directory.
 
-With no Redis named, every command starts it (or reuses it when it already runs):
-AOF on, no TCP listener, the directory mode 0700 so only its owner reaches the socket.
+With no Redis named, every command starts it (or reuses it when it already runs): AOF on,
+no TCP listener. It trusts only what it made and what belongs to the current user, and
+checks before every use:
+
+- the directory is a directory (not a symlink) owned by the user. A mode wider than 0700
+  (a plain ``mkdir``) is narrowed to 0700 before anything in it is trusted: from then on
+  nobody else can add to it, and what another user put there earlier is refused below.
+- every entry in it is the user's and no symlink (redis-server writes its pid file, log
+  and AOF through whatever it finds); the socket is a socket, the pid file a regular file.
+- the server answering on the socket keeps its data in this directory, its pid is the
+  one in the pid file, and (where there is a /proc) that process runs a redis binary, as
+  this user, from this directory.
+
+Anything else is refused with one line naming the path. ``stop`` signals only a process
+that passed these checks: never one a stale or forged pid file names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,10 +34,21 @@ import redis
 
 SOCKET_NAME = "redis.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
+PROC = Path("/proc")
 
 
 class EmbeddedRedisError(RuntimeError):
-    """The embedded Redis cannot be started; the message says what to do."""
+    """The embedded Redis cannot be started or trusted; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What runs in the directory. ``pid``: the embedded Redis, checked (``answering``
+    on its socket or not); ``stray``: a live process the pid file names that is not it."""
+
+    pid: int | None = None
+    answering: bool = False
+    stray: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +73,16 @@ class EmbeddedRedis:
         return self.directory / "redis.pid"
 
     def running(self) -> bool:
-        if not self.socket.exists():
-            return False
-        try:
-            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2).ping())
-        except (redis.RedisError, OSError):
-            return False
+        return self.running_pid() is not None
 
-    def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
+    def running_pid(self) -> int | None:
+        """The pid of the embedded Redis answering on its socket, checked; else None."""
+        found = self._inspect()
+        return found.pid if found.answering else None
 
     def ensure(self) -> str:
         """Start the server unless it already answers; return its URL."""
-        if self.running():
+        if self._inspect().answering:
             return self.url
         exe = shutil.which("redis-server")
         if exe is None:
@@ -76,18 +96,31 @@ class EmbeddedRedis:
                 f"the socket path {self.socket} is too long for a unix socket; "
                 "set BOOKSTREAM_HOME to a shorter directory"
             )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            self.directory.mkdir(mode=0o700)
+        self._check_directory()
         # Two commands starting at once: one starts it, the other waits and reuses it.
-        with open(self.directory / "start.lock", "w") as lock:
+        lock = os.open(
+            self.directory / "start.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600
+        )
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self.running():
+            found = self._inspect()
+            if found.pid is not None and not found.answering:
+                raise EmbeddedRedisError(
+                    f"the embedded Redis (pid {found.pid}) runs but does not answer on "
+                    f"{self.socket}: stop it (bookstream embedded stop) and try again"
+                )
+            if not found.answering:
                 self._start(exe)
+        finally:
+            os.close(lock)
         return self.url
 
     def _start(self, exe: str) -> None:
-        if self.socket.exists():
-            self.socket.unlink()  # stale socket of a server that died
+        # A stale socket of a server that died (checked: a socket of ours, silent).
+        self.socket.unlink(missing_ok=True)
         args = [
             exe,
             "--port", "0",
@@ -106,7 +139,7 @@ class EmbeddedRedis:
             raise EmbeddedRedisError(f"redis-server failed to start: {result.stderr.strip()}")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if self.running():
+            if self._ask() is not None:
                 return
             time.sleep(0.02)
         log = self.directory / "redis.log"
@@ -115,34 +148,143 @@ class EmbeddedRedis:
 
     def stop(self) -> bool:
         """Shut the server down gracefully (SIGTERM: it flushes the AOF and exits)."""
-        if not self.running():
+        found = self._inspect()
+        if found.pid is None:
+            if found.stray is not None:
+                raise EmbeddedRedisError(
+                    f"the embedded Redis is not running, and {self.pidfile} names process "
+                    f"{found.stray}, which is not it: left alone (remove the stale file)"
+                )
             return False
-        pid = self.pid()
-        if pid is None:
-            raise EmbeddedRedisError(f"no pid file in {self.directory}; stop redis-server by hand")
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(found.pid, signal.SIGTERM)
         except ProcessLookupError:
             return False
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             # Redis removes its pid file as the last step before exiting; the process
             # itself may linger as a zombie until whoever adopted it reaps it.
-            if not self.pidfile.exists() or not _alive(pid):
+            if not self.pidfile.exists() or not _alive(found.pid):
                 return True
             time.sleep(0.02)
-        raise EmbeddedRedisError(f"redis-server (pid {pid}) did not stop within 15 s")
+        raise EmbeddedRedisError(f"redis-server (pid {found.pid}) did not stop within 15 s")
+
+    # ------------------------------------------------------------------ the checks
+
+    def _refuse(self, what: str) -> EmbeddedRedisError:
+        return EmbeddedRedisError(
+            f"not trusting the embedded Redis in {self.directory}: {what}; it trusts only "
+            "what it made as you: remove that, or set BOOKSTREAM_HOME to another directory"
+        )
+
+    def _check_directory(self) -> bool:
+        """Whether the directory exists; refuses one that is not the user's own, and
+        narrows its mode to 0700 (on the directory opened, so no swap can intervene)."""
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file
+            kind = "a symlink" if self.directory.is_symlink() else "not a directory"
+            raise self._refuse(f"{self.directory} is {kind}") from exc
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                raise self._refuse(f"{self.directory} belongs to uid {st.st_uid}, not you")
+            if stat.S_IMODE(st.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+        self._check_entries()
+        return True
+
+    def _check_entries(self) -> None:
+        uid = os.geteuid()
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise self._refuse(f"{entry.path} is a symlink")
+                if st.st_uid != uid:
+                    raise self._refuse(f"{entry.path} belongs to uid {st.st_uid}, not you")
+                if entry.name == SOCKET_NAME and not stat.S_ISSOCK(st.st_mode):
+                    raise self._refuse(f"{entry.path} is not a socket")
+                if entry.path == str(self.pidfile) and not stat.S_ISREG(st.st_mode):
+                    raise self._refuse(f"{entry.path} is not a regular file")
+
+    def _inspect(self) -> _Found:
+        if not self._check_directory():
+            return _Found()
+        recorded = self._recorded_pid()
+        answer = self._ask()
+        if answer is not None:
+            pid, data = answer
+            if data != os.path.realpath(self.directory):
+                raise self._refuse(f"the Redis on {self.socket} keeps its data in {data}")
+            if recorded is not None and recorded != pid:
+                raise self._refuse(
+                    f"{self.pidfile} names process {recorded}, but the Redis on its socket "
+                    f"is process {pid}"
+                )
+            if self._runs_here(pid) is False:
+                raise self._refuse(f"process {pid} is no redis-server of yours started here")
+            return _Found(pid=pid, answering=True)
+        if recorded is None or not _alive(recorded):
+            return _Found()
+        # Silent, or its socket removed: ours only if /proc shows it is; else a stale
+        # pid file whose number another process now has.
+        if self._runs_here(recorded):
+            return _Found(pid=recorded)
+        return _Found(stray=recorded)
+
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _ask(self) -> tuple[int, str] | None:
+        """The pid and data directory of the Redis answering on the socket, if one does."""
+        if not self.socket.exists():
+            return None
+        try:
+            with redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2) as r:
+                pid = int(r.info("server")["process_id"])
+                data = str(r.config_get("dir")["dir"])
+        except (redis.RedisError, OSError):
+            return None
+        return pid, data
+
+    def _runs_here(self, pid: int) -> bool | None:
+        """Whether the process is a redis-server of this user whose working directory (the
+        ``--dir`` it was started with) is this one; None where there is no /proc."""
+        if not (PROC / "self").exists():
+            return None
+        proc = PROC / str(pid)
+        try:
+            owner = proc.stat().st_uid
+            exe = os.readlink(proc / "exe").removesuffix(" (deleted)")  # upgraded since
+            cwd = os.readlink(proc / "cwd")
+        except OSError:  # gone, or another user's
+            return False
+        return (
+            owner == os.geteuid()
+            and "redis" in Path(exe).name  # Debian's redis-server is redis-check-rdb
+            and cwd == os.path.realpath(self.directory)
+        )
 
 
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        with open(PROC / str(pid) / "stat") as proc_stat:
+            return proc_stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
     except OSError:
         try:
-            os.kill(pid, 0)
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
             return False
+        except PermissionError:
+            return True
         return True

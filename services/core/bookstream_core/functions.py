@@ -40,21 +40,49 @@ def library_name(source: str) -> str:
 
 
 async def load_library(r: aioredis.Redis, source: str) -> str:
-    """Load (or replace) the library. Under an ACL user without FUNCTION LOAD rights, an
-    already loaded library of the same name is accepted (an admin loaded it)."""
+    """Make sure this exact library is loaded: nothing to do when it is, else load (or
+    replace) it. A role user may not load functions (an admin's ``bookstream setup``
+    does): then a missing or different library is FunctionsUnavailable, never a worker
+    running against code it was not written for."""
     name = library_name(source)
+    if await _loaded_code(r, name) == source:
+        return name
     try:
         await r.function_load(source, replace=True)
     except ResponseError as exc:
         if "NOPERM" not in str(exc) and "no permissions" not in str(exc).lower():
             raise
-        listed = await r.function_list(library=name)
-        if not listed:
-            raise FunctionsUnavailable(
-                f"Redis functions library {name} is not loaded and this user may not load it: "
-                "load it once with an admin user (bookstream info --functions)"
-            ) from exc
+        raise FunctionsUnavailable(
+            f"Redis functions library {name} is missing or not this version's, and this "
+            "Redis user may not load it: run `bookstream setup` with an admin user"
+        ) from exc
     return name
+
+
+async def _loaded_code(r: aioredis.Redis, name: str) -> str | None:
+    """The loaded library's code, None if absent (or if this user may not list it)."""
+    try:
+        listed = await r.function_list(library=name, withcode=True)
+    except ResponseError:
+        return None
+    for library in listed:
+        info = {_text(k): v for k, v in _pairs(library)}
+        if _text(info.get("library_name", b"")) == name:
+            code = info.get("library_code")
+            return None if code is None else _text(code)
+    return None
+
+
+def _pairs(reply: object) -> list[tuple[object, object]]:
+    """A FUNCTION LIST entry, whether redis-py parsed it to a dict or left a flat list."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    assert isinstance(reply, list)
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class CoreFunctions:
@@ -70,10 +98,10 @@ class CoreFunctions:
 
     async def dead_letter(
         self,
-        inbox: str,
+        stream: str,
         dead: str,
         events: str,
-        lending_inbox: str,
+        replies: str | None,
         *,
         group: str,
         retention_s: int,
@@ -83,7 +111,8 @@ class CoreFunctions:
         rows: list[list[bytes | str | int]],
     ) -> list[int]:
         """One flag per row (core.lua): 1 a ``rejected`` outcome was written, 2 lending was
-        told of a failed fetch, 0 neither, -1 skipped (the entry was no longer pending)."""
+        told of a failed fetch (on ``replies``, given for shelving's entries), 0 neither,
+        -1 skipped (the entry was no longer pending)."""
         args: list[bytes | str | int] = [
             group,
             retention_s,
@@ -93,9 +122,8 @@ class CoreFunctions:
         ]
         for row in rows:
             args.extend(row)
-        result = await self._r.fcall(
-            "bs1_dead_letter", 4, inbox, dead, events, lending_inbox, *args
-        )
+        keys = [stream, dead, events] + ([replies] if replies else [])
+        result = await self._r.fcall("bs1_dead_letter", len(keys), *keys, *args)
         return [int(flag) for flag in result]
 
     async def read(

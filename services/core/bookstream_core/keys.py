@@ -42,8 +42,21 @@ class LibraryKeys:
         return f"bs:{{{self.library}}}:"
 
     def inbox(self, service: ServiceName) -> str:
-        """The stream a service consumes (its consumer group has the service's name)."""
+        """The stream a service's work arrives on: Lending's is written by clients through
+        the door (bs1_submit), Shelving's only by Lending."""
         return f"{self.prefix}{service}:inbox"
+
+    @property
+    def replies(self) -> str:
+        """Shelving's replies to Lending (``fetched``, ``unfetched``). Only Shelving writes
+        it, so a client that may submit cannot forge a reply (docs/security.md)."""
+        return f"{self.prefix}lending:replies"
+
+    def streams(self, service: ServiceName) -> tuple[str, ...]:
+        """Every stream a service consumes, each through a group named after the service."""
+        if service == "lending":
+            return (self.inbox("lending"), self.replies)
+        return (self.inbox(service),)
 
     def dead_letters(self, service: ServiceName) -> str:
         return f"{self.prefix}{service}:dead"

@@ -8,7 +8,6 @@ and its name lock expires with its TTL.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -34,8 +33,10 @@ from bookstream_core.health import HealthServer
 from bookstream_core.logging import configure_logging, get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.redis_config import UnsafeRedis
+from bookstream_core.tls import diagnose
 from bookstream_core.trouble import trouble
 from bookstream_core.types import ServiceName
+from bookstream_core.usage import OneLineParser, error_line
 from bookstream_core.worker import NameTaken, ServiceFactory, Worker
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -54,24 +55,38 @@ def service_main(
     description: str,
     argv: Sequence[str] | None = None,
 ) -> int:
-    parser = argparse.ArgumentParser(prog=f"bookstream-{service}", description=description)
+    program = f"bookstream-{service}"
+    parser = OneLineParser(prog=program, description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version(service)}")
     add_worker_arguments(parser, (service,))
     args = parser.parse_args(argv)
     try:
         settings = worker_settings_from(service, args, os.environ)
     except ConfigError as exc:
-        print(f"bookstream-{service}: error: {exc}", file=sys.stderr)
+        print(error_line(program, exc), file=sys.stderr)
         return EXIT_USAGE
-    return run_workers([(settings, factory)], settings.observability)
+    return run_workers([(settings, factory)], settings.observability, program)
+
+
+def _version(service: ServiceName) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(f"bookstream-{service}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def run_workers(
-    specs: Sequence[tuple[WorkerSettings, ServiceFactory]], observability: ObservabilitySettings
+    specs: Sequence[tuple[WorkerSettings, ServiceFactory]],
+    observability: ObservabilitySettings,
+    program: str,
 ) -> int:
+    """Run the workers until a signal; ``program`` names the command in error lines."""
     configure_logging(observability.log_format, observability.log_level)
     install_uvloop()
     try:
-        return asyncio.run(_run(specs, observability))
+        return asyncio.run(_run(specs, observability, program))
     except KeyboardInterrupt:
         return EXIT_FORCED
 
@@ -89,7 +104,10 @@ async def _start(worker: Worker, stop: asyncio.Event) -> bool:
             if isinstance(exc, ResponseError) and trouble(exc) is None:
                 raise
             if not warned:
-                worker.log.warning("redis unavailable at start, retrying", error=str(exc))
+                # A thread: asking the server why may take a second (tls.diagnose).
+                why = await asyncio.to_thread(diagnose, exc, worker.settings.redis)
+                error = why or worker.why_unreachable(exc)
+                worker.log.warning("redis unavailable at start, retrying", error=error)
                 warned = True
             delay = min(delay * 2, 5.0)
             await sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
@@ -97,7 +115,9 @@ async def _start(worker: Worker, stop: asyncio.Event) -> bool:
 
 
 async def _run(
-    specs: Sequence[tuple[WorkerSettings, ServiceFactory]], observability: ObservabilitySettings
+    specs: Sequence[tuple[WorkerSettings, ServiceFactory]],
+    observability: ObservabilitySettings,
+    program: str,
 ) -> int:
     log = get_logger()
     stop = asyncio.Event()
@@ -128,7 +148,7 @@ async def _run(
     try:
         workers = [Worker(settings, factory, metrics) for settings, factory in specs]
     except EmbeddedRedisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(program, exc), file=sys.stderr)
         return EXIT_FAILED
     health: HealthServer | None = None
     if observability.metrics_port is not None:
@@ -146,10 +166,10 @@ async def _run(
         await asyncio.gather(*(worker.run(stop) for worker in workers))
         failures = [worker.failure for worker in workers if worker.failure]
         for failure in failures:
-            print(f"error: {failure}", file=sys.stderr)
+            print(error_line(program, failure), file=sys.stderr)
         return EXIT_FAILED if failures else EXIT_OK
     except (NameTaken, FunctionsUnavailable, UnsafeRedis) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(program, exc), file=sys.stderr)
         return EXIT_FAILED
     finally:
         if health is not None:

@@ -21,21 +21,25 @@ class InvalidEvent(ValueError):
 
 
 class Service(Protocol):
-    """A service's own logic: decode its inbox's events and apply a batch atomically.
+    """A service's own logic: decode its streams' events and apply a batch atomically.
 
-    ``apply`` is handed events that ``decode`` accepted, in inbox order, and must apply
-    them (and XACK them) in server-side calls; it logs and counts the outcomes.
+    ``apply`` is handed events that ``decode`` accepted from one stream, in that stream's
+    order, and must apply them (and XACK them) in server-side calls; it logs and counts
+    the outcomes.
     """
 
     name: ServiceName
+    #: The streams it consumes (``LibraryKeys.streams``), one consumer loop each.
+    streams: tuple[str, ...]
 
     async def load(self) -> None:
         """Load the service's functions library."""
 
-    def decode(self, payload: bytes) -> object:
-        """Parse and validate one entry's ``e`` field; raise InvalidEvent."""
+    def decode(self, stream: str, payload: bytes) -> object:
+        """Parse and validate one entry's ``e`` field, of a kind that may arrive on
+        ``stream``; raise InvalidEvent."""
 
-    async def apply(self, batch: list[tuple[bytes, object]]) -> None:
+    async def apply(self, stream: str, batch: list[tuple[bytes, object]]) -> None:
         """Apply the events atomically (one or few round trips), ack them."""
 
     def guard_key(self, request_id: str) -> str:

@@ -66,11 +66,25 @@ SETTINGS: tuple[Setting, ...] = (
        "redis", metavar="ADDR"),
     _s("db", ("--db",), "REDIS_DB", "database number", "redis", kind="int", minimum=0,
        metavar="N"),
+    _s("redis_user", ("--user",), "REDIS_USER",
+       "Redis ACL user, e.g. bs-main-client from `bookstream setup --acl` (default: the "
+       "default user)", "redis", metavar="NAME"),
     _s("password", ("--password",), "REDIS_PASSWORD", "Redis password (prefer --password-file)",
        "redis", metavar="P"),
     _s("password_file", ("--password-file",), "REDIS_PASSWORD_FILE",
-       "a file holding the Redis password", "redis", metavar="PATH"),
-    _s("ssl", ("--ssl",), "REDIS_SSL", "use TLS", "redis", kind="flag"),
+       "a file holding the Redis password, read again for every new connection (a rotated "
+       "password is picked up)", "redis", metavar="PATH"),
+    _s("ssl", ("--ssl",), "REDIS_SSL",
+       "use TLS (as rediss:// does); the server's certificate and host name are always "
+       "verified", "redis", kind="flag"),
+    _s("tls_ca", ("--tls-ca",), "REDIS_TLS_CA",
+       "CA certificates (PEM) the server's certificate must chain to (default: the "
+       "system's CAs)", "redis", metavar="PATH"),
+    _s("tls_cert", ("--tls-cert",), "REDIS_TLS_CERT",
+       "client certificate (PEM) for a Redis that asks for one; needs --tls-key", "redis",
+       metavar="PATH"),
+    _s("tls_key", ("--tls-key",), "REDIS_TLS_KEY",
+       "the client certificate's private key (PEM, unencrypted)", "redis", metavar="PATH"),
     _s("library", ("--library",), "LIBRARY",
        "library namespace; every key carries {NAME}", "redis", default="main", metavar="NAME"),
     _s("timeout", ("--timeout",), "TIMEOUT",

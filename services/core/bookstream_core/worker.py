@@ -32,7 +32,9 @@ from bookstream_core.metrics import Metrics
 from bookstream_core.redis_config import check_eviction
 from bookstream_core.service import Service
 from bookstream_core.streams import backlog
+from bookstream_core.tls import tls_failure
 from bookstream_core.trouble import RedisTrouble, trouble
+from bookstream_core.types import text
 
 ServiceFactory = Callable[[aioredis.Redis, LibraryKeys, WorkerSettings, Metrics], Service]
 
@@ -55,9 +57,14 @@ class Worker:
             settings.redis, client_name=f"bookstream-{settings.service}-{settings.name}"[:60]
         )
         self.service = factory(self.r, self.keys, settings, metrics)
-        self.consumer = StreamConsumer(
-            self.r, self.keys, self.service, settings.name, settings.runtime, metrics
-        )
+        # One consumer per stream the service reads (Lending: its inbox and Shelving's
+        # replies), each with its own loop; the name, lock and housekeeping are shared.
+        self.consumers = [
+            StreamConsumer(
+                self.r, self.keys, self.service, stream, settings.name, settings.runtime, metrics
+            )
+            for stream in self.service.streams
+        ]
         self.core = CoreFunctions(self.r)
         self.lock_key = self.keys.worker_lock(settings.service, settings.name)
         self.lock_value = json.dumps(
@@ -77,6 +84,7 @@ class Worker:
         self._trouble: str | None = None  # a Redis error that is not an entry's fault
         self._housekeeping_failing: str | None = None
         self._need_prepare = False
+        self._preparing = asyncio.Lock()
         self.failure: str | None = None  # why the worker stopped on its own, if it did
         self._labels = {"library": settings.library, "service": settings.service}
 
@@ -95,7 +103,7 @@ class Worker:
     async def start(self) -> None:
         """Take the name and prepare the group; raises NameTaken, UnsafeRedis."""
         await check_eviction(self.r)
-        await self.consumer.core.load()
+        await self.core.load()
         holder = await self.core.lock_acquire(
             self.lock_key, self.lock_value, self.settings.runtime.lock_ttl_ms, self.settings.force
         )
@@ -106,15 +114,26 @@ class Worker:
                 "lock to expire, or use -f/--force"
             )
         self._holds_name = True
-        await self.consumer.prepare()
+        await self._prepare()
         self._set_ready()
         self.log.info("worker started", redis=self.settings.redis.describe())
+
+    async def _prepare(self) -> None:
+        """Functions loaded, every stream and group there (again after Redis lost them)."""
+        async with self._preparing:
+            await self.core.load()
+            await self.service.load()
+            for consumer in self.consumers:
+                await consumer.prepare()
+            self._need_prepare = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop``; sets ``failure`` when the worker had to stop itself."""
         housekeeping = asyncio.create_task(self._supervised(stop))
         try:
-            await self._consume(stop)
+            async with asyncio.TaskGroup() as loops:
+                for consumer in self.consumers:
+                    loops.create_task(self._consume(consumer, stop))
         finally:
             stop.set()
             try:
@@ -134,7 +153,7 @@ class Worker:
         finally:
             stop.set()
 
-    async def _consume(self, stop: asyncio.Event) -> None:
+    async def _consume(self, consumer: StreamConsumer, stop: asyncio.Event) -> None:
         pending_drained = False
         backoff = 0.1
         # Batches applied but not yet finished, oldest first. With more than one in
@@ -146,16 +165,15 @@ class Worker:
             while not stop.is_set():
                 try:
                     if self._need_prepare:
-                        await self.consumer.prepare()
-                        self._need_prepare = False
-                        self.log.warning("functions and group prepared again")
-                    await self.consumer.retry_held()
+                        await self._prepare()
+                        self.log.warning("functions and groups prepared again")
+                    await consumer.retry_held()
                     if not pending_drained:
-                        await self.consumer.drain_own_pending()
+                        await consumer.drain_own_pending()
                         pending_drained = True
-                    entries = await self.consumer.read()
+                    entries = await consumer.read()
                     if entries:
-                        task = self.consumer.handle_keeping(entries)
+                        task = consumer.handle_keeping(entries)
                         in_flight.append(asyncio.create_task(task))
                     while in_flight and (len(in_flight) >= limit or not entries):
                         await in_flight.popleft()
@@ -200,7 +218,11 @@ class Worker:
         if self._reachable:
             self._reachable = False
             self._set_ready()
-            self.log.warning("redis unreachable, retrying", error=str(exc) or type(exc).__name__)
+            self.log.warning("redis unreachable, retrying", error=self.why_unreachable(exc))
+
+    def why_unreachable(self, exc: BaseException) -> str:
+        """A failed TLS handshake in one clear line; else redis-py's own words."""
+        return tls_failure(exc, self.settings.redis) or str(exc) or type(exc).__name__
 
     def _back_online(self) -> None:
         self._reachable = True
@@ -221,20 +243,23 @@ class Worker:
         while not await sleep_or_stop(stop, min(renew_every, 1.0)):
             try:
                 await self._renew()
-                await self.consumer.touch_held()
+                for consumer in self.consumers:
+                    await consumer.touch_held()
                 now = time.monotonic()
                 if now - last_trim >= rt.trim_interval_ms / 1000:
                     # Redis may be reconfigured under a running worker: evicting is as
                     # unsafe now as at start (not ready, then exit 1 after give_up_s).
                     await check_eviction(self.r)
-                    await self.core.trim(self.consumer.inbox)
+                    for consumer in self.consumers:
+                        await self.core.trim(consumer.stream)
                     await self._update_gauges()
                     last_trim = now
                 if now - last_claim >= rt.claim_interval_ms / 1000:
-                    await self.consumer.claim()
-                    await self.consumer.retire_gone_consumers(
-                        lambda name: self.keys.worker_lock(self.settings.service, name)
-                    )
+                    for consumer in self.consumers:
+                        await consumer.claim()
+                        await consumer.retire_gone_consumers(
+                            lambda name: self.keys.worker_lock(self.settings.service, name)
+                        )
                     await self.service.tend()
                     last_claim = now
                 if not self._reachable:
@@ -281,30 +306,33 @@ class Worker:
             )
 
     async def _update_gauges(self) -> None:
-        inbox, group = self.consumer.inbox, self.consumer.group
-        groups = await self.r.xinfo_groups(inbox)
-        for info in groups:
-            name = info["name"]
-            if (name.decode() if isinstance(name, bytes) else name) != group:
-                continue
-            lag = await backlog(self.r, inbox, info)
-            self.metrics.lag.labels(**self._labels).set(
-                float(lag) if lag is not None else float("nan")
-            )
-            self.metrics.pending.labels(**self._labels).set(float(info["pending"]))
-        summary = await self.r.xpending(inbox, group)
-        oldest = summary.get("min")
+        """The service's gauges over all its streams: backlogs and pending entries add
+        up, the oldest pending entry is the oldest of any."""
+        lag: float = 0.0
+        pending = 0
         age = 0.0
-        if oldest:
-            ms = int((oldest.decode() if isinstance(oldest, bytes) else oldest).split("-")[0])
-            age = max(0.0, time.time() - ms / 1000)
+        for consumer in self.consumers:
+            stream, group = consumer.stream, consumer.group
+            for info in await self.r.xinfo_groups(stream):
+                if text(info["name"]) != group:
+                    continue
+                behind = await backlog(self.r, stream, info)
+                lag += float(behind) if behind is not None else float("nan")
+                pending += int(info["pending"])
+            oldest = (await self.r.xpending(stream, group)).get("min")
+            if oldest:
+                ms = int(text(oldest).split("-")[0])
+                age = max(age, time.time() - ms / 1000)
+        self.metrics.lag.labels(**self._labels).set(lag)
+        self.metrics.pending.labels(**self._labels).set(float(pending))
         self.metrics.oldest_pending.labels(**self._labels).set(age)
         dead = await self.r.xlen(self.keys.dead_letters(self.settings.service))
         self.metrics.dead_letter_length.labels(**self._labels).set(dead)
 
     async def _release(self) -> None:
         try:
-            await self.consumer.release_held()
+            for consumer in self.consumers:
+                await consumer.release_held()
             if self._holds_name:
                 await self.core.lock_release(self.lock_key, self.lock_value)
             self._holds_name = False

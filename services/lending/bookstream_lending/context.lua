@@ -3,16 +3,25 @@
 -- the arm: events to shelving and the automated storage. Part of bookstream_lending_v1
 -- (loaded with lending.lua, after outcome.lua).
 
+local STREAM_KINDS = {
+  inbox = {request = true, ['return'] = true},
+  replies = {fetched = true, unfetched = true},
+}
+
 -- ctx: prefix, keys, settings of this call
 -- ARGV[1..8]: group, user limit, storage capacity, retention seconds, events maxlen,
 --             '1' to return the outcomes' JSON (for the worker's log) or '0', schema version,
 --             '1' to fence (skip an entry its XACK finds no longer pending) or '0' (only
 --             `bookstream bench --reference`, whose calls name entries that never existed)
+-- KEYS[1] is the stream the call's entries were read from: the inbox (clients' requests
+-- and returns, through the door) or the replies (Shelving's alone); `kinds` are the
+-- event kinds that may arrive on it.
 local function new_ctx(keys, args)
-  local p = string.match(keys[1], '^(.*)lending:inbox$')
+  local p, stream = string.match(keys[1], '^(.*)lending:(%a+)$')
   return {
     p = p,
-    inbox = keys[1],
+    stream = keys[1],
+    kinds = STREAM_KINDS[stream] or {},
     shelving_inbox = keys[2],
     events = keys[3],
     book = p .. 'lending:book',
@@ -51,7 +60,7 @@ local function check_environment(ctx)
   local req, loans, outcome = ctx.p .. 'lending:req:x', ctx.p .. 'lending:loans:x',
     ctx.p .. 'outcome:x'
   -- Reads too: some run after a handler's first write.
-  expect_rights({{'XACK', ctx.inbox}, {'XADD', ctx.shelving_inbox}, {'XADD', ctx.events},
+  expect_rights({{'XACK', ctx.stream}, {'XADD', ctx.shelving_inbox}, {'XADD', ctx.events},
     {'XADD', ctx.p .. 'lending:dead'}, {'HSET', ctx.book}, {'HDEL', ctx.book},
     {'HMGET', ctx.book}, {'SADD', ctx.storage}, {'SREM', ctx.storage}, {'SCARD', ctx.storage},
     {'SADD', ctx.borrowers}, {'SREM', ctx.borrowers}, {'ZADD', ctx.inflight},

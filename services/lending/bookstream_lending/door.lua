@@ -79,7 +79,10 @@ end
 -- <why> (the request id belongs to another user or kind), BSENV <why> (Redis's trouble).
 local function submit(keys, args)
   local inbox = keys[1]
-  local p = string.match(inbox, '^(.*)lending:inbox$')
+  local p = string.match(inbox, '^(bs:{[^{}]+}:)lending:inbox$')
+  if not p then
+    return error({err = 'BSBAD the door takes a library\'s lending inbox (bs:{NAME}:lending:inbox)'})
+  end
   local owner = p .. 'lending:owner:'
   local event = check_event(args[1], string.match(p, '{(.*)}'))
   expect_stream_room(inbox, false)

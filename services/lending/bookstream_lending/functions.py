@@ -63,7 +63,8 @@ def apply_arguments(
 class LendingFunctions:
     def __init__(self, r: aioredis.Redis, keys: LibraryKeys) -> None:
         self._r = r
-        self._keys = (keys.inbox("lending"), keys.inbox("shelving"), keys.domain_events)
+        self._inbox = keys.inbox("lending")
+        self._keys = (keys.inbox("shelving"), keys.domain_events)
         self._own = LendingKeys(keys)
 
     async def load(self) -> None:
@@ -76,21 +77,25 @@ class LendingFunctions:
         """The door (door.lua): validate and append a client's event; returns its entry
         id. Raises ResponseError ``BSBAD`` (refused), ``BSTAKEN`` (the id is another
         user's), ``BSENV`` (Redis's trouble)."""
-        entry_id: bytes = await self._r.fcall("bs1_submit", 1, self._keys[0], payload)
+        entry_id: bytes = await self._r.fcall("bs1_submit", 1, self._inbox, payload)
         return entry_id
 
     async def apply(
         self,
+        stream: str,
         domain: DomainSettings,
         runtime: RuntimeSettings,
         events: Sequence[Event],
         *,
         with_outcomes: bool = True,
     ) -> list[LendingRow]:
-        """events: (entry id, type, request id, user, books). Without ``with_outcomes`` the
-        rows' ``outcome`` is empty (the outcomes are stored and announced all the same)."""
+        """events: (entry id, type, request id, user, books), all read from ``stream`` (the
+        inbox or the replies). Without ``with_outcomes`` the rows' ``outcome`` is empty
+        (the outcomes are stored and announced all the same)."""
         args = apply_arguments(domain, runtime, events, with_outcomes=with_outcomes)
-        rows = await execute_packed(self._r, "FCALL", "bs1_lending_apply", 3, *self._keys, *args)
+        rows = await execute_packed(
+            self._r, "FCALL", "bs1_lending_apply", 3, stream, *self._keys, *args
+        )
         return [_applied(row) for row in rows]
 
     async def expire(
@@ -105,7 +110,9 @@ class LendingFunctions:
         """Deny up to ``limit`` requests that have waited for shelving past the deadline
         (rows of type ``expired``, status ``denied``, reason ``shelving_timeout``)."""
         args = apply_arguments(domain, runtime, (), with_outcomes=with_outcomes)
-        rows = await self._r.fcall("bs1_lending_expire", 3, *self._keys, *args, deadline_ms, limit)
+        rows = await self._r.fcall(
+            "bs1_lending_expire", 3, self._inbox, *self._keys, *args, deadline_ms, limit
+        )
         return [_applied(row) for row in rows]
 
 

@@ -236,7 +236,7 @@ end
 -- by the core library); this guards against an unknown type all the same.
 local function dead_letter(ctx, entry_id, reason, payload)
   redis.call('XADD', ctx.p .. 'lending:dead', 'MAXLEN', '~', ctx.events_maxlen, '*',
-    'stream', ctx.inbox, 'entry', entry_id, 'reason', reason, 'deliveries', '1',
+    'stream', ctx.stream, 'entry', entry_id, 'reason', reason, 'deliveries', '1',
     'time', tostring(ctx.now), 'e', payload)
 end
 
@@ -259,7 +259,7 @@ local HANDLERS = {
   unfetched = {on_unfetched, request_state},
 }
 
--- KEYS: lending inbox, shelving inbox, domain events stream
+-- KEYS: the stream read (lending inbox or replies), shelving inbox, domain events stream
 -- ARGV: see new_ctx, then per event: entry id, type, request id, user, book count, books...
 -- Returns one row per event: {type, status, reason, books, latency ms, outcome json or ''}
 -- status: accepted|denied|processed|pending|duplicate|orphan|stale. The XACK comes
@@ -279,10 +279,13 @@ local function apply(keys, args)
     local handler = HANDLERS[type]
     local prepared = handler and handler[2](ctx, reqid, user)
     local row
-    if redis.call('XACK', ctx.inbox, ctx.group, entry_id) == 0 and ctx.fence then
+    if redis.call('XACK', ctx.stream, ctx.group, entry_id) == 0 and ctx.fence then
       row = {type, 'stale', '', 0, 0, ''}
     elseif not handler then
       row = {type, 'orphan', 'unknown_type', 0, 0, ''}
+    elseif not ctx.kinds[type] then
+      -- The worker checks it too: a reply is only ever applied from Shelving's stream.
+      row = {type, 'orphan', 'wrong_stream', 0, 0, ''}
     else
       local ok, result = pcall(handler[1], ctx, entry_id, reqid, user, books, prepared)
       row = ok and result or {type, 'orphan', 'script_error: ' .. tostring(result), 0, 0, ''}

@@ -20,7 +20,7 @@ from bookstream_core.events import (
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics, Tally
-from bookstream_core.service import decode_event
+from bookstream_core.service import InvalidEvent, decode_event
 from bookstream_core.types import ServiceName
 
 from bookstream_lending.functions import LendingFunctions, LendingRow
@@ -49,7 +49,13 @@ class LendingService:
         self.settings = settings
         self.metrics = metrics
         self.library = keys.library
-        self.stream = keys.inbox("lending")
+        self.streams = keys.streams("lending")
+        # Which kinds may arrive on which stream: clients may write the inbox (through the
+        # door), only Shelving the replies. A reply found in the inbox is a forgery.
+        self.kinds: dict[str, tuple[type[EventBase], ...]] = {
+            keys.inbox("lending"): (RequestEvent, ReturnEvent),
+            keys.replies: (FetchedEvent, UnfetchedEvent),
+        }
         self.log = get_logger(service="lending", worker=settings.name, library=keys.library)
         self.log_outcomes = settings.observability.log_level in ("debug", "info")
 
@@ -58,13 +64,16 @@ class LendingService:
         # The door binds a request id to its user for as long as outcomes are kept.
         await self.functions.publish_settings(self.settings.runtime)
 
-    def decode(self, payload: bytes) -> object:
-        return decode_event(lending_decoder, payload, self.library)
+    def decode(self, stream: str, payload: bytes) -> object:
+        event = decode_event(lending_decoder, payload, self.library)
+        if not isinstance(event, self.kinds[stream]):
+            raise InvalidEvent(f"wrong_stream: a {event_type(event)} event on {stream}")
+        return event
 
     def guard_key(self, request_id: str) -> str:
         return self.own_keys.request(request_id)
 
-    async def apply(self, batch: list[tuple[bytes, object]]) -> None:
+    async def apply(self, stream: str, batch: list[tuple[bytes, object]]) -> None:
         events: list[tuple[bytes, str, str, str, list[str]]] = []
         for entry_id, event in batch:
             assert isinstance(event, EventBase)
@@ -72,11 +81,15 @@ class LendingService:
             events.append((entry_id, event_type(event), event.id, user, books))
         # The outcomes' JSON only travels back when it is logged.
         rows = await self.functions.apply(
-            self.settings.domain, self.settings.runtime, events, with_outcomes=self.log_outcomes
+            stream,
+            self.settings.domain,
+            self.settings.runtime,
+            events,
+            with_outcomes=self.log_outcomes,
         )
         tally = Tally(self.metrics)
         for (entry_id, event), row in zip(batch, rows, strict=True):
-            self._account(entry_id, event, row, tally)
+            self._account(stream, entry_id, event, row, tally)
         tally.flush()
 
     async def tend(self) -> None:
@@ -89,14 +102,16 @@ class LendingService:
         )
         tally = Tally(self.metrics)
         for row in rows:
-            self._account(b"-", None, row, tally)
+            self._account(self.streams[0], b"-", None, row, tally)
         tally.flush()
         if rows:
             self.log.warning("requests given up: shelving did not answer in time", count=len(rows))
 
-    def _account(self, entry_id: bytes, event: object, row: LendingRow, tally: Tally) -> None:
+    def _account(
+        self, stream: str, entry_id: bytes, event: object, row: LendingRow, tally: Tally
+    ) -> None:
         m, lib = self.metrics, self.library
-        tally.add(m.events, lib, "lending", self.stream, row.type)
+        tally.add(m.events, lib, "lending", stream, row.type)
         if row.status == "orphan":
             tally.add(m.dead_letters, lib, "lending", row.reason.split(":", 1)[0])
             self.log.warning("dead letter", entry=entry_id.decode(), reason=row.reason)

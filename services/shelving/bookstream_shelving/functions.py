@@ -30,7 +30,7 @@ class ShelvingRow:
 class ShelvingFunctions:
     def __init__(self, r: aioredis.Redis, keys: LibraryKeys) -> None:
         self._r = r
-        self._keys = (keys.inbox("shelving"), keys.inbox("lending"))
+        self._keys = (keys.inbox("shelving"), keys.replies)
 
     async def load(self) -> None:
         await load_library(self._r, SOURCE)

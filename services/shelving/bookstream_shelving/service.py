@@ -30,14 +30,14 @@ class ShelvingService:
         self.settings = settings
         self.metrics = metrics
         self.library = keys.library
-        self.stream = keys.inbox("shelving")
+        self.streams = keys.streams("shelving")
         self.log = get_logger(service="shelving", worker=settings.name, library=keys.library)
         self.log_events = settings.observability.log_level == "debug"
 
     async def load(self) -> None:
         await self.functions.load()
 
-    def decode(self, payload: bytes) -> object:
+    def decode(self, stream: str, payload: bytes) -> object:
         event = decode_event(shelving_decoder, payload, self.library)
         # Lending names a request's fetch "<id>:fetch" and its cancellation "<id>:unfetch";
         # holding every producer to that lets a forged fetch be undone (lending.lua).
@@ -55,7 +55,7 @@ class ShelvingService:
     async def tend(self) -> None:
         """Nothing of shelving's own waits for a deadline."""
 
-    async def apply(self, batch: list[tuple[bytes, object]]) -> None:
+    async def apply(self, stream: str, batch: list[tuple[bytes, object]]) -> None:
         events: list[Event] = []
         for entry_id, event in batch:
             assert isinstance(event, FetchEvent | ReshelveEvent | UnfetchEvent)
@@ -67,7 +67,7 @@ class ShelvingService:
         rows = await self.functions.apply(self.settings.runtime, events)
         m, tally = self.metrics, Tally(self.metrics)
         for (entry_id, event), row in zip(batch, rows, strict=True):
-            tally.add(m.events, self.library, "shelving", self.stream, row.type)
+            tally.add(m.events, self.library, "shelving", stream, row.type)
             if row.status == "orphan":
                 tally.add(m.dead_letters, self.library, "shelving", "script_error")
                 self.log.warning("dead letter", entry=entry_id.decode(), type=row.type)

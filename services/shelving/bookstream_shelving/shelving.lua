@@ -24,7 +24,7 @@ end
 
 local function on_fetch(c, reqid, books)
   count(c.off, books, 1)
-  redis.call('XADD', c.lending_inbox, '*', 'e', '{"v":' .. c.v .. ',"type":"fetched","id":'
+  redis.call('XADD', c.replies, '*', 'e', '{"v":' .. c.v .. ',"type":"fetched","id":'
     .. q(reqid) .. ',"books":' .. json_list(books) .. '}')
 end
 
@@ -38,7 +38,7 @@ end
 
 local HANDLERS = {fetch = on_fetch, reshelve = on_reshelve, unfetch = on_unfetch}
 
--- KEYS: shelving inbox, lending inbox
+-- KEYS: shelving inbox, lending's replies stream
 -- ARGV: group, retention seconds, dead-letter maxlen, schema version,
 --       then per event: entry id, type, request id, event id, fetch id ('' unless
 --       unfetch), book count, books...
@@ -46,16 +46,16 @@ local HANDLERS = {fetch = on_fetch, reshelve = on_reshelve, unfetch = on_unfetch
 -- stale. The XACK comes first and fences the entry: one no longer pending (applied by
 -- another worker, or set aside) is stale and skipped, however late it is sent.
 local function apply(keys, args)
-  local inbox, lending_inbox = keys[1], keys[2]
+  local inbox, replies = keys[1], keys[2]
   local p = string.match(inbox, '^(.*)shelving:inbox$')
   -- Numbers stay the strings they came in as (a Lua number is printf-formatted per call).
-  local c = {p = p, off = p .. 'shelving:off', lending_inbox = lending_inbox,
+  local c = {p = p, off = p .. 'shelving:off', replies = replies,
     retention = args[2], v = args[4]}
   local group, maxlen = args[1], args[3]
   expect_type(c.off, 'hash')
-  expect_stream_room(lending_inbox, false)
+  expect_stream_room(replies, false)
   expect_stream_room(p .. 'shelving:dead', true)
-  expect_rights({{'XACK', inbox}, {'XADD', lending_inbox}, {'XADD', p .. 'shelving:dead'},
+  expect_rights({{'XACK', inbox}, {'XADD', replies}, {'XADD', p .. 'shelving:dead'},
     {'HINCRBY', c.off}, {'HDEL', c.off}, {'SET', p .. 'shelving:done:x'}})
   local rows = {}
   local i = 5

@@ -1,0 +1,93 @@
+"""One Redis ACL user per role of a library: what each part of bookstream may do.
+
+``bookstream setup --acl`` creates these users and ``bookstream acl`` prints them as an ACL
+file; docs/security.md explains the model. Every key of a library starts with
+``bs:{NAME}:`` and a service's own keys with ``bs:{NAME}:<service>:`` (keys.py), so the
+rules are key patterns over that layout and several libraries can share one Redis.
+
+Redis runs the commands of a function under its caller's rights, so a role that calls a
+function needs the rights of every command the function runs; the functions check them
+all before their first write (``expect_rights`` in prelude.lua), so a refused caller
+leaves no partial writes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from bookstream_core.keys import LibraryKeys
+
+Role = Literal["lending", "shelving", "client", "viewer", "operator"]
+ROLES: tuple[Role, ...] = ("lending", "shelving", "client", "viewer", "operator")
+
+#: Every role: connect, name the connection, read INFO (the eviction policy check),
+#: see which functions are loaded.
+_CONNECTION = (
+    "+ping", "+echo", "+hello", "+select", "+info", "+time", "+client|setname",
+    "+client|id", "+client|getname", "+multi", "+exec", "+discard",
+    "+function|list",
+)  # fmt: skip
+#: Reading (key patterns still decide which keys): dashboards, status, audit, outcomes.
+_READ = (
+    "+@read", "-keys", "-randomkey", "-sort_ro", "-dump", "-lolwut", "+fcall_ro",
+    "+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe", "+pubsub|numsub",
+)  # fmt: skip
+#: A worker: consume its streams, apply events through its functions, hold its name.
+_WORKER = (
+    "+fcall", "+xreadgroup", "+xack", "+xclaim", "+xautoclaim", "+xgroup|create",
+    "+xgroup|createconsumer", "+xgroup|delconsumer", "+xgroup|setid", "+xadd", "+xdel",
+    "+xsetid", "+xtrim", "+hset", "+hdel", "+hincrby", "+sadd", "+srem", "+zadd", "+zrem",
+    "+set", "+del", "+unlink", "+expire", "+pexpire", "+publish", "+pubsub|numpat",
+)  # fmt: skip
+
+
+def user_name(library: str, role: Role) -> str:
+    return f"bs-{library}-{role}"
+
+
+def rules(library: str, role: Role) -> list[str]:
+    """The ACL rules of one role (what ``ACL SETUSER`` takes after the password)."""
+    p = LibraryKeys(library).prefix
+    outcomes = f"&{p}outcome:*"
+    if role == "lending":
+        # Its own keys (inbox, replies, state), the fetches it sends, the outcomes it
+        # writes and announces, the history, its workers' names.
+        keys = [f"~{p}lending:*", f"~{p}shelving:inbox", f"~{p}outcome:*", f"~{p}events",
+                f"~{p}worker:lending:*"]  # fmt: skip
+        return [*keys, outcomes, *_CONNECTION, *_READ, *_WORKER]
+    if role == "shelving":
+        # Its own keys and inbox, the replies it sends Lending, its workers' names;
+        # nothing of Lending's state and no outcome.
+        keys = [f"~{p}shelving:*", f"~{p}lending:replies", f"~{p}worker:shelving:*"]
+        return [*keys, *_CONNECTION, *_READ, *_WORKER]
+    if role == "client":
+        # Read everything of the library (status views, outcomes), submit through the
+        # door only: the door appends to the inbox and binds the id, under these rights
+        # (a key FCALL names needs one pattern granting both reading and writing). The
+        # door's XADD and SET run as the caller, so the client may send them itself: a
+        # raw XADD skips only the door's early checks, which Lending makes again.
+        keys = [f"%R~{p}*", f"~{p}lending:inbox", f"~{p}lending:owner:*"]
+        door = ("+fcall|bs1_submit", "+xadd", "+set")
+        return [*keys, outcomes, *_CONNECTION, *_READ, *door]
+    if role == "viewer":
+        return [f"%R~{p}*", outcomes, *_CONNECTION, *_READ]
+    # operator: status collection (reads) and scale-down: move a removed worker's pending
+    # entries to a survivor, delete its consumer, mark its name retired.
+    streams = [f"~{p}lending:inbox", f"~{p}lending:replies", f"~{p}shelving:inbox"]
+    writes = ("+eval", "+evalsha", "+script|load", "+script|exists", "+xclaim",
+              "+xgroup|delconsumer", "+set")  # fmt: skip
+    return [f"%R~{p}*", *streams, f"~{p}worker:*", *_CONNECTION, *_READ, *writes]
+
+
+def setuser_arguments(library: str, role: Role, password: str) -> list[str]:
+    """``ACL SETUSER`` arguments: everything reset first, so a run replaces old rules."""
+    return [user_name(library, role), "reset", "on", f">{password}", *rules(library, role)]
+
+
+def acl_file_line(library: str, role: Role, password_sha256: str | None) -> str:
+    """One line of an ACL file (``aclfile``); without a password hash the user exists but
+    cannot log in until an admin gives it one."""
+    secret = [f"#{password_sha256}"] if password_sha256 else []
+    # "reset" as setup's SETUSER has it, so both make the very same user.
+    words = ["user", user_name(library, role), "reset", "on", *secret, *rules(library, role)]
+    return " ".join(words)

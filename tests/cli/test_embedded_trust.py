@@ -1,0 +1,171 @@
+"""The embedded Redis trusts only what it made as the current user: real files, real
+processes, the real ``bookstream`` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import RedisServer, run_cli, wait_for
+
+NOBODY = 65534
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
+
+
+@pytest.fixture
+def env(bookstream_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``bookstream_env``; whatever embedded Redis a test leaves is shut down after it,
+    through its socket (the test may have forged the pid file on purpose)."""
+    yield bookstream_env
+    sock = Path(bookstream_env["BOOKSTREAM_HOME"]) / "redis.sock"
+    if sock.is_socket() and not sock.is_symlink() and sock.stat().st_uid == os.geteuid():
+        try:
+            with redis.Redis(unix_socket_path=str(sock), socket_timeout=2) as r:
+                pid = int(r.info("server")["process_id"])
+        except (redis.RedisError, OSError):
+            return
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists())
+
+
+def _home(env: dict[str, str]) -> Path:
+    return Path(env["BOOKSTREAM_HOME"])
+
+
+def _refused(result: subprocess.CompletedProcess[str], path: Path, why: str) -> None:
+    assert result.returncode == 3, result
+    assert result.stderr.startswith("bookstream: error: not trusting the embedded Redis")
+    assert f"{path} {why}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated live process of the same user."""
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_pid_file_naming_another_process_is_reported_and_never_signalled(
+    env: dict[str, str], sleeper: subprocess.Popen[bytes]
+) -> None:
+    assert run_cli(env, "embedded", "start").returncode == 0
+    pidfile = _home(env) / "redis.pid"
+    real = pidfile.read_text()
+    pidfile.write_text(f"{sleeper.pid}\n")
+    # Running: stop, and every other use, refuse; the server is not touched either.
+    stop = run_cli(env, "embedded", "stop")
+    _refused(stop, pidfile, f"names process {sleeper.pid}, but the Redis on its socket")
+    _refused(run_cli(env, "request", "u", "geb", "--no-wait"), pidfile, "names process")
+    assert sleeper.poll() is None
+    # Not running: the pid file is stale, its number now another process's.
+    pidfile.write_text(real)
+    assert run_cli(env, "embedded", "stop").stdout.strip() == "stopped"
+    pidfile.write_text(f"{sleeper.pid}\n")
+    stale = run_cli(env, "embedded", "stop")
+    assert stale.returncode == 3
+    assert f"{pidfile} names process {sleeper.pid}, which is not it: left alone" in stale.stderr
+    assert sleeper.poll() is None
+    # Starting anew is safe: the new server writes its own pid there.
+    assert run_cli(env, "embedded", "start").returncode == 0
+    assert pidfile.read_text().strip() != str(sleeper.pid)
+    assert run_cli(env, "embedded", "stop").stdout.strip() == "stopped"
+    assert sleeper.poll() is None
+
+
+def test_a_server_that_lost_its_socket_is_not_doubled_and_stop_finds_it(
+    env: dict[str, str],
+) -> None:
+    assert run_cli(env, "embedded", "start").returncode == 0
+    pid = int((_home(env) / "redis.pid").read_text())
+    (_home(env) / "redis.sock").unlink()
+    # A second server on the same AOF files would corrupt them: refused.
+    again = run_cli(env, "request", "u", "geb", "--no-wait")
+    assert again.returncode == 3 and f"(pid {pid}) runs but does not answer" in again.stderr
+    # /proc shows it is the redis-server started here: stop may signal it.
+    assert run_cli(env, "embedded", "stop").stdout.strip() == "stopped"
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _state(pid))
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "Z"
+
+
+def test_a_symlinked_socket_is_refused(env: dict[str, str], redis_server: RedisServer) -> None:
+    """Someone else's Redis behind a link would receive the library's requests."""
+    home = _home(env)
+    home.mkdir(mode=0o700)
+    (home / "redis.sock").symlink_to(redis_server.socket)
+    for args in (["request", "u", "geb", "--no-wait"], ["embedded", "status"]):
+        _refused(run_cli(env, *args), home / "redis.sock", "is a symlink")
+    assert redis_server.client().dbsize() == 0  # nothing reached the linked Redis
+
+
+def test_a_symlinked_pid_file_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    """redis-server writes its pid file through a link: it would overwrite the target."""
+    home = _home(env)
+    home.mkdir(mode=0o700)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n")
+    (home / "redis.pid").symlink_to(victim)
+    _refused(run_cli(env, "embedded", "start"), home / "redis.pid", "is a symlink")
+    _refused(run_cli(env, "embedded", "stop"), home / "redis.pid", "is a symlink")
+    assert victim.read_text() == "keep me\n"
+    assert not (home / "redis.sock").exists()
+
+
+def test_a_symlinked_directory_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    _home(env).symlink_to(elsewhere)
+    _refused(run_cli(env, "embedded", "start"), _home(env), "is a symlink")
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o777])
+def test_a_lax_directory_of_ones_own_is_narrowed_to_0700(env: dict[str, str], mode: int) -> None:
+    """A plain mkdir (umask 022 or 002) is narrowed before anything in it is used; what
+    anyone else may have put in it meanwhile is refused (next test)."""
+    home = _home(env)
+    home.mkdir()
+    os.chmod(home, mode)
+    assert run_cli(env, "embedded", "start").returncode == 0
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert run_cli(env, "embedded", "stop").stdout.strip() == "stopped"
+
+
+@as_root
+def test_another_users_socket_file_or_directory_is_refused(env: dict[str, str]) -> None:
+    home = _home(env)
+    home.mkdir(mode=0o777)  # lax: another user could put a socket of theirs in it
+    with socket.socket(socket.AF_UNIX) as planted:
+        planted.bind(str(home / "redis.sock"))
+        planted.listen()
+        os.chown(home / "redis.sock", NOBODY, NOBODY)
+        _refused(
+            run_cli(env, "request", "u", "geb", "--no-wait"),
+            home / "redis.sock",
+            f"belongs to uid {NOBODY}, not you",
+        )
+    assert (home / "redis.sock").is_socket()  # refused, not removed
+    (home / "redis.sock").unlink()
+    (home / "redis.log").write_text("")
+    os.chown(home / "redis.log", NOBODY, NOBODY)
+    _refused(run_cli(env, "embedded", "start"), home / "redis.log", f"belongs to uid {NOBODY}")
+    (home / "redis.log").unlink()
+    os.chown(home, NOBODY, NOBODY)
+    _refused(run_cli(env, "embedded", "start"), home, f"belongs to uid {NOBODY}, not you")
+    assert not (home / "redis.sock").exists()

@@ -1,0 +1,305 @@
+"""One Redis user per role (`bookstream setup --acl`): the original scenario with every
+worker and command under its own user, and what each role is refused, with nothing
+changed by a refusal."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from bookstream_core.keys import LibraryKeys
+from bookstream_core.roles import ROLES
+
+from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for, worker_command
+
+LIB = "acl"
+KEYS = LibraryKeys(LIB)
+P = KEYS.prefix
+
+
+@pytest.fixture
+def roles(redis_server: RedisServer, bookstream_env: dict[str, str], tmp_path: Path) -> Path:
+    folder = tmp_path / "users"
+    done = run_cli(bookstream_env, "setup", "--library", LIB, "--acl", str(folder),
+                   server=redis_server)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+def env_of(bookstream_env: dict[str, str], folder: Path, role: str) -> dict[str, str]:
+    """A command's environment under one role's user (the password from its file)."""
+    return {
+        **bookstream_env,
+        "BOOKSTREAM_REDIS_USER": f"bs-{LIB}-{role}",
+        "BOOKSTREAM_REDIS_PASSWORD_FILE": str(folder / role),
+        "BOOKSTREAM_LIBRARY": LIB,
+    }
+
+
+def as_role(server: RedisServer, folder: Path, role: str) -> redis.Redis:
+    password = (folder / role).read_text().strip()
+    return redis.Redis(unix_socket_path=str(server.socket), username=f"bs-{LIB}-{role}",
+                       password=password)  # fmt: skip
+
+
+@pytest.fixture
+def role_client(redis_server: RedisServer, roles: Path) -> Iterator[Callable[[str], redis.Redis]]:
+    opened: list[redis.Redis] = []
+
+    def make(role: str) -> redis.Redis:
+        opened.append(as_role(redis_server, roles, role))
+        return opened[-1]
+
+    yield make
+    for client in opened:
+        client.close()
+
+
+def snapshot(server: RedisServer) -> dict[bytes, object]:
+    """Every key of the library, as DUMP: compared before and after refusals."""
+    r = server.client()
+    return {k: r.dump(k) for k in sorted(r.scan_iter(match=f"{P}*"))}
+
+
+def test_setup_writes_one_private_password_per_role_and_keeps_them(
+    redis_server: RedisServer, bookstream_env: dict[str, str], roles: Path
+) -> None:
+    passwords = {}
+    for role in ROLES:
+        path = roles / role
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        passwords[role] = path.read_text()
+    assert len(set(passwords.values())) == len(ROLES)
+    again = run_cli(bookstream_env, "setup", "--library", LIB, "--acl", str(roles),
+                    server=redis_server)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "(kept)" in again.stdout and "(new)" not in again.stdout
+    assert {role: (roles / role).read_text() for role in ROLES} == passwords
+    for password in passwords.values():
+        assert password.strip() not in again.stdout + again.stderr
+    users = set(redis_server.client().acl_users())
+    assert {f"bs-{LIB}-{role}" for role in ROLES} <= {str(u) for u in users}
+
+
+def test_the_scenario_runs_with_every_part_under_its_own_user(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    roles: Path,
+) -> None:
+    for service in ("lending", "shelving"):
+        start_worker(service, redis_server, library=LIB,
+                     env=env_of(bookstream_env, roles, service))  # fmt: skip
+    client = env_of(bookstream_env, roles, "client")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(client, *args, server=redis_server)
+
+    first = cli("request", "user1", "book1", "book2", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["lent"] == ["book1", "book2"]
+    taken = cli("request", "user2", "book1", "--json")
+    assert taken.returncode == 1 and json.loads(taken.stdout)["reason"] == "none_available"
+    back = cli("return", "user1", "book1", "--json")
+    assert back.returncode == 0 and json.loads(back.stdout)["returned"] == ["book1"]
+    assert cli("request", "user2", "book1").returncode == 0
+    status = cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["totals"]["books_lent"] == 2
+    viewer = env_of(bookstream_env, roles, "viewer")
+    audit = run_cli(viewer, "audit", server=redis_server)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert run_cli(viewer, "status", "--borrower", "user2", server=redis_server).returncode == 0
+
+
+REFUSALS: list[tuple[str, tuple[str, ...]]] = [
+    # A client may submit through the door only: no raw append to an internal stream,
+    # no write to a service's state, no other function.
+    ("client", ("XADD", f"{P}lending:replies", "*", "e", "{}")),
+    ("client", ("XADD", f"{P}shelving:inbox", "*", "e", "{}")),
+    ("client", ("XADD", f"{P}events", "*", "e", "{}")),
+    ("client", ("XADD", f"{P}lending:dead", "*", "e", "{}")),
+    ("client", ("HSET", f"{P}lending:book", "book1", "storage")),
+    ("client", ("SET", f"{P}outcome:forged", "{}")),
+    ("client", ("PUBLISH", f"{P}outcome:forged", "{}")),
+    ("client", ("HINCRBY", f"{P}shelving:off", "book1", "1")),
+    (
+        "client",
+        (
+            "FCALL",
+            "bs1_lending_apply",
+            "3",
+            f"{P}lending:inbox",
+            f"{P}shelving:inbox",
+            f"{P}events",
+            "lending",
+            "5",
+            "20",
+            "60",
+            "100",
+            "0",
+            "1",
+            "1",
+        ),
+    ),
+    (
+        "client",
+        (
+            "FCALL",
+            "bs1_dead_letter",
+            "3",
+            f"{P}lending:inbox",
+            f"{P}lending:dead",
+            f"{P}events",
+            "lending",
+            "60",
+            "100",
+            f"{P}outcome:",
+            "1",
+        ),
+    ),
+    ("client", ("FUNCTION", "FLUSH")),
+    ("client", ("XGROUP", "DESTROY", f"{P}lending:inbox", "lending")),
+    # Shelving may not touch Lending's state, its inbox or the outcomes.
+    ("shelving", ("HSET", f"{P}lending:book", "book1", "storage")),
+    ("shelving", ("XADD", f"{P}lending:inbox", "*", "e", "{}")),
+    ("shelving", ("SET", f"{P}outcome:forged", "{}")),
+    (
+        "shelving",
+        (
+            "FCALL",
+            "bs1_lending_apply",
+            "3",
+            f"{P}lending:replies",
+            f"{P}shelving:inbox",
+            f"{P}events",
+            "lending",
+            "5",
+            "20",
+            "60",
+            "100",
+            "0",
+            "1",
+            "1",
+        ),
+    ),
+    # Lending may not write Shelving's state or forge Shelving's replies... to itself.
+    ("lending", ("HINCRBY", f"{P}shelving:off", "book1", "1")),
+    ("lending", ("FUNCTION", "DELETE", "bookstream_core_v1")),
+    ("lending", ("ACL", "SETUSER", "evil", "on", "nopass", "+@all", "~*")),
+    # A viewer writes nothing.
+    ("viewer", ("SET", f"{P}lending:book", "x")),
+    ("viewer", ("XADD", f"{P}lending:inbox", "*", "e", "{}")),
+    (
+        "viewer",
+        (
+            "FCALL",
+            "bs1_submit",
+            "1",
+            f"{P}lending:inbox",
+            '{"v":1,"type":"request","id":"v1","user":"u","books":["b"]}',
+        ),
+    ),
+    ("viewer", ("FLUSHALL",)),
+    ("viewer", ("KEYS", "*")),
+    # The operator: no state, no outcome, no submission.
+    ("operator", ("HSET", f"{P}lending:book", "book1", "storage")),
+    ("operator", ("XADD", f"{P}lending:inbox", "*", "e", "{}")),
+    ("operator", ("CONFIG", "GET", "requirepass")),
+]
+
+
+@pytest.mark.parametrize(("role", "command"), REFUSALS, ids=lambda v: str(v)[:40])
+def test_each_role_is_refused_what_it_may_not_do(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    roles: Path,
+    role_client: Callable[[str], redis.Redis],
+    role: str,
+    command: tuple[str, ...],
+) -> None:
+    client = env_of(bookstream_env, roles, "client")
+    for service in ("lending", "shelving"):
+        start_worker(service, redis_server, library=LIB,
+                     env=env_of(bookstream_env, roles, service))  # fmt: skip
+    assert run_cli(client, "request", "user1", "book1", server=redis_server).returncode == 0
+    before = snapshot(redis_server)
+    with pytest.raises(redis.ResponseError, match=r"NOPERM|no permissions"):
+        role_client(role).execute_command(*command)
+    assert snapshot(redis_server) == before
+    audit = run_cli(env_of(bookstream_env, roles, "viewer"), "audit", server=redis_server)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_acl_prints_the_rules_setup_applies(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    roles: Path,
+    tmp_path: Path,
+) -> None:
+    """`bookstream acl` as an aclfile gives another Redis the same users, passwords
+    included (as hashes: the password files are never printed)."""
+    printed = run_cli(bookstream_env, "acl", "--library", LIB, "--password-dir", str(roles))
+    assert printed.returncode == 0, printed.stderr
+    for role in ROLES:
+        assert (roles / role).read_text().strip() not in printed.stdout
+    aclfile = tmp_path / "users.acl"
+    aclfile.write_text(
+        "user default on nopass ~* &* +@all\n"
+        + "\n".join(line for line in printed.stdout.splitlines() if line.startswith("user"))
+        + "\n"
+    )
+    sock = tmp_path / "other.sock"
+    other = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
+         "--aclfile", str(aclfile)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(sock.exists)
+        source = redis_server.client()
+        with redis.Redis(unix_socket_path=str(sock)) as target:
+            wait_for(lambda: bool(_ping(target)))
+            for role in ROLES:
+                user = f"bs-{LIB}-{role}"
+                copied, made = target.acl_getuser(user), source.acl_getuser(user)
+                assert set(copied.pop("commands")) == set(made.pop("commands"))
+                assert copied == made
+            password = (roles / "client").read_text().strip()
+            with redis.Redis(unix_socket_path=str(sock), username=f"bs-{LIB}-client",
+                             password=password) as client:  # fmt: skip
+                assert client.ping()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _ping(r: redis.Redis) -> bool:
+    try:
+        return bool(r.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_a_worker_without_its_functions_loaded_says_to_run_setup(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    roles: Path,
+) -> None:
+    """A role may not load functions: a Redis that lost them (restarted empty) or holds
+    another version is reported, never worked against."""
+    redis_server.client().function_flush()
+    env = env_of(bookstream_env, roles, "lending")
+    done = subprocess.run(
+        [worker_command("lending"), "w1", "--redis", redis_server.url],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "bookstream setup" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
