@@ -22,14 +22,16 @@ TIMEOUT_S = 5.0
 
 def redis_settings(spec: RedisSpec, credentials: Credentials) -> RedisSettings:
     return build_redis_settings(
-        url=spec.url, password=credentials.password, db=spec.db, ssl=spec.tls
+        url=spec.url,
+        user=credentials.user,
+        password=credentials.password,
+        db=spec.db,
+        ssl=spec.tls,
     )
 
 
 @asynccontextmanager
-async def connect(
-    settings: RedisSettings, credentials: Credentials
-) -> AsyncIterator[aioredis.Redis]:
+async def connect(settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
     """A short-lived client (one reconcile pass), decoding responses to str."""
     assert settings.url is not None, "a LibraryInstance always names its Redis"
     kwargs: dict[str, object] = {
@@ -40,8 +42,8 @@ async def connect(
     }
     if settings.password is not None:
         kwargs["password"] = settings.password
-    if credentials.user is not None:
-        kwargs["username"] = credentials.user
+    if settings.user is not None:
+        kwargs["username"] = settings.user
     if settings.db is not None:
         kwargs["db"] = settings.db
     client = aioredis.Redis.from_url(settings.url, **kwargs)  # type: ignore[arg-type]

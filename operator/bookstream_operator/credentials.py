@@ -24,6 +24,7 @@ import binascii
 from dataclasses import dataclass, field
 
 import httpx2
+from bookstream_core.roles import user_name
 
 from bookstream_operator import naming
 from bookstream_operator.kube import Kube
@@ -58,7 +59,7 @@ async def operator_credentials(kube: Kube, namespace: str, spec: LibrarySpec) ->
     if redis.users_secret is not None:
         where = "spec.redis.usersSecretRef"
         password = await read_key(kube, namespace, redis.users_secret, OPERATOR_KEY, where)
-        return Credentials(naming.acl_user(spec.library, OPERATOR_KEY), password)
+        return Credentials(user_name(spec.library, "operator"), password)
     if redis.password_secret is not None:
         ref = redis.password_secret
         where = "spec.redis.passwordSecretRef"

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 
 from bookstream_core.keys import SERVICES
+from bookstream_core.roles import user_name
 from bookstream_core.types import ServiceName
 
 from bookstream_operator import naming
@@ -152,9 +153,7 @@ def _env(spec: LibrarySpec, service: ServiceName) -> list[Manifest]:
         {"name": "BOOKSTREAM_FORCE", "value": "true"},
     ]
     if spec.redis.users_secret is not None:
-        env.append(
-            {"name": "BOOKSTREAM_REDIS_USER", "value": naming.acl_user(spec.library, service)}
-        )
+        env.append({"name": "BOOKSTREAM_REDIS_USER", "value": user_name(spec.library, service)})
     if password_volume(spec, service) is not None:
         env.append({"name": "BOOKSTREAM_REDIS_PASSWORD_FILE", "value": PASSWORD_FILE})
     return env

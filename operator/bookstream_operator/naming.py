@@ -40,11 +40,6 @@ def config_map_name(instance: str) -> str:
     return f"{instance}-config"
 
 
-def acl_user(library: str, role: str) -> str:
-    """The Redis ACL user ``bookstream setup --acl`` makes for one role of one library."""
-    return f"bs-{library}-{role}"
-
-
 def worker_name(namespace: str, instance: str, service: ServiceName, ordinal: int) -> str:
     return f"{namespace}.{workload_name(instance, service)}-{ordinal}"
 

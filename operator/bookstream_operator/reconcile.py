@@ -253,7 +253,7 @@ async def reconcile(
     try:
         credentials = await operator_credentials(kube, namespace, spec)
         secrets.append(credentials.password or "")
-        async with connect(redis_settings(spec.redis, credentials), credentials) as client:
+        async with connect(redis_settings(spec.redis, credentials)) as client:
             holder = await claim(client, keys, Holder(uid, namespace, name), kube.instance_uid)
             if holder is not None:
                 message = f"library {spec.library!r} on this Redis is claimed by {holder}"

@@ -19,6 +19,7 @@ import aiohttp
 import kmock
 import pytest
 import redis
+from bookstream_core import roles
 from bookstream_operator.credentials import LABEL
 from bookstream_operator.kube import METADATA_ONLY, Kube
 from bookstream_operator.reconcile import Result, reconcile
@@ -50,9 +51,10 @@ ROLE_PASSWORDS = {
 }
 DEFAULT_PASSWORD = "default-Pw-0b6d"
 #: What the operator runs against a library (operator/README.md, "What the operator runs
-#: in Redis"), as an ACL user: a test below runs every pass branch under it and expects
-#: no refusal in Redis' ACL LOG.
-OPERATOR_ACL = [
+#: in Redis") as ACL rules, and nothing more: a test below runs every pass branch under
+#: these and under the role ``bookstream setup --acl`` makes, and expects no refusal in
+#: Redis' ACL LOG.
+DOCUMENTED_ACL = [
     "resetkeys",
     "~bs:{main}:operator:claim",
     "~bs:{main}:lending:inbox",
@@ -80,17 +82,23 @@ OPERATOR_ACL = [
 ]
 
 
-def acl_redis(redis_factory: Callable[..., RedisServer]) -> RedisServer:
-    """A Redis whose default user has a password of its own and with the operator's user."""
+def acl_redis(redis_factory: Callable[..., RedisServer], documented: bool = False) -> RedisServer:
+    """A Redis whose default user has a password of its own, with the operator's user as
+    ``bookstream setup --acl`` makes it (or with only the documented rights)."""
     server = redis_factory()
     admin = server.client()
-    admin.acl_setuser(
-        "bs-main-operator", enabled=True, reset=True, passwords=[f"+{ROLE_PASSWORDS['operator']}"]
-    )
-    admin.execute_command("ACL", "SETUSER", "bs-main-operator", *OPERATOR_ACL)
-    # Redis 7.2+: redis-py names its library on connect (and ignores a refusal).
-    with contextlib.suppress(redis.ResponseError):  # 7.0 has no CLIENT SETINFO
-        admin.execute_command("ACL", "SETUSER", "bs-main-operator", "+client|setinfo")
+    password = ROLE_PASSWORDS["operator"]
+    if documented:
+        admin.execute_command(
+            "ACL", "SETUSER", "bs-main-operator", "reset", "on", f">{password}", *DOCUMENTED_ACL
+        )
+        # Redis 7.2+: redis-py names its library on connect (and ignores a refusal).
+        with contextlib.suppress(redis.ResponseError):  # 7.0 has no CLIENT SETINFO
+            admin.execute_command("ACL", "SETUSER", "bs-main-operator", "+client|setinfo")
+    else:
+        admin.execute_command(
+            "ACL", "SETUSER", *roles.setuser_arguments("main", "operator", password)
+        )
     admin.config_set("requirepass", DEFAULT_PASSWORD)
     admin.auth(DEFAULT_PASSWORD)
     admin.acl_log_reset()
@@ -335,13 +343,15 @@ def test_a_secret_in_an_error_text_is_redacted() -> None:
     assert result.status["conditions"][0]["message"] == "ERR bad pw *** here"
 
 
+@pytest.mark.parametrize("documented", [False, True], ids=["setup-role", "documented"])
 async def test_every_pass_branch_runs_under_the_operator_role(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer], documented: bool
 ) -> None:
     """Status collection (lag known and unknown, pending), a claim taken over, a scale-down
-    retiring a consumer with pending entries: all as bs-main-operator with OPERATOR_ACL,
-    and Redis' ACL LOG stays empty (nothing was refused)."""
-    server = acl_redis(redis_factory)
+    retiring a consumer with pending entries: all as bs-main-operator, with the rules
+    ``bookstream setup --acl`` gives it and with only the documented ones; Redis' ACL LOG
+    stays empty (nothing was refused)."""
+    server = acl_redis(redis_factory, documented)
     api.objects[kmock.resource("", "v1", "secrets"), NS, "users"] = secret("users", ROLE_PASSWORDS)
     client = admin(server)
     inbox = KEYS.inbox("lending")
