@@ -68,10 +68,7 @@ local function dead_letter(keys, args)
       if answers and reqid ~= '' and (kind == 'request' or kind == 'return') then
         local okey = outcome_prefix .. reqid
         if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
-          local json = '{"request_id":' .. q(reqid) .. ',"kind":"' .. kind
-            .. '","status":"rejected","user":"","lent":[],"unavailable":[],"returned":[],'
-            .. '"not_held":[],"reason":' .. q(reason) .. ',"books_in_hand":[],"limit":null,'
-            .. '"entry":"' .. entry_id .. '"}'
+          local json = outcome_json(reqid, kind, 'rejected', '', {reason = reason, entry = entry_id})
           redis.call('SET', okey, json, 'EX', retention)
           redis.call('PUBLISH', okey, json)
           redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', json)

@@ -71,6 +71,34 @@ local function json_list(items)
   return '[' .. table.concat(parts, ',') .. ']'
 end
 
+local function json_unavailable(items)
+  if #items == 0 then return '[]' end
+  local parts = {}
+  for i, item in ipairs(items) do
+    parts[i] = '{"book":' .. q(item[1]) .. ',"reason":"' .. item[2] .. '"}'
+  end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+local EMPTY = {}
+
+-- The one writer of an outcome's JSON: bookstream_core.events.Outcome, its field names
+-- and order (tests/lending/test_contract.py decodes every path strictly). Lending's
+-- decisions and the core's `rejected` answers both build it here.
+local function outcome_json(reqid, kind, status, user, fields)
+  return '{"request_id":' .. q(reqid)
+    .. ',"kind":"' .. kind .. '","status":"' .. status .. '"'
+    .. ',"user":' .. q(user)
+    .. ',"lent":' .. json_list(fields.lent or EMPTY)
+    .. ',"unavailable":' .. json_unavailable(fields.unavailable or EMPTY)
+    .. ',"returned":' .. json_list(fields.returned or EMPTY)
+    .. ',"not_held":' .. json_list(fields.not_held or EMPTY)
+    .. ',"reason":' .. (fields.reason and q(fields.reason) or 'null')
+    .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)
+    .. ',"limit":' .. (fields.limit or 'null')
+    .. ',"entry":' .. (fields.entry and q(fields.entry) or 'null') .. '}'
+end
+
 -- Everything a call may fail on is checked before its first write, because Redis keeps
 -- the writes a script made before an error. A failed check is the environment's fault,
 -- not the entry's: the reply starts with BSENV and the worker retries the batch later.

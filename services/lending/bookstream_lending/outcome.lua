@@ -1,16 +1,6 @@
 --
--- Lending's outcomes: the JSON of bookstream_core.events.Outcome (its field order and
--- names; tests/lending/test_contract.py decodes every path strictly), stored, appended
+-- Lending's outcomes (their JSON is outcome_json, in the core prelude), stored, appended
 -- to the domain events and announced to whoever listens.
-
-local function json_unavailable(items)
-  if #items == 0 then return '[]' end
-  local parts = {}
-  for i, item in ipairs(items) do
-    parts[i] = '{"book":' .. q(item[1]) .. ',"reason":"' .. item[2] .. '"}'
-  end
-  return '[' .. table.concat(parts, ',') .. ']'
-end
 
 local function decode_unavailable(raw)
   local items = {}
@@ -26,22 +16,6 @@ end
 local function sorted(items)
   table.sort(items)
   return items
-end
-
-local EMPTY = {}
-
-local function outcome_json(reqid, kind, status, user, fields)
-  return '{"request_id":' .. q(reqid)
-    .. ',"kind":"' .. kind .. '","status":"' .. status .. '"'
-    .. ',"user":' .. q(user)
-    .. ',"lent":' .. json_list(fields.lent or EMPTY)
-    .. ',"unavailable":' .. json_unavailable(fields.unavailable or EMPTY)
-    .. ',"returned":' .. json_list(fields.returned or EMPTY)
-    .. ',"not_held":' .. json_list(fields.not_held or EMPTY)
-    .. ',"reason":' .. (fields.reason and ('"' .. fields.reason .. '"') or 'null')
-    .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)
-    .. ',"limit":' .. (fields.limit or 'null')
-    .. ',"entry":null}'
 end
 
 local function outcome_key(ctx, reqid) return ctx.p .. 'outcome:' .. reqid end
