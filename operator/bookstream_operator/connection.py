@@ -2,8 +2,10 @@
 
 The settings come from ``bookstream_core.config.build_redis_settings``, the builder the
 workers and the CLI use, so the operator reaches the Redis the workers reach (same URL
-checks, same ``tls`` handling); only the password's source differs: the workers read a
-mounted file, the operator the Secret through the API (``credentials.py``).
+checks, ``tls: true`` turning redis:// into rediss://); only the password's source
+differs: the workers read a mounted file, the operator the Secret through the API
+(``credentials.py``). TLS verifies the server against the system's CAs (redis-py's
+defaults: certificate and host name required); a LibraryInstance names no CA file yet.
 """
 
 from __future__ import annotations
