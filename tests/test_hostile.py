@@ -221,7 +221,8 @@ def test_a_flood_of_huge_entries_never_stalls_redis(
     slowest_us = max(
         [int(e["duration"]) for e in r.slowlog_get(1000) if e["command"] != b"XADD"] or [0]
     )
-    assert slowest_us < 1_000_000, f"a call ran {slowest_us / 1e6:.1f} s"
+    slow = [(e["duration"], e["command"][:80]) for e in r.slowlog_get(1000)]
+    assert slowest_us < 1_000_000, f"a call ran {slowest_us / 1e6:.1f} s: {slow}"
     assert worst < 2.5, f"Redis did not answer for {worst:.1f} s"
 
 

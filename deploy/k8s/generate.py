@@ -3,8 +3,9 @@
     .venv/bin/python deploy/k8s/generate.py [--check]
 
 Renders ``deploy/helm/bookstream`` with ``helm template`` (release ``bookstream``, namespace
-``bookstream``, the chart's defaults except: the Redis password comes from a Secret you create,
-``bookstream-redis``, rather than one generated into the files), drops Helm's own labels,
+``bookstream``, the chart's defaults except: the Redis admin password and the library's role
+passwords come from Secrets you create, ``bookstream-redis`` and ``bookstream-redis-users``,
+rather than ones generated into the files), drops Helm's own labels,
 and writes one file per chart template plus copies of the CRD and the dashboard. ``--check``
 exits 1 if the files on disk differ (tests/deploy/test_manifests.py runs it).
 """
@@ -31,6 +32,7 @@ HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 SET = [
     "redis.auth.existingSecret=bookstream-redis",
     "redis.auth.existingSecretKey=password",
+    "redis.auth.existingUsersSecret=bookstream-redis-users",
 ]
 
 

@@ -11,6 +11,7 @@ from bookstream_core.config import (
     add_worker_arguments,
     default_home,
     normalize_address,
+    read_password_file,
     worker_settings_from,
 )
 
@@ -70,7 +71,9 @@ def test_environment_is_what_a_pod_uses(tmp_path: Path) -> None:
     }
     s = parse(env=env)
     assert s.redis.url == "rediss://redis:6379"  # type: ignore[attr-defined]
-    assert s.redis.password == "s3cret" and s.redis.db == 2  # type: ignore[attr-defined]
+    # The file is kept, read again for every connection (a rotated password is used).
+    assert s.redis.password is None and s.redis.db == 2  # type: ignore[attr-defined]
+    assert read_password_file(s.redis.password_file) == "s3cret"  # type: ignore[attr-defined]
     assert (s.library, s.name, s.force) == ("branch-7", "lib-lending-0", True)  # type: ignore[attr-defined]
     assert s.observability.metrics_port == 9108  # type: ignore[attr-defined]
     assert s.observability.log_format == "json"  # type: ignore[attr-defined]

@@ -183,9 +183,9 @@ def test_a_wrong_ca_fails_with_one_clear_line(
     for command in (["status"], ["request", "user1", "geb"]):
         line = one_line(bookstream(bookstream_env, *command, "--redis", url, *given))
         assert line == (
-            f"bookstream: TLS: the certificate of Redis at rediss://127.0.0.1:{tls_redis.port} "
-            "is not trusted (self-signed certificate in certificate chain): give the CA that "
-            "signed it with --tls-ca"
+            "bookstream: error: TLS: the certificate of Redis at "
+            f"rediss://127.0.0.1:{tls_redis.port} is not trusted (self-signed certificate in "
+            "certificate chain): give the CA that signed it with --tls-ca"
         )
     # Without --tls-ca the system's CAs are asked, and do not know this one either.
     line = one_line(bookstream(bookstream_env, "status", "--redis", tls_redis.url()))
@@ -198,7 +198,7 @@ def test_a_client_certificate_missing_or_untrusted_fails_with_one_line(
     where = tls_redis.url()
     missing = bookstream(bookstream_env, "status", "--redis", where, "--tls-ca", str(certs.ca))
     assert one_line(missing) == (
-        f"bookstream: TLS: Redis at {where} requires a client certificate (tlsv13 alert "
+        f"bookstream: error: TLS: Redis at {where} requires a client certificate (tlsv13 alert "
         "certificate required): give --tls-cert and --tls-key"
     )
     untrusted = bookstream(
@@ -207,7 +207,7 @@ def test_a_client_certificate_missing_or_untrusted_fails_with_one_line(
         *("--tls-cert", str(certs.stranger_cert), "--tls-key", str(certs.stranger_key)),
     )
     assert one_line(untrusted) == (
-        f"bookstream: TLS: Redis at {where} refused the client certificate (tlsv1 alert "
+        f"bookstream: error: TLS: Redis at {where} refused the client certificate (tlsv1 alert "
         "unknown ca): is --tls-cert signed by a CA the server trusts?"
     )
 
@@ -237,7 +237,7 @@ def test_a_certificate_for_another_address_fails_with_one_line(
     where = tls_redis.url("127.0.0.2")
     result = bookstream(bookstream_env, "status", "--redis", where, *certs.options())
     assert one_line(result) == (
-        f"bookstream: TLS: the certificate of Redis at {where} is not for that address (IP "
+        f"bookstream: error: TLS: the certificate of Redis at {where} is not for that address (IP "
         "address mismatch, certificate is not valid for '127.0.0.2'): connect by a host name "
         "or address the certificate names"
     )

@@ -55,12 +55,19 @@ def test_defaults_render_valid_objects() -> None:
             "Role",  # Secrets in the release namespace only
             "RoleBinding",
             "Deployment",
-            "Secret",
+            "Secret",  # the Redis admin password
+            "Secret",  # the library's role passwords
             "Service",
             "Service",
             "StatefulSet",
-            "ConfigMap",
+            "ConfigMap",  # the dashboard
+            "ConfigMap",  # redis.conf
+            "Job",  # the setup hook
             "Pod",  # the helm test hook
+            "NetworkPolicy",  # Redis
+            "NetworkPolicy",  # the operator
+            "NetworkPolicy",  # the workers
+            "NetworkPolicy",  # CLI pods
         ]
     )
     # No Prometheus Operator: no PodMonitor/ServiceMonitor (the operator annotates the metrics
@@ -80,11 +87,12 @@ def test_everything_on_renders_valid_objects() -> None:
     assert spec["shelving"] == {"image": "bookstream/shelving:0.1.0"}
     assert spec["limits"] == {"userLimit": 7}
     assert spec["image"] == {"pullSecrets": ["regcred"]}
-    # The LibraryInstance points at the chart's Redis and its password Secret.
-    secret = tools.one(objects, "Secret")
+    # The LibraryInstance points at the chart's Redis and its role users' Secret, never at the
+    # admin password.
+    users = tools.one(objects, "Secret", "rel-bookstream-redis-users")
     assert spec["redis"] == {
         "url": "redis://rel-bookstream-redis.books.svc:6379",
-        "passwordSecretRef": {"name": secret["metadata"]["name"], "key": "password"},
+        "usersSecretRef": {"name": users["metadata"]["name"]},
     }
     service = tools.one(objects, "Service", "rel-bookstream-redis")
     assert service["spec"]["ports"][0]["port"] == 6379
@@ -99,8 +107,25 @@ def test_everything_on_renders_valid_objects() -> None:
         {"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "ops"},
         {"operator.watchNamespaces": "{books,other}", "libraryInstance.enabled": "true"},
         {"monitoring.grafanaDashboard.enabled": "false", "monitoring.podMonitor.enabled": "false"},
+        {"redis.auth.existingUsersSecret": "users", "setup.enabled": "false"},
+        {
+            "networkPolicy.libraryNamespaces": "{east}",
+            "networkPolicy.externalRedis.to[0].ipBlock.cidr": "10.0.3.4/32",
+            "networkPolicy.apiServer.cidrs": "{10.0.0.1/32}",
+        },
+        {"networkPolicy.enabled": "false", "redis.maxmemory": "2gb"},
     ],
-    ids=["no-redis", "redis-emptydir", "existing-secret", "no-rbac", "namespaced", "no-monitoring"],
+    ids=[
+        "no-redis",
+        "redis-emptydir",
+        "existing-secret",
+        "no-rbac",
+        "namespaced",
+        "no-monitoring",
+        "own-users-no-setup",
+        "network-settings",
+        "no-network-policy",
+    ],
 )
 def test_variants_render_valid_objects(values: dict[str, str]) -> None:
     _validate_all(tools.render(values, api_versions=PROM_OPERATOR))
@@ -118,15 +143,18 @@ def test_crd_is_installed_by_the_chart_and_structural() -> None:
             assert "status" in version.get("subresources", {})
 
 
-def test_redis_statefulset_aof_pvc_and_secret() -> None:
+def test_redis_statefulset_pvc_config_and_secret() -> None:
     objects = tools.render({"redis.auth.password": "s3cret"})
     sts = tools.one(objects, "StatefulSet", "rel-bookstream-redis")
-    container = sts["spec"]["template"]["spec"]["containers"][0]
-    args = container["args"]
-    assert args[args.index("--appendonly") + 1] == "yes"
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
-    assert env["REDIS_PASSWORD"] == {"name": "rel-bookstream-redis", "key": "password"}
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # Every setting is in the config file (tests/deploy/test_chart_redis.py reads it).
+    assert container["command"] == ["redis-server", "/etc/redis/redis.conf"]
+    assert "args" not in container and "env" not in container
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "rel-bookstream-redis-config"
+    assert volumes["admin"]["secret"]["secretName"] == "rel-bookstream-redis"
+    assert volumes["admin"]["secret"]["items"] == [{"key": "password", "path": "password"}]
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
@@ -137,22 +165,25 @@ def test_redis_statefulset_aof_pvc_and_secret() -> None:
 
 
 def test_redis_password_is_generated_when_not_given() -> None:
-    first = tools.one(tools.render(), "Secret")["data"]["password"]
-    second = tools.one(tools.render(), "Secret")["data"]["password"]
+    first = tools.one(tools.render(), "Secret", "rel-bookstream-redis")["data"]["password"]
+    second = tools.one(tools.render(), "Secret", "rel-bookstream-redis")["data"]["password"]
     import base64
 
     assert len(base64.b64decode(first)) == 32
     assert first != second  # random per install (kept on upgrade through `lookup`)
 
 
-def test_existing_secret_renders_no_secret() -> None:
+def test_an_existing_admin_secret_replaces_the_generated_one() -> None:
     objects = tools.render(
         {"redis.auth.existingSecret": "mine", "redis.auth.existingSecretKey": "pw"}
     )
-    assert not tools.by_kind(objects, "Secret")
+    assert [s["metadata"]["name"] for s in tools.by_kind(objects, "Secret")] == [
+        "rel-bookstream-redis-users"
+    ]
     sts = tools.one(objects, "StatefulSet")
-    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env[0]["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "pw"}
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["admin"]["secret"]["secretName"] == "mine"
+    assert volumes["admin"]["secret"]["items"] == [{"key": "pw", "path": "password"}]
 
 
 def _rules(objects: list[Doc], kind: str) -> list[Doc]:
@@ -420,24 +451,33 @@ def test_notes_give_the_next_commands() -> None:
 
     library = yaml.safe_load(textwrap.dedent(manifest.group(1)))
     tools.validate(library)
-    assert library["spec"]["redis"]["passwordSecretRef"] == {
-        "name": "rel-bookstream-redis",
-        "key": "password",
-    }
-    # The CLI pod command: image, the chart Redis' URL and its password from the Secret.
+    assert library["spec"]["redis"]["usersSecretRef"] == {"name": "rel-bookstream-redis-users"}
+    assert "passwordSecretRef" not in library["spec"]["redis"]
+    # The CLI pod command: image, the chart Redis' URL, the client role: its user, and its
+    # password mounted from the role Secret (never on the command line).
     run = notes[notes.index("kubectl -n books run bookstream-cli") :].split("-- request user1 geb")[
         0
     ]
     assert "--image=bookstream/cli:0.1.0" in run
     assert "--env=BOOKSTREAM_REDIS_URL=redis://rel-bookstream-redis.books.svc:6379" in run
+    assert "--env=BOOKSTREAM_REDIS_USER=bs-main-client" in run
+    assert "--env=BOOKSTREAM_REDIS_PASSWORD_FILE=/etc/bookstream/redis/password" in run
+    # The label the NetworkPolicy lets reach Redis.
+    assert "--labels=app.kubernetes.io/name=bookstream,app.kubernetes.io/component=cli" in run
     overrides = json.loads(re.search(r"--overrides='(.*?)'", run).group(1))  # type: ignore[union-attr]
+    assert overrides["spec"]["volumes"] == [
+        {
+            "name": "redis-user",
+            "secret": {
+                "secretName": "rel-bookstream-redis-users",
+                "items": [{"key": "client", "path": "password"}],
+            },
+        }
+    ]
     (container,) = overrides["spec"]["containers"]
     assert container["name"] == "bookstream-cli"  # kubectl run names the container after the pod
-    assert container["env"] == [
-        {
-            "name": "BOOKSTREAM_REDIS_PASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": "rel-bookstream-redis", "key": "password"}},
-        }
+    assert container["volumeMounts"] == [
+        {"name": "redis-user", "mountPath": "/etc/bookstream/redis", "readOnly": True}
     ]
     assert "grafana_dashboard=1" in notes
     assert "port-forward" in notes
@@ -473,13 +513,21 @@ def test_helm_test_hook_audits_the_charts_redis() -> None:
     container = pod["spec"]["containers"][0]
     assert container["args"] == ["audit"]
     assert container["image"] == "bookstream/cli:0.1.0"
-    env = {e["name"]: e for e in container["env"]}
-    assert env["BOOKSTREAM_REDIS_URL"]["value"] == "redis://rel-bookstream-redis.books.svc:6379"
-    assert env["BOOKSTREAM_LIBRARY"]["value"] == "east"
-    assert env["BOOKSTREAM_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "rel-bookstream-redis",
-        "key": "password",
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # The library's read-only user, its password a file from the role Secret.
+    assert env == {
+        "BOOKSTREAM_REDIS_URL": "redis://rel-bookstream-redis.books.svc:6379",
+        "BOOKSTREAM_LIBRARY": "east",
+        "BOOKSTREAM_REDIS_USER": "bs-east-viewer",
+        "BOOKSTREAM_REDIS_PASSWORD_FILE": "/etc/bookstream/redis/password",
     }
+    assert container["volumeMounts"] == [
+        {"name": "redis-user", "mountPath": "/etc/bookstream/redis", "readOnly": True}
+    ]
+    (volume,) = pod["spec"]["volumes"]
+    assert volume["secret"]["secretName"] == "rel-bookstream-redis-users"
+    assert volume["secret"]["items"] == [{"key": "viewer", "path": "password"}]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "cli"
     # The pod meets the restricted profile like every other pod of the chart.
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert not tools.by_kind(tools.render({"redis.enabled": "false"}), "Pod")
@@ -520,8 +568,8 @@ def test_redis_pods_roll_on_a_config_change_and_only_then() -> None:
     one = _redis_pod_annotations({"redis.auth.password": "one"})["checksum/config"]
     two = _redis_pod_annotations({"redis.auth.password": "two"})["checksum/config"]
     assert len({base, one, two}) == 3
-    # With the password given, the whole render is stable (GitOps renders with helm template).
-    given = {"redis.auth.password": "one"}
+    # With the passwords given, the whole render is stable (GitOps renders with helm template).
+    given = {"redis.auth.password": "one", "redis.auth.existingUsersSecret": "users"}
     assert tools.render(given) == tools.render(given)
 
 
@@ -652,22 +700,22 @@ def test_an_external_redis_does_not_inherit_the_chart_s_password() -> None:
         for o in tools.render({"libraryInstance.enabled": "true"})
         if o["kind"] == "LibraryInstance"
     ]
-    assert "passwordSecretRef" in default[0]["spec"]["redis"]  # the chart's own Redis
+    assert "usersSecretRef" in default[0]["spec"]["redis"]  # the chart's own Redis
 
 
 def test_a_library_instance_names_one_secret() -> None:
-    """The chart's Redis with the user's role Secret: the chart's password Secret is not
-    added beside it (the CRD refuses two references)."""
+    """The chart's Redis with a password Secret of the user's: the chart's role Secret is
+    not added beside it (the CRD refuses two references)."""
     (li,) = tools.by_kind(
         tools.render(
             {
                 "libraryInstance.enabled": "true",
-                "libraryInstance.spec.redis.usersSecretRef.name": "main-users",
+                "libraryInstance.spec.redis.passwordSecretRef.name": "mine",
             }
         ),
         "LibraryInstance",
     )
     assert li["spec"]["redis"] == {
         "url": "redis://rel-bookstream-redis.books.svc:6379",
-        "usersSecretRef": {"name": "main-users"},
+        "passwordSecretRef": {"name": "mine"},
     }

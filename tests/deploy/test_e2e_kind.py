@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 NAMESPACE = "bookstream"
 RELEASE = "bs"
 LIBRARY = "main"
-REDIS_SECRET = f"{RELEASE}-bookstream-redis"
+# The library's role passwords (the chart's setup Job made the users).
+USERS_SECRET = f"{RELEASE}-bookstream-redis-users"
 REDIS_URL = f"redis://{RELEASE}-bookstream-redis.{NAMESPACE}.svc:6379"
 
 
@@ -121,19 +122,27 @@ def _cli(c: Cluster, image: str, *args: str) -> subprocess.CompletedProcess[str]
     """The CLI container as NOTES.txt tells users to run it (attached, removed afterwards)."""
     overrides = {
         "spec": {
+            "volumes": [
+                {
+                    "name": "redis-user",
+                    "secret": {
+                        "secretName": USERS_SECRET,
+                        "items": [{"key": "client", "path": "password"}],
+                    },
+                }
+            ],
             "containers": [
                 {
                     "name": "bookstream-cli",
-                    "env": [
+                    "volumeMounts": [
                         {
-                            "name": "BOOKSTREAM_REDIS_PASSWORD",
-                            "valueFrom": {
-                                "secretKeyRef": {"name": REDIS_SECRET, "key": "password"}
-                            },
+                            "name": "redis-user",
+                            "mountPath": "/etc/bookstream/redis",
+                            "readOnly": True,
                         }
                     ],
                 }
-            ]
+            ],
         }
     }
     return c.kubectl(
@@ -149,6 +158,10 @@ def _cli(c: Cluster, image: str, *args: str) -> subprocess.CompletedProcess[str]
         "--image-pull-policy=Never",
         f"--env=BOOKSTREAM_REDIS_URL={REDIS_URL}",
         f"--env=BOOKSTREAM_LIBRARY={LIBRARY}",
+        f"--env=BOOKSTREAM_REDIS_USER=bs-{LIBRARY}-client",
+        "--env=BOOKSTREAM_REDIS_PASSWORD_FILE=/etc/bookstream/redis/password",
+        # What the chart's NetworkPolicy lets reach Redis.
+        "--labels=app.kubernetes.io/name=bookstream,app.kubernetes.io/component=cli",
         "--override-type=strategic",
         f"--overrides={json.dumps(overrides)}",
         "--",
@@ -208,7 +221,7 @@ def test_helm_install_library_scale_cli_metrics(cluster: Cluster, images: dict[s
             "library": LIBRARY,
             "redis": {
                 "url": REDIS_URL,
-                "passwordSecretRef": {"name": REDIS_SECRET, "key": "password"},
+                "usersSecretRef": {"name": USERS_SECRET},
             },
             "image": {"pullPolicy": "Never"},
             "lending": {"replicas": 2, "image": images["lending"]},

@@ -55,9 +55,11 @@ def test_kustomize_build_is_valid_and_complete() -> None:
         "Deployment",
         "StatefulSet",
         "ConfigMap",
+        "Job",  # the setup Job
+        "NetworkPolicy",
     ):
         assert kind in kinds, kind
-    # The Redis password is not in the repository: the base expects a Secret you create.
+    # No password is in the repository: the base expects the Secrets you create.
     assert "Secret" not in kinds
     namespaced = [
         o
@@ -73,20 +75,34 @@ def test_kustomize_build_is_valid_and_complete() -> None:
 def test_examples_fit_the_base() -> None:
     base = tools.docs(tools.kubectl("kustomize", str(BASE)))
     redis_service = tools.one(base, "Service", "bookstream-redis")
-    redis = tools.one(base, "StatefulSet", "bookstream-redis")
-    env = redis["spec"]["template"]["spec"]["containers"][0]["env"]
-    secret_ref = next(e for e in env if e["name"] == "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]
+    setup = tools.one(base, "Job", "bookstream-setup")
+    volumes = {v["name"]: v for v in setup["spec"]["template"]["spec"]["volumes"]}
+    users_secret = volumes["users"]["secret"]["secretName"]
+    (setup_container,) = setup["spec"]["template"]["spec"]["containers"]
+    args = setup_container["args"]
+    library = args[args.index("--library") + 1]
     url = f"redis://{redis_service['metadata']['name']}.bookstream.svc:6379"
 
-    library = tools.one(tools.load_docs([EXAMPLES / "library-instance.yaml"]), "LibraryInstance")
-    tools.validate_custom(library)
-    assert library["spec"]["redis"] == {"url": url, "passwordSecretRef": secret_ref}
+    instance = tools.one(tools.load_docs([EXAMPLES / "library-instance.yaml"]), "LibraryInstance")
+    tools.validate_custom(instance)
+    assert instance["spec"]["redis"] == {"url": url, "usersSecretRef": {"name": users_secret}}
+    assert instance["spec"]["library"] == library
 
     job = tools.one(tools.load_docs([EXAMPLES / "cli-job.yaml"]), "Job")
-    (container,) = job["spec"]["template"]["spec"]["containers"]
-    values = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    values = {e["name"]: e["value"] for e in container["env"]}
     assert values["BOOKSTREAM_REDIS_URL"] == url
-    assert values["BOOKSTREAM_REDIS_PASSWORD"] == secret_ref
+    assert values["BOOKSTREAM_LIBRARY"] == library
+    # The client role of the library the base's setup Job provisions, its password a file.
+    assert values["BOOKSTREAM_REDIS_USER"] == f"bs-{library}-client"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "redis-user")
+    assert mount["readOnly"] is True
+    assert values["BOOKSTREAM_REDIS_PASSWORD_FILE"] == mount["mountPath"] + "/password"
+    secret = next(v for v in pod["volumes"] if v["name"] == "redis-user")["secret"]
+    assert secret["secretName"] == users_secret
+    assert secret["items"] == [{"key": "client", "path": "password"}]
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "cli"
     assert container["args"][0] == "request"
 
 

@@ -211,7 +211,8 @@ class RuntimeSettings:
 @dataclass(frozen=True, slots=True)
 class ObservabilitySettings:
     metrics_port: int | None = None
-    metrics_host: str = "0.0.0.0"
+    #: Loopback unless told: the metrics and health port answers anyone who reaches it.
+    metrics_host: str = "127.0.0.1"
     log_format: str = "console"
     log_level: str = "info"
 
@@ -320,6 +321,7 @@ def worker_settings_from(
     )
     observability = ObservabilitySettings(
         metrics_port=table.integer("metrics_port", args, env),
+        metrics_host=table.text("metrics_host", args, env) or "127.0.0.1",
         log_format=table.text("log_format", args, env) or "console",
         log_level=table.text("log_level", args, env) or "info",
     )

@@ -158,7 +158,15 @@ async def _run(
             observability.metrics_host,
             observability.metrics_port,
         )
-        await health.start()
+        try:
+            await health.start()
+        except OSError as exc:  # an unknown host, an address not on this machine, a port in use
+            where = f"{observability.metrics_host}:{observability.metrics_port}"
+            reason = exc.strerror or exc
+            print(
+                error_line(program, f"cannot serve metrics on {where}: {reason}"), file=sys.stderr
+            )
+            return EXIT_FAILED
     try:
         for worker in workers:
             if not await _start(worker, stop):

@@ -102,6 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("metrics_port", ("--metrics-port",), "METRICS_PORT",
        "serve /metrics, /healthz, /readyz on this port", "worker", kind="int", minimum=0,
        maximum=65535, metavar="P"),
+    _s("metrics_host", ("--metrics-host",), "METRICS_HOST",
+       "address the metrics port listens on; 0.0.0.0 for every interface, as a pod needs for "
+       "its probes and Prometheus", "worker", default="127.0.0.1", metavar="ADDR"),
     _s("log_format", ("--log-format",), "LOG_FORMAT",
        "console (readable lines) or json (one object per line)", "worker", kind="choice",
        choices=("console", "json"), default="console"),

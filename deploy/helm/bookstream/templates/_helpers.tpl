@@ -82,17 +82,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* What redis-server reads at start: its arguments and an explicitly given password. */}}
-{{- define "bookstream.redisConfigChecksum" -}}
-{{- $config := dict
-  "appendfsync" .Values.redis.appendfsync
-  "secret" (include "bookstream.redisSecretName" .)
-  "key" (include "bookstream.redisSecretKey" .)
-  "password" (.Values.redis.auth.password | default "" | sha256sum)
--}}
-{{- toJson $config | sha256sum | trunc 16 | quote -}}
-{{- end -}}
-
 {{/* Restricted pod security for containers the chart runs. */}}
 {{- define "bookstream.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
