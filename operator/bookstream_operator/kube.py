@@ -8,7 +8,6 @@ posting events is left to kopf.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,13 +41,12 @@ async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
+#: The Accept header that makes a GET return only the object's metadata.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
 LibraryInstance = create_namespaced_resource(
     naming.GROUP, naming.VERSION, naming.KIND, naming.PLURAL
 )
-
-
-class SecretMissing(LookupError):
-    """The Redis password Secret or its key is absent (message says which)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,17 +166,39 @@ class Kube:
         with contextlib.suppress(httpx2.HTTPError):
             await _retrying(lambda: self.client.create(codecs.from_dict(event)))
 
-    async def read_secret(self, namespace: str, name: str, key: str) -> str:
+    async def secret_labels(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's labels (``None`` if it does not exist), fetched without its data: the
+        API server answers with the object's metadata only (``PartialObjectMetadata``)."""
+        # lightkube's get() takes no headers; its request() (the same call) does.
+        generic = self.client._client
+        try:
+            obj = await _retrying(
+                lambda: generic.request(
+                    "get",
+                    Secret,
+                    name=name,
+                    namespace=namespace,
+                    headers={"Accept": METADATA_ONLY},
+                )
+            )
+        except httpx2.HTTPStatusError as exc:
+            if _status_code(exc) == 404:
+                return None
+            raise
+        return dict(obj.metadata.labels or {}) if obj.metadata else {}
+
+    async def secret_data(
+        self, namespace: str, name: str
+    ) -> tuple[dict[str, str], dict[str, str]] | None:
+        """A Secret's labels and base64 data (``None`` if it does not exist)."""
         try:
             secret = await _retrying(lambda: self.client.get(Secret, name, namespace=namespace))
         except httpx2.HTTPStatusError as exc:
             if _status_code(exc) == 404:
-                raise SecretMissing(f"Secret {namespace}/{name} does not exist") from None
+                return None
             raise
-        data = cast(dict[str, str], secret.data or {})
-        if key not in data:
-            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data[key]).decode()
+        labels = dict(secret.metadata.labels or {}) if secret.metadata else {}
+        return labels, cast(dict[str, str], dict(secret.data or {}))
 
     async def workload_state(self, namespace: str, name: str) -> WorkloadState | None:
         try:

@@ -2,6 +2,11 @@
 
 Nothing here talks to Kubernetes or Redis; every function returns a manifest (a dict),
 so each spec field's effect is testable without a cluster.
+
+No password is ever in a manifest: a worker gets its own key of the named Secret as a
+file (a Secret volume, which the kubelet updates when the Secret changes, and which the
+worker reads again for every new connection), and the file's path and its ACL user name
+in the environment.
 """
 
 from __future__ import annotations
@@ -11,11 +16,18 @@ import json
 from dataclasses import dataclass
 
 from bookstream_core.keys import SERVICES
+from bookstream_core.roles import user_name
 from bookstream_core.types import ServiceName
 
 from bookstream_operator import naming
 from bookstream_operator.spec import LibrarySpec
 from bookstream_operator.types import Manifest
+
+#: Where a worker's Redis password file is mounted (a directory of its own: the volume
+#: is mounted whole, never with subPath, which the kubelet would not update).
+PASSWORD_DIR = "/var/run/secrets/bookstream/redis"
+PASSWORD_FILE = f"{PASSWORD_DIR}/password"
+PASSWORD_VOLUME = "redis-password"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,9 @@ def config_data(spec: LibrarySpec) -> dict[str, str]:
         "BOOKSTREAM_USER_LIMIT": str(spec.limits.user_limit),
         "BOOKSTREAM_STORAGE_CAPACITY": str(spec.limits.storage_capacity),
         "BOOKSTREAM_METRICS_PORT": str(naming.METRICS_PORT),
+        # Workers listen on loopback unless told: the kubelet's probes and Prometheus
+        # come from outside the pod.
+        "BOOKSTREAM_METRICS_HOST": "0.0.0.0",
         "BOOKSTREAM_LOG_FORMAT": "json",
         "BOOKSTREAM_LOG_LEVEL": spec.worker.log_level,
     }
@@ -100,7 +115,27 @@ def image_of(spec: LibrarySpec, service: ServiceName) -> str:
     return spec.service(service).image or spec.image.for_service(service)
 
 
-def _env(spec: LibrarySpec) -> list[Manifest]:
+def password_volume(spec: LibrarySpec, service: ServiceName) -> Manifest | None:
+    """The Secret volume with this service's password and nothing else (``None``: none)."""
+    redis = spec.redis
+    if redis.users_secret is not None:
+        name, key = redis.users_secret, str(service)  # the role Secret's key per service
+    elif redis.password_secret is not None:
+        name, key = redis.password_secret.name, redis.password_secret.key
+    else:
+        return None
+    return {
+        "name": PASSWORD_VOLUME,
+        "secret": {
+            "secretName": name,
+            "items": [{"key": key, "path": "password"}],
+            # Owner root, group the pod's fsGroup (the worker's): readable by it alone.
+            "defaultMode": 0o440,
+        },
+    }
+
+
+def _env(spec: LibrarySpec, service: ServiceName) -> list[Manifest]:
     env: list[Manifest] = [
         {
             "name": "BOOKSTREAM_POD_NAMESPACE",
@@ -117,14 +152,10 @@ def _env(spec: LibrarySpec) -> list[Manifest]:
         # name's previous pod may be taken over at once instead of waiting for its TTL.
         {"name": "BOOKSTREAM_FORCE", "value": "true"},
     ]
-    secret = spec.redis.password_secret
-    if secret is not None:
-        env.append(
-            {
-                "name": "BOOKSTREAM_REDIS_PASSWORD",
-                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
-            }
-        )
+    if spec.redis.users_secret is not None:
+        env.append({"name": "BOOKSTREAM_REDIS_USER", "value": user_name(spec.library, service)})
+    if password_volume(spec, service) is not None:
+        env.append({"name": "BOOKSTREAM_REDIS_PASSWORD_FILE", "value": PASSWORD_FILE})
     return env
 
 
@@ -137,7 +168,7 @@ def stateful_set(owner: Owner, spec: LibrarySpec, service: ServiceName, replicas
         "image": image_of(spec, service),
         "imagePullPolicy": spec.image.pull_policy,
         "envFrom": [{"configMapRef": {"name": naming.config_map_name(owner.name)}}],
-        "env": _env(spec),
+        "env": _env(spec, service),
         "ports": [{"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", **probe},
@@ -162,6 +193,13 @@ def stateful_set(owner: Owner, spec: LibrarySpec, service: ServiceName, replicas
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
+    secret_volume = password_volume(spec, service)
+    if secret_volume is not None:
+        volumes.append(secret_volume)
+        container["volumeMounts"].append(
+            {"name": PASSWORD_VOLUME, "mountPath": PASSWORD_DIR, "readOnly": True}
+        )
     pod_spec: Manifest = {
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": spec.worker.termination_grace_seconds,
@@ -173,7 +211,7 @@ def stateful_set(owner: Owner, spec: LibrarySpec, service: ServiceName, replicas
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
+        "volumes": volumes,
     }
     if spec.image.pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image.pull_secrets]

@@ -5,7 +5,8 @@ Level-based and idempotent: every pass computes the whole desired state from the
 The kopf handlers call :func:`reconcile` and only write its status and post its events.
 
 Every failure of a pass ends in the status, never in an exception: ``Ready=False`` with
-the reason (``InvalidSpec``, ``Conflict``, ``RedisUnreachable``, ``ApplyFailed``), and
+the reason (``InvalidSpec``, ``Conflict``, ``RedisUnreachable``, ``ApplyFailed``, or the
+credentials' problem: ``SecretNotLabelled`` and the like, see ``credentials.py``), and
 ``observedGeneration`` stays where the last successful pass left it. A failure that the
 same spec would meet again (an API 4xx such as 422 from validation or 403 from admission,
 an invalid spec) is marked permanent: the periodic pass does not retry it until the
@@ -15,13 +16,14 @@ and workers without Redis could not work anyway; running workers keep running.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx2
 import msgspec
 import redis.exceptions
+from bookstream_core.config import ConfigError
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName
 
@@ -30,8 +32,9 @@ from bookstream_operator.autoscaling import Decision, History, decide
 from bookstream_operator.claim import Holder, claim
 from bookstream_operator.cleanup import ConsumerRetirer, Retirement, RetirementResult
 from bookstream_operator.conditions import Condition
-from bookstream_operator.connection import connect, redis_url
-from bookstream_operator.kube import Kube, SecretMissing, WorkloadState
+from bookstream_operator.connection import connect, redis_settings
+from bookstream_operator.credentials import Credentials, CredentialsError, operator_credentials
+from bookstream_operator.kube import Kube, WorkloadState
 from bookstream_operator.observe import GroupStatus, collect
 from bookstream_operator.spec import LibrarySpec, SpecError, parse_spec
 from bookstream_operator.status import (
@@ -63,6 +66,24 @@ class Result:
     def __post_init__(self) -> None:
         # An unknown value is an absent key: in a merge patch null means "delete".
         self.status = without_nulls(self.status)
+
+    def redacted(self, secrets: Iterable[str]) -> Result:
+        """Each secret in a condition's or an event's message replaced by ``***``.
+
+        No message is built from a Secret's value; this keeps it so should a library's
+        error text ever quote one (status and events are readable by many more people
+        than Secrets are)."""
+        secrets = [s for s in secrets if s]
+
+        def clean(text: str) -> str:
+            for secret in secrets:
+                text = text.replace(secret, "***")
+            return text
+
+        for cond in self.status.get("conditions") or []:
+            cond["message"] = clean(str(cond.get("message", "")))
+        self.events = [Event(e.type, e.reason, clean(e.message)) for e in self.events]
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +191,8 @@ async def reconcile(
     )
     events: list[Event] = []
     kept: Manifest = {k: v for k, v in status.items() if k in OWNED_STATUS_KEYS}
+    #: The Secret values this pass read: never in a message it writes.
+    secrets: list[str] = []
 
     if is_paused(annotations):
         paused = Condition(
@@ -208,17 +231,19 @@ async def reconcile(
             failure.message,
         ):
             events.append(Event("Warning", failure.reason, failure.message))
-        return Result(out, events, permanent_failure=failure.permanent)
+        return Result(out, events, permanent_failure=failure.permanent).redacted(secrets)
 
     try:
         spec = parse_spec(spec_body)
-    except SpecError as exc:
+        # Where Redis is, for messages: the address without credentials.
+        where = redis_settings(spec.redis, Credentials()).describe()
+    except (SpecError, ConfigError) as exc:
         return failed(Failure("InvalidSpec", str(exc), permanent=True), [], {})
 
     keys = LibraryKeys(spec.library)
     groups: dict[ServiceName, GroupStatus] = {}
     retirements: dict[ServiceName, list[Retirement]] = {s: [] for s in SERVICES}
-    redis_cond = Condition("RedisReachable", "True", "Connected", redis_url(spec.redis))
+    redis_cond = Condition("RedisReachable", "True", "Connected", where)
     replicas: dict[ServiceName, int] = {}
     decisions: dict[ServiceName, Decision | None] = {}
     scale_times: dict[ServiceName, float | None] = {}
@@ -226,11 +251,9 @@ async def reconcile(
     failure: Failure | None = None
 
     try:
-        password: str | None = None
-        if spec.redis.password_secret is not None:
-            ref = spec.redis.password_secret
-            password = await kube.read_secret(namespace, ref.name, ref.key)
-        async with connect(spec.redis, password) as client:
+        credentials = await operator_credentials(kube, namespace, spec)
+        secrets.append(credentials.password or "")
+        async with connect(redis_settings(spec.redis, credentials)) as client:
             holder = await claim(client, keys, Holder(uid, namespace, name), kube.instance_uid)
             if holder is not None:
                 message = f"library {spec.library!r} on this Redis is claimed by {holder}"
@@ -264,20 +287,29 @@ async def reconcile(
                     )
                     if any(r.outcome is RetirementResult.RETIRED for r in retirements[service]):
                         groups[service] = await collect(client, keys, service)
-    except SecretMissing as exc:
-        redis_cond = Condition("RedisReachable", "False", "PasswordSecretMissing", str(exc))
+    except CredentialsError as exc:
+        # Retried every interval: labelling a Secret or granting a Role changes no object
+        # the operator watches.
+        failure = Failure(exc.reason, str(exc))
+        redis_cond = Condition(
+            "RedisReachable", "Unknown", "NoCredentials", f"not tried: {exc.reason}"
+        )
     except (redis.exceptions.RedisError, OSError) as exc:
         reason = (
             "AuthenticationFailed"
             if isinstance(exc, redis.exceptions.AuthenticationError)
+            # The operator's ACL user lacks a command or key it needs.
+            else "PermissionDenied"
+            if isinstance(exc, redis.exceptions.NoPermissionError)
             else "ConnectionFailed"
         )
         redis_cond = Condition("RedisReachable", "False", reason, f"{type(exc).__name__}: {exc}")
     except (httpx2.HTTPError, ValueError) as exc:  # the Secret (or the claim holder's object)
-        failure = _api_failure(exc, "reading the Redis password Secret or the claim's holder")
+        failure = _api_failure(exc, "reading the Redis credentials Secret or the claim's holder")
 
-    if redis_cond.status != "True":
+    if redis_cond.status == "False":
         failure = Failure("RedisUnreachable", redis_cond.message)
+    if redis_cond.status != "True":
         # Nothing was applied: report the workloads as they are, without Redis figures.
         groups.clear()
     if failure is not None:
@@ -343,7 +375,7 @@ async def reconcile(
     new_status["conditions"] = conditions.merge(old_conditions, conds, stamp)
     if generation is not None and status.get("observedGeneration") != generation:
         events.append(Event("Normal", "Reconciled", f"generation {generation} applied"))
-    return Result(new_status, events)
+    return Result(new_status, events).redacted(secrets)
 
 
 def _name(manifest: Manifest) -> str:

@@ -2,8 +2,8 @@
 
 The CRD's schema declares the same defaults, so the API server fills them in; they are
 repeated here because the operator must not depend on that (an old object, an API
-server without defaulting, or a test double) — ``tests/operator/test_crd.py`` checks the
-two stay equal.
+server without defaulting, or a test double) — ``tests/operator/test_operator_crd.py``
+checks the two stay equal.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+from bookstream_core.config import ConfigError, normalize_address
 from bookstream_core.keys import check_library
 from bookstream_core.types import ServiceName
 
@@ -39,10 +41,34 @@ class SecretRef:
 
 @dataclass(frozen=True, slots=True)
 class RedisSpec:
+    #: Never carries credentials (refused here and by the CRD): they come from Secrets.
     url: str = DEFAULT_REDIS_URL
+    #: One password for Redis' default user (simple set-ups).
     password_secret: SecretRef | None = None
+    #: The library's role Secret (keys lending, shelving, ..., operator): one ACL user each.
+    users_secret: str | None = None
     tls: bool = False
     db: int | None = None
+
+
+#: Why a URL with credentials is refused, and where they go instead (the CRD says the same).
+URL_CREDENTIALS = (
+    "spec.redis.url must not carry credentials (user:password@ or ?password=): put the "
+    "password in a Secret labelled bookstream.io/redis-credentials=true and name it in "
+    "spec.redis.usersSecretRef or spec.redis.passwordSecretRef"
+)
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` if it is a Redis URL without credentials; the message never repeats it."""
+    parts = urlsplit(url)
+    # "@" anywhere before the path is userinfo, even one urlsplit would not call a user.
+    if "@" in parts.netloc or "password" in parse_qs(parts.query):
+        raise SpecError(URL_CREDENTIALS)
+    try:
+        return normalize_address(url)
+    except ConfigError as exc:
+        raise SpecError(f"spec.redis.url: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +227,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
     """Turn ``body['spec']`` into a :class:`LibrarySpec`, defaulting what is absent."""
     redis = _section(spec, "redis")
     secret = redis.get("passwordSecretRef")
+    users = redis.get("usersSecretRef")
     db = redis.get("db")
     image = _section(spec, "image")
     limits = _section(spec, "limits")
@@ -222,12 +249,17 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
     )
     if autoscaling.min_replicas > autoscaling.max_replicas:
         raise SpecError("spec.autoscaling.minReplicas must not exceed maxReplicas")
+    if secret and users:
+        raise SpecError("give spec.redis.usersSecretRef or spec.redis.passwordSecretRef, not both")
     return LibrarySpec(
         library=library,
         redis=RedisSpec(
-            url=str(redis.get("url") or DEFAULT_REDIS_URL),
+            url=check_redis_url(str(redis.get("url") or DEFAULT_REDIS_URL)),
             password_secret=SecretRef(str(secret["name"]), str(secret.get("key") or "password"))
             if isinstance(secret, Mapping) and secret.get("name")
+            else None,
+            users_secret=str(users["name"])
+            if isinstance(users, Mapping) and users.get("name")
             else None,
             tls=bool(redis.get("tls", False)),
             db=None if db is None else _int(redis, "db", 0, "spec.redis"),

@@ -52,6 +52,8 @@ def test_defaults_render_valid_objects() -> None:
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",  # Secrets in the release namespace only
+            "RoleBinding",
             "Deployment",
             "Secret",  # the Redis admin password
             "Secret",  # the library's role passwords
@@ -194,8 +196,8 @@ def test_rbac_is_least_privilege() -> None:
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         assert "*" not in rule["apiGroups"], rule
-    secrets = [r for r in rules if "secrets" in r["resources"]]
-    assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    # Secrets only through a namespaced Role (test_no_cluster_wide_secret_access).
+    assert not [r for r in rules if "secrets" in r["resources"]]
     granted = {
         (group, resource, verb)
         for r in rules
@@ -211,7 +213,6 @@ def test_rbac_is_least_privilege() -> None:
         ("apps", "statefulsets", "get"),
         ("", "services", "create"),
         ("", "configmaps", "patch"),
-        ("", "secrets", "get"),
         ("", "events", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ]:
@@ -223,7 +224,6 @@ def test_rbac_is_least_privilege() -> None:
 
     # Nothing the operator has no business with.
     assert not {g for g in granted if g[1] in {"nodes", "clusterroles", "roles", "rolebindings"}}
-    assert not {g for g in granted if g[0] == "" and g[1] == "secrets" and g[2] != "get"}
     binding = tools.one(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "rel-bookstream-operator", "namespace": "books"}
@@ -259,7 +259,8 @@ def test_block_owner_deletion_comes_with_the_finalizers_permission() -> None:
 
 def _documented_rbac() -> set[tuple[str, str, str]]:
     """The (group, resource, verb) rows of operator/README.md's RBAC table (cluster-wide mode:
-    without kopf peering and the namespaced mode's own row)."""
+    without kopf peering, the namespaced mode's own row and Secrets, which are namespaced
+    Roles only)."""
     text = (tools.ROOT / "operator" / "README.md").read_text()
     section = text.split("## RBAC", 1)[1].split("\n## ", 1)[0]
     out: set[tuple[str, str, str]] = set()
@@ -269,6 +270,8 @@ def _documented_rbac() -> set[tuple[str, str, str]]:
             continue
         group = re.findall(r"`([^`]*)`", cells[0])[0].strip('"')
         if group == "kopf.dev" or "only with `BOOKSTREAM_OPERATOR_NAMESPACES`" in line:
+            continue
+        if "namespaced Roles only" in line:
             continue
         for resource in re.findall(r"`([^`]*)`", cells[1]):
             for verb in re.findall(r"`([^`]*)`", cells[2]):
@@ -281,6 +284,8 @@ def test_namespaced_mode_uses_roles_per_namespace() -> None:
     objects = tools.render({"operator.watchNamespaces": "{books,other}"})
     roles = tools.by_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["books", "other"]
+    for role in roles:  # a watched namespace's Role reads the Secrets its instances name
+        assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in role["rules"]
     assert sorted(b["metadata"]["namespace"] for b in tools.by_kind(objects, "RoleBinding")) == [
         "books",
         "other",
@@ -298,6 +303,45 @@ def test_namespaced_mode_uses_roles_per_namespace() -> None:
     ]
     env = _operator_env(objects)
     assert env["BOOKSTREAM_OPERATOR_NAMESPACES"] == "books,other"
+
+
+@pytest.mark.parametrize(
+    ("values", "reading"),
+    [
+        ({}, ["books"]),
+        ({"operator.secretNamespaces": "{team-a,team-b}"}, ["books", "team-a", "team-b"]),
+        ({"operator.watchNamespaces": "{books,other}"}, ["books", "other"]),
+        ({"operator.watchNamespaces": "{other}", "operator.secretNamespaces": "{x}"}, ["other"]),
+        (
+            {"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "o"},
+            [],
+        ),
+    ],
+    ids=["cluster-wide", "secret-namespaces", "watched", "watched-ignores-list", "no-rbac"],
+)
+def test_no_cluster_wide_secret_access(values: dict[str, str], reading: list[str]) -> None:
+    """In every mode no ClusterRole names Secrets (nor any resource by wildcard), no binding
+    hands the operator a cluster role that could, and the only Secret rule is `get` in a Role
+    of a named namespace: the release namespace and operator.secretNamespaces cluster-wide,
+    the watched namespaces otherwise."""
+    objects = tools.render(values)
+    for role in tools.by_kind(objects, "ClusterRole"):
+        for rule in role["rules"]:
+            assert "secrets" not in rule["resources"] and "*" not in rule["resources"], rule
+            assert "*" not in rule["apiGroups"] and "*" not in rule["verbs"], rule
+    for binding in tools.by_kind(objects, "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role", binding  # never a ClusterRole
+    secret_rules = [
+        (role["metadata"]["namespace"], rule)
+        for role in tools.by_kind(objects, "Role")
+        for rule in role["rules"]
+        if "secrets" in rule["resources"]
+    ]
+    assert all(
+        rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+        for _, rule in secret_rules
+    ), secret_rules
+    assert sorted(ns for ns, _ in secret_rules) == reading
 
 
 def _operator_env(objects: list[Doc]) -> dict[str, str]:
@@ -619,8 +663,11 @@ def test_the_operators_default_objects_fit_kubernetes_schemas() -> None:
     from bookstream_operator.spec import parse_spec
 
     owner = manifests.Owner("main", "books", "uid")
-    for obj in manifests.desired_objects(owner, parse_spec({}), {"lending": 1, "shelving": 0}):
-        tools.validate(obj)
+    # Without a Secret, with one password (a file), with the role Secret (a file per service).
+    for redis in ({}, {"passwordSecretRef": {"name": "pw"}}, {"usersSecretRef": {"name": "u"}}):
+        spec = parse_spec({"redis": redis})
+        for obj in manifests.desired_objects(owner, spec, {"lending": 1, "shelving": 0}):
+            tools.validate(obj)
 
 
 def test_a_long_release_name_gives_names_kubernetes_accepts() -> None:
@@ -654,3 +701,21 @@ def test_an_external_redis_does_not_inherit_the_chart_s_password() -> None:
         if o["kind"] == "LibraryInstance"
     ]
     assert "usersSecretRef" in default[0]["spec"]["redis"]  # the chart's own Redis
+
+
+def test_a_library_instance_names_one_secret() -> None:
+    """The chart's Redis with a password Secret of the user's: the chart's role Secret is
+    not added beside it (the CRD refuses two references)."""
+    (li,) = tools.by_kind(
+        tools.render(
+            {
+                "libraryInstance.enabled": "true",
+                "libraryInstance.spec.redis.passwordSecretRef.name": "mine",
+            }
+        ),
+        "LibraryInstance",
+    )
+    assert li["spec"]["redis"] == {
+        "url": "redis://rel-bookstream-redis.books.svc:6379",
+        "passwordSecretRef": {"name": "mine"},
+    }

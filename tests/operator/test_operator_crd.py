@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
-from bookstream_operator.spec import parse_spec
+from bookstream_operator.spec import URL_CREDENTIALS, SpecError, parse_spec
 from celpy.adapter import json_to_cel
 
 CRD_PATH = (
@@ -245,6 +245,7 @@ def test_identity_fields_are_immutable(schema: dict[str, Any]) -> None:
         changed(limits={"userLimit": 9}),
         changed(redis__tls=True),
         changed(redis__passwordSecretRef={"name": "other"}),
+        changed(redis__passwordSecretRef=None, redis__usersSecretRef={"name": "roles"}),
     ):
         assert cel_violations(schema, new, base) == [], new["spec"]
     # The non-transition rule still applies to creates and updates alike.
@@ -269,3 +270,62 @@ def test_names_that_kubernetes_cannot_carry_are_refused(schema: dict[str, Any]) 
         obj.setdefault("metadata", {})["name"] = name
         refused = cel_violations(schema, obj, None)
         assert (refused == []) is ok, (name, refused)
+
+
+#: URLs that carry a password (or a user) for Redis: refused wherever they are written.
+URLS_WITH_CREDENTIALS = [
+    "redis://:s3cret@redis:6379",
+    "redis://bs-main-operator:s3cret@redis:6379/0",
+    "rediss://default@redis.books.svc:6380",
+    "unix://user:s3cret@/run/redis/redis.sock",
+    "redis://redis:6379/0?password=s3cret",
+    "rediss://redis:6380/?db=1&password=s3cret",
+    "redis://a:b@c@redis:6379",
+]
+URLS_WITHOUT = [
+    "redis://redis:6379",
+    "rediss://redis.books.svc:6380/2",
+    "redis://[::1]:6379",
+    "unix:///run/redis/redis.sock",
+    "unix:///tmp/odd@name.sock",  # an "@" in the path is no userinfo
+    "redis://redis:6379/0?db=1&health_check_interval=5",
+]
+
+
+def test_a_url_with_credentials_is_refused_naming_the_secret_references(
+    schema: dict[str, Any],
+) -> None:
+    """The CRD's CEL rule (cel-python matches with RE2, as the API server does) and the
+    operator's own check agree on every URL, and neither message repeats the URL."""
+    for url in URLS_WITH_CREDENTIALS:
+        obj = copy.deepcopy(EXAMPLE)
+        obj["spec"]["redis"]["url"] = url
+        assert cel_violations(schema, obj, None) == [URL_CREDENTIALS], url
+        with pytest.raises(SpecError) as refused:
+            parse_spec(obj["spec"])
+        assert str(refused.value) == URL_CREDENTIALS
+        assert "usersSecretRef" in URL_CREDENTIALS and "passwordSecretRef" in URL_CREDENTIALS
+        # Adding credentials to a live object is refused too (besides the immutable URL).
+        assert URL_CREDENTIALS in cel_violations(schema, obj, EXAMPLE), url
+    for url in URLS_WITHOUT:
+        obj = copy.deepcopy(EXAMPLE)
+        obj["spec"]["redis"]["url"] = url
+        assert cel_violations(schema, obj, None) == [], url
+        assert parse_spec(obj["spec"]).redis.url == url
+
+
+def test_one_kind_of_secret_reference_at_a_time(schema: dict[str, Any]) -> None:
+    both = copy.deepcopy(EXAMPLE)
+    both["spec"]["redis"]["usersSecretRef"] = {"name": "main-redis-users"}
+    message = "give spec.redis.usersSecretRef or spec.redis.passwordSecretRef, not both"
+    assert cel_violations(schema, both, None) == [message]
+    with pytest.raises(SpecError, match="not both"):
+        parse_spec(both["spec"])
+    users = copy.deepcopy(both)
+    del users["spec"]["redis"]["passwordSecretRef"]
+    assert cel_violations(schema, users, None) == []
+    assert parse_spec(users["spec"]).redis.users_secret == "main-redis-users"
+    validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
+    validator.validate(users)
+    users["spec"]["redis"]["usersSecretRef"] = {}
+    assert list(validator.iter_errors(users)), "a reference without a name"

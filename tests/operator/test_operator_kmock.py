@@ -1,266 +1,51 @@
 """The operator process end to end: kopf against KMock, workers' Redis for real.
 
-KMock (the in-memory Kubernetes API that kopf's own tests use) checks the wiring --
-discovery, watching, status patches through the subresource, events, server-side
-apply with its create fallback -- not Kubernetes itself: there is no controller
-behind a StatefulSet, no garbage collector and no admission (no schema defaulting),
-so the tests play the StatefulSet controller where readiness matters.
+KMock's limits: tests/operator/kmock_env.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import signal
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import kmock
-import kopf
 import pytest
 import redis
-import yaml
-from bookstream_core.keys import LibraryKeys
 from bookstream_operator.claim import claim_key
-from bookstream_operator.handlers import Context, register
 from bookstream_operator.kube import Kube
 from bookstream_operator.reconcile import reconcile
 from bookstream_operator.settings import OperatorConfig
 from bookstream_operator.status import status_patch
 
 from tests.deploy import tools
+from tests.operator.kmock_env import (
+    KEYS,
+    LI_PATH,
+    NS,
+    OTHER_NS,
+    condition,
+    events,
+    eventually,
+    find,
+    instance,
+    li_status,
+    no_finalizers,
+    operator_requests,
+    patch_li,
+    play_statefulset_controller,
+    post_li,
+    running_operator,
+)
 
 if TYPE_CHECKING:
     from conftest import RedisServer
-
-NS = "books"
-OTHER_NS = "shelves"
-LI_PATH = f"/apis/bookstream.io/v1alpha1/namespaces/{NS}/libraryinstances"
-KEYS = LibraryKeys("main")
-
-
-def find(
-    k: kmock.KubernetesEmulator, plural: str, name: str, ns: str = NS
-) -> dict[str, Any] | None:
-    for (resource, namespace, obj_name), obj in k.objects.items():
-        if resource.plural == plural and namespace == ns and obj_name == name and not obj.deleted:
-            return dict(obj.raw)
-    return None
-
-
-def events(k: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
-    """Every event kopf posted (KMock ignores generateName, so read the requests, not objects)."""
-    return [dict(req.data) for req in k[f"post /api/v1/namespaces/{NS}/events"] if req.data]
-
-
-async def eventually(
-    check: Callable[[], Any], what: str, timeout: float = 20.0, show: Callable[[], Any] = str
-) -> Any:
-    """The first truthy result of ``check``; fails the test (saying ``what``) on timeout.
-
-    It asserts itself, so that no wait can be left unchecked by discarding its result.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (KeyError, TypeError, AssertionError) as exc:
-            last = exc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: last {last!r}; {show()}")
-        await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-def api(
-    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> kmock.KubernetesEmulator:
-    kmock.resources["bookstream.io/v1alpha1/libraryinstances"] = kmock.ResourceInfo(
-        kind="LibraryInstance",
-        singular="libraryinstance",
-        namespaced=True,
-        verbs={"list", "watch", "get", "patch", "create", "delete"},
-        shortnames={"li"},
-        subresources={"status", "scale"},
-    )
-    # What kopf discovers on any cluster before it starts watching.
-    kmock.resources["v1/namespaces"] = kmock.ResourceInfo(
-        kind="Namespace", namespaced=False, verbs={"list", "watch", "get"}
-    )
-    kmock.resources["v1/events"] = kmock.ResourceInfo(
-        kind="Event", namespaced=True, verbs={"create", "list", "get"}
-    )
-    kmock.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
-        kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch", "get"}
-    )
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "users": [{"name": "kmock", "user": {}}],
-        "contexts": [
-            {"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": NS}}
-        ],
-        "current-context": "kmock",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    # No service account here: both kopf and lightkube fall back to $KUBECONFIG.
-    return kmock
-
-
-@contextlib.asynccontextmanager
-async def running_operator(config: OperatorConfig) -> AsyncIterator[Context]:
-    """The operator in its own thread and event loop, as it runs in its pod.
-
-    (kopf cancels every task it did not start when it stops, so it cannot share the
-    test's loop; KMock keeps serving in the test's loop while the test awaits.) Stopping
-    it must end the thread without an error.
-    """
-    registry = kopf.OperatorRegistry()
-    ctx = register(registry, config)
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=registry,
-                    clusterwide=not config.namespaces,
-                    namespaces=config.namespaces,
-                    standalone=True,
-                    stop_flag=stop,
-                    ready_flag=ready,
-                )
-            )
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="operator", daemon=True)
-    thread.start()
-    for _ in range(100):
-        if ready.is_set() or errors:
-            break
-        await asyncio.sleep(0.1)
-    assert ready.is_set(), errors
-    yield ctx
-    stop.set()
-    for _ in range(150):
-        if not thread.is_alive():
-            break
-        await asyncio.sleep(0.1)
-    assert not thread.is_alive(), "operator did not stop"
-    assert not errors, errors
-
-
-@pytest.fixture
-async def operator(api: kmock.KubernetesEmulator) -> AsyncIterator[None]:
-    # A long server-side watch timeout: KMock cannot resume a watch from a resourceVersion,
-    # so an event falling between a watch's end and the next LIST would be lost.
-    async with running_operator(OperatorConfig(interval_s=0.3, watch_timeout_s=600)):
-        yield
-
-
-@pytest.fixture
-async def http(api: kmock.KubernetesEmulator) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=str(api.url)) as session:
-        yield session
-
-
-async def patch_li(http: aiohttp.ClientSession, name: str, body: dict[str, Any]) -> None:
-    async with http.patch(
-        f"{LI_PATH}/{name}", json=body, headers={"Content-Type": "application/merge-patch+json"}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-
-
-def play_statefulset_controller(api: kmock.KubernetesEmulator, name: str, ns: str = NS) -> None:
-    """Mark a StatefulSet's pods ready, as its controller would once they pass /readyz."""
-    for (res, obj_ns, obj_name), obj in api.objects.items():
-        if res.plural == "statefulsets" and obj_ns == ns and obj_name == name and not obj.deleted:
-            n = obj.raw["spec"]["replicas"]
-            obj.patch({"status": {"replicas": n, "readyReplicas": n, "updatedReplicas": n}})
-
-
-def condition(li: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for cond in ((li or {}).get("status") or {}).get("conditions") or []:
-        if cond["type"] == type_:
-            return dict(cond)
-    return None
-
-
-def li_status(api: kmock.KubernetesEmulator, name: str, ns: str = NS) -> dict[str, Any]:
-    """The stored status, checked against the CRD's status schema every time it is read."""
-    status = dict((find(api, "libraryinstances", name, ns) or {}).get("status") or {})
-    tools.validate_structural(tools.status_schema(), status)
-    return status
-
-
-def no_finalizers(api: kmock.KubernetesEmulator, name: str, ns: str = NS) -> None:
-    meta = (find(api, "libraryinstances", name, ns) or {}).get("metadata") or {}
-    assert not meta.get("finalizers"), meta
-
-
-def operator_requests(api: kmock.KubernetesEmulator) -> set[tuple[str, str, str]]:
-    """(group, resource[/subresource], verb) of every request the operator made.
-
-    The test's own requests (aiohttp's user agent) are left out; what remains is kopf
-    and lightkube, i.e. what the operator's RBAC must allow.
-    """
-    out: set[tuple[str, str, str]] = set()
-    for req in list(api):
-        if "aiohttp" in req.headers.get("User-Agent", ""):
-            continue
-        if req.resource is None or req.resource.plural is None:
-            continue  # discovery (/api, /apis/...): allowed to everyone by system:discovery
-        verb = VERBS[req.method.name, req.name is not None, req.params.get("watch")]
-        resource = req.resource.plural + (f"/{req.subresource}" if req.subresource else "")
-        out.add((req.resource.group or "", resource, verb))
-    return out
-
-
-VERBS = {
-    ("GET", True, None): "get",
-    ("GET", False, None): "list",
-    ("GET", False, "true"): "watch",
-    ("GET", True, "true"): "watch",
-    ("POST", False, None): "create",
-    ("PATCH", True, None): "patch",
-    ("PUT", True, None): "update",
-    ("DELETE", True, None): "delete",
-}
-
-
-async def post_li(http: aiohttp.ClientSession, body: dict[str, Any], ns: str = NS) -> None:
-    path = f"/apis/bookstream.io/v1alpha1/namespaces/{ns}/libraryinstances"
-    async with http.post(path, json=body) as resp:
-        assert resp.status in (200, 201), await resp.text()
-
-
-def instance(name: str, url: str, uid: str, ns: str = NS, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "bookstream.io/v1alpha1",
-        "kind": "LibraryInstance",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "uid": uid,
-            "generation": 1,
-            "resourceVersion": "1",  # KMock keeps it as given; kopf's JSON-patches test it
-        },
-        "spec": {"redis": {"url": url}, **spec},
-    }
 
 
 async def test_create_update_scale_pause_delete(
@@ -277,7 +62,11 @@ async def test_create_update_scale_pause_delete(
         json={
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "redis-auth", "namespace": NS},
+            "metadata": {
+                "name": "redis-auth",
+                "namespace": NS,
+                "labels": {"bookstream.io/redis-credentials": "true"},
+            },
             "data": {"pw": base64.b64encode(b"s3cret").decode()},
         },
     ) as resp:
@@ -313,11 +102,10 @@ async def test_create_update_scale_pause_delete(
     assert (find(api, "statefulsets", "lib1-shelving") or {})["spec"]["replicas"] == 1
     assert (find(api, "services", "lib1-lending-metrics") or {})["spec"]["clusterIP"] == "None"
     assert (find(api, "configmaps", "lib1-config") or {})["data"]["BOOKSTREAM_USER_LIMIT"] == "7"
-    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {
-        "name": "BOOKSTREAM_REDIS_PASSWORD",
-        "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "pw"}},
-    } in env
+    # The password reaches the workers as a file from the Secret, never as a value.
+    pod = sts["spec"]["template"]["spec"]
+    assert {"key": "pw", "path": "password"} in pod["volumes"][-1]["secret"]["items"]
+    assert "s3cret" not in json.dumps(sts)
     # The library is claimed by this LibraryInstance.
     claim = json.loads(client.get(claim_key(KEYS)) or b"{}")
     assert claim == {"uid": "uid-lib1", "namespace": NS, "name": "lib1"}
@@ -422,9 +210,13 @@ async def test_create_update_scale_pause_delete(
         assert resp.status == 200, await resp.text()
     await eventually(lambda: find(api, "libraryinstances", "lib1") is None, "deletion")
 
-    # --- RBAC: the chart's ClusterRole grants exactly what the operator asked for.
+    # --- RBAC: the chart's ClusterRole, with the Role that reads Secrets in the release
+    # namespace (where this instance and its Secret are), grants exactly what the operator
+    # asked for.
     used = operator_requests(api)
-    granted = grants(tools.render(), "ClusterRole")
+    rendered = tools.render(namespace=NS)
+    granted = grants(rendered, "ClusterRole") | grants(rendered, "Role")
+    assert ("", "secrets", "get") not in grants(rendered, "ClusterRole")
     assert used <= granted, sorted(used - granted)
     assert granted - used <= NOT_EXERCISED, sorted(granted - used - NOT_EXERCISED)
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
+from bookstream_core.config import add_worker_arguments, worker_settings_from
+from bookstream_core.settings import SETTINGS
 from bookstream_operator import manifests, naming
 from bookstream_operator.manifests import Owner
 from bookstream_operator.spec import DEFAULT_RESOURCES, SpecError, parse_spec
@@ -168,20 +174,44 @@ def test_config_change_rolls_the_pods() -> None:
     assert hash_of({}) != hash_of({"redis": {"url": "redis://other:6379"}})
 
 
-def test_redis_settings_and_password_secret() -> None:
+def pod_spec(objs: dict[str, dict[str, Any]], service: str) -> dict[str, Any]:
+    return dict(objs[f"StatefulSet/lib1-{service}"]["spec"]["template"]["spec"])
+
+
+def no_secret_values(objs: dict[str, dict[str, Any]]) -> None:
+    """No object carries a password: no secretKeyRef env, no literal, nothing in config."""
+    for obj in objs.values():
+        text = str(obj)
+        assert "secretKeyRef" not in text and "BOOKSTREAM_REDIS_PASSWORD'" not in text, obj
+    for service in ("lending", "shelving"):
+        env = env_of(container(objs, service))
+        assert "BOOKSTREAM_REDIS_PASSWORD" not in env
+    assert not any("PASSWORD" in k for k in objs["ConfigMap/lib1-config"]["data"])
+
+
+def test_redis_settings_without_a_password() -> None:
     objs = objects({})
     data = objs["ConfigMap/lib1-config"]["data"]
     assert data["BOOKSTREAM_REDIS_URL"] == "redis://redis:6379"
     assert data["BOOKSTREAM_REDIS_SSL"] == "false"
     assert "BOOKSTREAM_REDIS_DB" not in data
-    assert "BOOKSTREAM_REDIS_PASSWORD" not in env_of(container(objs, "lending"))
+    # The metrics port must answer the kubelet's probes and Prometheus, from outside the pod.
+    assert data["BOOKSTREAM_METRICS_HOST"] == "0.0.0.0"
+    no_secret_values(objs)
+    for service in ("lending", "shelving"):
+        env = env_of(container(objs, service))
+        assert "BOOKSTREAM_REDIS_PASSWORD_FILE" not in env and "BOOKSTREAM_REDIS_USER" not in env
+        assert [v["name"] for v in pod_spec(objs, service)["volumes"]] == ["tmp"]
+
+
+def test_a_password_secret_is_mounted_as_a_file_for_the_default_user() -> None:
     objs = objects(
         {
             "redis": {
                 "url": "rediss://r.example:6380",
                 "tls": True,
                 "db": 2,
-                "passwordSecretRef": {"name": "redis-auth"},
+                "passwordSecretRef": {"name": "redis-auth", "key": "pw"},
             }
         }
     )
@@ -189,11 +219,46 @@ def test_redis_settings_and_password_secret() -> None:
     assert data["BOOKSTREAM_REDIS_URL"] == "rediss://r.example:6380"
     assert data["BOOKSTREAM_REDIS_SSL"] == "true"
     assert data["BOOKSTREAM_REDIS_DB"] == "2"
-    assert "password" not in str(data).lower()  # never in the ConfigMap
+    no_secret_values(objs)
     for service in ("lending", "shelving"):
-        assert env_of(container(objs, service))["BOOKSTREAM_REDIS_PASSWORD"] == {
-            "secretKeyRef": {"name": "redis-auth", "key": "password"}
-        }
+        env = env_of(container(objs, service))
+        assert env["BOOKSTREAM_REDIS_PASSWORD_FILE"] == "/var/run/secrets/bookstream/redis/password"
+        assert "BOOKSTREAM_REDIS_USER" not in env  # Redis' default user
+        assert mounted_secret(objs, service) == ("redis-auth", "pw")
+
+
+def mounted_secret(objs: dict[str, dict[str, Any]], service: str) -> tuple[str, str]:
+    """(Secret, its one key) mounted at the password file's directory, checked for how:
+    read-only, whole (a subPath mount is never updated: no rotation), one key only."""
+    spec = pod_spec(objs, service)
+    (mount,) = [m for m in container(objs, service)["volumeMounts"] if m["name"] != "tmp"]
+    assert mount == {
+        "name": "redis-password",
+        "mountPath": "/var/run/secrets/bookstream/redis",
+        "readOnly": True,
+    }
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "redis-password"]
+    secret = volume["secret"]
+    (item,) = secret["items"]
+    assert item["path"] == "password"
+    # Readable by the owner (root) and the pod's fsGroup, which is the worker's group.
+    assert secret["defaultMode"] == 0o440 and spec["securityContext"]["fsGroup"] == 10001
+    assert container(objs, service)["securityContext"]["runAsGroup"] == 10001
+    return str(secret["secretName"]), str(item["key"])
+
+
+def test_a_role_secret_gives_each_service_its_own_key_and_acl_user() -> None:
+    objs = objects({"library": "east", "redis": {"usersSecretRef": {"name": "east-users"}}})
+    no_secret_values(objs)
+    for service in ("lending", "shelving"):
+        env = env_of(container(objs, service))
+        assert env["BOOKSTREAM_REDIS_USER"] == f"bs-east-{service}"
+        assert env["BOOKSTREAM_REDIS_PASSWORD_FILE"] == "/var/run/secrets/bookstream/redis/password"
+        # Its own key only: lending's pods never see shelving's (or the operator's) password.
+        assert mounted_secret(objs, service) == ("east-users", service)
+    # Switching Secrets changes the pod template, so the workers roll onto it.
+    other = objects({"library": "east", "redis": {"usersSecretRef": {"name": "rotated"}}})
+    assert pod_spec(other, "lending") != pod_spec(objs, "lending")
 
 
 def test_resources_default_and_per_service() -> None:
@@ -335,3 +400,37 @@ def test_a_disruption_budget_per_service() -> None:
             parse_spec({"disruptionBudget": bad})
     with pytest.raises(SpecError, match="tolerations"):
         parse_spec({"placement": {"tolerations": {"key": "x"}}})
+
+
+def _expand(env: dict[str, str], match: re.Match[str]) -> str:
+    return env[match.group(1)]
+
+
+def test_the_workers_read_what_the_operator_gives_them(tmp_path: Path) -> None:
+    """The ConfigMap and the container's environment, resolved as the kubelet would (the
+    downward API, $(VAR), the mounted file), make valid worker settings with the role's user
+    and the password file; every variable is a worker setting."""
+    spec = {"library": "east", "redis": {"usersSecretRef": {"name": "east-users"}}}
+    objs = objects(spec)
+    known = {s.variable for s in SETTINGS}
+    mounted = tmp_path / "password"
+    mounted.write_text("lend-pw\n")  # the kubelet writes the Secret's key here
+    for service in ("lending", "shelving"):
+        env = dict(objs["ConfigMap/lib1-config"]["data"])
+        downward = {"BOOKSTREAM_POD_NAMESPACE": "books", "BOOKSTREAM_POD_NAME": "lib1-x-0"}
+        for var in container(objs, service)["env"]:
+            value = str(var.get("value", downward.get(var["name"])))
+            # Kubernetes expands $(VAR) from the variables defined before it.
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", partial(_expand, env), value)
+        assert env["BOOKSTREAM_REDIS_PASSWORD_FILE"] == manifests.PASSWORD_FILE
+        assert set(env) - known <= set(downward), set(env) - known
+        env["BOOKSTREAM_REDIS_PASSWORD_FILE"] = str(mounted)
+        parser = argparse.ArgumentParser()
+        add_worker_arguments(parser)
+        settings = worker_settings_from(service, parser.parse_args([]), env)
+        assert settings.name == "books.lib1-x-0" and settings.library == "east"
+        assert settings.redis.user == f"bs-east-{service}"
+        assert settings.redis.password is None and settings.redis.password_file == str(mounted)
+        assert settings.redis.describe() == "redis://redis:6379"
+        assert settings.observability.metrics_port == naming.METRICS_PORT
+        assert settings.observability.metrics_host == "0.0.0.0"  # probes, Prometheus

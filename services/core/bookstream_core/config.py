@@ -3,8 +3,9 @@
 Every setting is a row of ``settings.SETTINGS``: a command-line option, a ``BOOKSTREAM_*``
 environment variable (what a pod uses), or the default. Nothing here reads the
 environment at import time: entry points call the ``*_from`` builders with
-``os.environ`` explicitly. The operator builds its Redis settings on its own
-(``bookstream_operator/connection.py``): it reads a LibraryInstance, not options.
+``os.environ`` explicitly. The operator reads a LibraryInstance, not options, and makes
+its Redis settings with :func:`build_redis_settings` too
+(``bookstream_operator/connection.py``).
 """
 
 from __future__ import annotations

@@ -71,12 +71,14 @@ def rules(library: str, role: Role) -> list[str]:
         return [*keys, outcomes, *_CONNECTION, *_READ, *door]
     if role == "viewer":
         return [f"%R~{p}*", outcomes, *_CONNECTION, *_READ]
-    # operator: status collection (reads) and scale-down: move a removed worker's pending
-    # entries to a survivor, delete its consumer, mark its name retired.
+    # operator: status collection (reads), the library's claim (one LibraryInstance per
+    # library: SET NX and a compare-and-set script), and scale-down: move a removed
+    # worker's pending entries to a survivor, delete its consumer, mark its name retired.
     streams = [f"~{p}lending:inbox", f"~{p}lending:replies", f"~{p}shelving:inbox"]
     writes = ("+eval", "+evalsha", "+script|load", "+script|exists", "+xclaim",
               "+xgroup|delconsumer", "+set")  # fmt: skip
-    return [f"%R~{p}*", *streams, f"~{p}worker:*", *_CONNECTION, *_READ, *writes]
+    own = [f"~{p}worker:*", f"~{p}operator:claim"]
+    return [f"%R~{p}*", *streams, *own, *_CONNECTION, *_READ, *writes]
 
 
 def setuser_arguments(library: str, role: Role, password: str) -> list[str]:

@@ -120,12 +120,19 @@ capabilities:
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [create, patch]
-# The Redis password Secret a LibraryInstance names: get only, never list or watch.
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
 # Kubernetes events about what it did (core/v1).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end -}}
+
+{{/* Reading the Redis credentials Secret a LibraryInstance names: only ever in a namespaced
+Role (a namespace the operator watches or one listed in operator.secretNamespaces), never in
+the ClusterRole. get only, never list or watch; the operator also requires the Secret's label
+bookstream.io/redis-credentials=true (RBAC cannot), operator/README.md "Which Secrets the
+operator reads". */}}
+{{- define "bookstream.operatorSecretRules" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 {{- end -}}
