@@ -225,10 +225,15 @@ def test_each_role_is_refused_what_it_may_not_do(
     command: tuple[str, ...],
 ) -> None:
     client = env_of(bookstream_env, roles, "client")
-    for service in ("lending", "shelving"):
+    workers = [
         start_worker(service, redis_server, library=LIB,
-                     env=env_of(bookstream_env, roles, service))  # fmt: skip
+                     env=env_of(bookstream_env, roles, service))
+        for service in ("lending", "shelving")
+    ]  # fmt: skip
     assert run_cli(client, "request", "user1", "book1", server=redis_server).returncode == 0
+    # Stopped: a running worker's reads change its consumers' seen-times (in the DUMP).
+    for worker in workers:
+        assert worker.terminate() == 0
     before = snapshot(redis_server)
     with pytest.raises(redis.ResponseError, match=r"NOPERM|no permissions"):
         role_client(role).execute_command(*command)
