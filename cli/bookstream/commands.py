@@ -66,8 +66,8 @@ def info(library: str) -> dict[str, object]:
             for service in SERVICES
         },
         "producer": {
-            # The door validates the event, appends it with an id Redis assigns and binds
-            # the request id to its user; a raw XADD skips all that.
+            # The door validates the event, refuses an id Lending recorded for another user
+            # and appends it with an id Redis assigns; a raw XADD skips all that.
             "submit": f"FCALL bs1_submit 1 {keys.inbox('lending')} '<JSON event>'",
             "refusals": {
                 "BSBAD": "the event is invalid (the message says why); nothing was written",

@@ -97,7 +97,8 @@ async def setup_library(r: aioredis.Redis, library: str, acl_dir: Path | None) -
 def acl_file(library: str, password_dir: Path | None) -> str:
     """The roles as an ACL file; with ``password_dir``, each user's password as a SHA-256
     hash of the file there (the file itself is never printed)."""
-    lines = [f"# bookstream roles of library {library} (bookstream acl --library {library})"]
+    # Nothing but `user` lines: Redis refuses an ACL file with any other line.
+    lines = []
     for role in ROLES:
         digest = None
         if password_dir is not None and (password_dir / role).exists():

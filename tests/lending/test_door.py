@@ -11,12 +11,13 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 from bookstream_core.events import SCHEMA_VERSION, lending_decoder
+from bookstream_core.functions import CoreFunctions
 from bookstream_lending.functions import LendingFunctions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
-from tests.lending.test_functions import KEYS, LK
+from tests.lending.test_functions import KEYS, Lending
 
 INBOX = KEYS.inbox("lending")
 MAX_ID = "18446744073709551615-18446744073709551615"
@@ -45,8 +46,8 @@ async def test_a_valid_event_is_appended_as_sent(
     entry_id = await door.submit(payload)
     ((got_id, fields),) = await aredis.xrange(INBOX)
     assert got_id == entry_id and fields == {b"e": payload.encode()}
-    assert await aredis.get(LK.owner("r1")) == b"request:ann"
-    assert 0 < await aredis.ttl(LK.owner("r1")) <= 86400
+    # The entry is all the door writes: a client needs no right on any other key.
+    assert [k async for k in aredis.scan_iter("bs:{t}:*")] == [INBOX.encode()]
 
 
 REFUSED = {
@@ -95,12 +96,28 @@ async def test_invalid_utf8_is_refused(door: LendingFunctions, aredis: aioredis.
 async def test_a_request_id_stays_with_its_first_user(
     door: LendingFunctions, aredis: aioredis.Redis
 ) -> None:
-    await door.submit(_event(id="mine"))
-    await door.submit(_event(id="mine"))  # the same user again: a safe resubmission
-    for other in (_event(id="mine", user="bob"), _event(id="mine", type="return")):
-        with pytest.raises(ResponseError, match=r"^BSTAKEN "):
-            await door.submit(other)
-    assert await aredis.xlen(INBOX) == 2
+    """Once Lending has recorded an id (a request waiting for Shelving, an outcome),
+    another user or kind is refused at the door; the same user may resubmit."""
+    lending = Lending(aredis)
+    await lending.setup()
+    assert (await lending.event("request", "mine", "ann", ["far"])).status == "pending"
+    others = (_event(id="mine", user="bob"), _event(id="mine", type="return"))
+    for answered in (False, True):
+        if answered:
+            assert (await lending.event("fetched", "mine", "", ["far"])).status == "accepted"
+        before = await aredis.xlen(INBOX)
+        await door.submit(_event(id="mine"))  # the same user again: a safe resubmission
+        for other in others:
+            with pytest.raises(ResponseError, match=r"^BSTAKEN "):
+                await door.submit(other)
+        assert await aredis.xlen(INBOX) == before + 1
+
+
+async def test_a_rejected_id_names_nobody(door: LendingFunctions, aredis: aioredis.Redis) -> None:
+    """A `rejected` outcome (a malformed entry) applied nothing: any user may use the id."""
+    rejected = {"request_id": "r9", "kind": "request", "status": "rejected", "user": ""}
+    await aredis.set(KEYS.outcome("r9"), json.dumps(rejected))
+    await door.submit(_event(id="r9", user="bob"))
 
 
 async def test_an_inbox_out_of_ids_is_redis_s_trouble(
@@ -109,7 +126,22 @@ async def test_an_inbox_out_of_ids_is_redis_s_trouble(
     await aredis.xadd(INBOX, {"e": "{}"}, id=MAX_ID)
     with pytest.raises(ResponseError, match=r"^BSENV "):
         await door.submit(_event())
-    assert not await aredis.exists(LK.owner("r1"))
+    assert await aredis.xlen(INBOX) == 1
+
+
+async def test_ids_pushed_to_the_end_are_mended_by_lending_not_the_door(
+    door: LendingFunctions, aredis: aioredis.Redis
+) -> None:
+    """Breaker: a client pushed the inbox's ids to the end and trimmed it empty; the door
+    (run as the client, who may not XSETID) refused forever and nobody repaired an empty
+    stream. Now the door only looks, and Lending's housekeeping (bs1_trim) mends it."""
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    await aredis.execute_command("XADD", INBOX, "MAXLEN", "0", MAX_ID, "e", "x")
+    with pytest.raises(ResponseError, match=r"^BSENV .*pushed ahead"):
+        await door.submit(_event())
+    await CoreFunctions(aredis).trim(INBOX)
+    await door.submit(_event())
+    assert await aredis.xlen(INBOX) == 1
 
 
 ids = st.text(

@@ -236,6 +236,9 @@ end
 local function trim(keys, args)
   local stream = keys[1]
   if redis.call('EXISTS', stream) == 0 then return 0 end
+  -- A producer may push a stream's ids to the end (an explicit id, then MAXLEN 0): the door
+  -- refuses to append then, and only looks; the reader's housekeeping mends it here.
+  if redis.call('TYPE', stream)['ok'] == 'stream' then repair_stream_ids(stream, false) end
   local groups = redis.call('XINFO', 'GROUPS', stream)
   if #groups == 0 then return 0 end
   local floor = nil

@@ -61,14 +61,17 @@ def rules(library: str, role: Role) -> list[str]:
         keys = [f"~{p}shelving:*", f"~{p}lending:replies", f"~{p}worker:shelving:*"]
         return [*keys, *_CONNECTION, *_READ, *_WORKER]
     if role == "client":
-        # Read everything of the library (status views, outcomes), submit through the
-        # door only: the door appends to the inbox and binds the id, under these rights
-        # (a key FCALL names needs one pattern granting both reading and writing). The
-        # door's XADD and SET run as the caller, so the client may send them itself: a
-        # raw XADD skips only the door's early checks, which Lending makes again.
-        keys = [f"%R~{p}*", f"~{p}lending:inbox", f"~{p}lending:owner:*"]
-        door = ("+fcall|bs1_submit", "+xadd", "+set")
-        return [*keys, outcomes, *_CONNECTION, *_READ, *door]
+        # Read what status and an outcome need (not the history of every patron's
+        # outcomes, `events`, nor a pattern subscription to all of them), and submit
+        # through the door only. The door runs as its caller, so its one write, the XADD,
+        # is the client's: a selector grants it, with the FCALL, on the inbox alone (a key
+        # FCALL names needs read and write in one pattern), so no other write reaches
+        # the inbox (SET, DEL...). Redis cannot limit XADD's arguments: a client may still
+        # trim the inbox with MAXLEN or MINID (docs/security.md).
+        reads = [f"%R~{p}{part}" for part in ("lending:*", "shelving:*", "outcome:*", "worker:*")]
+        door = f"(~{p}lending:inbox +fcall|bs1_submit +xadd)"
+        own_outcomes = [c for c in _READ if c not in ("+psubscribe", "+punsubscribe")]
+        return [*reads, outcomes, *_CONNECTION, *own_outcomes, door]
     if role == "viewer":
         return [f"%R~{p}*", outcomes, *_CONNECTION, *_READ]
     # operator: status collection (reads), the library's claim (one LibraryInstance per

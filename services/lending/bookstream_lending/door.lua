@@ -1,8 +1,9 @@
 --
 -- The door: the one way clients and foreign producers put a request or a return into
 -- lending's inbox (bs1_submit). It validates the event completely before anything is
--- written, appends it with an id Redis assigns, and binds the request id to the user and
--- kind that first used it. Part of bookstream_lending_v1 (loaded with lending.lua).
+-- written, refuses a request id Lending has recorded for another user or kind, and
+-- appends it with an id Redis assigns. Part of bookstream_lending_v1 (loaded with
+-- lending.lua).
 -- The workers validate every entry again (bookstream_core.events): the door may refuse
 -- more than they do, never less.
 
@@ -74,24 +75,52 @@ local function check_event(payload, library)
   return event
 end
 
+-- Who already used this request id, as far as Lending has recorded it: the user and kind
+-- of its outcome (a `rejected` one names nobody), or the user of a request waiting for
+-- Shelving. Read only: the door writes nothing but the entry, so a client needs no right
+-- on any key but the inbox (docs/security.md).
+local function used_by(p, reqid)
+  local stored = redis.call('GET', p .. 'outcome:' .. reqid)
+  if stored then
+    local ok, outcome = pcall(cjson.decode, stored)
+    if ok and type(outcome) == 'table' and outcome.status ~= 'rejected' then
+      return outcome.kind, outcome.user
+    end
+  end
+  local waiting = redis.call('HGET', p .. 'lending:req:' .. reqid, 'user')
+  if waiting then return 'request', waiting end
+  return nil
+end
+
+-- The inbox's ids must leave room for one more entry. The door only looks: a producer
+-- that pushed them to the end is repaired by Lending's housekeeping (bs1_trim), which
+-- has the rights; the caller of the door may not hold them.
+local function expect_inbox_room(inbox)
+  local t = redis.call('TYPE', inbox)['ok']
+  if t == 'none' then return end
+  if t ~= 'stream' then env_error(inbox .. ' is a ' .. t .. ', expected a stream') end
+  if id_less(tostring(now_ms() + FUTURE_MS) .. '-0', last_generated_id(inbox)) then
+    env_error(inbox .. "'s ids were pushed ahead by a producer: Lending repairs them, retry")
+  end
+end
+
 -- KEYS: lending inbox. ARGV: the event's JSON.
 -- Returns the new entry's id. Errors: BSBAD <why> (refused, nothing written), BSTAKEN
 -- <why> (the request id belongs to another user or kind), BSENV <why> (Redis's trouble).
+-- Two users racing with one new id both pass; Lending applies the first and takes the
+-- second for a duplicate, and the second's client, reading another user's outcome,
+-- refuses it (bookstream.client).
 local function submit(keys, args)
   local inbox = keys[1]
   local p = string.match(inbox, '^(bs:{[^{}]+}:)lending:inbox$')
   if not p then
     return error({err = 'BSBAD the door takes a library\'s lending inbox (bs:{NAME}:lending:inbox)'})
   end
-  local owner = p .. 'lending:owner:'
   local event = check_event(args[1], string.match(p, '{(.*)}'))
-  expect_stream_room(inbox, false)
-  expect_rights({{'XADD', inbox}, {'SET', owner .. 'x'}, {'HGET', p .. 'lending:settings'}})
-  -- The binding lives as long as outcomes do (the workers' --retention).
-  local retention = redis.call('HGET', p .. 'lending:settings', 'retention') or '86400'
-  local claim = event.type .. ':' .. event.user
-  local held = redis.call('SET', owner .. event.id, claim, 'NX', 'GET', 'EX', retention)
-  if held and held ~= claim then
+  expect_inbox_room(inbox)
+  expect_rights({{'XADD', inbox}})
+  local kind, user = used_by(p, event.id)
+  if kind and (kind ~= event.type or user ~= event.user) then
     return error({err = 'BSTAKEN request id ' .. event.id .. ' was used by another user or '
       .. 'for another kind of event: choose another id'})
   end

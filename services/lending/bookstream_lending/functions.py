@@ -74,18 +74,14 @@ class LendingFunctions:
         self._r = r
         self._inbox = keys.inbox("lending")
         self._keys = (keys.inbox("shelving"), keys.domain_events)
-        self._own = LendingKeys(keys)
 
     async def load(self) -> None:
         await load_library(self._r, SOURCE)
 
-    async def publish_settings(self, runtime: RuntimeSettings) -> None:
-        await self._r.hset(self._own.settings, "retention", runtime.retention_s)
-
     async def submit(self, payload: bytes | str) -> bytes:
         """The door (door.lua): validate and append a client's event; returns its entry
-        id. Raises ResponseError ``BSBAD`` (refused), ``BSTAKEN`` (the id is another
-        user's), ``BSENV`` (Redis's trouble)."""
+        id. Raises ResponseError ``BSBAD`` (refused), ``BSTAKEN`` (Lending recorded the id
+        for another user or kind), ``BSENV`` (Redis's trouble)."""
         entry_id: bytes = await self._r.fcall("bs1_submit", 1, self._inbox, payload)
         return entry_id
 

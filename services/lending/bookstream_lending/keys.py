@@ -35,16 +35,6 @@ class LendingKeys:
         """Sorted set: requests waiting for shelving, by start time (their deadline)."""
         return f"{self.library.prefix}lending:inflight"
 
-    @property
-    def settings(self) -> str:
-        """Hash of the settings the door needs (``retention``: how long a request id
-        stays bound to its user), written by the workers."""
-        return f"{self.library.prefix}lending:settings"
-
-    def owner(self, request_id: str) -> str:
-        """String ``<kind>:<user>``: who first submitted this request id (the door)."""
-        return f"{self.library.prefix}lending:owner:{request_id}"
-
     def request(self, request_id: str) -> str:
         """Hash: a request waiting for shelving (user, submitted, held, paged, unavailable)."""
         return f"{self.library.prefix}lending:req:{request_id}"

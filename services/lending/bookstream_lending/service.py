@@ -61,8 +61,6 @@ class LendingService:
 
     async def load(self) -> None:
         await self.functions.load()
-        # The door binds a request id to its user for as long as outcomes are kept.
-        await self.functions.publish_settings(self.settings.runtime)
 
     def decode(self, stream: str, payload: bytes) -> object:
         event = decode_event(lending_decoder, payload, self.library)
