@@ -7,7 +7,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
-from bookstream_core.functions import CoreFunctions
+from bookstream_core.functions import CoreFunctions, FunctionsUnavailable
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
@@ -214,3 +214,101 @@ async def test_dead_letter_refuses_before_writing(
     assert trouble(refused.value) is not None, refused.value
     assert await dump_keys(aredis, "bs:{t}:*") == before
     assert (await aredis.xpending(INBOX, "lending"))["pending"] == 1
+
+
+async def _hand_over(core: CoreFunctions, consumer: str, batch: int = 10) -> tuple[int, int, int]:
+    return await core.hand_over(
+        INBOX,
+        KEYS.worker_lock("lending", consumer),
+        group="lending",
+        consumer=consumer,
+        survivor="w0",
+        batch=batch,
+    )
+
+
+async def test_hand_over_moves_a_gone_consumer_s_entries_then_deletes_it(
+    aredis: aioredis.Redis,
+) -> None:
+    core = CoreFunctions(aredis)
+    assert await _hand_over(core, "w1") == (3, 0, 0)  # no stream, no group
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    for n in range(3):
+        await aredis.xadd(INBOX, {"e": str(n)})
+    await aredis.xreadgroup("lending", "w1", {INBOX: ">"})
+    await aredis.xreadgroup("lending", "w1", {INBOX: "0"})  # a second delivery each
+    lock = KEYS.worker_lock("lending", "w1")
+    await aredis.set(lock, "w1 on host")
+    assert await _hand_over(core, "w1") == (1, 0, -1)  # it still runs: nothing touched
+    await aredis.delete(lock)
+    assert await _hand_over(core, "w1", batch=2) == (2, 2, 1)
+    assert await _hand_over(core, "w1", batch=2) == (0, 1, 0)
+    pending = await aredis.xpending_range(INBOX, "lending", "-", "+", 10)
+    assert [(p["consumer"], p["times_delivered"]) for p in pending] == [(b"w0", 2)] * 3
+    names = {c["name"] for c in await aredis.xinfo_consumers(INBOX, "lending")}
+    assert names == {b"w0"}
+    assert await aredis.get(lock) == b"retired"  # a frozen w1 stops at its next renewal
+
+
+@pytest.mark.parametrize("right", ["xclaim", "xgroup|delconsumer", "set"])
+async def test_hand_over_refuses_before_writing(
+    aredis: aioredis.Redis, redis_server: RedisServer, right: str
+) -> None:
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    await _pending_entry(aredis, {"e": "x"})
+    before = await dump_keys(aredis, "bs:{t}:*")
+    limited = await client_without(redis_server, right)
+    try:
+        with pytest.raises(ResponseError, match="BSENV NOPERM") as refused:
+            await _hand_over(CoreFunctions(limited), "w1")
+    finally:
+        await limited.aclose()
+    assert trouble(refused.value) is not None
+    assert await dump_keys(aredis, "bs:{t}:*") == before
+
+
+@pytest.mark.parametrize("right", ["xgroup|delconsumer", "set"])
+async def test_retire_consumer_refuses_before_writing(
+    aredis: aioredis.Redis, redis_server: RedisServer, right: str
+) -> None:
+    await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
+    await aredis.xgroup_createconsumer(INBOX, "lending", "gone")
+    before = await dump_keys(aredis, "bs:{t}:*")
+    limited = await client_without(redis_server, right)
+    try:
+        with pytest.raises(ResponseError, match="BSENV NOPERM"):
+            await CoreFunctions(limited).retire_consumer(
+                INBOX, KEYS.worker_lock("lending", "gone"), group="lending", consumer="gone",
+                min_idle_ms=0,
+            )  # fmt: skip
+    finally:
+        await limited.aclose()
+    assert await dump_keys(aredis, "bs:{t}:*") == before
+
+
+async def test_compare_and_set_replaces_only_what_was_read(
+    aredis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    core = CoreFunctions(aredis)
+    key = KEYS.prefix + "operator:claim"
+    await aredis.set(key, "old")
+    assert not await core.compare_and_set(key, "other", "new")
+    assert await core.compare_and_set(key, "old", "new")
+    assert await aredis.get(key) == b"new"
+    limited = await client_without(redis_server, "set")
+    try:
+        with pytest.raises(ResponseError, match="BSENV NOPERM"):
+            await CoreFunctions(limited).compare_and_set(key, "new", "newer")
+    finally:
+        await limited.aclose()
+    assert await aredis.get(key) == b"new"
+
+
+async def test_require_names_setup_when_a_function_is_missing(aredis: aioredis.Redis) -> None:
+    core = CoreFunctions(aredis)
+    await core.require(("bs1_hand_over", "bs1_compare_and_set"), "t")
+    with pytest.raises(FunctionsUnavailable, match=r"bs1_nothing .*bookstream setup --library t"):
+        await core.require(("bs1_hand_over", "bs1_nothing"), "t")
+    await aredis.function_delete("bookstream_core_v1")
+    with pytest.raises(FunctionsUnavailable, match="bs1_hand_over"):
+        await core.require(("bs1_hand_over",), "t")

@@ -254,6 +254,12 @@ local function trim(keys, args)
   return redis.call('XTRIM', stream, 'MINID', floor)
 end
 
+-- If the retired worker was only frozen past its lock's TTL, it finds this tombstone at
+-- its next renewal and stops, instead of taking its name back.
+local function tombstone(lock)
+  redis.call('SET', lock, RETIRED, 'EX', 86400)
+end
+
 -- Remove a consumer that is gone (its name lock expired) and holds nothing. Checking and
 -- deleting in one call closes the race in which the consumer gets entries in between:
 -- XGROUP DELCONSUMER would discard them.
@@ -267,16 +273,60 @@ local function retire_consumer(keys, args)
     for k = 1, #c, 2 do info[c[k]] = c[k + 1] end
     if info['name'] == args[2] then
       if info['pending'] == 0 and info['idle'] >= tonumber(args[3]) then
+        expect_rights({{'XGROUP', 'DELCONSUMER', keys[1]}, {'SET', keys[2]}})
         redis.call('XGROUP', 'DELCONSUMER', keys[1], args[1], args[2])
-        -- If the worker was only frozen past its lock's TTL, it finds this tombstone at
-        -- its next renewal and stops, instead of taking its name back.
-        redis.call('SET', keys[2], RETIRED, 'EX', 86400)
+        tombstone(keys[2])
         return 1
       end
       return 0
     end
   end
   return 0
+end
+
+-- The operator's scale-down: hand a removed worker's pending entries to a survivor, then
+-- delete its consumer, in one call, so that no entry becomes pending on it between the
+-- check and the delete. Nothing while the worker still holds its lock (it is draining).
+-- Each entry keeps its idle time and delivery count (XCLAIM IDLE, RETRYCOUNT; JUSTID
+-- counts no delivery), so the survivor sees it as overdue as before and the dead-letter
+-- bound still counts every delivery.
+-- KEYS: the service's inbox, the removed worker's lock.
+-- ARGV: group, removed consumer, surviving consumer, at most this many entries per call.
+-- Returns {code, moved, remaining}: 0 deleted (it held nothing any more), 1 the worker
+-- still holds its lock (nothing touched), 2 `moved` moved and `remaining` still pending
+-- on it (call again), 3 no such stream or group.
+local function hand_over(keys, args)
+  local stream, lock, group, consumer = keys[1], keys[2], args[1], args[2]
+  expect_rights({{'GET', lock}, {'XPENDING', stream}, {'XCLAIM', stream},
+    {'XGROUP', 'DELCONSUMER', stream}, {'SET', lock}})
+  local holder = redis.call('GET', lock)
+  if holder and holder ~= RETIRED then return {1, 0, -1} end
+  local entries = redis.pcall('XPENDING', stream, group, '-', '+', tonumber(args[4]), consumer)
+  if entries.err then return {3, 0, 0} end
+  local moved = 0
+  for _, entry in ipairs(entries) do  -- {id, consumer, idle ms, deliveries}
+    moved = moved + #redis.call('XCLAIM', stream, group, args[3], 0, entry[1],
+      'IDLE', entry[3], 'RETRYCOUNT', entry[4], 'JUSTID')
+  end
+  if #redis.call('XPENDING', stream, group, '-', '+', 1, consumer) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
+    tombstone(lock)
+    return {0, moved, 0}
+  end
+  for _, pair in ipairs(redis.call('XPENDING', stream, group)[4] or {}) do
+    if pair[1] == consumer then return {2, moved, tonumber(pair[2])} end
+  end
+  return {2, moved, 0}
+end
+
+-- Replace a string only if it still holds what the caller read: the operator's claim of a
+-- library, taken over from a holder that is gone, with no check-then-set race.
+-- KEYS: the key. ARGV: the value read, the new value. Returns 1 replaced, 0 not.
+local function compare_and_set(keys, args)
+  expect_rights({{'GET', keys[1]}, {'SET', keys[1]}})
+  if redis.call('GET', keys[1]) ~= args[1] then return 0 end
+  redis.call('SET', keys[1], args[2])
+  return 1
 end
 
 redis.register_function('bs1_dead_letter', dead_letter)
@@ -286,3 +336,5 @@ redis.register_function('bs1_lock_acquire', lock_acquire)
 redis.register_function('bs1_lock_renew', lock_renew)
 redis.register_function('bs1_lock_release', lock_release)
 redis.register_function('bs1_trim', trim)
+redis.register_function('bs1_hand_over', hand_over)
+redis.register_function('bs1_compare_and_set', compare_and_set)

@@ -167,3 +167,38 @@ class CoreFunctions:
 
     async def trim(self, stream: str) -> int:
         return int(await self._r.fcall("bs1_trim", 1, stream))
+
+    async def hand_over(
+        self, stream: str, lock: str, *, group: str, consumer: str, survivor: str, batch: int
+    ) -> tuple[int, int, int]:
+        """Move up to ``batch`` of a removed consumer's pending entries to ``survivor`` and
+        delete it once it holds none: (code, moved, remaining), codes as in core.lua."""
+        result = await self._r.fcall(
+            "bs1_hand_over", 2, stream, lock, group, consumer, survivor, batch
+        )
+        code, moved, remaining = (int(x) for x in result)
+        return code, moved, remaining
+
+    async def compare_and_set(self, key: str, expected: str, value: str) -> bool:
+        """Set ``key`` to ``value`` if it still holds ``expected``."""
+        return int(await self._r.fcall("bs1_compare_and_set", 1, key, expected, value)) == 1
+
+    async def require(self, names: tuple[str, ...], library: str) -> None:
+        """For a caller that may not load functions (the operator): FunctionsUnavailable,
+        naming ``bookstream setup`` for ``library``, unless each of ``names`` is loaded."""
+        core = library_name(self.source)
+        loaded = set()
+        for entry in await self._r.function_list(library=core):
+            info = {_text(k): v for k, v in _pairs(entry)}
+            listed = info.get("functions")
+            if _text(info.get("library_name", b"")) != core or not isinstance(listed, list):
+                continue
+            for function in listed:
+                loaded.add(_text({_text(k): v for k, v in _pairs(function)}.get("name", b"")))
+        missing = [name for name in names if name not in loaded]
+        if missing:
+            raise FunctionsUnavailable(
+                f"Redis has no function {', '.join(missing)} (library {core}): run "
+                f"`bookstream setup --library {library}` with an admin user (this Redis "
+                "user may not load functions)"
+            )
