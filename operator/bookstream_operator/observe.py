@@ -96,7 +96,9 @@ async def collect(client: aioredis.Redis, keys: LibraryKeys, service: ServiceNam
     length = int(await client.xlen(stream))
     try:
         groups = await client.xinfo_groups(stream)
-    except redis.exceptions.ResponseError:
+    except redis.exceptions.NoPermissionError:
+        raise  # a right the operator's user lacks, not a library without its group
+    except redis.exceptions.ResponseError:  # the key is not a stream
         groups = []
     info = next((g for g in groups if g.get("name") == group), None)
     if info is None:
