@@ -219,6 +219,25 @@ REFUSALS: list[tuple[str, tuple[str, ...]]] = [
     ("operator", ("HSET", f"{P}lending:book", "book1", "storage")),
     ("operator", ("XADD", f"{P}lending:inbox", "*", "e", "{}")),
     ("operator", ("CONFIG", "GET", "requirepass")),
+    # ...no script of its own (breaker: EVAL "while true do end" froze the shared Redis,
+    # every library, unkillable once it had written), no function loaded or removed, no
+    # function but its own two, and its writes only on the keys they need (breaker: SET
+    # over an inbox dropped every queued submission).
+    ("operator", ("EVAL", "return redis.call('SET', KEYS[1], 'x')", "1", f"{P}operator:claim")),
+    ("operator", ("EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0")),
+    ("operator", ("SCRIPT", "LOAD", "return 1")),
+    ("operator", ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', tostring)")),
+    ("operator", ("FUNCTION", "DELETE", "bookstream_core_v1")),
+    ("operator", ("FUNCTION", "FLUSH")),
+    ("operator", ("FCALL", "bs1_trim", "1", f"{P}lending:inbox")),
+    ("operator", ("FCALL", "bs1_compare_and_set", "1", f"{P}lending:inbox", "", "x")),
+    ("operator", ("SET", f"{P}lending:inbox", "x")),
+    ("operator", ("SET", f"{P}shelving:inbox", "x")),
+    ("operator", ("DEL", f"{P}lending:inbox")),
+    ("operator", ("XGROUP", "SETID", f"{P}lending:inbox", "lending", "$")),
+    ("operator", ("XGROUP", "DELCONSUMER", f"{P}lending:replies", "lending", "w1")),
+    ("operator", ("XCLAIM", f"{P}lending:replies", "lending", "w1", "0", "0-1")),
+    ("operator", ("SET", f"{P}lending:book", "x")),
 ]
 
 

@@ -10,7 +10,8 @@ the claim taken, reports ``Conflict`` and creates nothing.
 There is no finalizer to release the claim at deletion (see handlers.py), so a claim is
 stale once the LibraryInstance it names is gone (or was re-created with a new uid): the
 next claimant checks that through the API and takes the claim over with a
-compare-and-set. When the holder cannot be checked (no permission to read its
+compare-and-set (``bs1_compare_and_set``, a core function: the operator runs no script
+and may not load one). When the holder cannot be checked (no permission to read its
 namespace), the claim stands.
 """
 
@@ -21,16 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
+from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
-
-#: Replace the claim only if it still holds what was read (no check-then-set race).
-SWAP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
+from bookstream_core.roles import OPERATOR_FUNCTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +64,12 @@ def claim_key(keys: LibraryKeys) -> str:
 async def claim(
     client: aioredis.Redis, keys: LibraryKeys, me: Holder, lookup: UidLookup
 ) -> Holder | None:
-    """Claim the library for ``me``; ``None`` if it is ours, else who holds it."""
+    """Claim the library for ``me``; ``None`` if it is ours, else who holds it.
+
+    First, the functions every pass may call must be loaded (FunctionsUnavailable naming
+    ``bookstream setup`` if not): found before anything is claimed or applied."""
+    core = CoreFunctions(client)
+    await core.require(OPERATOR_FUNCTIONS, keys.library)
     key = claim_key(keys)
     for _ in range(3):  # another claimant may write between our reads
         raw = await client.get(key)
@@ -81,7 +80,7 @@ async def claim(
         holder = Holder.decode(str(raw))
         if holder.uid == me.uid:
             if holder != me:  # e.g. an old claim without namespace/name
-                await client.eval(SWAP, 1, key, str(raw), me.encode())
+                await core.compare_and_set(key, str(raw), me.encode())
             return None
         try:
             alive = await lookup(holder.namespace, holder.name) == holder.uid
@@ -89,7 +88,7 @@ async def claim(
             return holder
         if alive:
             return holder
-        if await client.eval(SWAP, 1, key, str(raw), me.encode()):
+        if await core.compare_and_set(key, str(raw), me.encode()):
             return None
     raw = await client.get(key)
     return Holder.decode(str(raw)) if raw is not None else None

@@ -2,29 +2,29 @@
 
 ``XGROUP DELCONSUMER`` alone discards the consumer's pending entries (they are then
 acknowledged by nobody and never redelivered). Here each removed worker's consumer is
-retired by one Lua script that, atomically: does nothing while the worker still holds
-its lock (it is still draining), else moves its pending entries to a surviving worker
-(keeping their idle time and delivery count) and deletes the consumer only once it
-holds none. A consumer is retired only if its name is one of this workload's worker names
-with an ordinal at or above the new replica count, or the bare pod name an older operator
-used (those workers are gone once the pods run under the new names); other consumers are
-never touched.
+retired by one call of the core function ``bs1_hand_over`` (core.lua; the operator runs
+no script of its own and may not load one) that, atomically: does nothing while the
+worker still holds its lock (it is still draining), else moves its pending entries to a
+surviving worker (keeping their idle time and delivery count) and deletes the consumer
+only once it holds none. A consumer is retired only if its name is one of this
+workload's worker names with an ordinal at or above the new replica count, or the bare
+pod name an older operator used (those workers are gone once the pods run under the new
+names); other consumers are never touched.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from importlib.resources import files
 
 import redis.asyncio as aioredis
+from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.types import ServiceName
 
 from bookstream_operator import naming
 
-RETIRE_SCRIPT = (files("bookstream_operator") / "retire_consumer.lua").read_text()
-#: Entries moved per script call: bounds how long one call blocks Redis.
+#: Entries moved per call: bounds how long one call blocks Redis.
 BATCH = 500
 
 
@@ -44,7 +44,7 @@ class Retirement:
     remaining: int = 0
 
 
-class UnexpectedScriptResult(RuntimeError):
+class UnexpectedResult(RuntimeError):
     pass
 
 
@@ -80,23 +80,25 @@ def survivor_for(
 
 
 class ConsumerRetirer:
-    """Runs the retire script (registered once per client, called by EVALSHA)."""
+    """Retires removed workers' consumers through ``bs1_hand_over`` (FCALL)."""
 
     def __init__(self, client: aioredis.Redis, keys: LibraryKeys) -> None:
         self.keys = keys
-        self.client = client
-        self._script = client.register_script(RETIRE_SCRIPT)
+        self.core = CoreFunctions(client)
 
     async def retire(
         self, service: ServiceName, consumer: str, survivor: str, batch: int = BATCH
     ) -> Retirement:
         moved = 0
         while True:
-            result = await self._script(
-                keys=[self.keys.inbox(service), self.keys.worker_lock(service, consumer)],
-                args=[self.keys.group(service), consumer, survivor, batch],
+            code, step, remaining = await self.core.hand_over(
+                self.keys.inbox(service),
+                self.keys.worker_lock(service, consumer),
+                group=self.keys.group(service),
+                consumer=consumer,
+                survivor=survivor,
+                batch=batch,
             )
-            code, step, remaining = (int(x) for x in result)
             moved += step
             if code == 0:
                 return Retirement(consumer, RetirementResult.RETIRED, moved, survivor)
@@ -105,7 +107,7 @@ class ConsumerRetirer:
             if code == 3:
                 return Retirement(consumer, RetirementResult.GONE, moved, survivor)
             if code != 2:
-                raise UnexpectedScriptResult(f"retire_consumer returned {result!r}")
+                raise UnexpectedResult(f"bs1_hand_over returned code {code}")
             if step == 0:  # pending but unclaimable: leave it rather than spin
                 return Retirement(consumer, RetirementResult.ALIVE, moved, survivor, remaining)
 

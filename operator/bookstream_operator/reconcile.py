@@ -24,6 +24,7 @@ import httpx2
 import msgspec
 import redis.exceptions
 from bookstream_core.config import ConfigError
+from bookstream_core.functions import FunctionsUnavailable
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName
 
@@ -294,6 +295,8 @@ async def reconcile(
         redis_cond = Condition(
             "RedisReachable", "Unknown", "NoCredentials", f"not tried: {exc.reason}"
         )
+    except FunctionsUnavailable as exc:  # Redis answers, but setup has not loaded them
+        failure = Failure("FunctionsMissing", str(exc))
     except (redis.exceptions.RedisError, OSError) as exc:
         reason = (
             "AuthenticationFailed"

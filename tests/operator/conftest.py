@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import kmock
 import pytest
 import yaml
+from bookstream_core.functions import CoreFunctions
 from bookstream_operator.settings import OperatorConfig
 
 from tests.operator.kmock_env import NS, running_operator
+
+if TYPE_CHECKING:
+    from conftest import RedisServer
+
+
+@pytest.fixture
+def redis_factory(redis_factory: Callable[..., RedisServer]) -> Callable[..., RedisServer]:
+    """Each Redis as ``bookstream setup`` leaves it for the operator: the core functions
+    loaded (the operator calls them and may not load them)."""
+
+    def make(**options: Any) -> RedisServer:
+        server = redis_factory(**options)
+        server.client().function_load(CoreFunctions.source, replace=True)
+        return server
+
+    return make
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import kmock
 import pytest
 import redis
 from bookstream_core import roles
+from bookstream_core.functions import CoreFunctions
 from bookstream_operator.credentials import LABEL
 from bookstream_operator.kube import METADATA_ONLY, Kube
 from bookstream_operator.reconcile import Result, reconcile
@@ -56,20 +57,17 @@ DEFAULT_PASSWORD = "default-Pw-0b6d"
 #: Redis' ACL LOG.
 DOCUMENTED_ACL = [
     "resetkeys",
-    "~bs:{main}:operator:claim",
-    "~bs:{main}:lending:inbox",
-    "~bs:{main}:shelving:inbox",
-    "~bs:{main}:worker:*",
+    "%R~bs:{main}:operator:claim",
+    "%R~bs:{main}:lending:inbox",
+    "%R~bs:{main}:shelving:inbox",
+    "%R~bs:{main}:worker:*",
     "%R~bs:{main}:lending:dead",
     "%R~bs:{main}:shelving:dead",
     "resetchannels",
     "-@all",
     "+client|setname",
+    "+function|list",
     "+get",
-    "+set",
-    "+eval",
-    "+evalsha",
-    "+script|load",
     "+exists",
     "+xlen",
     "+xinfo|groups",
@@ -77,20 +75,24 @@ DOCUMENTED_ACL = [
     "+xpending",
     "+xrange",
     "+time",
-    "+xclaim",
-    "+xgroup|delconsumer",
+    "(~bs:{main}:operator:claim ~bs:{main}:lending:inbox ~bs:{main}:shelving:inbox"
+    " ~bs:{main}:worker:* +fcall|bs1_hand_over +fcall|bs1_compare_and_set)",
+    "(~bs:{main}:lending:inbox ~bs:{main}:shelving:inbox +xclaim +xgroup|delconsumer)",
+    "(~bs:{main}:operator:claim ~bs:{main}:worker:* +set)",
 ]
 
 
-def acl_redis(redis_factory: Callable[..., RedisServer], documented: bool = False) -> RedisServer:
+def acl_redis(
+    redis_factory: Callable[..., RedisServer], rules: list[str] | None = None
+) -> RedisServer:
     """A Redis whose default user has a password of its own, with the operator's user as
-    ``bookstream setup --acl`` makes it (or with only the documented rights)."""
+    ``bookstream setup --acl`` makes it (or with only ``rules``)."""
     server = redis_factory()
     admin = server.client()
     password = ROLE_PASSWORDS["operator"]
-    if documented:
+    if rules is not None:
         admin.execute_command(
-            "ACL", "SETUSER", "bs-main-operator", "reset", "on", f">{password}", *DOCUMENTED_ACL
+            "ACL", "SETUSER", "bs-main-operator", "reset", "on", f">{password}", *rules
         )
         # Redis 7.2+: redis-py names its library on connect (and ignores a refusal).
         with contextlib.suppress(redis.ResponseError):  # 7.0 has no CLIENT SETINFO
@@ -343,21 +345,22 @@ def test_a_secret_in_an_error_text_is_redacted() -> None:
     assert result.status["conditions"][0]["message"] == "ERR bad pw *** here"
 
 
-@pytest.mark.parametrize("documented", [False, True], ids=["setup-role", "documented"])
-async def test_every_pass_branch_runs_under_the_operator_role(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer], documented: bool
-) -> None:
+async def every_branch(
+    server: RedisServer, api: kmock.KubernetesEmulator
+) -> tuple[list[tuple[str, str]], Result]:
     """Status collection (lag known and unknown, pending), a claim taken over, a scale-down
-    retiring a consumer with pending entries: all as bs-main-operator, with the rules
-    ``bookstream setup --acl`` gives it and with only the documented ones; Redis' ACL LOG
-    stays empty (nothing was refused)."""
-    server = acl_redis(redis_factory, documented)
+    of each service retiring a consumer with pending entries: three passes as
+    bs-main-operator. Returns each pass's (RedisReachable status, Ready reason) and the
+    last pass's result."""
     api.objects[kmock.resource("", "v1", "secrets"), NS, "users"] = secret("users", ROLE_PASSWORDS)
     client = admin(server)
-    inbox = KEYS.inbox("lending")
+    inbox, shelving = KEYS.inbox("lending"), KEYS.inbox("shelving")
     client.xgroup_create(inbox, "lending", id="0", mkstream=True)
+    client.xgroup_create(shelving, "shelving", id="0", mkstream=True)
     ids = [client.xadd(inbox, {"n": str(i)}) for i in range(6)]
     client.xreadgroup("lending", f"{NS}.lib-lending-2", {inbox: ">"}, count=3)
+    client.xadd(shelving, {"n": "0"})
+    client.xreadgroup("shelving", f"{NS}.lib-shelving-1", {shelving: ">"})
     # Another instance's stale claim: its object is gone, so this one takes the library.
     client.set(
         KEYS.prefix + "operator:claim",
@@ -365,7 +368,7 @@ async def test_every_pass_branch_runs_under_the_operator_role(
     )
     kube = Kube.from_env()
     status: dict[str, Any] = {}
-    reasons = []
+    passes = []
     try:
         for generation, replicas in ((1, 3), (2, 3), (3, 1)):
             if generation == 2:
@@ -385,15 +388,106 @@ async def test_every_pass_branch_runs_under_the_operator_role(
                 now=1_000_000.0 + generation,
             )
             status = result.status
-            reasons.append((condition({"status": status}, "Ready") or {}).get("reason"))
-            assert (condition({"status": status}, "RedisReachable") or {})["status"] == "True"
+            reachable = condition({"status": status}, "RedisReachable") or {}
+            ready = condition({"status": status}, "Ready") or {}
+            passes.append((reachable.get("status", ""), ready.get("reason", "")))
     finally:
         await kube.close()
-    assert reasons == ["WorkersNotReady"] * 3, reasons
-    assert status["lending"]["lagSource"] == "counted"
-    assert any(e.reason == "ConsumersRetired" for e in result.events), result.events
-    assert client.xpending(inbox, "lending")["consumers"] == [
+    return passes, result
+
+
+@pytest.mark.parametrize("documented", [False, True], ids=["setup-role", "documented"])
+async def test_every_pass_branch_runs_under_the_operator_role(
+    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer], documented: bool
+) -> None:
+    """Every branch as bs-main-operator, with the rules ``bookstream setup --acl`` gives it
+    and with only the documented ones; Redis' ACL LOG stays empty (nothing was refused)."""
+    server = acl_redis(redis_factory, DOCUMENTED_ACL if documented else None)
+    passes, result = await every_branch(server, api)
+    assert passes == [("True", "WorkersNotReady")] * 3, passes
+    assert result.status["lending"]["lagSource"] == "counted"
+    retired = [e.message for e in result.events if e.reason == "ConsumersRetired"]
+    assert any(m.startswith("lending:") for m in retired), result.events
+    client = admin(server)
+    assert client.xpending(KEYS.inbox("lending"), "lending")["consumers"] == [
         {"name": f"{NS}.lib-lending-0".encode(), "pending": 3}
     ]
+    assert client.xpending(KEYS.inbox("shelving"), "shelving")["consumers"] == [
+        {"name": f"{NS}.lib-shelving-0".encode(), "pending": 1}
+    ]
     assert json.loads(client.get(KEYS.prefix + "operator:claim") or b"{}")["uid"] == "uid-lib"
+    assert client.acl_log() == []
+
+
+def without_one_right(rules: list[str]) -> list[tuple[str, list[str]]]:
+    """``rules`` less one key pattern or command each time, selectors' words included."""
+    variants = []
+    for i, rule in enumerate(rules):
+        if rule in ("resetkeys", "resetchannels", "-@all"):
+            continue
+        if not rule.startswith("("):
+            variants.append((rule, rules[:i] + rules[i + 1 :]))
+            continue
+        words = rule[1:-1].split()
+        for j, word in enumerate(words):
+            fewer = "(" + " ".join(words[:j] + words[j + 1 :]) + ")"
+            variants.append((f"{word} in {words[-1]}", [*rules[:i], fewer, *rules[i + 1 :]]))
+    return variants
+
+
+@pytest.mark.parametrize(
+    ("missing", "rules"), without_one_right(DOCUMENTED_ACL), ids=lambda v: str(v)[:40]
+)
+async def test_each_documented_right_is_needed(
+    api: kmock.KubernetesEmulator,
+    redis_factory: Callable[..., RedisServer],
+    missing: str,
+    rules: list[str],
+) -> None:
+    """operator/README.md: removing any one of the documented rights fails a branch."""
+    server = acl_redis(redis_factory, rules)
+    passes, _ = await every_branch(server, api)
+    assert any(p != ("True", "WorkersNotReady") for p in passes), f"{missing} is not needed"
+
+
+async def test_functions_setup_has_not_loaded_are_a_ready_reason_naming_setup(
+    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+) -> None:
+    """The operator calls the core functions and may not load them (breaker: its EVAL
+    could run any script): a Redis without them (restarted empty, never set up, an older
+    version) is reported before anything is claimed or applied, and once `bookstream
+    setup` has loaded them the next pass goes on."""
+    server = acl_redis(redis_factory)
+    api.objects[kmock.resource("", "v1", "secrets"), NS, "users"] = secret("users", ROLE_PASSWORDS)
+    client = admin(server)
+    client.function_flush()
+    kube = Kube.from_env()
+
+    async def reconciled() -> dict[str, Any]:
+        result = await reconcile(
+            kube,
+            name="lib",
+            namespace=NS,
+            uid="uid-lib",
+            generation=1,
+            spec_body={"redis": {"url": server.url, "usersSecretRef": {"name": "users"}}},
+            status={},
+            annotations={},
+            now=1_000_000.0,
+        )
+        tools.validate_structural(tools.status_schema(), result.status)
+        assert not result.permanent_failure  # running setup changes no watched object
+        return condition({"status": result.status}, "Ready") or {}
+
+    try:
+        missing = await reconciled()
+        assert missing.get("reason") == "FunctionsMissing", missing
+        assert "bs1_hand_over" in missing["message"]
+        assert "bookstream setup --library main" in missing["message"]
+        assert find(api, "statefulsets", "lib-lending") is None
+        assert client.get(KEYS.prefix + "operator:claim") is None
+        client.function_load(CoreFunctions.source)
+        assert (await reconciled()).get("reason") == "WorkersNotReady"
+    finally:
+        await kube.close()
     assert client.acl_log() == []

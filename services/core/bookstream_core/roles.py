@@ -9,6 +9,16 @@ Redis runs the commands of a function under its caller's rights, so a role that 
 function needs the rights of every command the function runs; the functions check them
 all before their first write (``expect_rights`` in prelude.lua), so a refused caller
 leaves no partial writes.
+
+A write a role needs on a key it does not own is granted by a Redis 7 ACL selector,
+``(keys commands)``, that pairs that command with that key alone. Redis allows a command
+when the root rules or ONE selector allow the command and every key it names, and it
+checks each command a function runs again, on its own. FCALL asks for read and write on
+every key it names (one pattern granting both), so a role's FCALL of a function that names
+another's stream has a selector of its own (those functions, those keys): it grants
+nothing to the commands the function runs. Redis ACLs cannot restrict arguments: an
+allowed XADD may trim with MAXLEN or MINID, an allowed XCLAIM may move the group's
+last-delivered id with LASTID (docs/security.md says what that leaves to each role).
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ _WORKER = (
     "+xsetid", "+xtrim", "+hset", "+hdel", "+hincrby", "+sadd", "+srem", "+zadd", "+zrem",
     "+set", "+del", "+unlink", "+expire", "+pexpire", "+publish", "+pubsub|numpat",
 )  # fmt: skip
+
+#: Every function the operator calls; it checks they are loaded (it may not load them).
+OPERATOR_FUNCTIONS = ("bs1_hand_over", "bs1_compare_and_set")
 
 
 def user_name(library: str, role: Role) -> str:
@@ -74,14 +87,24 @@ def rules(library: str, role: Role) -> list[str]:
         return [*reads, outcomes, *_CONNECTION, *own_outcomes, door]
     if role == "viewer":
         return [f"%R~{p}*", outcomes, *_CONNECTION, *_READ]
-    # operator: status collection (reads), the library's claim (one LibraryInstance per
-    # library: SET NX and a compare-and-set script), and scale-down: move a removed
-    # worker's pending entries to a survivor, delete its consumer, mark its name retired.
-    streams = [f"~{p}lending:inbox", f"~{p}lending:replies", f"~{p}shelving:inbox"]
-    writes = ("+eval", "+evalsha", "+script|load", "+script|exists", "+xclaim",
-              "+xgroup|delconsumer", "+set")  # fmt: skip
-    own = [f"~{p}worker:*", f"~{p}operator:claim"]
-    return [f"%R~{p}*", *streams, *own, *_CONNECTION, *_READ, *writes]
+    # operator: status collection (reads); the library's claim (one LibraryInstance per
+    # library: SET NX, then bs1_compare_and_set to take over a stale one); scale-down
+    # (bs1_hand_over: move a removed worker's pending entries to a survivor, delete its
+    # consumer, mark its name retired). No EVAL or SCRIPT (breaker: EVAL "while true do
+    # end" froze the shared Redis), and each write only where those need it: SET on
+    # names and the claim, XCLAIM and XGROUP DELCONSUMER on the inboxes. The operator is
+    # trusted with scale-down as a service is with its streams: XCLAIM's LASTID (which
+    # can make Lending skip entries) and DELCONSUMER on a live consumer cannot be refused.
+    inboxes = f"~{p}lending:inbox ~{p}shelving:inbox"
+    names = f"~{p}worker:* ~{p}operator:claim"
+    calls = _fcall_selector([inboxes, names], OPERATOR_FUNCTIONS)
+    return [f"%R~{p}*", *_CONNECTION, *_READ, calls,
+            f"({inboxes} +xclaim +xgroup|delconsumer)", f"({names} +set)"]  # fmt: skip
+
+
+def _fcall_selector(keys: list[str], functions: tuple[str, ...]) -> str:
+    """FCALL of these functions only, naming these keys only (see the module's text)."""
+    return "(" + " ".join([*keys, *(f"+fcall|{name}" for name in functions)]) + ")"
 
 
 def setuser_arguments(library: str, role: Role, password: str) -> list[str]:
