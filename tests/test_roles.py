@@ -15,7 +15,14 @@ import redis
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.roles import ROLES
 
-from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for, worker_command
+from tests.conftest import (
+    MAX_ID,
+    RedisServer,
+    WorkerProcess,
+    run_cli,
+    wait_for,
+    worker_command,
+)
 
 LIB = "acl"
 KEYS = LibraryKeys(LIB)
@@ -169,6 +176,14 @@ REFUSALS: list[tuple[str, tuple[str, ...]]] = [
     ("shelving", ("HSET", f"{P}lending:book", "book1", "storage")),
     ("shelving", ("XADD", f"{P}lending:inbox", "*", "e", "{}")),
     ("shelving", ("SET", f"{P}outcome:forged", "{}")),
+    # It may only append to Lending's replies (breaker: SET or XGROUP SETID ... $ there
+    # stalled Lending), and never write the history its dead-letter call names.
+    ("shelving", ("SET", f"{P}lending:replies", "x")),
+    ("shelving", ("DEL", f"{P}lending:replies")),
+    ("shelving", ("XGROUP", "SETID", f"{P}lending:replies", "lending", "$")),
+    ("shelving", ("XTRIM", f"{P}lending:replies", "MAXLEN", "0")),
+    ("shelving", ("FCALL", "bs1_trim", "1", f"{P}lending:replies")),
+    ("shelving", ("XADD", f"{P}events", "*", "e", "{}")),
     (
         "shelving",
         (
@@ -190,6 +205,13 @@ REFUSALS: list[tuple[str, tuple[str, ...]]] = [
     ),
     # Lending may not write Shelving's state or forge Shelving's replies... to itself.
     ("lending", ("HINCRBY", f"{P}shelving:off", "book1", "1")),
+    # ...and may only append to Shelving's inbox (breaker: SET over it stalled Shelving).
+    ("lending", ("SET", f"{P}shelving:inbox", "x")),
+    ("lending", ("DEL", f"{P}shelving:inbox")),
+    ("lending", ("XGROUP", "SETID", f"{P}shelving:inbox", "shelving", "$")),
+    ("lending", ("XTRIM", f"{P}shelving:inbox", "MAXLEN", "0")),
+    ("lending", ("XSETID", f"{P}shelving:inbox", MAX_ID)),
+    ("lending", ("FCALL", "bs1_trim", "1", f"{P}shelving:inbox")),
     ("lending", ("FUNCTION", "DELETE", "bookstream_core_v1")),
     ("lending", ("ACL", "SETUSER", "evil", "on", "nopass", "+@all", "~*")),
     # ...and nothing else on the inbox (breaker: SET over the inbox dropped every queued
@@ -267,6 +289,61 @@ def test_each_role_is_refused_what_it_may_not_do(
     assert snapshot(redis_server) == before
     audit = run_cli(env_of(bookstream_env, roles, "viewer"), "audit", server=redis_server)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def start_services(
+    server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    folder: Path,
+) -> None:
+    for service in ("lending", "shelving"):
+        start_worker(service, server, library=LIB, env=env_of(bookstream_env, folder, service))
+
+
+@pytest.mark.parametrize(
+    ("writer", "stream"), [("lending", "shelving:inbox"), ("shelving", "lending:replies")]
+)
+def test_a_stream_its_writer_pushed_ahead_is_mended_by_its_reader(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    roles: Path,
+    role_client: Callable[[str], redis.Redis],
+    writer: str,
+    stream: str,
+) -> None:
+    """What a service's XADD on the other's stream can still do (ACLs do not see
+    arguments): push its ids to the end and trim it (MAXLEN 0). The writer may not repair
+    that (no XSETID there): its sends are refused and retried until the reader's
+    housekeeping (bs1_trim) mends its own stream, and the library goes on."""
+    start_services(redis_server, bookstream_env, start_worker, roles)
+    key = f"{P}{stream}"
+    role_client(writer).execute_command("XADD", key, "MAXLEN", "0", MAX_ID, "e", "junk")
+    client = env_of(bookstream_env, roles, "client")
+    done = run_cli(client, "request", "user1", "book1", "--json", server=redis_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["lent"] == ["book1"]
+    assert redis_server.client().xinfo_stream(key)["last-generated-id"] != MAX_ID.encode()
+
+
+def test_shelving_sets_aside_a_malformed_entry_under_its_role(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    roles: Path,
+    role_client: Callable[[str], redis.Redis],
+) -> None:
+    """Breaker: Shelving's dead-letter call names the events stream (with its inbox, its
+    dead letters and Lending's replies), which its role did not cover: FCALL was refused
+    and a malformed entry stayed pending, retried forever."""
+    start_services(redis_server, bookstream_env, start_worker, roles)
+    inbox = KEYS.inbox("shelving")
+    role_client("lending").xadd(inbox, {"e": "not json"})
+    r = redis_server.client()
+    wait_for(lambda: r.xlen(KEYS.dead_letters("shelving")) == 1, timeout=30)
+    wait_for(lambda: r.xpending(inbox, "shelving")["pending"] == 0)
+    assert r.acl_log() == []
 
 
 def test_acl_prints_the_rules_setup_applies(

@@ -50,6 +50,9 @@ _WORKER = (
     "+set", "+del", "+unlink", "+expire", "+pexpire", "+publish", "+pubsub|numpat",
 )  # fmt: skip
 
+#: The functions each role calls naming a key it does not own (selectors below).
+LENDING_SENDS = ("bs1_lending_apply", "bs1_lending_expire")
+SHELVING_SENDS = ("bs1_shelving_apply", "bs1_dead_letter")
 #: Every function the operator calls; it checks they are loaded (it may not load them).
 OPERATOR_FUNCTIONS = ("bs1_hand_over", "bs1_compare_and_set")
 
@@ -63,16 +66,24 @@ def rules(library: str, role: Role) -> list[str]:
     p = LibraryKeys(library).prefix
     outcomes = f"&{p}outcome:*"
     if role == "lending":
-        # Its own keys (inbox, replies, state), the fetches it sends, the outcomes it
-        # writes and announces, the history, its workers' names.
-        keys = [f"~{p}lending:*", f"~{p}shelving:inbox", f"~{p}outcome:*", f"~{p}events",
-                f"~{p}worker:lending:*"]  # fmt: skip
-        return [*keys, outcomes, *_CONNECTION, *_READ, *_WORKER]
+        # Its own keys (inbox, replies, state), the outcomes it writes and announces, the
+        # history, its workers' names. Shelving's inbox: read, and XADD alone (no SET,
+        # DEL, XGROUP...: breaker, a SET there stalled Shelving), the fetches it sends.
+        own = [f"~{p}lending:*", f"~{p}outcome:*", f"~{p}events", f"~{p}worker:lending:*"]
+        other = f"~{p}shelving:inbox"
+        sends = _fcall_selector([f"~{p}lending:inbox", f"~{p}lending:replies", other,
+                                 f"~{p}events"], LENDING_SENDS)  # fmt: skip
+        return [*own, f"%R{other}", outcomes, *_CONNECTION, *_READ, *_WORKER, sends,
+                f"({other} +xadd)"]  # fmt: skip
     if role == "shelving":
-        # Its own keys and inbox, the replies it sends Lending, its workers' names;
-        # nothing of Lending's state and no outcome.
-        keys = [f"~{p}shelving:*", f"~{p}lending:replies", f"~{p}worker:shelving:*"]
-        return [*keys, *_CONNECTION, *_READ, *_WORKER]
+        # Its own keys and inbox, its workers' names; Lending's replies: read, and XADD
+        # alone (breaker: a SET or XGROUP SETID there stalled Lending). Its dead-letter
+        # call names the events stream too (FCALL's check), which it never writes.
+        own = [f"~{p}shelving:*", f"~{p}worker:shelving:*"]
+        other = f"~{p}lending:replies"
+        sends = _fcall_selector([f"~{p}shelving:inbox", f"~{p}shelving:dead", other,
+                                 f"~{p}events"], SHELVING_SENDS)  # fmt: skip
+        return [*own, f"%R{other}", *_CONNECTION, *_READ, *_WORKER, sends, f"({other} +xadd)"]
     if role == "client":
         # Read what status and an outcome need (not the history of every patron's
         # outcomes, `events`, nor a pattern subscription to all of them), and submit

@@ -92,18 +92,6 @@ local function used_by(p, reqid)
   return nil
 end
 
--- The inbox's ids must leave room for one more entry. The door only looks: a producer
--- that pushed them to the end is repaired by Lending's housekeeping (bs1_trim), which
--- has the rights; the caller of the door may not hold them.
-local function expect_inbox_room(inbox)
-  local t = redis.call('TYPE', inbox)['ok']
-  if t == 'none' then return end
-  if t ~= 'stream' then env_error(inbox .. ' is a ' .. t .. ', expected a stream') end
-  if id_less(tostring(now_ms() + FUTURE_MS) .. '-0', last_generated_id(inbox)) then
-    env_error(inbox .. "'s ids were pushed ahead by a producer: Lending repairs them, retry")
-  end
-end
-
 -- KEYS: lending inbox. ARGV: the event's JSON.
 -- Returns the new entry's id. Errors: BSBAD <why> (refused, nothing written), BSTAKEN
 -- <why> (the request id belongs to another user or kind), BSENV <why> (Redis's trouble).
@@ -117,7 +105,7 @@ local function submit(keys, args)
     return error({err = 'BSBAD the door takes a library\'s lending inbox (bs:{NAME}:lending:inbox)'})
   end
   local event = check_event(args[1], string.match(p, '{(.*)}'))
-  expect_inbox_room(inbox)
+  expect_stream_room(inbox, false)  -- only looks: Lending's bs1_trim repairs it
   expect_rights({{'XADD', inbox}})
   local kind, user = used_by(p, event.id)
   if kind and (kind ~= event.type or user ~= event.user) then
