@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 import redis.asyncio as aioredis
 from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
-from bookstream_core.roles import OPERATOR_FUNCTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +63,8 @@ def claim_key(keys: LibraryKeys) -> str:
 async def claim(
     client: aioredis.Redis, keys: LibraryKeys, me: Holder, lookup: UidLookup
 ) -> Holder | None:
-    """Claim the library for ``me``; ``None`` if it is ours, else who holds it.
-
-    First, the functions every pass may call must be loaded (FunctionsUnavailable naming
-    ``bookstream setup`` if not): found before anything is claimed or applied."""
+    """Claim the library for ``me``; ``None`` if it is ours, else who holds it."""
     core = CoreFunctions(client)
-    await core.require(OPERATOR_FUNCTIONS, keys.library)
     key = claim_key(keys)
     for _ in range(3):  # another claimant may write between our reads
         raw = await client.get(key)

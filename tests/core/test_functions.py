@@ -304,11 +304,14 @@ async def test_compare_and_set_replaces_only_what_was_read(
     assert await aredis.get(key) == b"new"
 
 
-async def test_require_names_setup_when_a_function_is_missing(aredis: aioredis.Redis) -> None:
-    core = CoreFunctions(aredis)
-    await core.require(("bs1_hand_over", "bs1_compare_and_set"), "t")
-    with pytest.raises(FunctionsUnavailable, match=r"bs1_nothing .*bookstream setup --library t"):
-        await core.require(("bs1_hand_over", "bs1_nothing"), "t")
+async def test_the_operator_s_calls_name_setup_when_their_function_is_missing(
+    aredis: aioredis.Redis,
+) -> None:
+    """The operator may not load functions: it is told to run setup, never loads them."""
     await aredis.function_delete("bookstream_core_v1")
-    with pytest.raises(FunctionsUnavailable, match="bs1_hand_over"):
-        await core.require(("bs1_hand_over",), "t")
+    core = CoreFunctions(aredis)
+    with pytest.raises(FunctionsUnavailable, match=r"bs1_compare_and_set .*setup --library t`"):
+        await core.compare_and_set(KEYS.prefix + "operator:claim", "a", "b")
+    with pytest.raises(FunctionsUnavailable, match=r"bs1_hand_over .*setup --library t`"):
+        await _hand_over(core, "w1")
+    assert await aredis.function_list(library="bookstream_core_v1") == []

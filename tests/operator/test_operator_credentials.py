@@ -66,7 +66,6 @@ DOCUMENTED_ACL = [
     "resetchannels",
     "-@all",
     "+client|setname",
-    "+function|list",
     "+get",
     "+exists",
     "+xlen",
@@ -454,16 +453,20 @@ async def test_functions_setup_has_not_loaded_are_a_ready_reason_naming_setup(
     api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
 ) -> None:
     """The operator calls the core functions and may not load them (breaker: its EVAL
-    could run any script): a Redis without them (restarted empty, never set up, an older
-    version) is reported before anything is claimed or applied, and once `bookstream
-    setup` has loaded them the next pass goes on."""
+    could run any script): a Redis without them (never set up, restarted empty, set up by
+    an older version) is reported when a pass needs one, naming ``bookstream setup``;
+    once setup has loaded them the next pass goes on."""
     server = acl_redis(redis_factory)
     api.objects[kmock.resource("", "v1", "secrets"), NS, "users"] = secret("users", ROLE_PASSWORDS)
     client = admin(server)
+    claim = KEYS.prefix + "operator:claim"
+    client.set(claim, json.dumps({"uid": "uid-gone", "namespace": NS, "name": "gone"}))
+    inbox = KEYS.inbox("lending")
+    client.xgroup_create(inbox, "lending", id="0", mkstream=True)
     client.function_flush()
     kube = Kube.from_env()
 
-    async def reconciled() -> dict[str, Any]:
+    async def ready() -> dict[str, Any]:
         result = await reconcile(
             kube,
             name="lib",
@@ -479,15 +482,26 @@ async def test_functions_setup_has_not_loaded_are_a_ready_reason_naming_setup(
         assert not result.permanent_failure  # running setup changes no watched object
         return condition({"status": result.status}, "Ready") or {}
 
+    def missing(function: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda got: (
+            got.get("reason") == "FunctionsMissing"
+            and function in got["message"]
+            and "bookstream setup --library main" in got["message"]
+        )
+
     try:
-        missing = await reconciled()
-        assert missing.get("reason") == "FunctionsMissing", missing
-        assert "bs1_hand_over" in missing["message"]
-        assert "bookstream setup --library main" in missing["message"]
+        # Taking over a stale claim needs bs1_compare_and_set: nothing claimed or applied.
+        assert missing("bs1_compare_and_set")(got := await ready()), got
         assert find(api, "statefulsets", "lib-lending") is None
-        assert client.get(KEYS.prefix + "operator:claim") is None
+        assert b"uid-gone" in (client.get(claim) or b"")
         client.function_load(CoreFunctions.source)
-        assert (await reconciled()).get("reason") == "WorkersNotReady"
+        assert (await ready()).get("reason") == "WorkersNotReady"
+        # Retiring lib-lending-1 (one replica) needs bs1_hand_over: it stays.
+        client.xadd(inbox, {"n": "1"})
+        client.xreadgroup("lending", f"{NS}.lib-lending-1", {inbox: ">"})
+        client.function_flush()
+        assert missing("bs1_hand_over")(got := await ready()), got
+        assert len(client.xinfo_consumers(inbox, "lending")) == 1
     finally:
         await kube.close()
     assert client.acl_log() == []

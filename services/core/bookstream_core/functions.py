@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -173,32 +174,26 @@ class CoreFunctions:
     ) -> tuple[int, int, int]:
         """Move up to ``batch`` of a removed consumer's pending entries to ``survivor`` and
         delete it once it holds none: (code, moved, remaining), codes as in core.lua."""
-        result = await self._r.fcall(
-            "bs1_hand_over", 2, stream, lock, group, consumer, survivor, batch
-        )
+        args = (group, consumer, survivor, batch)
+        result = await self._call_set_up("bs1_hand_over", [stream, lock], *args)
         code, moved, remaining = (int(x) for x in result)
         return code, moved, remaining
 
     async def compare_and_set(self, key: str, expected: str, value: str) -> bool:
         """Set ``key`` to ``value`` if it still holds ``expected``."""
-        return int(await self._r.fcall("bs1_compare_and_set", 1, key, expected, value)) == 1
+        return int(await self._call_set_up("bs1_compare_and_set", [key], expected, value)) == 1
 
-    async def require(self, names: tuple[str, ...], library: str) -> None:
-        """For a caller that may not load functions (the operator): FunctionsUnavailable,
-        naming ``bookstream setup`` for ``library``, unless each of ``names`` is loaded."""
-        core = library_name(self.source)
-        loaded = set()
-        for entry in await self._r.function_list(library=core):
-            info = {_text(k): v for k, v in _pairs(entry)}
-            listed = info.get("functions")
-            if _text(info.get("library_name", b"")) != core or not isinstance(listed, list):
-                continue
-            for function in listed:
-                loaded.add(_text({_text(k): v for k, v in _pairs(function)}.get("name", b"")))
-        missing = [name for name in names if name not in loaded]
-        if missing:
+    async def _call_set_up(self, function: str, keys: list[str], *args: str | int) -> Any:
+        """FCALL for a caller that may not load functions (the operator; workers load
+        theirs): a missing one is FunctionsUnavailable naming ``bookstream setup``."""
+        try:
+            return await self._r.fcall(function, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "Function not found" not in str(exc):
+                raise
+            library = keys[0].split("{", 1)[-1].split("}", 1)[0]  # bs:{LIBRARY}:...
             raise FunctionsUnavailable(
-                f"Redis has no function {', '.join(missing)} (library {core}): run "
-                f"`bookstream setup --library {library}` with an admin user (this Redis "
+                f"Redis has no function {function} (library {library_name(self.source)}): "
+                f"run `bookstream setup --library {library}` with an admin user (this Redis "
                 "user may not load functions)"
-            )
+            ) from exc

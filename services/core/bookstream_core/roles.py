@@ -53,7 +53,7 @@ _WORKER = (
 #: The functions each role calls naming a key it does not own (selectors below).
 LENDING_SENDS = ("bs1_lending_apply", "bs1_lending_expire")
 SHELVING_SENDS = ("bs1_shelving_apply", "bs1_dead_letter")
-#: Every function the operator calls; it checks they are loaded (it may not load them).
+#: Every function the operator calls (it may not load them: setup does).
 OPERATOR_FUNCTIONS = ("bs1_hand_over", "bs1_compare_and_set")
 
 
