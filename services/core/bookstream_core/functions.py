@@ -126,6 +126,15 @@ class CoreFunctions:
         result = await self._r.fcall("bs1_dead_letter", len(keys), *keys, *args)
         return [int(flag) for flag in result]
 
+    async def requeue(
+        self, dead: str, stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]
+    ) -> bytes | None:
+        """Move a dead letter's fields back to ``stream`` (core.lua: both or neither);
+        the new entry's id, or None when the dead letter is gone."""
+        flat = [part for pair in fields.items() for part in pair]
+        new_id: bytes | None = await self._r.fcall("bs1_requeue", 2, dead, stream, entry_id, *flat)
+        return new_id
+
     async def read(
         self,
         inbox: str,

@@ -13,8 +13,6 @@ from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.packed import execute_packed
 
-from bookstream_lending.keys import LendingKeys
-
 SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua", "context.lua", "door.lua")
 
 
