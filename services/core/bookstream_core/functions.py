@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from bookstream_core.batch import Batch, parse_batch
+from bookstream_core.events import SCHEMA_VERSION
 
 _NAME_RE = re.compile(r"^#!lua name=(\S+)")
 
@@ -29,7 +30,8 @@ def read_library(package: str, filename: str, *parts: str) -> str:
     head, _, body = files.joinpath(filename).read_text(encoding="utf-8").partition("\n")
     pieces = [resources.files("bookstream_core").joinpath("prelude.lua").read_text("utf-8")]
     pieces += [files.joinpath(part).read_text(encoding="utf-8") for part in parts]
-    return "\n".join([head, *pieces, body])
+    # The events' schema version has one definition (events.py); the Lua gets it here.
+    return "\n".join([head, *pieces, body]).replace("@SCHEMA_VERSION@", str(SCHEMA_VERSION))
 
 
 def library_name(source: str) -> str:
