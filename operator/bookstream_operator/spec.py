@@ -17,6 +17,7 @@ from bookstream_core.config import ConfigError, normalize_address
 from bookstream_core.keys import check_library
 from bookstream_core.types import ServiceName
 
+from bookstream_operator import naming
 from bookstream_operator.types import Manifest
 
 DEFAULT_REDIS_URL = "redis://redis:6379"
@@ -69,6 +70,32 @@ def check_redis_url(url: str) -> str:
         return normalize_address(url)
     except ConfigError as exc:
         raise SpecError(f"spec.redis.url: {exc}") from None
+
+
+def _secret_name(ref: Any, where: str) -> str | None:
+    """The ``name`` of a Secret reference (``None``: no reference), checked as the CRD
+    checks it: it becomes a request path, and an object stored before the CRD's rule was
+    must not reach another Secret than its namespace's one of that name."""
+    if not isinstance(ref, Mapping) or not ref.get("name"):
+        return None
+    name = str(ref["name"])
+    if not naming.is_object_name(name):
+        raise SpecError(
+            f"{where}.name must be a Secret's name: lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, at most 253 characters"
+        )
+    return name
+
+
+def _secret_key(ref: Mapping[str, Any], where: str) -> str:
+    key = ref.get("key")
+    key = "password" if key is None else str(key)
+    if not naming.is_secret_key(key):
+        raise SpecError(
+            f"{where}.key must be a Secret's key: letters, digits, '-', '_' and '.', "
+            "at most 253 characters"
+        )
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,16 +278,18 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         raise SpecError("spec.autoscaling.minReplicas must not exceed maxReplicas")
     if secret and users:
         raise SpecError("give spec.redis.usersSecretRef or spec.redis.passwordSecretRef, not both")
+    secret_name = _secret_name(secret, "spec.redis.passwordSecretRef")
+    users_name = _secret_name(users, "spec.redis.usersSecretRef")
     return LibrarySpec(
         library=library,
         redis=RedisSpec(
             url=check_redis_url(str(redis.get("url") or DEFAULT_REDIS_URL)),
-            password_secret=SecretRef(str(secret["name"]), str(secret.get("key") or "password"))
-            if isinstance(secret, Mapping) and secret.get("name")
+            password_secret=SecretRef(
+                secret_name, _secret_key(secret, "spec.redis.passwordSecretRef")
+            )
+            if secret_name is not None and isinstance(secret, Mapping)
             else None,
-            users_secret=str(users["name"])
-            if isinstance(users, Mapping) and users.get("name")
-            else None,
+            users_secret=users_name,
             tls=bool(redis.get("tls", False)),
             db=None if db is None else _int(redis, "db", 0, "spec.redis"),
         ),

@@ -14,6 +14,8 @@ from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
 from bookstream_operator.spec import URL_CREDENTIALS, SpecError, parse_spec
 from celpy.adapter import json_to_cel
 
+from tests.operator.test_operator_secret_refs import NOT_NAMES
+
 CRD_PATH = (
     Path(__file__).resolve().parents[2]
     / "deploy/helm/bookstream/crds/libraryinstances.bookstream.io.yaml"
@@ -329,3 +331,32 @@ def test_one_kind_of_secret_reference_at_a_time(schema: dict[str, Any]) -> None:
     validator.validate(users)
     users["spec"]["redis"]["usersSecretRef"] = {}
     assert list(validator.iter_errors(users)), "a reference without a name"
+
+
+def _admitted(schema: dict[str, Any], redis: dict[str, Any]) -> tuple[bool, bool]:
+    """(the CRD admits it, the operator takes it) for this spec.redis."""
+    obj = copy.deepcopy(EXAMPLE)
+    obj["spec"]["redis"] = redis
+    validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
+    crd = not list(validator.iter_errors(obj)) and not cel_violations(schema, obj, None)
+    try:
+        parse_spec(obj["spec"])
+    except SpecError:
+        return crd, False
+    return crd, True
+
+
+def test_a_secret_reference_names_only_what_can_be_a_secret(schema: dict[str, Any]) -> None:
+    """Names are DNS-1123 subdomains, keys Kubernetes' Secret keys: the CRD's patterns and
+    the operator's own check agree (a name becomes a request path: see
+    test_operator_secret_refs.py)."""
+    names = [("main-redis-users", True), ("bs.redis-users.v2", True), ("a" * 253, True)]
+    names += [(name, False) for name in NOT_NAMES]
+    for name, ok in names:
+        for field in ("passwordSecretRef", "usersSecretRef"):
+            assert _admitted(schema, {field: {"name": name}}) == (ok, ok), (field, name)
+    keys = [("password", True), ("redis.pw", True), ("_Pw-2", True), ("a" * 253, True)]
+    keys += [("", False), ("a/b", False), ("../x", False), ("pw ", False), ("a" * 254, False)]
+    for key, ok in keys:
+        ref = {"name": "pw", "key": key}
+        assert _admitted(schema, {"passwordSecretRef": ref}) == (ok, ok), key
