@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from bookstream_core.config import ConfigError, normalize_address
 from bookstream_core.keys import check_library
+from bookstream_core.roles import ROLES
 from bookstream_core.types import ServiceName
 
 from bookstream_operator import naming
@@ -87,14 +88,26 @@ def _secret_name(ref: Any, where: str) -> str | None:
     return name
 
 
-def _secret_key(ref: Mapping[str, Any], where: str) -> str:
+#: Why passwordSecretRef may not name a role's key (the CRD says the same): it is one
+#: worker's password, which the operator would read and both worker sets would mount.
+ROLE_KEY = (
+    "spec.redis.passwordSecretRef.key must not be a role's key (lending, shelving, client, "
+    "viewer, operator): each is one Redis user's password; name a role Secret in "
+    "spec.redis.usersSecretRef instead, or keep this library's one password under another "
+    "key (default: password)"
+)
+
+
+def _password_key(ref: Mapping[str, Any]) -> str:
     key = ref.get("key")
     key = "password" if key is None else str(key)
     if not naming.is_secret_key(key):
         raise SpecError(
-            f"{where}.key must be a Secret's key: letters, digits, '-', '_' and '.', "
-            "at most 253 characters"
+            "spec.redis.passwordSecretRef.key must be a Secret's key: letters, digits, '-', "
+            "'_' and '.', at most 253 characters"
         )
+    if key in ROLES:
+        raise SpecError(ROLE_KEY)
     return key
 
 
@@ -284,9 +297,7 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         library=library,
         redis=RedisSpec(
             url=check_redis_url(str(redis.get("url") or DEFAULT_REDIS_URL)),
-            password_secret=SecretRef(
-                secret_name, _secret_key(secret, "spec.redis.passwordSecretRef")
-            )
+            password_secret=SecretRef(secret_name, _password_key(secret))
             if secret_name is not None and isinstance(secret, Mapping)
             else None,
             users_secret=users_name,

@@ -10,8 +10,9 @@ import celpy
 import jsonschema
 import pytest
 import yaml
+from bookstream_core.roles import ROLES
 from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
-from bookstream_operator.spec import URL_CREDENTIALS, SpecError, parse_spec
+from bookstream_operator.spec import ROLE_KEY, URL_CREDENTIALS, SpecError, parse_spec
 from celpy.adapter import json_to_cel
 
 from tests.operator.test_operator_secret_refs import NOT_NAMES
@@ -360,3 +361,18 @@ def test_a_secret_reference_names_only_what_can_be_a_secret(schema: dict[str, An
     for key, ok in keys:
         ref = {"name": "pw", "key": key}
         assert _admitted(schema, {"passwordSecretRef": ref}) == (ok, ok), key
+
+
+def test_a_password_reference_never_names_a_role_s_key(schema: dict[str, Any]) -> None:
+    """A role's key is one worker's password: the CRD's CEL rule and the operator refuse
+    each one, with the same message, and nothing else."""
+    for role in ROLES:
+        obj = copy.deepcopy(EXAMPLE)
+        obj["spec"]["redis"]["passwordSecretRef"] = {"name": "main-users", "key": role}
+        assert cel_violations(schema, obj, None) == [ROLE_KEY], role
+        with pytest.raises(SpecError) as refused:
+            parse_spec(obj["spec"])
+        assert str(refused.value) == ROLE_KEY
+    for key in ("password", "Lending", "operator-pw", "viewer.old"):
+        ref = {"name": "main-users", "key": key}
+        assert _admitted(schema, {"passwordSecretRef": ref}) == (True, True), key

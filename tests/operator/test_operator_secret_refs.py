@@ -1,5 +1,8 @@
 """What a LibraryInstance's Secret references may name, checked before any request.
 
+A ``passwordSecretRef`` may not name a role's key (``lending``...): that is one worker's
+password, which the operator would read and every worker would mount.
+
 A reference's name becomes a request path (``/api/v1/namespaces/NS/secrets/NAME``): a name
 with ``../`` made the HTTP client resolve it to another namespace's Secret, which the
 operator then sent to the URL's Redis. The CRD refuses such names, and the operator refuses
@@ -16,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import kmock
 import pytest
 import redis
+from bookstream_core.roles import ROLES
 from bookstream_operator.kube import Kube
 from bookstream_operator.reconcile import Result, reconcile
+from bookstream_operator.spec import ROLE_KEY
 
 from tests.operator.kmock_env import KEYS, NS, OTHER_NS, condition, find
 from tests.operator.test_operator_credentials import ROLE_PASSWORDS, secret, secret_requests
@@ -111,3 +116,26 @@ async def test_the_api_client_builds_no_path_from_a_name_that_is_no_name(
         await kube.close()
     assert secret_requests(api) == []
     assert not [r for r in list(api) if "aiohttp" not in r.headers.get("User-Agent", "")]
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_a_password_reference_to_a_role_s_key_is_refused_before_any_request(
+    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer], role: str
+) -> None:
+    """The role Secret is labelled and in the namespace: only the key stands between a
+    LibraryInstance's writer and a worker's password (which both worker sets would mount)."""
+    server = redis_factory()
+    server.client().config_set("requirepass", ROLE_PASSWORDS[role])
+    writers = redis.Redis(unix_socket_path=str(server.socket), password=ROLE_PASSWORDS[role])
+    server.clients.append(writers)
+    api.objects[kmock.resource("", "v1", "secrets"), NS, "main-users"] = secret(
+        "main-users", ROLE_PASSWORDS
+    )
+    ref = {"name": "main-users", "key": role}
+    result = await run({"redis": {"url": server.url, "passwordSecretRef": ref}})
+    assert ready(result).get("reason") == "InvalidSpec"
+    assert ready(result)["message"] == ROLE_KEY
+    assert secret_requests(api) == []
+    assert writers.get(KEYS.prefix + "operator:claim") is None
+    assert find(api, "statefulsets", "lib-lending") is None
+    assert find(api, "statefulsets", "lib-shelving") is None
