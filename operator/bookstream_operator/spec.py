@@ -8,10 +8,11 @@ checks the two stay equal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from bookstream_core.config import ConfigError, normalize_address
 from bookstream_core.keys import check_library
@@ -53,20 +54,46 @@ class RedisSpec:
     db: int | None = None
 
 
-#: Why a URL with credentials is refused, and where they go instead (the CRD says the same).
-URL_CREDENTIALS = (
-    "spec.redis.url must not carry credentials (user:password@ or ?password=): put the "
-    "password in a Secret labelled bookstream.io/redis-credentials=true and name it in "
+# What redis-py reads from a URL besides the address: userinfo (user:password@) and every
+# query parameter (password=, username=, host=, port=... override what it is given), decoded
+# (pass%77ord is password). So the URL may have neither, nor anything that urlsplit and the
+# rules below could read differently (%-escapes, spaces, control characters: urlsplit drops
+# a tab or newline the rules would see). The CRD has the same three rules, in this order,
+# with the same messages; tests/operator/test_operator_crd.py checks both on one URL list.
+URL_CHARACTERS = (
+    "spec.redis.url must be printable ASCII without spaces or %-escapes: write the host, "
+    "port and path as they are"
+)
+URL_QUERY = (
+    "spec.redis.url must have no query (?...) or fragment (#...): the Redis client would "
+    "take settings from it, credentials or another address among them; give the database "
+    "in spec.redis.db, TLS with spec.redis.tls and the password in a Secret named by "
     "spec.redis.usersSecretRef or spec.redis.passwordSecretRef"
 )
+URL_CREDENTIALS = (
+    "spec.redis.url must not carry credentials (user:password@): put the password in a "
+    "Secret labelled bookstream.io/redis-credentials=true and name it in "
+    "spec.redis.usersSecretRef or spec.redis.passwordSecretRef"
+)
+_PLAIN = re.compile(r"[!-~]*")
+_QUERY = re.compile(r"[?#]")
+#: "@" anywhere before the path is userinfo, even one urlsplit would not call a user.
+_USERINFO = re.compile(r"^[a-z]+://[^/]*@")
 
 
 def check_redis_url(url: str) -> str:
-    """``url`` if it is a Redis URL without credentials; the message never repeats it."""
-    parts = urlsplit(url)
-    # "@" anywhere before the path is userinfo, even one urlsplit would not call a user.
-    if "@" in parts.netloc or "password" in parse_qs(parts.query):
+    """``url`` if it is a Redis URL with only an address. A message quotes it only once it
+    is known to carry no credentials."""
+    if not _PLAIN.fullmatch(url) or "%" in url:
+        raise SpecError(URL_CHARACTERS)
+    if _QUERY.search(url):
+        raise SpecError(URL_QUERY)
+    if _USERINFO.search(url):
         raise SpecError(URL_CREDENTIALS)
+    try:
+        urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" (the CRD cannot tell)
+        raise SpecError(f"spec.redis.url is not a valid URL: {exc}") from None
     try:
         return normalize_address(url)
     except ConfigError as exc:

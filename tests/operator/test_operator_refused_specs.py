@@ -1,14 +1,14 @@
-"""What a LibraryInstance's Secret references may name, checked before any request.
+"""Specs the operator refuses (``InvalidSpec``) before it reads a Secret or reaches Redis.
 
-A ``passwordSecretRef`` may not name a role's key (``lending``...): that is one worker's
-password, which the operator would read and every worker would mount.
-
-A reference's name becomes a request path (``/api/v1/namespaces/NS/secrets/NAME``): a name
-with ``../`` made the HTTP client resolve it to another namespace's Secret, which the
-operator then sent to the URL's Redis. The CRD refuses such names, and the operator refuses
-them too (``InvalidSpec``), for objects stored before the rule, without a single request.
-Against KMock (tests/operator/kmock_env.py) and a real redis-server standing for the
-Redis of whoever wrote the LibraryInstance.
+A Secret reference's name becomes a request path (``/api/v1/namespaces/NS/secrets/NAME``):
+a name with ``../`` made the HTTP client resolve it to another namespace's Secret, which
+the operator then sent to the URL's Redis. A ``passwordSecretRef`` naming a role's key
+(``lending``...) handed one worker's password to the operator and to every worker. A Redis
+URL with a query made redis-py use another host (or credentials) than the status showed;
+an unparseable one raised on every pass, leaving no status. The CRD refuses all of these
+(tests/operator/test_operator_crd.py); the operator refuses them too, for objects stored
+before its rules. Against KMock (tests/operator/kmock_env.py) and a real redis-server
+standing for the Redis of whoever wrote the LibraryInstance.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import kmock
 import pytest
 import redis
+from bookstream_core import roles
 from bookstream_core.roles import ROLES
 from bookstream_operator.kube import Kube
 from bookstream_operator.reconcile import Result, reconcile
-from bookstream_operator.spec import ROLE_KEY
+from bookstream_operator.spec import ROLE_KEY, URL_QUERY
 
+from tests.deploy import tools
 from tests.operator.kmock_env import KEYS, NS, OTHER_NS, condition, find
 from tests.operator.test_operator_credentials import ROLE_PASSWORDS, secret, secret_requests
 
@@ -139,3 +141,36 @@ async def test_a_password_reference_to_a_role_s_key_is_refused_before_any_reques
     assert writers.get(KEYS.prefix + "operator:claim") is None
     assert find(api, "statefulsets", "lib-lending") is None
     assert find(api, "statefulsets", "lib-shelving") is None
+
+
+async def test_a_url_with_a_query_reaches_no_redis(
+    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+) -> None:
+    """redis-py would connect to ?host=&port= while the status showed redis://localhost."""
+    server = redis_factory(tcp=True)
+    password = ROLE_PASSWORDS["operator"]
+    server.client().execute_command(
+        "ACL", "SETUSER", *roles.setuser_arguments("main", "operator", password)
+    )
+    api.objects[kmock.resource("", "v1", "secrets"), NS, "main-users"] = secret(
+        "main-users", ROLE_PASSWORDS
+    )
+    url = f"redis://?host=127.0.0.1&port={server.port}"
+    result = await run({"redis": {"url": url, "usersSecretRef": {"name": "main-users"}}})
+    assert ready(result).get("reason") == "InvalidSpec"
+    assert ready(result)["message"] == URL_QUERY
+    assert secret_requests(api) == []
+    assert server.client().get(KEYS.prefix + "operator:claim") is None
+    assert find(api, "configmaps", "lib-config") is None
+
+
+@pytest.mark.parametrize("url", ["redis://[::1", "redis://[redis]:6379"])
+async def test_a_url_the_crd_admits_but_no_client_can_parse_is_an_invalid_spec(
+    api: kmock.KubernetesEmulator, url: str
+) -> None:
+    """It raised a bare ValueError on every pass: no status was ever written."""
+    result = await run({"redis": {"url": url}})
+    tools.validate_structural(tools.status_schema(), result.status)
+    assert ready(result).get("reason") == "InvalidSpec"
+    assert ready(result)["message"].startswith("spec.redis.url is not a valid URL: ")
+    assert result.permanent_failure
