@@ -40,11 +40,6 @@ LK = LendingKeys(KEYS)
 SK = ShelvingKeys(KEYS)
 
 
-def _owner(request_id: str) -> str:
-    """The door's binding of a request id to its first user (lending's key)."""
-    return f"{KEYS.prefix}lending:owner:{request_id}"
-
-
 def _done(event_id: str) -> str:
     """Shelving's record of an applied event (its key, read here as the test's evidence)."""
     return f"{KEYS.prefix}shelving:done:{event_id}"
@@ -235,19 +230,18 @@ def test_outcomes_and_idempotency_records_live_for_the_retention(
         o = client.request("u1", ["a", "b"], request_id="t-req")  # both fetched
         assert (o.status, o.lent) == ("accepted", ["a", "b"])
         written[KEYS.outcome("t-req")] = written[_done("t-req:fetch")] = (t0, time.monotonic())
-        written[_owner("t-req")] = (t0, time.monotonic())
 
         t0 = time.monotonic()
         o = client.return_books("u1", ["a", "b"], request_id="t-ret")  # b is reshelved
         assert (o.status, o.returned) == ("processed", ["a", "b"])
-        written[KEYS.outcome("t-ret")] = written[_owner("t-ret")] = (t0, time.monotonic())
+        written[KEYS.outcome("t-ret")] = (t0, time.monotonic())
         wait_for(lambda: bool(r.exists(_done("t-ret:reshelve"))), timeout=10)
         written[_done("t-ret:reshelve")] = (t0, time.monotonic())
 
         t0 = time.monotonic()
         o = client.return_books("u2", ["a"], request_id="t-deny")
         assert (o.status, o.reason) == ("denied", "not_held")
-        written[KEYS.outcome("t-deny")] = written[_owner("t-deny")] = (t0, time.monotonic())
+        written[KEYS.outcome("t-deny")] = (t0, time.monotonic())
 
         t0 = time.monotonic()
         bad = {"v": SCHEMA_VERSION, "type": "request", "id": "t-bad", "user": "u3", "books": []}
@@ -257,7 +251,6 @@ def test_outcomes_and_idempotency_records_live_for_the_retention(
 
     expiring = {k.decode() for k in r.scan_iter(KEYS.outcome("*"))}
     expiring |= {k.decode() for k in r.scan_iter(_done("*"))}
-    expiring |= {k.decode() for k in r.scan_iter(_owner("*"))}
     assert expiring == set(written)
     for key, (first, last) in written.items():
         before = time.monotonic()

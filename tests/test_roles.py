@@ -419,3 +419,30 @@ def test_a_worker_without_its_functions_loaded_says_to_run_setup(
     assert done.returncode != 0
     assert "bookstream setup" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_refused_dead_letter_retry_changes_nothing(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    roles: Path,
+) -> None:
+    """Breaker: a client's `dead-letters retry` re-injected the entry, then was refused
+    the XDEL: one more copy at each try. Now one function does both or neither."""
+    worker = start_worker("lending", redis_server, library=LIB,
+                          env=env_of(bookstream_env, roles, "lending"))  # fmt: skip
+    r = redis_server.client()
+    r.xadd(f"{P}lending:inbox", {"e": "not json"})
+    wait_for(lambda: r.xlen(f"{P}lending:dead") == 1)
+    worker.terminate()
+    added = r.xinfo_stream(f"{P}lending:inbox")["entries-added"]
+    refused = run_cli(env_of(bookstream_env, roles, "client"), "dead-letters", "retry", "--all",
+                      server=redis_server)  # fmt: skip
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert r.xlen(f"{P}lending:dead") == 1
+    assert r.xinfo_stream(f"{P}lending:inbox")["entries-added"] == added
+    allowed = run_cli(env_of(bookstream_env, roles, "lending"), "dead-letters", "retry", "--all",
+                      "--service", "lending", server=redis_server)  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert r.xlen(f"{P}lending:dead") == 0
+    assert r.xinfo_stream(f"{P}lending:inbox")["entries-added"] == added + 1

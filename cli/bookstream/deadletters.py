@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import cast
 
 import redis.asyncio as aioredis
+from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName, text
 from redis.exceptions import ResponseError
@@ -91,21 +92,21 @@ async def retry_dead_letters(
             }
             if not original:
                 continue
-            # Not MULTI: Redis runs every command of a transaction even when one fails,
-            # so a refused XADD would still have deleted the dead letter.
             # Back where it came from (Lending has two streams), never to a stream the
-            # dead letter names but the service does not read.
+            # dead letter names but the service does not read. One function call appends
+            # and deletes, both or neither (a user refused XDEL used to re-inject a copy
+            # at each try).
             came_from = text(fields.get(b"stream", b""))
             stream = came_from if came_from in keys.streams(svc) else keys.inbox(svc)
             try:
-                new_id = await r.xadd(stream, original)  # type: ignore[arg-type]
+                new_id = await CoreFunctions(r).requeue(dead, stream, entry_id, original)
             except ResponseError as exc:
                 raise Unreachable(
                     f"Redis refused to re-inject {text(entry_id)} ({exc}); "
                     "the dead letter is kept, retry later"
                 ) from None
-            await r.xdel(dead, entry_id)
-            moved.append((text(entry_id), text(new_id)))
+            if new_id is not None:
+                moved.append((text(entry_id), text(new_id)))
     return moved
 
 

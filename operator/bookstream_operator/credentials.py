@@ -75,12 +75,24 @@ def _missing(namespace: str, name: str, where: str) -> CredentialsError:
     )
 
 
-def _unlabelled(namespace: str, name: str) -> CredentialsError:
+def _unlabelled(namespace: str, name: str, where: str) -> CredentialsError:
+    # No ready-made `kubectl label` for the Secret named: it may hold other passwords (the
+    # chart's Redis admin Secret, another application's), and the label is what lets the
+    # operator send a password to the URL's Redis and the workers mount it.
+    meant = (
+        "bookstream's role passwords for this library (keys lending, shelving, client, "
+        "viewer, operator)"
+        if where.endswith("usersSecretRef")
+        else "the one password meant for this library"
+    )
     return CredentialsError(
         "SecretNotLabelled",
-        f"Secret {namespace}/{name} is not labelled {LABEL}=true, and the operator reads "
-        f"only Secrets labelled for it: kubectl -n {namespace} label secret {name} "
-        f"{LABEL}=true",
+        f"Secret {namespace}/{name} ({where}) is not labelled {LABEL}=true, and the operator "
+        f"reads only Secrets so labelled. Label a Secret only if it holds nothing but "
+        f"{meant}, never one that holds an admin's or another application's password: the "
+        "operator sends what it reads to spec.redis.url's Redis and the workers mount it. "
+        "Otherwise put what is meant for this library in a Secret of its own, label that "
+        "one and name it here",
     )
 
 
@@ -107,7 +119,7 @@ async def read_key(kube: Kube, namespace: str, name: str, key: str, where: str) 
         if labels is None:
             raise _missing(namespace, name, where)
         if labels.get(LABEL) != "true":
-            raise _unlabelled(namespace, name)
+            raise _unlabelled(namespace, name, where)
         found = await kube.secret_data(namespace, name)
     except httpx2.HTTPStatusError as exc:
         if exc.response.status_code == 403:
@@ -117,7 +129,7 @@ async def read_key(kube: Kube, namespace: str, name: str, key: str, where: str) 
         raise _missing(namespace, name, where)
     labels, data = found
     if labels.get(LABEL) != "true":  # the label went between the two reads
-        raise _unlabelled(namespace, name)
+        raise _unlabelled(namespace, name, where)
     if key not in data:
         raise CredentialsError(
             "SecretKeyMissing", f"Secret {namespace}/{name} ({where}) has no key {key!r}"

@@ -56,6 +56,14 @@ class WorkloadState:
     updated: int
 
 
+def _checked(namespace: str, name: str) -> None:
+    """Refuse what is no namespace or object name before it becomes a request path: the
+    HTTP client would resolve "../" (or cut at "?") and ask for another object, e.g. a
+    Secret of another namespace, than the one named."""
+    if not (naming.is_namespace(namespace) and naming.is_object_name(name)):
+        raise ValueError(f"not a Kubernetes namespace and name: {namespace!r}, {name!r}")
+
+
 def _status_code(exc: httpx2.HTTPStatusError) -> int:
     # lightkube turns only "application/json" answers into ApiError; match both.
     return exc.response.status_code
@@ -91,6 +99,7 @@ class Kube:
 
     async def read_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The LibraryInstance as it is now (``None`` once it is gone)."""
+        _checked(namespace, name)
         try:
             obj = await _retrying(
                 lambda: self.client.get(LibraryInstance, name, namespace=namespace)
@@ -104,6 +113,10 @@ class Kube:
     async def instance_uid(self, namespace: str, name: str) -> str | None:
         """The uid of a LibraryInstance (``None`` if absent); raises ``claim.Unknown`` when
         the operator may not read it (e.g. a namespace it does not watch)."""
+        if not (naming.is_namespace(namespace) and naming.is_object_name(name)):
+            # The claim's holder comes from Redis: no object can have such a name (an
+            # older operator's claim had none).
+            return None
         try:
             obj = await self.read_instance(namespace, name)
         except httpx2.HTTPStatusError as exc:
@@ -117,6 +130,7 @@ class Kube:
 
         A LibraryInstance deleted meanwhile has no status to write: that is not an error.
         """
+        _checked(namespace, name)
         try:
             await _retrying(
                 lambda: self.client.patch(
@@ -169,6 +183,7 @@ class Kube:
     async def secret_labels(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's labels (``None`` if it does not exist), fetched without its data: the
         API server answers with the object's metadata only (``PartialObjectMetadata``)."""
+        _checked(namespace, name)
         # lightkube's get() takes no headers; its request() (the same call) does.
         generic = self.client._client
         try:
@@ -191,6 +206,7 @@ class Kube:
         self, namespace: str, name: str
     ) -> tuple[dict[str, str], dict[str, str]] | None:
         """A Secret's labels and base64 data (``None`` if it does not exist)."""
+        _checked(namespace, name)
         try:
             secret = await _retrying(lambda: self.client.get(Secret, name, namespace=namespace))
         except httpx2.HTTPStatusError as exc:
@@ -201,6 +217,7 @@ class Kube:
         return labels, cast(dict[str, str], dict(secret.data or {}))
 
     async def workload_state(self, namespace: str, name: str) -> WorkloadState | None:
+        _checked(namespace, name)
         try:
             sts = await _retrying(lambda: self.client.get(StatefulSet, name, namespace=namespace))
         except httpx2.HTTPStatusError as exc:

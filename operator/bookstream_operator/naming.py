@@ -27,6 +27,26 @@ METRICS_PORT = 9108
 #: Numeric UID/GID the worker images run as (see services/*/Dockerfile).
 WORKER_UID = 10001
 
+#: What the API server accepts as an object's name (a DNS-1123 subdomain, at most 253
+#: characters), a namespace's (a DNS-1123 label, at most 63) and a Secret's key. Checked
+#: before a name goes into a request path: "../" or "?" there would make the HTTP client
+#: ask for another object than the one named.
+OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def is_object_name(name: str) -> bool:
+    return len(name) <= 253 and OBJECT_NAME.fullmatch(name) is not None
+
+
+def is_namespace(namespace: str) -> bool:
+    return len(namespace) <= 63 and NAMESPACE.fullmatch(namespace) is not None
+
+
+def is_secret_key(key: str) -> bool:
+    return len(key) <= 253 and SECRET_KEY.fullmatch(key) is not None
+
 
 def workload_name(instance: str, service: ServiceName) -> str:
     return f"{instance}-{service}"

@@ -8,15 +8,18 @@ checks the two stay equal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from bookstream_core.config import ConfigError, normalize_address
 from bookstream_core.keys import check_library
+from bookstream_core.roles import ROLES
 from bookstream_core.types import ServiceName
 
+from bookstream_operator import naming
 from bookstream_operator.types import Manifest
 
 DEFAULT_REDIS_URL = "redis://redis:6379"
@@ -51,24 +54,88 @@ class RedisSpec:
     db: int | None = None
 
 
-#: Why a URL with credentials is refused, and where they go instead (the CRD says the same).
-URL_CREDENTIALS = (
-    "spec.redis.url must not carry credentials (user:password@ or ?password=): put the "
-    "password in a Secret labelled bookstream.io/redis-credentials=true and name it in "
+# What redis-py reads from a URL besides the address: userinfo (user:password@) and every
+# query parameter (password=, username=, host=, port=... override what it is given), decoded
+# (pass%77ord is password). So the URL may have neither, nor anything that urlsplit and the
+# rules below could read differently (%-escapes, spaces, control characters: urlsplit drops
+# a tab or newline the rules would see). The CRD has the same three rules, in this order,
+# with the same messages; tests/operator/test_operator_crd.py checks both on one URL list.
+URL_CHARACTERS = (
+    "spec.redis.url must be printable ASCII without spaces or %-escapes: write the host, "
+    "port and path as they are"
+)
+URL_QUERY = (
+    "spec.redis.url must have no query (?...) or fragment (#...): the Redis client would "
+    "take settings from it, credentials or another address among them; give the database "
+    "in spec.redis.db, TLS with spec.redis.tls and the password in a Secret named by "
     "spec.redis.usersSecretRef or spec.redis.passwordSecretRef"
 )
+URL_CREDENTIALS = (
+    "spec.redis.url must not carry credentials (user:password@): put the password in a "
+    "Secret labelled bookstream.io/redis-credentials=true and name it in "
+    "spec.redis.usersSecretRef or spec.redis.passwordSecretRef"
+)
+_PLAIN = re.compile(r"[!-~]*")
+_QUERY = re.compile(r"[?#]")
+#: "@" anywhere before the path is userinfo, even one urlsplit would not call a user.
+_USERINFO = re.compile(r"^[a-z]+://[^/]*@")
 
 
 def check_redis_url(url: str) -> str:
-    """``url`` if it is a Redis URL without credentials; the message never repeats it."""
-    parts = urlsplit(url)
-    # "@" anywhere before the path is userinfo, even one urlsplit would not call a user.
-    if "@" in parts.netloc or "password" in parse_qs(parts.query):
+    """``url`` if it is a Redis URL with only an address. A message quotes it only once it
+    is known to carry no credentials."""
+    if not _PLAIN.fullmatch(url) or "%" in url:
+        raise SpecError(URL_CHARACTERS)
+    if _QUERY.search(url):
+        raise SpecError(URL_QUERY)
+    if _USERINFO.search(url):
         raise SpecError(URL_CREDENTIALS)
+    try:
+        urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" (the CRD cannot tell)
+        raise SpecError(f"spec.redis.url is not a valid URL: {exc}") from None
     try:
         return normalize_address(url)
     except ConfigError as exc:
         raise SpecError(f"spec.redis.url: {exc}") from None
+
+
+def _secret_name(ref: Any, where: str) -> str | None:
+    """The ``name`` of a Secret reference (``None``: no reference), checked as the CRD
+    checks it: it becomes a request path, and an object stored before the CRD's rule was
+    must not reach another Secret than its namespace's one of that name."""
+    if not isinstance(ref, Mapping) or not ref.get("name"):
+        return None
+    name = str(ref["name"])
+    if not naming.is_object_name(name):
+        raise SpecError(
+            f"{where}.name must be a Secret's name: lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, at most 253 characters"
+        )
+    return name
+
+
+#: Why passwordSecretRef may not name a role's key (the CRD says the same): it is one
+#: worker's password, which the operator would read and both worker sets would mount.
+ROLE_KEY = (
+    "spec.redis.passwordSecretRef.key must not be a role's key (lending, shelving, client, "
+    "viewer, operator): each is one Redis user's password; name a role Secret in "
+    "spec.redis.usersSecretRef instead, or keep this library's one password under another "
+    "key (default: password)"
+)
+
+
+def _password_key(ref: Mapping[str, Any]) -> str:
+    key = ref.get("key")
+    key = "password" if key is None else str(key)
+    if not naming.is_secret_key(key):
+        raise SpecError(
+            "spec.redis.passwordSecretRef.key must be a Secret's key: letters, digits, '-', "
+            "'_' and '.', at most 253 characters"
+        )
+    if key in ROLES:
+        raise SpecError(ROLE_KEY)
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,16 +318,16 @@ def parse_spec(spec: Mapping[str, Any]) -> LibrarySpec:
         raise SpecError("spec.autoscaling.minReplicas must not exceed maxReplicas")
     if secret and users:
         raise SpecError("give spec.redis.usersSecretRef or spec.redis.passwordSecretRef, not both")
+    secret_name = _secret_name(secret, "spec.redis.passwordSecretRef")
+    users_name = _secret_name(users, "spec.redis.usersSecretRef")
     return LibrarySpec(
         library=library,
         redis=RedisSpec(
             url=check_redis_url(str(redis.get("url") or DEFAULT_REDIS_URL)),
-            password_secret=SecretRef(str(secret["name"]), str(secret.get("key") or "password"))
-            if isinstance(secret, Mapping) and secret.get("name")
+            password_secret=SecretRef(secret_name, _password_key(secret))
+            if secret_name is not None and isinstance(secret, Mapping)
             else None,
-            users_secret=str(users["name"])
-            if isinstance(users, Mapping) and users.get("name")
-            else None,
+            users_secret=users_name,
             tls=bool(redis.get("tls", False)),
             db=None if db is None else _int(redis, "db", 0, "spec.redis"),
         ),

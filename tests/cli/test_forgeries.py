@@ -85,23 +85,39 @@ def test_a_request_id_stays_with_its_first_user(
         assert "already used" in stolen.stderr and "Traceback" not in stolen.stderr
 
 
-def test_a_queued_request_with_a_taken_id_is_refused_at_the_door(
-    redis_server: RedisServer, bookstream_env: dict[str, str]
+def test_a_queued_request_with_a_taken_id_is_refused(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
 ) -> None:
+    """Two users with one new id while Lending has recorded neither: both pass the door
+    (it writes nothing but the entry), Lending applies the first and takes the second
+    for a duplicate, and the second user's client, reading the first user's outcome,
+    refuses it (exit 2): never shown as its own."""
     r = redis_server.client()
-    queued = run_cli(
-        bookstream_env, "request", "ann", "a", "--request-id", "q-1", "--no-wait",
-        server=redis_server,
-    )  # fmt: skip
-    assert queued.returncode == 0, queued.stderr
-    taken = run_cli(
-        bookstream_env, "request", "bob", "a", "--request-id", "q-1", "--no-wait",
-        server=redis_server,
-    )  # fmt: skip
-    assert taken.returncode == 2 and "another user" in taken.stderr
-    wait_for(lambda: r.xlen(INBOX) == 1)
-    ((_, fields),) = r.xrange(INBOX)
-    assert json.loads(fields[b"e"])["user"] == "ann"
+    lending = start_worker("lending", redis_server)
+    start_worker("shelving", redis_server)
+    lending.process.send_signal(signal.SIGSTOP)  # still alive (its name lock), not reading
+    try:
+        queued = run_cli(bookstream_env, "request", "ann", "a", "--request-id", "q-1",
+                         "--no-wait", server=redis_server)  # fmt: skip
+        assert queued.returncode == 0, queued.stderr
+        argv = [str(VENV_BIN / "bookstream"), "request", "bob", "a", "--request-id", "q-1",
+                "--timeout", "30", "--redis", redis_server.url]  # fmt: skip
+        bob = subprocess.Popen(argv, env=bookstream_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+        wait_for(lambda: r.xlen(INBOX) == 2)
+    finally:
+        lending.process.send_signal(signal.SIGCONT)
+    out, err = bob.communicate(timeout=60)
+    assert bob.returncode == 2 and "another user" in err, out + err
+    ann = run_cli(bookstream_env, "outcome", "q-1", "--json", server=redis_server)
+    assert json.loads(ann.stdout)["user"] == "ann" and json.loads(ann.stdout)["lent"] == ["a"]
+    # Once recorded, the door itself refuses the id to another user.
+    again = run_cli(bookstream_env, "request", "bob", "a", "--request-id", "q-1",
+                    server=redis_server)  # fmt: skip
+    assert again.returncode == 2 and "another user" in again.stderr
+    assert r.xinfo_stream(INBOX)["entries-added"] == 2  # (read entries are trimmed)
 
 
 def test_an_admin_loads_the_functions_from_info_and_a_producer_uses_the_door(

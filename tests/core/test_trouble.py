@@ -173,7 +173,6 @@ def test_a_long_trouble_never_dead_letters_a_valid_entry(
     first = start_worker("lending", redis_server, library=LIB, extra=args)
     start_worker("lending", redis_server, library=LIB, extra=args)
     start_worker("shelving", redis_server, library=LIB, extra=args)
-    wait_for(lambda: r.exists(f"bs:{{{LIB}}}:lending:settings") == 1)
     inflight = f"bs:{{{LIB}}}:lending:inflight"
     r.delete(inflight)
     r.set(inflight, "not a sorted set")

@@ -417,6 +417,30 @@ def test_the_operator_reaches_the_api_server_redis_and_dns_only() -> None:
     assert not _allowed(narrow, "Egress", operator, "10.96.0.2", 443)
 
 
+def _notes(values: dict[str, str]) -> str:
+    install = ["install", "rel", str(tools.CHART), "--namespace", NS, "--dry-run=client"]
+    return tools.helm(*install, *tools.set_args(values)).stdout.split("NOTES:", 1)[1]
+
+
+def test_the_open_default_way_to_the_api_server_is_said_where_it_is_chosen() -> None:
+    """Breaker: with the default cidrs: [] the operator may reach any address on 443 and
+    6443. The API server's address differs per cluster, so the default stays, and says so:
+    in docs/security.md's "Who can reach what", in deploy/README.md and at install."""
+    operator = policies()[(NS, "rel-bookstream-operator")]
+    api_server = [rule for rule in operator["egress"] if rule["to"] == ANY_ADDRESS]
+    assert [rule["ports"] for rule in api_server] == [
+        [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]
+    ]
+    said = "may reach any address on ports 443 and 6443"
+    security = (tools.ROOT / "docs" / "security.md").read_text()
+    who = security.split("## Who can reach what", 1)[1].split("\n## ", 1)[0]
+    assert said in " ".join(who.split()) and "`networkPolicy.apiServer.cidrs:" in who
+    readme = " ".join((tools.ROOT / "deploy" / "README.md").read_text().split())
+    assert f"`networkPolicy.apiServer.cidrs: []` the operator {said}" in readme
+    assert "ANY address on ports\n  443, 6443" in _notes({})
+    assert "ANY address" not in _notes({"networkPolicy.apiServer.cidrs": "{10.96.0.1/32}"})
+
+
 def test_the_evaluator_isolates_only_selected_pods() -> None:
     """The evaluator's own premises: without policies everything is allowed; a pod no policy
     selects is not isolated; a selected one takes only what a rule admits."""

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import celpy
 import jsonschema
 import pytest
 import yaml
+from bookstream_core.roles import ROLES
+from bookstream_operator.connection import redis_settings
+from bookstream_operator.credentials import Credentials
 from bookstream_operator.naming import GROUP, KIND, PLURAL, VERSION
-from bookstream_operator.spec import URL_CREDENTIALS, SpecError, parse_spec
+from bookstream_operator.spec import (
+    ROLE_KEY,
+    URL_CHARACTERS,
+    URL_CREDENTIALS,
+    URL_QUERY,
+    SpecError,
+    parse_spec,
+)
 from celpy.adapter import json_to_cel
+from redis.connection import parse_url
+
+from tests.operator.test_operator_refused_specs import NOT_NAMES
 
 CRD_PATH = (
     Path(__file__).resolve().parents[2]
@@ -272,46 +287,109 @@ def test_names_that_kubernetes_cannot_carry_are_refused(schema: dict[str, Any]) 
         assert (refused == []) is ok, (name, refused)
 
 
-#: URLs that carry a password (or a user) for Redis: refused wherever they are written.
-URLS_WITH_CREDENTIALS = [
-    "redis://:s3cret@redis:6379",
-    "redis://bs-main-operator:s3cret@redis:6379/0",
-    "rediss://default@redis.books.svc:6380",
-    "unix://user:s3cret@/run/redis/redis.sock",
-    "redis://redis:6379/0?password=s3cret",
-    "rediss://redis:6380/?db=1&password=s3cret",
-    "redis://a:b@c@redis:6379",
-]
-URLS_WITHOUT = [
-    "redis://redis:6379",
-    "rediss://redis.books.svc:6380/2",
-    "redis://[::1]:6379",
-    "unix:///run/redis/redis.sock",
-    "unix:///tmp/odd@name.sock",  # an "@" in the path is no userinfo
-    "redis://redis:6379/0?db=1&health_check_interval=5",
-]
+#: Redis URLs and what both the CRD and the operator say of them: the message (the first of
+#: the CRD's rules that fails), or None when both take the URL. Each refused one is a URL
+#: redis-py reads credentials, or settings overriding the address, from.
+URLS: dict[str, str | None] = {
+    # userinfo: a password, or a user alone
+    "redis://:s3cret@redis:6379": URL_CREDENTIALS,
+    "redis://bs-main-operator:s3cret@redis:6379/0": URL_CREDENTIALS,
+    "rediss://default@redis.books.svc:6380": URL_CREDENTIALS,
+    "unix://user:s3cret@/run/redis/redis.sock": URL_CREDENTIALS,
+    "redis://a:b@c@redis:6379": URL_CREDENTIALS,
+    "redis://redis:6379@evil/0": URL_CREDENTIALS,
+    # any query or fragment: redis-py takes every query parameter as a setting
+    "redis://redis:6379/0?password=s3cret": URL_QUERY,
+    "rediss://redis:6380/?db=1&password=s3cret": URL_QUERY,
+    "redis://redis:6379/0?Password=s3cret": URL_QUERY,
+    "redis://redis:6379/0?username=alice": URL_QUERY,
+    "redis://redis:6379/0?x=1;password=s3cret": URL_QUERY,
+    "redis://?host=evil.example&port=443": URL_QUERY,
+    "redis://:6379?host=evil.example": URL_QUERY,
+    "unix:///run/redis/redis.sock?password=s3cret": URL_QUERY,
+    "redis://[::1]:6379?password=s3cret": URL_QUERY,
+    "redis://redis:6379/0?db=1&health_check_interval=5": URL_QUERY,
+    "redis://redis:6379/0?": URL_QUERY,
+    "redis://redis:6379/0#frag": URL_QUERY,
+    "redis://redis#@evil:6379": URL_QUERY,
+    "redis://a:b@redis:6379/0?password=s3cret": URL_QUERY,
+    # what the rules and urlsplit/redis-py could read differently
+    "redis://redis:6379/0?pass%77ord=s3cret": URL_CHARACTERS,
+    "redis://redis:6379/0?%70assword=s3cret": URL_CHARACTERS,
+    "redis://redis:6379/0?password%3Ds3cret": URL_CHARACTERS,
+    "redis://redis:6379/0?pass\tword=s3cret": URL_CHARACTERS,
+    "redis://redis:6379/0?pass\nword=s3cret": URL_CHARACTERS,
+    "redis://u%3Apw@redis:6379": URL_CHARACTERS,
+    "redis://evil%2Eexample:6379": URL_CHARACTERS,
+    "redis://re dis:6379": URL_CHARACTERS,
+    "redis://redis\t:6379": URL_CHARACTERS,
+    "redis://rédis:6379": URL_CHARACTERS,
+    "unix:///run/redis%20x.sock": URL_CHARACTERS,
+    # the address only
+    "redis://redis:6379": None,
+    "redis://redis": None,
+    "rediss://redis.books.svc:6380/2": None,
+    "redis://[::1]:6379": None,
+    "unix:///run/redis/redis.sock": None,
+    "unix:///tmp/odd@name.sock": None,  # an "@" in the path is no userinfo
+}
+#: Admitted by the CRD (it cannot parse a URL), refused by the operator (InvalidSpec).
+MALFORMED = {
+    "redis://[::1": "spec.redis.url is not a valid URL: Invalid IPv6 URL",
+    "redis://[redis]:6379": "spec.redis.url is not a valid URL",
+    "redis://redis:99999": "spec.redis.url: invalid port",
+    "redis://redis:port": "spec.redis.url: invalid port",
+}
 
 
-def test_a_url_with_credentials_is_refused_naming_the_secret_references(
-    schema: dict[str, Any],
-) -> None:
-    """The CRD's CEL rule (cel-python matches with RE2, as the API server does) and the
-    operator's own check agree on every URL, and neither message repeats the URL."""
-    for url in URLS_WITH_CREDENTIALS:
+def test_the_crd_and_the_operator_agree_on_every_redis_url(schema: dict[str, Any]) -> None:
+    """The CRD's CEL rules and the operator's own check (the same rules, for objects stored
+    before them), on one list; no message repeats the URL."""
+    for url, message in URLS.items():
         obj = copy.deepcopy(EXAMPLE)
         obj["spec"]["redis"]["url"] = url
-        assert cel_violations(schema, obj, None) == [URL_CREDENTIALS], url
-        with pytest.raises(SpecError) as refused:
+        refused = cel_violations(schema, obj, None)
+        if message is None:
+            assert refused == [], url
+            assert parse_spec(obj["spec"]).redis.url == url
+            continue
+        assert refused and refused[0] == message, (url, refused)
+        with pytest.raises(SpecError) as operator:
             parse_spec(obj["spec"])
-        assert str(refused.value) == URL_CREDENTIALS
-        assert "usersSecretRef" in URL_CREDENTIALS and "passwordSecretRef" in URL_CREDENTIALS
-        # Adding credentials to a live object is refused too (besides the immutable URL).
-        assert URL_CREDENTIALS in cel_violations(schema, obj, EXAMPLE), url
-    for url in URLS_WITHOUT:
+        assert str(operator.value) == message, url
+        # Refused on a live object too, besides the URL being immutable.
+        assert message in cel_violations(schema, obj, EXAMPLE), url
+    for message in (URL_QUERY, URL_CREDENTIALS):
+        assert "usersSecretRef" in message and "passwordSecretRef" in message
+    assert "spec.redis.db" in URL_QUERY and "spec.redis.tls" in URL_QUERY
+
+
+def test_what_the_operator_takes_redis_py_reads_as_the_address_alone() -> None:
+    """No user, no password, and the very host and port that the status shows."""
+    for url, message in URLS.items():
+        if message is not None:
+            continue
+        settings = redis_settings(parse_spec({"redis": {"url": url}}).redis, Credentials())
+        read = parse_url(url)
+        assert not {"username", "password"} & read.keys(), url
+        scheme = urlsplit(url).scheme
+        address = (
+            read["path"]
+            if scheme == "unix"
+            else f"{read.get('host', 'localhost')}:{read.get('port', 6379)}"
+        )
+        assert settings.describe() == f"{scheme}://{address}", url
+
+
+def test_a_url_the_crd_cannot_judge_is_an_invalid_spec(schema: dict[str, Any]) -> None:
+    """Breaker: "redis://[::1" made parse_spec raise a bare ValueError on every pass, so no
+    status was ever written."""
+    for url, message in MALFORMED.items():
         obj = copy.deepcopy(EXAMPLE)
         obj["spec"]["redis"]["url"] = url
         assert cel_violations(schema, obj, None) == [], url
-        assert parse_spec(obj["spec"]).redis.url == url
+        with pytest.raises(SpecError, match=re.escape(message)):
+            parse_spec(obj["spec"])
 
 
 def test_one_kind_of_secret_reference_at_a_time(schema: dict[str, Any]) -> None:
@@ -329,3 +407,47 @@ def test_one_kind_of_secret_reference_at_a_time(schema: dict[str, Any]) -> None:
     validator.validate(users)
     users["spec"]["redis"]["usersSecretRef"] = {}
     assert list(validator.iter_errors(users)), "a reference without a name"
+
+
+def _admitted(schema: dict[str, Any], redis: dict[str, Any]) -> tuple[bool, bool]:
+    """(the CRD admits it, the operator takes it) for this spec.redis."""
+    obj = copy.deepcopy(EXAMPLE)
+    obj["spec"]["redis"] = redis
+    validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
+    crd = not list(validator.iter_errors(obj)) and not cel_violations(schema, obj, None)
+    try:
+        parse_spec(obj["spec"])
+    except SpecError:
+        return crd, False
+    return crd, True
+
+
+def test_a_secret_reference_names_only_what_can_be_a_secret(schema: dict[str, Any]) -> None:
+    """Names are DNS-1123 subdomains, keys Kubernetes' Secret keys: the CRD's patterns and
+    the operator's own check agree (a name becomes a request path: see
+    test_operator_refused_specs.py)."""
+    names = [("main-redis-users", True), ("bs.redis-users.v2", True), ("a" * 253, True)]
+    names += [(name, False) for name in NOT_NAMES]
+    for name, ok in names:
+        for field in ("passwordSecretRef", "usersSecretRef"):
+            assert _admitted(schema, {field: {"name": name}}) == (ok, ok), (field, name)
+    keys = [("password", True), ("redis.pw", True), ("_Pw-2", True), ("a" * 253, True)]
+    keys += [("", False), ("a/b", False), ("../x", False), ("pw ", False), ("a" * 254, False)]
+    for key, ok in keys:
+        ref = {"name": "pw", "key": key}
+        assert _admitted(schema, {"passwordSecretRef": ref}) == (ok, ok), key
+
+
+def test_a_password_reference_never_names_a_role_s_key(schema: dict[str, Any]) -> None:
+    """A role's key is one worker's password: the CRD's CEL rule and the operator refuse
+    each one, with the same message, and nothing else."""
+    for role in ROLES:
+        obj = copy.deepcopy(EXAMPLE)
+        obj["spec"]["redis"]["passwordSecretRef"] = {"name": "main-users", "key": role}
+        assert cel_violations(schema, obj, None) == [ROLE_KEY], role
+        with pytest.raises(SpecError) as refused:
+            parse_spec(obj["spec"])
+        assert str(refused.value) == ROLE_KEY
+    for key in ("password", "Lending", "operator-pw", "viewer.old"):
+        ref = {"name": "main-users", "key": key}
+        assert _admitted(schema, {"passwordSecretRef": ref}) == (True, True), key

@@ -176,7 +176,12 @@ async def test_a_role_secret_is_read_when_labelled_and_its_values_go_nowhere(
         "Ready=False, SecretNotLabelled",
     )
     assert refused["status"] == "False"
-    assert f"kubectl -n {NS} label secret main-users {LABEL}=true" in refused["message"]
+    assert (
+        f"Secret {NS}/main-users (spec.redis.usersSecretRef) is not labelled"
+        in (refused["message"])
+    )
+    assert "holds nothing but bookstream's role passwords" in refused["message"]
+    assert "kubectl" not in refused["message"]  # see the next test
     assert find(api, "statefulsets", "lib-lending") is None
     assert secret_requests(api) and all(
         r == (NS, "main-users", True) for r in secret_requests(api)
@@ -233,6 +238,41 @@ async def test_a_role_secret_is_read_when_labelled_and_its_values_go_nowhere(
         if not r.name.startswith(("kmock", "aiohttp"))  # the test's own requests
     )
     assert logged and not leaks(logged, secrets)
+
+
+async def test_an_unlabelled_admin_secret_is_never_offered_for_labelling(
+    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+) -> None:
+    """Breaker: the message gave `kubectl label secret NAME` for whatever Secret was named,
+    the chart's Redis admin Secret included; labelled, its password would go to the URL's
+    Redis and into every worker. The message says which Secret to label, and names none."""
+    server = redis_factory()
+    admin_secret = "bs-bookstream-redis"  # the chart's: key password, the admin's
+    api.objects[kmock.resource("", "v1", "secrets"), NS, admin_secret] = secret(
+        admin_secret, {"password": DEFAULT_PASSWORD}, labelled=False
+    )
+    kube = Kube.from_env()
+    try:
+        result = await reconcile(
+            kube,
+            name="lib",
+            namespace=NS,
+            uid="uid-lib",
+            generation=1,
+            spec_body={"redis": {"url": server.url, "passwordSecretRef": {"name": admin_secret}}},
+            status={},
+            annotations={},
+            now=1_000_000.0,
+        )
+    finally:
+        await kube.close()
+    got = condition({"status": result.status}, "Ready") or {}
+    assert got.get("reason") == "SecretNotLabelled"
+    message = got["message"]
+    assert "label secret" not in message and "kubectl" not in message
+    assert "holds nothing but the one password meant for this library" in message
+    assert "never one that holds an admin's or another application's password" in message
+    assert secret_requests(api) == [(NS, admin_secret, True)]  # its metadata alone
 
 
 async def test_a_secret_the_operator_may_not_read_is_reported_naming_what_to_grant(

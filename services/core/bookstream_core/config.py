@@ -72,7 +72,11 @@ def normalize_address(address: str) -> str:
         if scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"unsupported Redis URL scheme {scheme!r} (redis, rediss, unix)")
         try:
-            port = urlsplit(address).port
+            parts = urlsplit(address)
+        except ValueError as exc:  # e.g. an unclosed "[": the message never quotes the URL
+            raise ConfigError(f"invalid Redis URL: {exc}") from None
+        try:
+            port = parts.port
         except ValueError:
             port = -1
         if port is not None and not 0 < port < 65536:
@@ -87,12 +91,22 @@ def normalize_address(address: str) -> str:
 
 
 def _redacted(url: str) -> str:
-    """The URL without its password: a message must never show it."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+    """The URL without its password, for a message that must never show one. redis-py
+    reads credentials from the query too (``?password=``, ``?pass%77ord=``...), so every
+    query value, and a fragment, is hidden as well."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(not a valid URL)"
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    if parts.query:
+        pairs = (pair.partition("=") for pair in parts.query.split("&"))
+        parts = parts._replace(query="&".join(f"{k}=***" if eq else "***" for k, eq, _ in pairs))
+    if parts.fragment:
+        parts = parts._replace(fragment="***")
+    return parts.geturl()
 
 
 def default_home(env: Mapping[str, str]) -> Path:

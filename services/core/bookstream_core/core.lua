@@ -34,7 +34,7 @@ local function dead_letter(keys, args)
     end
   end
   if replies then
-    expect_stream_room(replies, false)
+    expect_append_room(replies)
     rights[#rights + 1] = {'XADD', replies}
   end
   expect_rights(rights)
@@ -329,7 +329,27 @@ local function compare_and_set(keys, args)
   return 1
 end
 
+-- Put a dead letter's original fields back on the stream it came from and delete the
+-- dead letter, both or neither: every right and the stream's room are checked first, so
+-- a caller refused either command (or a full stream) changes nothing.
+-- KEYS: dead-letter stream, the stream to append to. ARGV: dead letter id, fields...
+-- Returns the new entry's id, or false when the dead letter is gone.
+local function requeue(keys, args)
+  local dead, stream = keys[1], keys[2]
+  expect_rights({{'XRANGE', dead}, {'XDEL', dead}, {'XADD', stream}, {'TYPE', stream},
+    {'XINFO', 'STREAM', stream}, {'XREVRANGE', stream}, {'XSETID', stream},
+    {'XGROUP', 'SETID', stream}, {'XINFO', 'GROUPS', stream}})
+  expect_stream_room(stream, false)
+  if #redis.call('XRANGE', dead, args[1], args[1]) == 0 then return false end
+  local entry = {'XADD', stream, '*'}
+  for i = 2, #args do entry[#entry + 1] = args[i] end
+  local id = redis.call(unpack(entry))
+  redis.call('XDEL', dead, args[1])
+  return id
+end
+
 redis.register_function('bs1_dead_letter', dead_letter)
+redis.register_function('bs1_requeue', requeue)
 redis.register_function('bs1_read', read)
 redis.register_function('bs1_retire_consumer', retire_consumer)
 redis.register_function('bs1_lock_acquire', lock_acquire)

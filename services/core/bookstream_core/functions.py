@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from bookstream_core.batch import Batch, parse_batch
+from bookstream_core.events import SCHEMA_VERSION
 
 _NAME_RE = re.compile(r"^#!lua name=(\S+)")
 
@@ -30,7 +31,8 @@ def read_library(package: str, filename: str, *parts: str) -> str:
     head, _, body = files.joinpath(filename).read_text(encoding="utf-8").partition("\n")
     pieces = [resources.files("bookstream_core").joinpath("prelude.lua").read_text("utf-8")]
     pieces += [files.joinpath(part).read_text(encoding="utf-8") for part in parts]
-    return "\n".join([head, *pieces, body])
+    # The events' schema version has one definition (events.py); the Lua gets it here.
+    return "\n".join([head, *pieces, body]).replace("@SCHEMA_VERSION@", str(SCHEMA_VERSION))
 
 
 def library_name(source: str) -> str:
@@ -126,6 +128,15 @@ class CoreFunctions:
         keys = [stream, dead, events] + ([replies] if replies else [])
         result = await self._r.fcall("bs1_dead_letter", len(keys), *keys, *args)
         return [int(flag) for flag in result]
+
+    async def requeue(
+        self, dead: str, stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]
+    ) -> bytes | None:
+        """Move a dead letter's fields back to ``stream`` (core.lua: both or neither);
+        the new entry's id, or None when the dead letter is gone."""
+        flat = [part for pair in fields.items() for part in pair]
+        new_id: bytes | None = await self._r.fcall("bs1_requeue", 2, dead, stream, entry_id, *flat)
+        return new_id
 
     async def read(
         self,

@@ -153,16 +153,23 @@ local function repair_stream_ids(stream, may_delete)
 end
 
 -- An XADD with '*' to `stream` can succeed: it is absent or a stream, and its ids are
--- not pushed to the end of their range. The caller's own streams (`own`: the events, its
--- dead letters) are repaired here; another's are only looked at: the caller may only
--- append to them (roles.py), and their reader's housekeeping (bs1_trim) repairs them.
-local function expect_stream_room(stream, own)
+-- not pushed to the end of their range (repaired here when they can be).
+local function expect_stream_room(stream, may_delete)
   local t = redis.call('TYPE', stream)['ok']
   if t == 'none' then return end
   if t ~= 'stream' then env_error(stream .. ' is a ' .. t .. ', expected a stream') end
-  if own then
-    repair_stream_ids(stream, true)
-  elseif id_less(tostring(now_ms() + FUTURE_MS) .. '-0', last_generated_id(stream)) then
+  if not repair_stream_ids(stream, may_delete) then
+    env_error(stream .. ' holds an entry with an id a day or more ahead: it must be set aside')
+  end
+end
+
+-- The same for another's stream, which the caller may only append to (roles.py): it only
+-- looks, and the stream's reader repairs ids a producer pushed ahead (bs1_trim).
+local function expect_append_room(stream)
+  local t = redis.call('TYPE', stream)['ok']
+  if t == 'none' then return end
+  if t ~= 'stream' then env_error(stream .. ' is a ' .. t .. ', expected a stream') end
+  if id_less(tostring(now_ms() + FUTURE_MS) .. '-0', last_generated_id(stream)) then
     env_error(stream .. "'s ids were pushed ahead by a producer: its reader repairs them, retry")
   end
 end

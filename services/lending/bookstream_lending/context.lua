@@ -54,7 +54,7 @@ local function check_environment(ctx)
   expect_type(ctx.storage, 'set')
   expect_type(ctx.borrowers, 'set')
   expect_type(ctx.inflight, 'zset')
-  expect_stream_room(ctx.shelving_inbox, false)
+  expect_append_room(ctx.shelving_inbox)
   expect_stream_room(ctx.events, true)
   expect_stream_room(ctx.p .. 'lending:dead', true)
   local req, loans, outcome = ctx.p .. 'lending:req:x', ctx.p .. 'lending:loans:x',

@@ -7,7 +7,8 @@
 -- The workers validate every entry again (bookstream_core.events): the door may refuse
 -- more than they do, never less.
 
-local SCHEMA_VERSION = 1  -- bookstream_core.events.SCHEMA_VERSION (tests/lending/test_door.py)
+-- bookstream_core.events.SCHEMA_VERSION, written in when the library is read (read_library).
+local SCHEMA_VERSION = @SCHEMA_VERSION@
 local MAX_EVENT_BYTES, MAX_BOOKS, MAX_ID_CHARS, MAX_REQUEST_ID = 65536, 32, 200, 64
 local FIELDS = {v = true, type = true, id = true, user = true, books = true, library = true}
 local KINDS = {request = true, ['return'] = true}
@@ -105,7 +106,7 @@ local function submit(keys, args)
     return error({err = 'BSBAD the door takes a library\'s lending inbox (bs:{NAME}:lending:inbox)'})
   end
   local event = check_event(args[1], string.match(p, '{(.*)}'))
-  expect_stream_room(inbox, false)  -- only looks: Lending's bs1_trim repairs it
+  expect_append_room(inbox)  -- Lending's bs1_trim repairs it
   expect_rights({{'XADD', inbox}})
   local kind, user = used_by(p, event.id)
   if kind and (kind ~= event.type or user ~= event.user) then

@@ -53,7 +53,7 @@ local function apply(keys, args)
     retention = args[2], v = args[4]}
   local group, maxlen = args[1], args[3]
   expect_type(c.off, 'hash')
-  expect_stream_room(replies, false)
+  expect_append_room(replies)
   expect_stream_room(p .. 'shelving:dead', true)
   expect_rights({{'XACK', inbox}, {'XADD', replies}, {'XADD', p .. 'shelving:dead'},
     {'HINCRBY', c.off}, {'HDEL', c.off}, {'SET', p .. 'shelving:done:x'}})

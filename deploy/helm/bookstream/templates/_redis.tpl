@@ -36,15 +36,16 @@ hash=$(printf '%s' "$password" | sha256sum | cut -d ' ' -f 1)
 mv "$2.new" "$2"
 {{- end -}}
 
-{{/* What redis-server reads at start: its config, the admin script, the admin password's
-Secret, and an explicitly given password. */}}
+{{/* What redis-server reads at start, but the admin password: its config, the admin script,
+and which Secret and key hold the password. Nothing derived from the password itself, not
+even a hash: whoever may view the StatefulSet could test guesses against it offline (a new
+admin password needs `kubectl rollout restart`, deploy/README.md). */}}
 {{- define "bookstream.redisConfigChecksum" -}}
 {{- $config := dict
   "conf" (include "bookstream.redisConf" .)
   "script" (include "bookstream.redisAdminUserScript" .)
   "secret" (include "bookstream.redisSecretName" .)
   "key" (include "bookstream.redisSecretKey" .)
-  "password" (.Values.redis.auth.password | default "" | sha256sum)
 -}}
 {{- toJson $config | sha256sum | trunc 16 | quote -}}
 {{- end -}}
