@@ -220,21 +220,27 @@ class AsyncClient:
             raise NoWorker(self.library)
 
     async def _submit(self, event: Submission) -> str:
-        """Through the door (bs1_submit), never a raw XADD: it validates the event again,
-        and binds the request id to this user. Returns the entry id."""
+        """Through the door (bs1_submit), never a raw XADD: it validates the event again
+        and refuses an id Lending recorded for another user. Returns the entry id."""
         door = LendingFunctions(await self._redis(), self.keys)
         payload = encode_event(event)
+        # BSENV is Redis's passing trouble (an inbox whose ids a producer pushed ahead,
+        # mended by Lending's housekeeping within a second or two): retried until timeout.
+        deadline = time.monotonic() + self.timeout
+        delay, loaded = 0.05, False
         with self.redis_errors():
-            try:
-                return (await door.submit(payload)).decode()
-            except ResponseError as exc:
-                if "Function not found" not in str(exc):
-                    raise _refusal(exc) from None
-            await door.load()  # a Redis no worker has prepared yet
-            try:
-                return (await door.submit(payload)).decode()
-            except ResponseError as again:
-                raise _refusal(again) from None
+            while True:
+                try:
+                    return (await door.submit(payload)).decode()
+                except ResponseError as exc:
+                    if "Function not found" in str(exc) and not loaded:
+                        await door.load()  # a Redis no worker has prepared yet
+                        loaded = True
+                        continue
+                    if not str(exc).startswith("BSENV") or time.monotonic() + delay > deadline:
+                        raise _refusal(exc) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def submit_request(
         self, user: str, books: Iterable[str], *, request_id: str | None = None
