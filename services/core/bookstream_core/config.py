@@ -21,11 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from bookstream_core import settings as table
 from bookstream_core.keys import check_library
+from bookstream_core.passwords import read_password_file
 from bookstream_core.settings import ConfigError
 from bookstream_core.tls import check_tls_files
 from bookstream_core.types import ServiceName
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "read_password_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,18 +168,6 @@ def build_redis_settings(
     )
 
 
-def read_password_file(path: str) -> str:
-    """The password a file holds (a mounted Secret, a file `bookstream setup` wrote)."""
-    try:
-        password = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read password file {path}: {why}") from None
-    if not password:
-        raise ConfigError(f"password file {path} is empty")
-    return password
-
-
 @dataclass(frozen=True, slots=True)
 class DomainSettings:
     """The library's rules; every lending worker of one library must agree on them."""
@@ -254,13 +243,22 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
         address, address_name = table.raw("address", None, env)
     if url is not None and address is not None:
         raise ConfigError(f"give either {url_name} or {address_name}, not both")
+    # Likewise a password, or a password file, given as an option wins over either one
+    # given as a variable; only two given the same way conflict.
+    password, password_name = table.raw("password", args, {})
+    password_file, file_name = table.raw("password_file", args, {})
+    if password is None and password_file is None:
+        password, password_name = table.raw("password", None, env)
+        password_file, file_name = table.raw("password_file", None, env)
+    if password is not None and password_file is not None:
+        raise ConfigError(f"give either {password_name} or {file_name}, not both")
     tls = {key: table.raw(key, args, env) for key in ("ssl", "tls_ca", "tls_cert", "tls_key")}
     try:
         return build_redis_settings(
             url=url if url is not None else address,
             user=table.text("redis_user", args, env),
-            password=table.text("password", args, env),
-            password_file=table.text("password_file", args, env),
+            password=password,
+            password_file=password_file,
             db=table.integer("db", args, env),
             ssl=table.flag("ssl", args, env),
             tls_ca=tls["tls_ca"][0],
