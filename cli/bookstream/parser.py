@@ -187,7 +187,9 @@ def build_parser() -> Parser:
         "Load the Redis Functions libraries, create every stream and group of the library, "
         "and with --acl one Redis ACL user per role (bs-NAME-lending, -shelving, -client, "
         "-viewer, -operator) whose password is the file DIR/<role>: an existing file's "
-        "password is kept, a missing one is generated (mode 0600). Run it as an admin "
+        "password is kept (only a file of yours or root's that group and others may not "
+        "write), a missing one is generated (mode 0600; only into a directory nobody else "
+        "may write in). Every file is checked before Redis is changed. Run it as an admin "
         "(the default user, or one allowed ACL and FUNCTION); again after an upgrade.",
     )
     p.add_argument("--acl", metavar="DIR", help="create the role users, passwords in DIR/<role>")
