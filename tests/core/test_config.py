@@ -195,3 +195,27 @@ def test_an_option_wins_over_a_variable_of_the_other_kind(tmp_path: Path) -> Non
         parse(env=env)
     with pytest.raises(ConfigError, match=r"^give either --password or --password-file, not both"):
         parse("--password", "x", "--password-file", str(secret))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://u:pw@[::1/", "invalid Redis URL 'redis://u:***@[::1/': Invalid IPv6 URL"),
+        ("redis://:pw@host:6380?db=x", "invalid Redis URL 'redis://:***@host:6380?db=x': "
+         "Invalid value for 'db' in connection URL."),
+        ("redis://:pw@host:6380?health_check_interval=x",
+         "a Redis URL takes no query parameter but db, not health_check_interval"),
+        ("rediss://localhost:1/?SSL_CERT_REQS=none", "a Redis URL carries no TLS settings"),
+        ("redis://:pw@host:6380/1?DB=2", "a Redis URL takes no query parameter but db, not DB"),
+        ("redis://:pw@host:6380/x",
+         "invalid Redis URL 'redis://:***@host:6380/x': its path is a database number (/0)"),
+    ],
+)  # fmt: skip
+def test_a_url_redis_py_cannot_use_is_one_line_without_its_password(
+    url: str, message: str, bookstream_env: dict[str, str]
+) -> None:
+    """Each was a traceback from inside redis-py at the first connection."""
+    done = run_cli(bookstream_env, "status", "--redis", url, "--timeout", "1")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"bookstream: error: --redis: {message}")
+    assert len(done.stderr.splitlines()) == 1 and "pw" not in done.stderr.replace("://", "")

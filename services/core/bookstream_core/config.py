@@ -17,16 +17,17 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from bookstream_core import settings as table
+from bookstream_core.addresses import check_url, normalize_address
 from bookstream_core.keys import check_library
 from bookstream_core.passwords import read_password_file
 from bookstream_core.settings import ConfigError
 from bookstream_core.tls import check_tls_files
 from bookstream_core.types import ServiceName
 
-__all__ = ["ConfigError", "read_password_file"]
+__all__ = ["ConfigError", "normalize_address", "read_password_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,39 +62,6 @@ class RedisSettings:
             return f"unix://{parts.path}"
         host = parts.hostname or "localhost"
         return f"{parts.scheme}://{host}:{parts.port or 6379}"
-
-
-def normalize_address(address: str) -> str:
-    """Accept what the original sample's ``-a`` accepted, and URLs."""
-    address = address.strip()
-    if not address:
-        raise ConfigError("empty Redis address")
-    if "://" in address:
-        scheme = address.split("://", 1)[0]
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"unsupported Redis URL scheme {scheme!r} (redis, rediss, unix)")
-        try:
-            port = urlsplit(address).port
-        except ValueError:
-            port = -1
-        if port is not None and not 0 < port < 65536:
-            raise ConfigError(f"invalid port in Redis URL {_redacted(address)!r} (1-65535)")
-        return address
-    if address.startswith(("/", ".")):
-        return f"unix://{Path(address).absolute()}"
-    host, _, port_text = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-        raise ConfigError(f"invalid port in Redis address {address!r} (1-65535)")
-    return f"redis://{host or 'localhost'}:{port_text or 6379}"
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password: a message must never show it."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -143,13 +111,8 @@ def build_redis_settings(
         )
     if normalized and ssl and normalized.startswith("redis://"):
         normalized = "rediss://" + normalized[len("redis://") :]
-    if normalized and any(k.startswith("ssl") for k in parse_qs(urlsplit(normalized).query)):
-        # redis-py lets the URL's query override the connection's arguments: a silent
-        # ssl_cert_reqs=none there would turn verification off.
-        raise ConfigError(
-            "a Redis URL carries no TLS settings (ssl_...): give --tls-ca, --tls-cert, "
-            "--tls-key; verification is always on"
-        )
+    if normalized is not None:
+        check_url(normalized)  # now: redis-py would refuse it at the first connection
     files = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
     tls = normalized is not None and normalized.startswith("rediss://")
     check_tls_files(tls, files, names)
