@@ -219,3 +219,9 @@ def test_a_url_redis_py_cannot_use_is_one_line_without_its_password(
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"bookstream: error: --redis: {message}")
     assert len(done.stderr.splitlines()) == 1 and "pw" not in done.stderr.replace("://", "")
+
+
+def test_settings_never_show_a_password() -> None:
+    shown = repr(parse("--redis", "redis://app:hunter2@h:1/0", "--password", "s3cret"))
+    assert "hunter2" not in shown and "s3cret" not in shown
+    assert "url='redis://app:***@h:1/0'" in shown

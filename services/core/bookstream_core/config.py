@@ -15,12 +15,12 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bookstream_core import settings as table
-from bookstream_core.addresses import check_url, normalize_address
+from bookstream_core.addresses import check_url, normalize_address, redacted
 from bookstream_core.keys import check_library
 from bookstream_core.passwords import read_password_file
 from bookstream_core.settings import ConfigError
@@ -37,7 +37,7 @@ class RedisSettings:
     url: str | None = None
     #: The Redis ACL user; None: the default user.
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     #: Read for every new connection, so a rotated password reaches running workers.
     password_file: str | None = None
     db: int | None = None
@@ -52,6 +52,17 @@ class RedisSettings:
     #: second of writes on power failure) or always (loses nothing acknowledged).
     appendfsync: str = "everysec"
     client_name: str = "bookstream"
+
+    def __repr__(self) -> str:
+        # Settings get logged and shown in tracebacks: never the password, and the URL's
+        # as ***. (A __repr__ of the class's own is kept by @dataclass.)
+        shown = [f"url={redacted(self.url) if self.url else None!r}"]
+        shown += [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr and f.name != "url"
+        ]
+        return f"RedisSettings({', '.join(shown)})"
 
     def describe(self) -> str:
         """The address without credentials, for logs and messages."""
