@@ -106,9 +106,10 @@ def _embedded(sub: Subparsers) -> None:
         "manage the embedded Redis",
         "The embedded Redis: a private redis-server on a unix socket in $BOOKSTREAM_HOME "
         "(default ~/.local/state/bookstream), used when no Redis is named. It trusts only "
-        "what it made as you: the directory must be yours (a wider mode is narrowed to "
-        "0700); a symlink or another user's file in it, or a pid file naming another "
-        "process, is refused. stop signals only the redis-server it checked it started.",
+        "what it made as you: the directory must be yours; a symlink or another user's file "
+        "in it, or a pid file naming another process, is refused (a wider mode than 0700 is "
+        "narrowed once nothing foreign is found). stop signals only the redis-server it "
+        "checked it started.",
     )
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
