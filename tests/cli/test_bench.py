@@ -162,11 +162,12 @@ def test_a_failed_run_and_a_bad_out_are_error_lines(
 
 class CommandLines:
     """Every process's command line, read from /proc again and again while a run goes on:
-    the pids whose command line holds ``secret``, and whether the workers were seen."""
+    those that hold ``secret`` (but those ending in ``exempt``), and whether the workers
+    were seen."""
 
-    def __init__(self, secret: str, exempt: int | None = None) -> None:
+    def __init__(self, secret: str, exempt: bytes | None = None) -> None:
         self.secret, self.exempt = secret.encode(), exempt
-        self.showing: set[int] = set()
+        self.showing: set[bytes] = set()
         self.workers_seen = False
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch)
@@ -174,27 +175,29 @@ class CommandLines:
     def _watch(self) -> None:
         while not self.done.is_set():
             for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit() or int(proc.name) == self.exempt:
+                if not proc.name.isdigit():
                     continue
                 try:
                     cmdline = (proc / "cmdline").read_bytes()
                 except OSError:
                     continue
                 self.workers_seen |= b"bench-lending-1" in cmdline
-                if self.secret in cmdline:
-                    self.showing.add(int(proc.name))
+                if self.secret in cmdline and not (self.exempt and cmdline.endswith(self.exempt)):
+                    self.showing.add(cmdline)
             time.sleep(0.002)
 
 
 def watched_bench(
     argv: list[str], env: dict[str, str], secret: str, bench_may_show: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], CommandLines]:
+    command = [str(VENV_BIN / "bookstream"), "bench", "--json", "--events", "2000", *argv]
+    # The user wrote the password on bench's own command line: only its children count
+    # (bench's, its interpreter's, and a child's between fork and exec show bench's own).
+    own = ("\0".join(command) + "\0").encode()
+    watch = CommandLines(secret, exempt=own if bench_may_show else None)
     proc = subprocess.Popen(
-        [str(VENV_BIN / "bookstream"), "bench", "--json", "--events", "2000", *argv],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    # The user wrote the password on bench's own command line: only its children count.
-    watch = CommandLines(secret, exempt=proc.pid if bench_may_show else None)
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     watch.thread.start()
     try:
         out, err = proc.communicate(timeout=240)
