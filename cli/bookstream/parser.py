@@ -106,9 +106,10 @@ def _embedded(sub: Subparsers) -> None:
         "manage the embedded Redis",
         "The embedded Redis: a private redis-server on a unix socket in $BOOKSTREAM_HOME "
         "(default ~/.local/state/bookstream), used when no Redis is named. It trusts only "
-        "what it made as you: the directory must be yours (a wider mode is narrowed to "
-        "0700); a symlink or another user's file in it, or a pid file naming another "
-        "process, is refused. stop signals only the redis-server it checked it started.",
+        "what it made as you: the directory must be yours; a symlink or another user's file "
+        "in it, or a pid file naming another process, is refused (a wider mode than 0700 is "
+        "narrowed once nothing foreign is found). stop signals only the redis-server it "
+        "checked it started.",
     )
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
@@ -187,7 +188,9 @@ def build_parser() -> Parser:
         "Load the Redis Functions libraries, create every stream and group of the library, "
         "and with --acl one Redis ACL user per role (bs-NAME-lending, -shelving, -client, "
         "-viewer, -operator) whose password is the file DIR/<role>: an existing file's "
-        "password is kept, a missing one is generated (mode 0600). Run it as an admin "
+        "password is kept (only a file of yours or root's that group and others may not "
+        "write), a missing one is generated (mode 0600; only into a directory nobody else "
+        "may write in). Every file is checked before Redis is changed. Run it as an admin "
         "(the default user, or one allowed ACL and FUNCTION); again after an upgrade.",
     )
     p.add_argument("--acl", metavar="DIR", help="create the role users, passwords in DIR/<role>")

@@ -3,8 +3,12 @@
 Setup loads the functions libraries, creates every stream and group, and with ``--acl DIR``
 one Redis ACL user per role (bookstream_core.roles) whose password is the file
 ``DIR/<role>``: an existing file's password is kept (a mounted Secret works read-only),
-a missing one is generated and written with mode 0600. Run it again after an upgrade (new
-functions) or a password change (the users get the files' passwords).
+a missing one is generated and written with mode 0600. A file's content becomes a user's
+password, so only files nobody else could have written are used, and new ones are written
+only into a directory nobody else can write in (``bookstream_core.passwords``); every file
+is read and checked before Redis is touched, so a refusal changes nothing there. Run it
+again after an upgrade (new functions) or a password change (the users get the files'
+passwords).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from bookstream_core.config import ConfigError, read_password_file
+from bookstream_core.config import ConfigError
 from bookstream_core.keys import SERVICES, LibraryKeys
+from bookstream_core.passwords import open_private_directory, read_owned_password_file
 from bookstream_core.roles import ROLES, Role, acl_file_line, setuser_arguments, user_name
 from redis.exceptions import ResponseError
 
@@ -47,24 +52,43 @@ class SetupReport:
         return out
 
 
-def role_password(folder: Path, role: Role) -> tuple[str, str]:
-    """The role's password from ``folder/role``, or a new one written there (0600)."""
-    path = folder / role
-    if path.exists():
-        return read_password_file(str(path)), "kept"
+def role_passwords(folder: Path) -> dict[Role, tuple[str, str]]:
+    """Each role's password and whether it was "kept" from ``folder/role`` or is "new"
+    (generated and written there, 0600): the existing files first, all of them, so that
+    a refused one leaves no file written either."""
+    found: dict[Role, tuple[str, str]] = {}
+    missing: list[Role] = []
+    for role in ROLES:
+        path = folder / role
+        if os.path.lexists(path):  # (a dangling symlink is refused, not replaced)
+            found[role] = read_owned_password_file(str(path)), "kept"
+        else:
+            missing.append(role)
+    if missing:
+        directory = open_private_directory(folder)
+        try:
+            for role in missing:
+                found[role] = _write_password(directory, folder / role), "new"
+        finally:
+            os.close(directory)
+    return {role: found[role] for role in ROLES}
+
+
+def _write_password(directory: int, path: Path) -> str:
     password = secrets.token_urlsafe(32)
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         # O_EXCL: never write through a file (or a link) someone put there meanwhile.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=directory)
     except OSError as exc:
         raise ConfigError(f"cannot write password file {path}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(password + "\n")
-    return password, "new"
+    return password
 
 
 async def setup_library(r: aioredis.Redis, library: str, acl_dir: Path | None) -> SetupReport:
+    # Every password file read and checked before the first change to Redis.
+    passwords = role_passwords(acl_dir) if acl_dir is not None else {}
     keys = LibraryKeys(library)
     report = SetupReport(library)
     for name, source in function_sources().items():
@@ -80,8 +104,7 @@ async def setup_library(r: aioredis.Redis, library: str, acl_dir: Path | None) -
             report.streams.append(stream)
     if acl_dir is None:
         return report
-    for role in ROLES:
-        password, how = role_password(acl_dir, role)
+    for role, (password, how) in passwords.items():
         arguments = setuser_arguments(library, role, password)
         await r.execute_command("ACL", "SETUSER", *arguments)  # type: ignore[no-untyped-call]
         report.users[role] = (user_name(library, role), str(acl_dir / role), how)
@@ -101,8 +124,8 @@ def acl_file(library: str, password_dir: Path | None) -> str:
     lines = []
     for role in ROLES:
         digest = None
-        if password_dir is not None and (password_dir / role).exists():
-            password = read_password_file(str(password_dir / role))
+        if password_dir is not None and os.path.lexists(password_dir / role):
+            password = read_owned_password_file(str(password_dir / role))
             digest = hashlib.sha256(password.encode()).hexdigest()
         lines.append(acl_file_line(library, role, digest))
     return "\n".join(lines)

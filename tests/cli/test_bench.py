@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -154,3 +158,91 @@ def test_a_failed_run_and_a_bad_out_are_error_lines(
     nowhere = bench(redis_server, bookstream_env, "--out", str(tmp_path / "no" / "r.json"))
     assert nowhere.returncode == 2
     assert nowhere.stderr == f"bookstream: error: --out: no folder {tmp_path / 'no'}\n"
+
+
+class CommandLines:
+    """Every process's command line, read from /proc again and again while a run goes on:
+    those that hold ``secret`` (but those ending in ``exempt``), and whether the workers
+    were seen."""
+
+    def __init__(self, secret: str, exempt: bytes | None = None) -> None:
+        self.secret, self.exempt = secret.encode(), exempt
+        self.showing: set[bytes] = set()
+        self.workers_seen = False
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch)
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    cmdline = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                self.workers_seen |= b"bench-lending-1" in cmdline
+                if self.secret in cmdline and not (self.exempt and cmdline.endswith(self.exempt)):
+                    self.showing.add(cmdline)
+            time.sleep(0.002)
+
+
+def watched_bench(
+    argv: list[str], env: dict[str, str], secret: str, bench_may_show: bool = False
+) -> tuple[subprocess.CompletedProcess[str], CommandLines]:
+    command = [str(VENV_BIN / "bookstream"), "bench", "--json", "--events", "2000", *argv]
+    # The user wrote the password on bench's own command line: only its children count
+    # (bench's, its interpreter's, and a child's between fork and exec show bench's own).
+    own = ("\0".join(command) + "\0").encode()
+    watch = CommandLines(secret, exempt=own if bench_may_show else None)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    watch.thread.start()
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        watch.done.set()
+        watch.thread.join()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), watch
+
+
+def test_no_process_shows_the_password_during_a_run(
+    redis_factory: Callable[..., RedisServer], bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Workers got --redis redis://:PW@..., redis-benchmark -a PW: any user's ps showed it.
+    Bench takes every command's connection options now and gives the workers the
+    connection as variables."""
+    secret = "bench-pw-" + secrets.token_hex(8)
+    server = redis_factory(tcp=True)
+    server.client().config_set("requirepass", secret)
+    password_file = tmp_path / "pw"
+    password_file.write_text(secret + "\n")
+    password_file.chmod(0o600)
+    runs = [
+        (["--redis", server.url, "--password-file", str(password_file)], bookstream_env, False),
+        (["--redis", server.url], {**bookstream_env, "BOOKSTREAM_REDIS_PASSWORD": secret}, False),
+        (["--redis", f"redis://:{secret}@127.0.0.1:{server.port}"], bookstream_env, True),
+    ]
+    for argv, env, bench_may_show in runs:
+        done, watch = watched_bench(argv, env, secret, bench_may_show)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["correct"] is True
+        assert secret not in done.stdout + done.stderr
+        assert watch.workers_seen, "the watch never saw a worker: it proved nothing"
+        assert watch.showing == set(), (argv, watch.showing)
+    # redis-benchmark takes a password only as an argument: refused, before anything runs.
+    refused = bench(server, bookstream_env, "--password-file", str(password_file), "--reference")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("bookstream: error: --reference runs redis-benchmark")
+    assert len(refused.stderr.splitlines()) == 1
+    # The private server has no password: an option for it is a mistake.
+    private = subprocess.run(
+        [str(VENV_BIN / "bookstream"), "bench", "--password-file", str(password_file)],
+        capture_output=True, text=True, env=bookstream_env, timeout=60, check=False,
+    )  # fmt: skip
+    assert (private.returncode, private.stderr) == (
+        2,
+        "bookstream: error: --password-file is for the Redis --redis names; the private one "
+        "needs none\n",
+    )

@@ -135,22 +135,29 @@ def test_a_symlinked_directory_is_refused(env: dict[str, str], tmp_path: Path) -
     assert list(elsewhere.iterdir()) == []
 
 
-@pytest.mark.parametrize("mode", [0o755, 0o777])
-def test_a_lax_directory_of_ones_own_is_narrowed_to_0700(env: dict[str, str], mode: int) -> None:
-    """A plain mkdir (umask 022 or 002) is narrowed before anything in it is used; what
-    anyone else may have put in it meanwhile is refused (next test)."""
+@pytest.mark.parametrize(
+    ("mode", "narrowed"),
+    [(0o755, 0o700), (0o777, 0o700), (0o2775, 0o2700)],
+    ids=["0755", "0777", "setgid-2775"],
+)
+def test_a_lax_directory_of_ones_own_is_narrowed_to_0700(
+    env: dict[str, str], mode: int, narrowed: int
+) -> None:
+    """A plain mkdir (umask 022 or 002) is narrowed once nothing foreign is found in it
+    (next test); only group's and others' bits go (setgid stays: it was lost)."""
     home = _home(env)
     home.mkdir()
     os.chmod(home, mode)
     assert run_cli(env, "embedded", "start").returncode == 0
-    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE(home.stat().st_mode) == narrowed
     assert run_cli(env, "embedded", "stop").stdout.strip() == "stopped"
 
 
 @as_root
 def test_another_users_socket_file_or_directory_is_refused(env: dict[str, str]) -> None:
     home = _home(env)
-    home.mkdir(mode=0o777)  # lax: another user could put a socket of theirs in it
+    home.mkdir()
+    os.chmod(home, 0o777)  # lax: another user could put a socket of theirs in it
     with socket.socket(socket.AF_UNIX) as planted:
         planted.bind(str(home / "redis.sock"))
         planted.listen()
@@ -161,6 +168,7 @@ def test_another_users_socket_file_or_directory_is_refused(env: dict[str, str]) 
             f"belongs to uid {NOBODY}, not you",
         )
     assert (home / "redis.sock").is_socket()  # refused, not removed
+    assert stat.S_IMODE(home.stat().st_mode) == 0o777  # nor narrowed: it was, then refused
     (home / "redis.sock").unlink()
     (home / "redis.log").write_text("")
     os.chown(home / "redis.log", NOBODY, NOBODY)
@@ -169,3 +177,33 @@ def test_another_users_socket_file_or_directory_is_refused(env: dict[str, str]) 
     os.chown(home, NOBODY, NOBODY)
     _refused(run_cli(env, "embedded", "start"), home, f"belongs to uid {NOBODY}, not you")
     assert not (home / "redis.sock").exists()
+
+
+@pytest.mark.parametrize("program", ["redis-cli", "redis-server"])
+def test_stop_signals_no_other_redis_program_run_there(
+    env: dict[str, str], redis_server: RedisServer, program: str
+) -> None:
+    """Any executable with "redis" in its name, run from the directory, passed for the
+    embedded Redis: a redis-cli subscribed elsewhere was killed by stop, and so was a
+    redis-server of another socket whose --dir is this directory."""
+    home = _home(env)
+    home.mkdir(mode=0o700)
+    if program == "redis-cli":
+        argv = ["redis-cli", "-s", str(redis_server.socket), "subscribe", "news"]
+    else:
+        elsewhere = redis_server.directory / "other.sock"
+        argv = ["redis-server", "--port", "0", "--unixsocket", str(elsewhere), "--dir",
+                str(home), "--save", "", "--appendonly", "no"]  # fmt: skip
+    other = subprocess.Popen(argv, cwd=home, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{other.pid}/cwd") == str(home))
+        if program == "redis-cli":
+            wait_for(lambda: redis_server.client().pubsub_numsub("news")[0][1] == 1)
+        (home / "redis.pid").write_text(f"{other.pid}\n")
+        stop = run_cli(env, "embedded", "stop")
+        assert stop.returncode == 3, stop
+        assert f"names process {other.pid}, which is not it: left alone" in stop.stderr
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -25,7 +25,10 @@ SECRET = "s3cretQ"
         ),
         (f"redis://h:99999/?username=u&{SECRET}", "'redis://h:99999/?username=***&***'"),
         (f"rediss://u:{SECRET}@h:99999/#{SECRET}", "'rediss://u:***@h:99999/#***'"),
-        (f"redis://[::1/?password={SECRET}", "invalid Redis URL: Invalid IPv6 URL"),
+        (
+            f"redis://[::1/?password={SECRET}",
+            "invalid Redis URL 'redis://[::1/?password=***': Invalid IPv6 URL",
+        ),
     ],
 )
 def test_a_refused_url_is_shown_without_any_credential(
@@ -45,5 +48,5 @@ def test_a_refused_url_is_shown_without_any_credential(
 def test_an_unparseable_url_is_a_configuration_error() -> None:
     """It was a bare ValueError (a traceback from the CLI)."""
     for url in ("redis://[::1", "redis://[redis]:6379"):
-        with pytest.raises(ConfigError, match=r"^invalid Redis URL: "):
+        with pytest.raises(ConfigError, match=r"^invalid Redis URL "):
             normalize_address(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from bookstream_core.config import (
     read_password_file,
     worker_settings_from,
 )
+
+from tests.conftest import run_cli
 
 
 def parse(*argv: str, env: dict[str, str] | None = None) -> object:
@@ -154,3 +157,71 @@ def test_a_yes_no_variable_refuses_anything_else() -> None:
     assert flag("ssl", None, {"BOOKSTREAM_REDIS_SSL": "off"}) is False
     with pytest.raises(ConfigError, match="BOOKSTREAM_REDIS_SSL"):
         flag("ssl", None, {"BOOKSTREAM_REDIS_SSL": "maybe"})
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "large"])
+def test_a_password_file_is_a_small_regular_file(
+    kind: str, tmp_path: Path, bookstream_env: dict[str, str]
+) -> None:
+    """/dev/zero was read until memory ran out, and a FIFO blocked the command forever."""
+    path = tmp_path / kind
+    if kind == "/dev/zero":
+        path = Path(kind)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("x" * 4097)
+    why = "is over 4096 bytes" if kind == "large" else "is not a regular file"
+    with pytest.raises(ConfigError, match=f"^password file {path} {why}$"):
+        parse("--password-file", str(path))
+    done = run_cli(bookstream_env, "status", "--password-file", str(path), timeout=30)
+    assert (done.returncode, done.stderr) == (2, f"bookstream: error: password file {path} {why}\n")
+    (tmp_path / "ok").write_text("p" * 4095 + "\n")  # 4096 bytes: still a password
+    assert read_password_file(str(tmp_path / "ok")) == "p" * 4095
+
+
+def test_an_option_wins_over_a_variable_of_the_other_kind(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    env = {"BOOKSTREAM_REDIS_PASSWORD": "from-env"}
+    redis = parse("--password-file", str(secret), env=env).redis  # type: ignore[attr-defined]
+    assert (redis.password, redis.password_file) == (None, str(secret))
+    env = {"BOOKSTREAM_REDIS_PASSWORD_FILE": str(secret)}
+    redis = parse("--password", "opt", env=env).redis  # type: ignore[attr-defined]
+    assert (redis.password, redis.password_file) == ("opt", None)
+    # Two given the same way are a conflict, named as they were given.
+    env = {"BOOKSTREAM_REDIS_PASSWORD": "x", "BOOKSTREAM_REDIS_PASSWORD_FILE": str(secret)}
+    with pytest.raises(ConfigError, match=r"^give either BOOKSTREAM_REDIS_PASSWORD or BOOKSTREAM_"):
+        parse(env=env)
+    with pytest.raises(ConfigError, match=r"^give either --password or --password-file, not both"):
+        parse("--password", "x", "--password-file", str(secret))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://u:pw@[::1/", "invalid Redis URL 'redis://u:***@[::1/': Invalid IPv6 URL"),
+        ("redis://:pw@host:6380?db=x", "invalid Redis URL 'redis://:***@host:6380?db=***': "
+         "Invalid value for 'db' in connection URL."),
+        ("redis://:pw@host:6380?health_check_interval=x",
+         "a Redis URL takes no query parameter but db, not health_check_interval"),
+        ("rediss://localhost:1/?SSL_CERT_REQS=none", "a Redis URL carries no TLS settings"),
+        ("redis://:pw@host:6380/1?DB=2", "a Redis URL takes no query parameter but db, not DB"),
+        ("redis://:pw@host:6380/x",
+         "invalid Redis URL 'redis://:***@host:6380/x': its path is a database number (/0)"),
+    ],
+)  # fmt: skip
+def test_a_url_redis_py_cannot_use_is_one_line_without_its_password(
+    url: str, message: str, bookstream_env: dict[str, str]
+) -> None:
+    """Each was a traceback from inside redis-py at the first connection."""
+    done = run_cli(bookstream_env, "status", "--redis", url, "--timeout", "1")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"bookstream: error: --redis: {message}")
+    assert len(done.stderr.splitlines()) == 1 and "pw" not in done.stderr.replace("://", "")
+
+
+def test_settings_never_show_a_password() -> None:
+    shown = repr(parse("--redis", "redis://app:hunter2@h:1/0", "--password", "s3cret"))
+    assert "hunter2" not in shown and "s3cret" not in shown
+    assert "url='redis://app:***@h:1/0'" in shown

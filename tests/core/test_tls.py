@@ -407,3 +407,18 @@ def test_a_password_in_the_url_stays_out_of_messages() -> None:
         normalize_address("rediss://app:hunter2@h:99999")
     assert "hunter2" not in str(caught.value)
     assert "rediss://app:***@h:99999" in str(caught.value)
+
+
+def test_bench_over_tls_with_client_certificates(
+    tls_redis: TlsRedis, certs: Certs, bookstream_env: dict[str, str]
+) -> None:
+    """bench takes the TLS options of every command and gives them to its workers (as
+    variables) and to redis-benchmark (--reference)."""
+    done = bookstream(
+        bookstream_env, "bench", "--json", "--no-progress", "--events", "500", "--reference",
+        "--redis", tls_redis.url(), *certs.options(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["correct"] is True and result["reference_ops_per_s"] > 0
+    assert result["redis"] == tls_redis.url()

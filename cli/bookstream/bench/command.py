@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
 from bookstream_core import settings
-from bookstream_core.config import RedisSettings, build_redis_settings
+from bookstream_core.config import RedisSettings, redis_settings_from
+from bookstream_core.connection import connect
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.runner import install_uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,11 +30,11 @@ from bookstream.bench import library, measure, workload
 from bookstream.bench.correctness import check
 from bookstream.bench.drain import RunFigures, Stalled, _figures, reset_stats, run_drain
 from bookstream.bench.latency import offer, percentiles
-from bookstream.bench.options import WORKER_SETTINGS
+from bookstream.bench.options import CONNECTION, WORKER_SETTINGS
 from bookstream.bench.reference import Reference, run_reference
 from bookstream.bench.report import build, table
 from bookstream.bench.server import PrivateRedis, start_private_redis
-from bookstream.bench.workers import WorkerSet
+from bookstream.bench.workers import WorkerSet, worker_environment
 from bookstream.errors import BadInput, Unreachable
 
 LIBRARY = "bench"
@@ -48,11 +50,12 @@ def bench_command(args: argparse.Namespace) -> int:
     # What the workers will run with (option, variable or default), checked once here.
     args.worker_settings = {k: settings.integer(k, args, os.environ) for k in WORKER_SETTINGS}
     args.short_retention = settings.raw("retention", args, os.environ)[0] is not None
+    redis = _redis_settings(args)
     install_uvloop()
     # SIGTERM behaves like Ctrl-C; whatever happens, nothing this run started outlives it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        result = asyncio.run(_bench(args))
+        result = asyncio.run(_bench(args, redis))
     finally:
         for cleanup in reversed(_STARTED):
             cleanup()
@@ -67,24 +70,40 @@ def bench_command(args: argparse.Namespace) -> int:
     return EXIT_OK if result["correct"] else EXIT_FAILED
 
 
-async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+def _redis_settings(args: argparse.Namespace) -> RedisSettings | None:
+    """How to reach --redis's Redis (options, then variables, as every command), checked
+    before anything starts; None: the private server, which needs no connection settings
+    (their variables are ignored, an option for it is a mistake)."""
+    if args.redis is None:
+        for key in CONNECTION:
+            value, name = settings.raw(key, args, {})
+            if value is not None:
+                raise BadInput(f"{name} is for the Redis --redis names; the private one needs none")
+        return None
+    redis = redis_settings_from(args, os.environ)
+    assert redis.url is not None
+    if args.reference and (redis.password or redis.password_file or urlsplit(redis.url).password):
+        raise BadInput(
+            "--reference runs redis-benchmark, which takes a password only as an argument that "
+            "every user of this machine can read (ps): measure it on a Redis without one"
+        )
+    return redis
+
+
+async def _bench(args: argparse.Namespace, redis: RedisSettings | None) -> dict[str, Any]:
     private: PrivateRedis | None = None
-    given: str | None = args.redis
-    if given is None:
+    if redis is None:
         private = start_private_redis()
         _STARTED.append(private.stop)
-        url = where = private.url
-    else:
-        settings = build_redis_settings(url=given)  # checked and normalized
-        url, where = settings.url or given, settings.describe()
-    r = aioredis.Redis.from_url(url, decode_responses=False)
+        redis = RedisSettings(url=private.url)
+    r = connect(redis)
     try:
         try:
             server = await measure.info(r, "server")
         except (RedisConnectionError, OSError) as exc:
-            # (where: the address without the password the URL may carry)
-            raise Unreachable(f"Redis at {where} is unreachable: {exc}") from None
-        return await _run(args, r, url, server, private)
+            # (describe: the address without the password the URL may carry)
+            raise Unreachable(f"Redis at {redis.describe()} is unreachable: {exc}") from None
+        return await _run(args, r, redis, server, private)
     finally:
         await r.aclose()
         if private is not None:
@@ -94,7 +113,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 async def _run(
     args: argparse.Namespace,
     r: aioredis.Redis,
-    url: str,
+    redis: RedisSettings,
     server: dict[str, Any],
     private: PrivateRedis | None,
 ) -> dict[str, Any]:
@@ -107,7 +126,7 @@ async def _run(
     extra_args = [
         f"{settings.BY_KEY[key].flags[0]}={value}" for key, value in args.worker_settings.items()
     ]
-    workers = WorkerSet(url, LIBRARY, args.workers, extra_args)
+    workers = WorkerSet(worker_environment(redis, os.environ), LIBRARY, args.workers, extra_args)
     _STARTED.append(workers.stop)
     show = not args.no_progress
     extra: dict[str, Any] = {}
@@ -128,7 +147,7 @@ async def _run(
     verdict = await check(r, keys, events, outcome_keys=not args.short_retention)
     reference: Reference | None = None
     if args.reference:
-        reference = await run_reference(r, url, redis_pid)
+        reference = await run_reference(r, redis, redis_pid)
     return build(
         mode=args.mode,
         events=n,
@@ -141,9 +160,7 @@ async def _run(
         server={
             "redis_version": server.get("redis_version", "?"),
             # (the address only: the results file must not carry a password)
-            "redis": "private, unix socket, persistence off"
-            if private
-            else RedisSettings(url=url).describe(),
+            "redis": "private, unix socket, persistence off" if private else redis.describe(),
             "cores": os.cpu_count(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],

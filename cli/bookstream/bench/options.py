@@ -10,6 +10,11 @@ a worker's. The rest are bench-only arguments, deliberately outside the table:
 - ``--redis`` empties library ``bench`` on the Redis it names, so only an explicit option
   names one (never ``BOOKSTREAM_REDIS_URL`` nor the embedded Redis, as for the demo); its
   default is a throwaway private server, which no setting means.
+
+How to reach a Redis named by ``--redis`` (``--user``, ``--password-file``, TLS...) are the
+table's connection rows, options or variables as for every other command; the workers get
+them as variables, never as arguments (``workers.py``). The private server needs none: its
+variables are then ignored and its options refused.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from bookstream_core import settings as table
 
 #: The workers' settings a run passes to every worker it starts.
 WORKER_SETTINGS = ("batch_size", "in_flight", "retention")
+#: How to reach the Redis --redis names: the connection rows of every other command.
+CONNECTION = ("db", "redis_user", "password", "password_file", "ssl", "tls_ca", "tls_cert",
+              "tls_key")  # fmt: skip
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +53,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="the Redis to use (default: a private redis-server on a unix socket, "
         "persistence off); library 'bench' on it is emptied",
     )
+    connection = p.add_argument_group(
+        "how to reach the Redis --redis names",
+        "as for every other command; passed to the workers as variables, never as arguments",
+    )
+    table.add_options(connection, [table.BY_KEY[key] for key in CONNECTION])
     workers = p.add_argument_group(
         "the workers' settings",
         "passed to every worker the run starts; a short --retention lets outcomes expire "

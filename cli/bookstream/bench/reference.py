@@ -14,14 +14,15 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from bookstream_core.config import DomainSettings, RuntimeSettings
+from bookstream_core.config import DomainSettings, RedisSettings, RuntimeSettings
 from bookstream_core.functions import CoreFunctions, load_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_lending.functions import SOURCE as LENDING_SOURCE
 from bookstream_lending.functions import Event, apply_arguments
+from redis.connection import parse_url
 
 from bookstream.bench import library, measure
 from bookstream.errors import BenchFailed
@@ -51,23 +52,29 @@ def benchmark_executable() -> str:
     return found
 
 
-def _target(url: str) -> list[str]:
-    parsed = urlparse(url)
+def _target(redis: RedisSettings) -> list[str]:
+    """Where redis-benchmark connects. Never a password: it takes one only as an argument
+    (-a; it ignores REDISCLI_AUTH), which every user of the machine can read, so the
+    command refuses --reference for a Redis that needs one."""
+    assert redis.url is not None
+    parsed = urlsplit(redis.url)
     args: list[str] = []
     if parsed.scheme == "unix":
         args += ["-s", unquote(parsed.path)]
     else:
         args += ["-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379)]
-        if parsed.scheme == "rediss":
-            args.append("--tls")
-    if parsed.password:
-        args += ["-a", unquote(parsed.password)]
-        if parsed.username:
-            args += ["--user", unquote(parsed.username)]
+        # The URL's db (path or ?db=) wins over --db, as in redis-py's from_url.
+        db = parse_url(redis.url).get("db", redis.db)  # type: ignore[no-untyped-call]
+        if db is not None:
+            args += ["--dbnum", str(db)]
+    if parsed.scheme == "rediss":
+        args.append("--tls")
+        files = ("--cacert", redis.tls_ca), ("--cert", redis.tls_cert), ("--key", redis.tls_key)
+        args += [arg for option, path in files if path for arg in (option, path)]
     return args
 
 
-def command(url: str, calls: int, pipeline: int, clients: int) -> list[str]:
+def command(redis: RedisSettings, calls: int, pipeline: int, clients: int) -> list[str]:
     keys = LibraryKeys(REF_LIBRARY)
     # One request event per call, as a worker logging at warning level sends it;
     # redis-benchmark replaces __rand_int__ so that every call is a new request.
@@ -83,7 +90,7 @@ def command(url: str, calls: int, pipeline: int, clients: int) -> list[str]:
         *(str(a) for a in args),
     ]  # fmt: skip
     return [
-        benchmark_executable(), *_target(url),
+        benchmark_executable(), *_target(redis),
         "-n", str(calls), "-c", str(clients), "-P", str(pipeline), "-r", "100000000",
         "--csv", *fcall,
     ]  # fmt: skip
@@ -91,7 +98,7 @@ def command(url: str, calls: int, pipeline: int, clients: int) -> list[str]:
 
 async def run_reference(
     r: aioredis.Redis,
-    url: str,
+    redis: RedisSettings,
     redis_pid: int | None,
     *,
     calls: int = 200_000,
@@ -103,7 +110,7 @@ async def run_reference(
     await load_library(r, LENDING_SOURCE)
     await library.empty(r, keys)
     await library.create_groups(r, keys)
-    argv = command(url, calls, pipeline, clients)
+    argv = command(redis, calls, pipeline, clients)
     cpu0 = await measure.redis_cpu_seconds(r, redis_pid)
     done = await asyncio.to_thread(
         subprocess.run, argv, capture_output=True, text=True, check=False, timeout=600

@@ -1,8 +1,9 @@
 """The worker processes a benchmark starts: K of each service, stopped with SIGTERM.
 
-They are the production entry points (``bookstream-lending NAME --redis URL ...``), one
-process each, exactly as a pod runs them; logging at ``warning`` so that no line per
-outcome is written.
+They are the production entry points (``bookstream-lending NAME ...``), one process each,
+exactly as a pod runs them: the connection in the variables a pod gets, never in
+their arguments, which every user of the machine can read (``ps``); logging at
+``warning`` so that no line per outcome is written.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from bookstream_core import settings as table
+from bookstream_core.config import RedisSettings
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import ServiceName
 
@@ -31,6 +36,32 @@ def executable(service: str) -> str:
     if found is None:
         raise Unreachable(f"bookstream-{service} is not installed (make install)")
     return found
+
+
+def worker_environment(redis: RedisSettings, inherited: Mapping[str, str]) -> dict[str, str]:
+    """The workers' environment: the run's connection as the variables a pod gets (the
+    environment of a process only its user and root may read), a password written into
+    the URL moved out of it. Inherited connection variables are dropped: they would add
+    to this run's or conflict with it."""
+    assert redis.url is not None
+    url = urlsplit(redis.url)
+    query = f"?{url.query}" if url.query else ""
+    password = unquote(url.password) if url.password else redis.password
+    values = {
+        "redis": f"{url.scheme}://{url.netloc.rpartition('@')[2]}{url.path}{query}",
+        "redis_user": unquote(url.username) if url.username else redis.user,
+        # A file is read again for every connection: passed as itself, not its content.
+        "password": None if redis.password_file else password,
+        "password_file": redis.password_file,
+        "db": None if redis.db is None else str(redis.db),
+        "tls_ca": redis.tls_ca,
+        "tls_cert": redis.tls_cert,
+        "tls_key": redis.tls_key,
+    }
+    dropped = {row.variable for row in table.rows("redis")}
+    env = {name: value for name, value in inherited.items() if name not in dropped}
+    env.update({table.BY_KEY[k].variable: v for k, v in values.items() if v is not None})
+    return env
 
 
 @dataclass
@@ -50,7 +81,8 @@ class WorkerProcess:
 
 @dataclass
 class WorkerSet:
-    url: str
+    #: The workers' environment (``worker_environment``).
+    env: dict[str, str]
     library: str
     count: int
     extra: list[str] = field(default_factory=list)
@@ -62,10 +94,12 @@ class WorkerSet:
             for service in SERVICES:
                 name = f"bench-{service}-{i}"
                 log = self.logdir / f"{name}.log"
-                args = [executable(service), name, "--redis", self.url, "--library", self.library]
+                args = [executable(service), name, "--library", self.library]
                 args += ["--log-level", "warning", "--force", *self.extra]
                 with open(log, "wb") as out:
-                    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(
+                        args, stdout=out, stderr=subprocess.STDOUT, env=self.env
+                    )
                 self.processes.append(WorkerProcess(service, name, proc, log))
 
     async def wait_ready(self, r: aioredis.Redis, timeout: float = 30.0) -> float:

@@ -15,17 +15,19 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from bookstream_core import settings as table
+from bookstream_core.addresses import check_url, normalize_address, redacted
 from bookstream_core.keys import check_library
+from bookstream_core.passwords import read_password_file
 from bookstream_core.settings import ConfigError
 from bookstream_core.tls import check_tls_files
 from bookstream_core.types import ServiceName
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "normalize_address", "read_password_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,7 @@ class RedisSettings:
     url: str | None = None
     #: The Redis ACL user; None: the default user.
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     #: Read for every new connection, so a rotated password reaches running workers.
     password_file: str | None = None
     db: int | None = None
@@ -51,6 +53,17 @@ class RedisSettings:
     appendfsync: str = "everysec"
     client_name: str = "bookstream"
 
+    def __repr__(self) -> str:
+        # Settings get logged and shown in tracebacks: never the password, and the URL's
+        # as ***. (A __repr__ of the class's own is kept by @dataclass.)
+        shown = [f"url={redacted(self.url) if self.url else None!r}"]
+        shown += [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr and f.name != "url"
+        ]
+        return f"RedisSettings({', '.join(shown)})"
+
     def describe(self) -> str:
         """The address without credentials, for logs and messages."""
         if self.url is None:
@@ -60,53 +73,6 @@ class RedisSettings:
             return f"unix://{parts.path}"
         host = parts.hostname or "localhost"
         return f"{parts.scheme}://{host}:{parts.port or 6379}"
-
-
-def normalize_address(address: str) -> str:
-    """Accept what the original sample's ``-a`` accepted, and URLs."""
-    address = address.strip()
-    if not address:
-        raise ConfigError("empty Redis address")
-    if "://" in address:
-        scheme = address.split("://", 1)[0]
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"unsupported Redis URL scheme {scheme!r} (redis, rediss, unix)")
-        try:
-            parts = urlsplit(address)
-        except ValueError as exc:  # e.g. an unclosed "[": the message never quotes the URL
-            raise ConfigError(f"invalid Redis URL: {exc}") from None
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if port is not None and not 0 < port < 65536:
-            raise ConfigError(f"invalid port in Redis URL {_redacted(address)!r} (1-65535)")
-        return address
-    if address.startswith(("/", ".")):
-        return f"unix://{Path(address).absolute()}"
-    host, _, port_text = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
-        raise ConfigError(f"invalid port in Redis address {address!r} (1-65535)")
-    return f"redis://{host or 'localhost'}:{port_text or 6379}"
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for a message that must never show one. redis-py
-    reads credentials from the query too (``?password=``, ``?pass%77ord=``...), so every
-    query value, and a fragment, is hidden as well."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(not a valid URL)"
-    if parts.password is not None:
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
-    if parts.query:
-        pairs = (pair.partition("=") for pair in parts.query.split("&"))
-        parts = parts._replace(query="&".join(f"{k}=***" if eq else "***" for k, eq, _ in pairs))
-    if parts.fragment:
-        parts = parts._replace(fragment="***")
-    return parts.geturl()
 
 
 def default_home(env: Mapping[str, str]) -> Path:
@@ -156,13 +122,8 @@ def build_redis_settings(
         )
     if normalized and ssl and normalized.startswith("redis://"):
         normalized = "rediss://" + normalized[len("redis://") :]
-    if normalized and any(k.startswith("ssl") for k in parse_qs(urlsplit(normalized).query)):
-        # redis-py lets the URL's query override the connection's arguments: a silent
-        # ssl_cert_reqs=none there would turn verification off.
-        raise ConfigError(
-            "a Redis URL carries no TLS settings (ssl_...): give --tls-ca, --tls-cert, "
-            "--tls-key; verification is always on"
-        )
+    if normalized is not None:
+        check_url(normalized)  # now: redis-py would refuse it at the first connection
     files = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
     tls = normalized is not None and normalized.startswith("rediss://")
     check_tls_files(tls, files, names)
@@ -179,18 +140,6 @@ def build_redis_settings(
         home=home.absolute() if home is not None else default_home(os.environ),
         appendfsync=appendfsync,
     )
-
-
-def read_password_file(path: str) -> str:
-    """The password a file holds (a mounted Secret, a file `bookstream setup` wrote)."""
-    try:
-        password = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read password file {path}: {why}") from None
-    if not password:
-        raise ConfigError(f"password file {path} is empty")
-    return password
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,13 +217,22 @@ def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str])
         address, address_name = table.raw("address", None, env)
     if url is not None and address is not None:
         raise ConfigError(f"give either {url_name} or {address_name}, not both")
+    # Likewise a password, or a password file, given as an option wins over either one
+    # given as a variable; only two given the same way conflict.
+    password, password_name = table.raw("password", args, {})
+    password_file, file_name = table.raw("password_file", args, {})
+    if password is None and password_file is None:
+        password, password_name = table.raw("password", None, env)
+        password_file, file_name = table.raw("password_file", None, env)
+    if password is not None and password_file is not None:
+        raise ConfigError(f"give either {password_name} or {file_name}, not both")
     tls = {key: table.raw(key, args, env) for key in ("ssl", "tls_ca", "tls_cert", "tls_key")}
     try:
         return build_redis_settings(
             url=url if url is not None else address,
             user=table.text("redis_user", args, env),
-            password=table.text("password", args, env),
-            password_file=table.text("password_file", args, env),
+            password=password,
+            password_file=password_file,
             db=table.integer("db", args, env),
             ssl=table.flag("ssl", args, env),
             tls_ca=tls["tls_ca"][0],

@@ -13,8 +13,9 @@ from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bookstream_core.config import ConfigError, RedisSettings, read_password_file
+from bookstream_core.config import ConfigError, RedisSettings
 from bookstream_core.embedded import EmbeddedRedis
+from bookstream_core.passwords import read_password_file
 from bookstream_core.tls import client_context
 
 #: What "Redis cannot be reached right now" looks like to redis-py callers.

@@ -4,14 +4,17 @@ With no Redis named, every command starts it (or reuses it when it already runs)
 no TCP listener. It trusts only what it made and what belongs to the current user, and
 checks before every use:
 
-- the directory is a directory (not a symlink) owned by the user. A mode wider than 0700
-  (a plain ``mkdir``) is narrowed to 0700 before anything in it is trusted: from then on
-  nobody else can add to it, and what another user put there earlier is refused below.
+- the directory is a directory (not a symlink) owned by the user.
 - every entry in it is the user's and no symlink (redis-server writes its pid file, log
   and AOF through whatever it finds); the socket is a socket, the pid file a regular file.
+- only then is a directory group or others may use (a plain ``mkdir``) narrowed: their
+  bits are removed, the rest (setgid) kept, and the entries checked again (one may have
+  been added meanwhile). Narrowing rather than refusing: a lax directory of the user's own
+  with nothing foreign in it is the common case (umask 022), and from then on nobody else
+  can add to it; a directory that fails a check is refused and left as it was.
 - the server answering on the socket keeps its data in this directory, its pid is the
-  one in the pid file, and (where there is a /proc) that process runs a redis binary, as
-  this user, from this directory.
+  one in the pid file, and (where there is a /proc) that process is the redis-server
+  executable, run by this user from this directory with this directory's socket.
 
 Anything else is refused with one line naming the path. ``stop`` signals only a process
 that passed these checks: never one a stale or forged pid file names.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import shutil
 import signal
@@ -178,8 +182,9 @@ class EmbeddedRedis:
         )
 
     def _check_directory(self) -> bool:
-        """Whether the directory exists; refuses one that is not the user's own, and
-        narrows its mode to 0700 (on the directory opened, so no swap can intervene)."""
+        """Whether the directory exists; refuses one that is not the user's own or holds
+        anything foreign, and only then narrows a lax mode (all on the directory opened,
+        so no swap can intervene)."""
         try:
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -191,26 +196,29 @@ class EmbeddedRedis:
             st = os.fstat(fd)
             if st.st_uid != os.geteuid():
                 raise self._refuse(f"{self.directory} belongs to uid {st.st_uid}, not you")
-            if stat.S_IMODE(st.st_mode) != 0o700:
-                os.fchmod(fd, 0o700)
+            self._check_entries(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            if mode & 0o077:
+                os.fchmod(fd, mode & ~0o077)
+                self._check_entries(fd)  # what was added before the narrowing took hold
         finally:
             os.close(fd)
-        self._check_entries()
         return True
 
-    def _check_entries(self) -> None:
+    def _check_entries(self, fd: int) -> None:
         uid = os.geteuid()
-        with os.scandir(self.directory) as entries:
+        with os.scandir(fd) as entries:
             for entry in entries:
                 st = entry.stat(follow_symlinks=False)
+                path = self.directory / entry.name
                 if stat.S_ISLNK(st.st_mode):
-                    raise self._refuse(f"{entry.path} is a symlink")
+                    raise self._refuse(f"{path} is a symlink")
                 if st.st_uid != uid:
-                    raise self._refuse(f"{entry.path} belongs to uid {st.st_uid}, not you")
+                    raise self._refuse(f"{path} belongs to uid {st.st_uid}, not you")
                 if entry.name == SOCKET_NAME and not stat.S_ISSOCK(st.st_mode):
-                    raise self._refuse(f"{entry.path} is not a socket")
-                if entry.path == str(self.pidfile) and not stat.S_ISREG(st.st_mode):
-                    raise self._refuse(f"{entry.path} is not a regular file")
+                    raise self._refuse(f"{path} is not a socket")
+                if path == self.pidfile and not stat.S_ISREG(st.st_mode):
+                    raise self._refuse(f"{path} is not a regular file")
 
     def _inspect(self) -> _Found:
         if not self._check_directory():
@@ -256,8 +264,10 @@ class EmbeddedRedis:
         return pid, data
 
     def _runs_here(self, pid: int) -> bool | None:
-        """Whether the process is a redis-server of this user whose working directory (the
-        ``--dir`` it was started with) is this one; None where there is no /proc."""
+        """Whether the process is the redis-server executable, run by this user, from
+        this directory (the ``--dir`` it was started with), on this directory's socket;
+        None where there is no /proc. (Any "redis" program used to pass: a ``redis-cli``
+        started here was signalled by ``stop``.)"""
         if not (PROC / "self").exists():
             return None
         proc = PROC / str(pid)
@@ -265,13 +275,33 @@ class EmbeddedRedis:
             owner = proc.stat().st_uid
             exe = os.readlink(proc / "exe").removesuffix(" (deleted)")  # upgraded since
             cwd = os.readlink(proc / "cwd")
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except OSError:  # gone, or another user's
             return False
         return (
             owner == os.geteuid()
-            and "redis" in Path(exe).name  # Debian's redis-server is redis-check-rdb
+            and _is_redis_server(exe)
             and cwd == os.path.realpath(self.directory)
+            and _serves(cmdline, str(self.socket))
         )
+
+
+def _is_redis_server(exe: str) -> bool:
+    """The redis-server executable: by name, or the file the one on PATH is (Debian's
+    redis-server is a link to redis-check-rdb, which /proc names)."""
+    if Path(exe).name == "redis-server":
+        return True
+    found = shutil.which("redis-server")
+    return found is not None and os.path.realpath(found) == os.path.realpath(exe)
+
+
+def _serves(cmdline: str, socket: str) -> bool:
+    """Whether a redis-server's command line names ``socket``: as the arguments it was
+    started with, or as the title Redis writes over them ("redis-server unixsocket:PATH")."""
+    args = [arg for arg in cmdline.split("\0") if arg]
+    if any(a == "--unixsocket" and b == socket for a, b in itertools.pairwise(args)):
+        return True
+    return f" unixsocket:{socket} " in f" {' '.join(args)} "
 
 
 def _alive(pid: int) -> bool:
