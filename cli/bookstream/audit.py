@@ -195,7 +195,7 @@ async def _replay(
     info = await r.xinfo_stream(stream)
     complete = int(info.get("entries-added", 0)) == int(info["length"])
     seen: dict[str, str] = {}  # request id -> the status of its outcome so far
-    held: dict[str, str] = {}
+    lent_to: dict[str, str] = {}
     last = "-"
     while True:
         batch = cast(
@@ -221,20 +221,20 @@ async def _replay(
                 continue
             if outcome.status == "accepted":
                 for book in outcome.lent:
-                    if book in held:
+                    if book in lent_to:
                         v.append(
                             f"request {outcome.request_id} lent {book!r} to {outcome.user!r} "
-                            f"while {held[book]!r} held it"
+                            f"while {lent_to[book]!r} held it"
                         )
-                    held[book] = outcome.user
+                    lent_to[book] = outcome.user
             elif outcome.status == "processed":
                 for book in outcome.returned:
-                    if held.get(book) != outcome.user:
+                    if lent_to.get(book) != outcome.user:
                         v.append(
                             f"return {outcome.request_id} took back {book!r}, "
                             f"not lent to {outcome.user!r}"
                         )
-                    held.pop(book, None)
+                    lent_to.pop(book, None)
         last = batch[-1][0].decode()
     if not complete:
         report.notes.append(
@@ -242,7 +242,7 @@ async def _replay(
         )
         return
     replayed: dict[str, set[str]] = {}
-    for book, user in held.items():
+    for book, user in lent_to.items():
         replayed.setdefault(user, set()).add(book)
     current = {u: b for u, b in loans.items() if b}
     if replayed != current:

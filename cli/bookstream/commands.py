@@ -24,7 +24,9 @@ from bookstream.status import library_status, render_status, to_json
 async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
     async with client:
         with client.redis_errors():
-            if args.borrower:
+            if args.borrower is not None:
+                if not args.borrower:
+                    raise BadInput("--borrower: the user id must not be empty")
                 held = await client.user_books(args.borrower)
                 if args.json:
                     print(to_json({"user": args.borrower, "books": held}))
@@ -36,7 +38,7 @@ async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
                     print(to_json(_struct(where)))
                 else:
                     print(f"{args.book}: {where.describe()}")
-            if not args.borrower and not args.book:
+            if args.borrower is None and not args.book:
                 status = await library_status(await client.redis(), client.library)
                 print(to_json(status) if args.json else render_status(status))
     return 0

@@ -157,3 +157,10 @@ def test_the_ask_again_hint_names_the_library(
     )  # fmt: skip
     assert waited.returncode == 3
     assert "bookstream outcome later-1 --library fresh1" in waited.stderr
+
+
+def test_an_empty_borrower_is_refused(bookstream_env: dict[str, str]) -> None:
+    """Newcomer: `status --borrower ""` printed the whole library's status, exit 0."""
+    done = run_cli(bookstream_env, "status", "--borrower", "")
+    assert done.returncode == 2
+    assert done.stderr == "bookstream: error: --borrower: the user id must not be empty\n"

@@ -21,7 +21,7 @@ from bookstream_core.config import DomainSettings, RedisSettings, RuntimeSetting
 from bookstream_core.functions import CoreFunctions, load_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_lending.functions import SOURCE as LENDING_SOURCE
-from bookstream_lending.functions import Event, apply_arguments
+from bookstream_lending.functions import LendingCall, apply_arguments
 from redis.connection import parse_url
 
 from bookstream.bench import library, measure
@@ -78,7 +78,9 @@ def command(redis: RedisSettings, calls: int, pipeline: int, clients: int) -> li
     keys = LibraryKeys(REF_LIBRARY)
     # One request event per call, as a worker logging at warning level sends it;
     # redis-benchmark replaces __rand_int__ so that every call is a new request.
-    event = Event("0-1", "request", "ref-__rand_int__", "user-__rand_int__", ["book-__rand_int__"])
+    event = LendingCall(
+        "0-1", "request", "ref-__rand_int__", "user-__rand_int__", ["book-__rand_int__"]
+    )
     # Not fenced: "0-1" was never pending, so its XACK (still sent, at the same cost)
     # finds nothing, and a fenced call would skip the work it is here to measure.
     args = apply_arguments(

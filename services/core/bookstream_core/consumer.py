@@ -68,7 +68,7 @@ class StreamConsumer:
         #: Batches Redis refused for its own reasons, kept to be applied again as they are:
         #: re-reading them would count a delivery each time, and enough of those would
         #: dead-letter valid entries for a trouble that was never theirs.
-        self.held: list[list[Entry]] = []
+        self.refused: list[list[Entry]] = []
 
     async def prepare(self) -> None:
         """The stream and the group (the functions are the worker's to load)."""
@@ -160,39 +160,39 @@ class StreamConsumer:
             await self.dead_letter(rejected)
 
     async def handle_keeping(self, entries: list[Entry]) -> None:
-        """``handle``; a batch Redis refuses (RedisTrouble) is kept for ``retry_held``."""
+        """``handle``; a batch Redis refuses (RedisTrouble) is kept for ``retry_refused``."""
         try:
             await self.handle(entries)
         except (RedisTrouble, ResponseError):
-            self.held.append(entries)
+            self.refused.append(entries)
             raise
 
-    async def retry_held(self) -> None:
+    async def retry_refused(self) -> None:
         """Apply the kept batches again, as they are."""
-        while self.held:
-            entries = self.held.pop(0)
+        while self.refused:
+            entries = self.refused.pop(0)
             try:
                 await self._keep(entries)
                 await self.handle(entries)
             except (RedisTrouble, ResponseError):
-                self.held.insert(0, entries)
+                self.refused.insert(0, entries)
                 raise
 
-    async def touch_held(self) -> None:
+    async def touch_refused(self) -> None:
         """Keep the kept batches' entries fresh while the trouble lasts (housekeeping does
         it every second), so that no other worker claims them meanwhile."""
-        for entries in list(self.held):
+        for entries in list(self.refused):
             with contextlib.suppress(ResponseError):
                 await self._keep(entries)
 
-    async def release_held(self) -> None:
+    async def release_refused(self) -> None:
         """Stopping with batches Redis refused: leave their entries one delivery short, so
         that the re-read at the next start (which counts one) brings them back to the
         counts they had; a rolling restart during a trouble is not a delivery either."""
-        for entries in self.held:
+        for entries in self.refused:
             with contextlib.suppress(ResponseError):
                 await self._keep(entries, uncount=1)
-        self.held.clear()
+        self.refused.clear()
 
     async def _keep(self, entries: list[Entry], uncount: int = 0) -> None:
         """Hold the entries under this name with an idle time of 0 and the delivery counts

@@ -2,8 +2,9 @@
 
 Every stream entry has one field, ``e``, holding a JSON object with a schema version
 ``v`` and a ``type``. Producers other than bookstream's own client only ever write the
-``request`` and ``return`` events into the lending inbox (``bookstream info --json``
-prints where); ``fetch``/``reshelve``/``fetched`` travel between the services.
+``request`` and ``return`` events into the lending inbox, through the door
+(``bookstream info --json`` prints how); ``fetch``/``reshelve``/``unfetch`` travel from
+Lending to Shelving's inbox, ``fetched``/``unfetched`` back on Lending's replies stream.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class FetchedEvent(EventBase, tag="fetched", frozen=True):
 class FetchEvent(EventBase, tag="fetch", frozen=True):
     """Lending asks for books from the shelves (lending -> shelving)."""
 
-    #: This event's own id (``<request id>:fetch`` ...), for Shelving's exactly-once
+    #: This event's own id (``<request id>:fetch``), for Shelving's exactly-once
     #: record; "eid" on the wire.
     event_id: RequestId = msgspec.field(name="eid")
     books: Books
@@ -73,7 +74,8 @@ class FetchEvent(EventBase, tag="fetch", frozen=True):
 class ReshelveEvent(EventBase, tag="reshelve", frozen=True):
     """Books travel back to the shelves (lending -> shelving)."""
 
-    #: This event's own id (``<request id>:fetch`` ...), for Shelving's exactly-once
+    #: This event's own id (``<request id>:reshelve`` for a return's books,
+    #: ``<request id>:rollback`` for a denied request's), for Shelving's exactly-once
     #: record; "eid" on the wire.
     event_id: RequestId = msgspec.field(name="eid")
     books: Books
@@ -83,7 +85,7 @@ class UnfetchEvent(EventBase, tag="unfetch", frozen=True):
     """Lending gave a request up: cancel its fetch ``fetch``, or undo it if it was
     applied already (lending -> shelving)."""
 
-    #: This event's own id (``<request id>:fetch`` ...), for Shelving's exactly-once
+    #: This event's own id (``<request id>:unfetch``), for Shelving's exactly-once
     #: record; "eid" on the wire.
     event_id: RequestId = msgspec.field(name="eid")
     fetch: RequestId

@@ -167,7 +167,7 @@ class Worker:
                     if self._need_prepare:
                         await self._prepare()
                         self.log.warning("functions and groups prepared again")
-                    await consumer.retry_held()
+                    await consumer.retry_refused()
                     if not pending_drained:
                         await consumer.drain_own_pending()
                         pending_drained = True
@@ -190,7 +190,7 @@ class Worker:
                         # what this name holds once Redis is back, rather than wait to claim.
                         pending_drained = False
                     else:
-                        # Refused batches are kept (consumer.held) and applied again as
+                        # Refused batches are kept (consumer.refused) and applied again as
                         # they are: no re-read, so no delivery is counted for the trouble.
                         self._in_trouble(_as_trouble(exc))
                     backoff = min(backoff * 2, 5.0)
@@ -244,7 +244,7 @@ class Worker:
             try:
                 await self._renew()
                 for consumer in self.consumers:
-                    await consumer.touch_held()
+                    await consumer.touch_refused()
                 now = time.monotonic()
                 if now - last_trim >= rt.trim_interval_ms / 1000:
                     # Redis may be reconfigured under a running worker: evicting is as
@@ -332,7 +332,7 @@ class Worker:
     async def _release(self) -> None:
         try:
             for consumer in self.consumers:
-                await consumer.release_held()
+                await consumer.release_refused()
             if self._holds_name:
                 await self.core.lock_release(self.lock_key, self.lock_value)
             self._holds_name = False

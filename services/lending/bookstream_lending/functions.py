@@ -30,7 +30,7 @@ class LendingRow:
     outcome: bytes
 
 
-class Event(NamedTuple):
+class LendingCall(NamedTuple):
     """One entry as bs1_lending_apply takes it (its ARGV slots, in this order)."""
 
     entry_id: bytes | str
@@ -44,7 +44,7 @@ class Event(NamedTuple):
 def apply_arguments(
     domain: DomainSettings,
     runtime: RuntimeSettings,
-    events: Sequence[Event],
+    events: Sequence[LendingCall],
     *,
     with_outcomes: bool,
     fence: bool = True,
@@ -88,7 +88,7 @@ class LendingFunctions:
         stream: str,
         domain: DomainSettings,
         runtime: RuntimeSettings,
-        events: Sequence[Event],
+        events: Sequence[LendingCall],
         *,
         with_outcomes: bool = True,
     ) -> list[LendingRow]:

@@ -23,7 +23,7 @@ from bookstream_core.metrics import Metrics, Tally
 from bookstream_core.service import InvalidEvent, decode_event
 from bookstream_core.types import ServiceName
 
-from bookstream_lending.functions import Event, LendingFunctions, LendingRow
+from bookstream_lending.functions import LendingCall, LendingFunctions, LendingRow
 from bookstream_lending.keys import LendingKeys
 
 FINAL = ("accepted", "denied", "processed")
@@ -72,11 +72,11 @@ class LendingService:
         return self.own_keys.request(request_id)
 
     async def apply(self, stream: str, batch: list[tuple[bytes, object]]) -> None:
-        events: list[Event] = []
+        events: list[LendingCall] = []
         for entry_id, event in batch:
             assert isinstance(event, EventBase)
             user, books = ARGUMENTS[type(event)](event)
-            events.append(Event(entry_id, event_type(event), event.id, user, books))
+            events.append(LendingCall(entry_id, event_type(event), event.id, user, books))
         # The outcomes' JSON only travels back when it is logged.
         rows = await self.functions.apply(
             stream,

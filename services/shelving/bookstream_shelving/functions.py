@@ -15,7 +15,7 @@ from bookstream_core.packed import execute_packed
 SOURCE = read_library("bookstream_shelving", "shelving.lua")
 
 
-class Event(NamedTuple):
+class ShelvingCall(NamedTuple):
     """One entry as bs1_shelving_apply takes it (its ARGV slots, in this order)."""
 
     entry_id: bytes
@@ -46,7 +46,9 @@ class ShelvingFunctions:
     async def load(self) -> None:
         await load_library(self._r, SOURCE)
 
-    async def apply(self, runtime: RuntimeSettings, events: list[Event]) -> list[ShelvingRow]:
+    async def apply(
+        self, runtime: RuntimeSettings, events: list[ShelvingCall]
+    ) -> list[ShelvingRow]:
         args: list[bytes | str | int] = [
             "shelving",
             runtime.retention_s,

@@ -17,7 +17,7 @@ from bookstream_core.metrics import Metrics, Tally
 from bookstream_core.service import InvalidEvent, decode_event
 from bookstream_core.types import ServiceName
 
-from bookstream_shelving.functions import Event, ShelvingFunctions
+from bookstream_shelving.functions import ShelvingCall, ShelvingFunctions
 
 
 class ShelvingService:
@@ -56,13 +56,15 @@ class ShelvingService:
         """Nothing of shelving's own waits for a deadline."""
 
     async def apply(self, stream: str, batch: list[tuple[bytes, object]]) -> None:
-        events: list[Event] = []
+        events: list[ShelvingCall] = []
         for entry_id, event in batch:
             assert isinstance(event, FetchEvent | ReshelveEvent | UnfetchEvent)
             # The kinds are shelving.lua's HANDLERS; only an unfetch names another event.
             fetch = event.fetch if isinstance(event, UnfetchEvent) else ""
             events.append(
-                Event(entry_id, event_type(event), event.id, event.event_id, fetch, event.books)
+                ShelvingCall(
+                    entry_id, event_type(event), event.id, event.event_id, fetch, event.books
+                )
             )
         rows = await self.functions.apply(self.settings.runtime, events)
         m, tally = self.metrics, Tally(self.metrics)
