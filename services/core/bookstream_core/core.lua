@@ -122,11 +122,11 @@ local function cut(entry, nfields, size)
   return {entry[1], kept}, {nfields, size, rid, kind}
 end
 
--- What one call takes at most, whatever the entries' sizes: it reads in chunks (4, 8,
--- then 16 at most: a chunk grown on small entries must not land on many huge ones) and
+-- What one call takes at most, whatever the entries' sizes: it reads in chunks (4, then
+-- 8 at most: a chunk grown on small entries must not land on many huge ones) and
 -- stops after the chunk that passes this many bytes or fields, so one call handles a few
 -- hostile entries at worst, never a whole batch of them.
-local READ_BUDGET_BYTES, READ_BUDGET_FIELDS, MAX_CHUNK = 4 * 1024 * 1024, 16384, 16
+local READ_BUDGET_BYTES, READ_BUDGET_FIELDS, MAX_CHUNK = 4 * 1024 * 1024, 16384, 8
 
 local function read(keys, args)
   local inbox, group, consumer, mode = keys[1], args[1], args[2], args[3]
