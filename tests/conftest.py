@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+from bookstream_core.keys import LibraryKeys
 from bookstream_core.streams import MAX_ID  # the largest stream id (a test's hostile id)
 
 asyncio.set_event_loop(None)
@@ -340,3 +341,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15, interval: float
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def admit(r: redis.Redis, library: str = "main") -> int:
+    """What a Lending worker's admission loop does: the submissions into the inbox (for
+    tests that read the inbox with no worker running)."""
+    keys = LibraryKeys(library)
+    moved, _ = r.fcall("bs1_admit", 2, keys.submissions, keys.inbox("lending"), 512, 1 << 22)
+    return int(moved)

@@ -125,8 +125,22 @@ def test_the_scenario_runs_with_every_part_under_its_own_user(
 
 
 REFUSALS: list[tuple[str, tuple[str, ...]]] = [
-    # A client may submit through the door only: no raw append to an internal stream,
-    # no write to a service's state, no other function.
+    # A client may submit through the door only: no append to any stream (an XADD even
+    # to Lending's inbox could trim it), nothing but an append to the submissions (no
+    # trimming or rewriting what others submitted), no write to a service's state, no
+    # other function.
+    ("client", ("XADD", f"{P}lending:inbox", "*", "e", "{}")),
+    ("client", ("XADD", f"{P}lending:inbox", "MAXLEN", "0", "*", "e", "{}")),
+    ("client", ("XTRIM", f"{P}lending:inbox", "MINID", "+")),
+    ("client", ("LTRIM", f"{P}lending:submissions", "1", "0")),
+    ("client", ("LPOP", f"{P}lending:submissions")),
+    ("client", ("LSET", f"{P}lending:submissions", "0", "{}")),
+    ("client", ("DEL", f"{P}lending:submissions")),
+    ("client", ("RPUSH", f"{P}lending:inbox", "{}")),
+    (
+        "client",
+        ("FCALL", "bs1_admit", "2", f"{P}lending:submissions", f"{P}lending:inbox", "1", "1"),
+    ),
     ("client", ("XADD", f"{P}lending:replies", "*", "e", "{}")),
     ("client", ("XADD", f"{P}shelving:inbox", "*", "e", "{}")),
     ("client", ("XADD", f"{P}events", "*", "e", "{}")),
@@ -325,6 +339,32 @@ def test_a_stream_its_writer_pushed_ahead_is_mended_by_its_reader(
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["lent"] == ["book1"]
     assert redis_server.client().xinfo_stream(key)["last-generated-id"] != MAX_ID.encode()
+
+
+def test_a_client_s_raw_pushes_are_admitted_and_judged_by_lending(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    roles: Path,
+    role_client: Callable[[str], redis.Redis],
+) -> None:
+    """All a client may write past the door is an RPUSH to the submissions: Lending
+    admits what it pushed, sets the junk aside (answering a named id `rejected`), applies
+    the valid, and nothing a client did reaches a stream but through Lending."""
+    start_services(redis_server, bookstream_env, start_worker, roles)
+    client = role_client("client")
+    valid = {"v": 1, "type": "request", "id": "raw-ok", "user": "u1", "books": ["b1"]}
+    junk = {"v": 1, "type": "request", "id": "raw-bad", "user": "u1", "books": "b1"}
+    client.rpush(KEYS.submissions, "not json", json.dumps(junk), json.dumps(valid))
+    r = redis_server.client()
+    wait_for(lambda: r.exists(KEYS.outcome("raw-ok")) and r.exists(KEYS.outcome("raw-bad")))
+    assert json.loads(r.get(KEYS.outcome("raw-ok")))["status"] == "accepted"  # type: ignore[arg-type]
+    assert json.loads(r.get(KEYS.outcome("raw-bad")))["status"] == "rejected"  # type: ignore[arg-type]
+    wait_for(lambda: r.xlen(KEYS.dead_letters("lending")) == 2)
+    assert r.llen(KEYS.submissions) == 0
+    assert r.acl_log() == []
+    audit = run_cli(env_of(bookstream_env, roles, "viewer"), "audit", server=redis_server)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 def test_shelving_sets_aside_a_malformed_entry_under_its_role(

@@ -5,7 +5,7 @@
 3. The automated storage holds at most its capacity.
 4. Shelving's off-shelf set equals automated storage ∪ lent books (each counted once).
 5. No reservation or request in flight is left over; no inbox has pending or unread
-   entries (an inbox nobody ever read included).
+   entries (an inbox nobody ever read included), no submission waits to be admitted.
 Keys of the wrong type and statuses lending has no meaning for are violations too.
 6. Every request id has one outcome (a ``rejected`` one may be followed by the outcome of
    a valid event with its id, which replaces it); replaying the outcomes in order from an empty
@@ -147,6 +147,15 @@ async def audit(
             v.append(f"book {book!r} is still {s.kind} for request {s.request_id}")
     for request_id in lending.requests_in_flight:
         v.append(f"request {request_id} is still in flight (waiting for Shelving)")
+    if (
+        await r.exists(keys.submissions)
+        and await typed(r, keys.submissions, "list", v)
+        and (waiting := int(await r.llen(keys.submissions)))
+    ):
+        v.append(
+            f"{keys.submissions} holds {waiting} submission(s) no lending worker has "
+            "admitted yet: start one (bookstream serve) or wait for it"
+        )
     for service, inbox in ((s, stream) for s in SERVICES for stream in keys.streams(s)):
         if not await r.exists(inbox) or not await typed(r, inbox, "stream", v):
             continue

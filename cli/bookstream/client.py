@@ -28,6 +28,7 @@ from bookstream_core.events import (
     decode_outcome,
     encode_event,
     event_type,
+    submission_digest,
 )
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
 from bookstream_core.keys import InvalidLibraryName, LibraryKeys
@@ -82,7 +83,7 @@ def _someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
         found is not None
         and found.status == "rejected"
         and mine is not None
-        and found.entry not in (None, mine)
+        and found.submission not in (None, mine)
     )
 
 
@@ -220,18 +221,20 @@ class AsyncClient:
             raise NoWorker(self.library)
 
     async def _submit(self, event: Submission) -> str:
-        """Through the door (bs1_submit), never a raw XADD: it validates the event again
-        and refuses an id Lending recorded for another user. Returns the entry id."""
+        """Through the door (bs1_submit), never a raw RPUSH: it validates the event again
+        and refuses an id Lending recorded for another user. Returns the submission's
+        digest (a rejection names it: events.submission_digest)."""
         door = LendingFunctions(await self._redis(), self.keys)
         payload = encode_event(event)
-        # BSENV is Redis's passing trouble (an inbox whose ids a producer pushed ahead,
-        # mended by Lending's housekeeping within a second or two): retried until timeout.
+        # BSENV is Redis's trouble (a key of the wrong type, a right missing): retried
+        # until timeout, as a passing one may mend.
         deadline = time.monotonic() + self.timeout
         delay, loaded = 0.05, False
         with self.redis_errors():
             while True:
                 try:
-                    return (await door.submit(payload)).decode()
+                    await door.submit(payload)
+                    return submission_digest(payload)
                 except ResponseError as exc:
                     if "Function not found" in str(exc) and not loaded:
                         await door.load()  # a Redis no worker has prepared yet

@@ -69,12 +69,14 @@ def info(library: str) -> dict[str, object]:
         },
         "producer": {
             # The door validates the event, refuses an id Lending recorded for another user
-            # and appends it with an id Redis assigns; a raw XADD skips all that.
-            "submit": f"FCALL bs1_submit 1 {keys.inbox('lending')} '<JSON event>'",
+            # and appends it to the submissions list, which Lending admits into its inbox
+            # (entries {"e": event}); a raw RPUSH skips the checks.
+            "submit": f"FCALL bs1_submit 1 {keys.submissions} '<JSON event>'",
+            "submissions": keys.submissions,
             "refusals": {
                 "BSBAD": "the event is invalid (the message says why); nothing was written",
                 "BSTAKEN": "the request id was used by another user or for another kind",
-                "BSENV": "Redis's trouble (a stream out of ids, a missing right): retry",
+                "BSENV": "Redis's trouble (a key of the wrong type, a missing right): retry",
             },
             "entry": {"e": "<JSON event>"},
             "events": {

@@ -13,6 +13,7 @@ from bookstream_core.streams import backlog
 from bookstream_core.types import ServiceName, text
 from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
+from redis.exceptions import ResponseError
 
 
 def _age_ms(entry_id: str | None) -> int | None:
@@ -41,6 +42,10 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
         # A worker creates its service's group when it starts: none, no worker ever ran.
         if all(g["name"] != keys.group(service) for g in groups):
             never_served.append(service)
+    # Submissions wait in a list until a Lending worker admits them into its inbox.
+    lending_stream = streams["lending"]
+    assert isinstance(lending_stream, dict)
+    lending_stream["submissions_waiting"] = await submissions_waiting(r, keys)
     # Shelving's replies to Lending: a stream of its own, written by Shelving alone.
     streams["lending_replies"] = await stream_status(r, keys, "lending", keys.replies)
     policy = await eviction_policy(r)
@@ -52,6 +57,16 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
         "never_served": never_served,
         "redis": redis_info,
     }
+
+
+async def submissions_waiting(r: aioredis.Redis, keys: LibraryKeys) -> int | None:
+    """Submissions no Lending worker has admitted yet (None: the key is not a list)."""
+    try:
+        return int(await r.llen(keys.submissions))
+    except ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        return None
 
 
 async def stream_status(
@@ -109,9 +124,11 @@ def render_status(status: dict[str, object]) -> str:
     streams = status["streams"]
     assert isinstance(streams, dict)
     for service, s in streams.items():
+        waiting = s.get("submissions_waiting")
         lines.append(
             f"  {service}: stream {s['stream']}  length {s['length']}  "
             f"dead letters {s['dead_letters']}"
+            + (f"  submissions waiting {waiting}" if "submissions_waiting" in s else "")
         )
         for g in s["groups"]:
             age = g["oldest_pending_age_ms"]

@@ -1,8 +1,10 @@
-"""Is a request id still waiting in the lending inbox, unread or being applied?
+"""Is a request id still waiting, submitted and not yet admitted, or in the lending inbox
+unread or being applied?
 
-An id with no outcome is unknown unless its entry is still ahead of the workers. Only
-the part of the inbox the group still needs is read (from its oldest pending entry, or
-after its last delivered one): trimming keeps that part small.
+An id with no outcome is unknown unless its submission is still ahead of the workers.
+The submissions are looked at first, then the inbox: a submission admitted meanwhile is
+found in its next place. Only the part of the inbox the group still needs is read (from
+its oldest pending entry, or after its last delivered one): trimming keeps that part small.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ async def _start(r: aioredis.Redis, keys: LibraryKeys) -> str:
 
 
 async def mentions(r: aioredis.Redis, keys: LibraryKeys, request_id: str) -> bool:
+    quoted = msgspec.json.encode(request_id)
+    if await _submitted(r, keys, request_id, quoted):
+        return True
     inbox = keys.inbox("lending")
     start, seen = await _start(r, keys), 0
-    quoted = msgspec.json.encode(request_id)
     while seen < SCAN_LIMIT:
         batch = cast(Entries, await r.xrange(inbox, min=start, count=CHUNK))
         for _, fields in batch:
@@ -54,6 +58,23 @@ async def mentions(r: aioredis.Redis, keys: LibraryKeys, request_id: str) -> boo
             return False
         seen += len(batch)
         start = "(" + text(batch[-1][0])
+    return True
+
+
+async def _submitted(r: aioredis.Redis, keys: LibraryKeys, request_id: str, quoted: bytes) -> bool:
+    # From the newest back, by negative index: admission takes from the head, so no
+    # submission still in the list is skipped while we read (one may be read twice).
+    seen = 0
+    while seen < SCAN_LIMIT:
+        try:
+            batch = cast(list[bytes], await r.lrange(keys.submissions, -seen - CHUNK, -seen - 1))
+        except ResponseError:  # not a list: nothing submitted there
+            return False
+        if any(quoted in item and _id_of(item) == request_id for item in batch):
+            return True
+        if len(batch) < CHUNK:
+            return False
+        seen += len(batch)
     return True
 
 

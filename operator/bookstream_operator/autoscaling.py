@@ -35,12 +35,14 @@ class Backlog:
     oldest_pending_age_s: float | None = None
     #: Entries counted after the group's last-delivered id, when ``lag`` is unknown.
     estimated_lag: int | None = None
+    #: Submissions not yet admitted into the inbox (Lending's): work waiting all the same.
+    submissions: int = 0
 
     @property
     def undelivered(self) -> int:
         if self.lag is not None:
-            return self.lag
-        return self.estimated_lag or 0
+            return self.lag + self.submissions
+        return (self.estimated_lag or 0) + self.submissions
 
     @property
     def total(self) -> int:

@@ -1,6 +1,6 @@
 """Status collection: what Redis says about one service's consumer group.
 
-Reads only (XINFO GROUPS/CONSUMERS, XPENDING, XRANGE bounded, XLEN, TIME): safe to run
+Reads only (XINFO GROUPS/CONSUMERS, XPENDING, XRANGE bounded, XLEN, LLEN, TIME): safe to run
 as often as the status is refreshed, against a primary or a replica.
 """
 
@@ -44,10 +44,15 @@ class GroupStatus:
     oldest_pending_age_s: float | None = None
     dead_letters: int = 0
     consumers: list[ConsumerInfo] = field(default_factory=list)
+    #: Lending: submissions clients made that no worker has admitted into the inbox yet.
+    submissions: int = 0
 
     @property
     def backlog(self) -> Backlog:
-        return Backlog(self.lag, self.pending, self.oldest_pending_age_s, self.estimated_lag)
+        return Backlog(
+            self.lag, self.pending, self.oldest_pending_age_s, self.estimated_lag,
+            self.submissions,
+        )  # fmt: skip
 
     def consumer_names(self) -> list[str]:
         return [c.name for c in self.consumers]
@@ -62,6 +67,7 @@ class GroupStatus:
             lag, source = None, "unknown"
         return {
             "streamLength": self.length,
+            "submissionsWaiting": self.submissions,
             "lag": lag,
             "lagSource": source,
             "pending": self.pending,
@@ -91,8 +97,12 @@ async def collect(client: aioredis.Redis, keys: LibraryKeys, service: ServiceNam
     """One service's group as it is now. ``client`` must decode responses."""
     stream, group = keys.inbox(service), keys.group(service)
     dead = int(await client.xlen(keys.dead_letters(service)))
+    waiting = await _submissions(client, keys) if service == "lending" else 0
     if not await client.exists(stream):
-        return GroupStatus(service, stream_exists=False, group_exists=False, dead_letters=dead)
+        return GroupStatus(
+            service, stream_exists=False, group_exists=False, dead_letters=dead,
+            submissions=waiting,
+        )  # fmt: skip
     length = int(await client.xlen(stream))
     try:
         groups = await client.xinfo_groups(stream)
@@ -103,8 +113,9 @@ async def collect(client: aioredis.Redis, keys: LibraryKeys, service: ServiceNam
     info = next((g for g in groups if g.get("name") == group), None)
     if info is None:
         return GroupStatus(
-            service, stream_exists=True, group_exists=False, length=length, dead_letters=dead
-        )
+            service, stream_exists=True, group_exists=False, length=length, dead_letters=dead,
+            submissions=waiting,
+        )  # fmt: skip
 
     lag = _int(info.get("lag"))
     estimated: int | None = None
@@ -139,4 +150,14 @@ async def collect(client: aioredis.Redis, keys: LibraryKeys, service: ServiceNam
         oldest_pending_age_s=oldest_age,
         dead_letters=dead,
         consumers=sorted(consumers, key=lambda c: c.name),
+        submissions=waiting,
     )
+
+
+async def _submissions(client: aioredis.Redis, keys: LibraryKeys) -> int:
+    try:
+        return int(await client.llen(keys.submissions))
+    except redis.exceptions.NoPermissionError:
+        raise
+    except redis.exceptions.ResponseError:  # not a list (an admin's mistake): none waiting
+        return 0

@@ -47,7 +47,7 @@ async def test_dead_letter_moves_the_entry_aside_and_answers_once(aredis: aiored
     raw = '{"v":9,"type":"request","id":"r1"}'
     entry = await _pending_entry(aredis, {"e": raw})
     answered = await _dead_letter(
-        core, [entry, "invalid_event: v", 1, "r1", "request", "", 1, 1, "e", raw]
+        core, [entry, "invalid_event: v", 1, "r1", "request", "", "", 1, 1, "e", raw]
     )
     assert answered == [1]
     ((_, dead),) = await aredis.xrange(KEYS.dead_letters("lending"))
@@ -60,9 +60,9 @@ async def test_dead_letter_moves_the_entry_aside_and_answers_once(aredis: aiored
 
     # A second bad entry with the same id does not overwrite the first answer.
     entry2 = await _pending_entry(aredis, {"e": "x"})
-    assert await _dead_letter(core, [entry2, "other", 1, "r1", "request", "", 1, 1, "e", "x"]) == [
-        0
-    ]
+    assert await _dead_letter(
+        core, [entry2, "other", 1, "r1", "request", "", "", 1, 1, "e", "x"]
+    ) == [0]
     assert decode_outcome(await aredis.get(KEYS.outcome("r1"))).reason == "invalid_event: v"
 
 
@@ -78,6 +78,7 @@ async def test_dead_letter_does_not_answer_a_request_in_flight(aredis: aioredis.
         "r1",
         "request",
         guard,
+        "",
         1,
         1,
         "junk",
@@ -92,7 +93,7 @@ async def test_dead_letter_skips_an_entry_no_longer_pending(aredis: aioredis.Red
     await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
     entry = await _pending_entry(aredis, {"e": "x"})
     await aredis.xack(INBOX, "lending", entry)
-    row: list[bytes | str | int] = [entry, "bad", 1, "r9", "request", "", 1, 1, "e", "x"]
+    row: list[bytes | str | int] = [entry, "bad", 1, "r9", "request", "", "", 1, 1, "e", "x"]
     assert await _dead_letter(CoreFunctions(aredis), row) == [-1]
     assert await aredis.xlen(KEYS.dead_letters("lending")) == 0
     assert await aredis.get(KEYS.outcome("r9")) is None
@@ -106,7 +107,7 @@ async def test_dead_letter_keeps_at_most_16_fields_of_a_huge_entry(aredis: aiore
     pairs: list[bytes | str | int] = []
     for name, value in fields.items():  # more than the function keeps: it caps them
         pairs.extend([name, value])
-    row: list[bytes | str | int] = [entry, "too_many_fields", 1, "", "", "", 5000, 5000, *pairs]
+    row: list[bytes | str | int] = [entry, "too_many_fields", 1, "", "", "", "", 5000, 5000, *pairs]
     assert await _dead_letter(CoreFunctions(aredis), row) == [0]
     ((_, dead),) = await aredis.xrange(KEYS.dead_letters("lending"))
     assert dead[b"fields"] == b"5000"
@@ -118,7 +119,7 @@ async def test_a_fetch_set_aside_is_reported_to_lending(aredis: aioredis.Redis) 
     await aredis.xgroup_create(shelving, "shelving", id="0", mkstream=True)
     entry: bytes = await aredis.xadd(shelving, {"e": "{}"})
     await aredis.xreadgroup("shelving", "w1", {shelving: ">"})
-    row: list[bytes | str | int] = [entry, "too_many_deliveries", 6, "r5", "fetch", "", 1, 1]
+    row: list[bytes | str | int] = [entry, "too_many_deliveries", 6, "r5", "fetch", "", "", 1, 1]
     row += ["e", "{}"]
     flags = await _dead_letter(CoreFunctions(aredis), row, inbox=shelving, group="shelving")
     assert flags == [2]
@@ -205,7 +206,7 @@ async def test_dead_letter_refuses_before_writing(
     limited = await client_without(redis_server, right)
     core = CoreFunctions(limited)
     before = await dump_keys(aredis, "bs:{t}:*")
-    row: list[bytes | str | int] = [entry, "bad", 1, "r1", "request", "", 1, 1, "e", "x"]
+    row: list[bytes | str | int] = [entry, "bad", 1, "r1", "request", "", "", 1, 1, "e", "x"]
     try:
         with pytest.raises(ResponseError) as refused:
             await _dead_letter(core, row)

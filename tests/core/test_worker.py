@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from bookstream import Client
 
-from tests.conftest import RedisServer, WorkerProcess, wait_for, worker_command
+from tests.conftest import RedisServer, WorkerProcess, admit, wait_for, worker_command
 
 INBOX = "bs:{main}:lending:inbox"
 EVENTS = "bs:{main}:events"
@@ -191,6 +191,7 @@ def test_an_entry_delivered_too_often_is_set_aside_and_answered(
     r.xgroup_create(INBOX, "lending", id="0", mkstream=True)
     with Client(redis_server.url) as client:
         rid = client.submit_request("user1", ["geb"], request_id="cursed-1")
+        assert admit(r) == 1
         ((_, ((entry, _),)),) = r.xreadgroup("lending", "ghost", {INBOX: ">"})
         for _ in range(5):
             r.xclaim(INBOX, "lending", "ghost", 0, [entry])  # each claim is a delivery

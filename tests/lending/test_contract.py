@@ -30,6 +30,7 @@ class StrictOutcome(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     books_in_hand: list[str]
     limit: int | None
     entry: str | None
+    submission: str | None
 
 
 STRICT = msgspec.json.Decoder(StrictOutcome)
@@ -99,7 +100,7 @@ async def test_every_path_writes_the_contract(lending: Lending) -> None:
     await CoreFunctions(lending.r).dead_letter(
         inbox, KEYS.dead_letters("lending"), KEYS.domain_events, inbox,
         group="lending", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),
-        schema_version=1, rows=[[*row, 1, 1, "e", "x"]],
+        schema_version=1, rows=[[*row, "", 1, 1, "e", "x"]],
     )  # fmt: skip
     await seen("bad")
 
@@ -155,7 +156,7 @@ async def test_every_event_the_lua_writes_is_exactly_an_event_struct(
         shelving_inbox, KEYS.dead_letters("shelving"), KEYS.domain_events, KEYS.replies,
         group="shelving", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),
         schema_version=1,
-        rows=[[fetch_entry, "too_many_deliveries", 6, "x5", "fetch", "", 1, 1, "e", "{}"]],
+        rows=[[fetch_entry, "too_many_deliveries", 6, "x5", "fetch", "", "", 1, 1, "e", "{}"]],
     )  # fmt: skip
     del bad
     written = [f[b"e"] for _, f in await r.xrange(shelving_inbox) if f.get(b"e") != b"{}"]

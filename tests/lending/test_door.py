@@ -1,5 +1,6 @@
 """bs1_submit, the door: what it lets in is exactly what the workers accept (or less),
-what it refuses leaves no trace, and a request id stays bound to its first user."""
+what it refuses leaves no trace, and a request id stays bound to its first user; and
+bs1_admit, which moves the submissions into Lending's inbox."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import json
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from bookstream_core.events import SCHEMA_VERSION, lending_decoder
-from bookstream_core.functions import CoreFunctions
+from bookstream_core.events import lending_decoder
+from bookstream_core.functions import lua_constants
 from bookstream_lending.functions import LendingFunctions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,14 +19,24 @@ from redis.exceptions import ResponseError
 from tests.lending.test_functions import KEYS, Lending
 
 INBOX = KEYS.inbox("lending")
+SUBMISSIONS = KEYS.submissions
 MAX_ID = "18446744073709551615-18446744073709551615"
 
 
-def test_the_door_speaks_the_schema_version_of_the_events() -> None:
+def test_the_door_speaks_the_wire_contract_s_own_bounds() -> None:
+    """The schema version, the bounds and the field and kind names come from their one
+    definition (events.py, ids.py, rejected.py), written in when the library is read."""
     from bookstream_lending.functions import SOURCE
 
-    assert "@SCHEMA_VERSION@" not in SOURCE
-    assert f"local SCHEMA_VERSION = {SCHEMA_VERSION}\n" in SOURCE
+    constants = lua_constants()
+    assert "@" not in SOURCE
+    assert constants["SUBMITTED_FIELDS"] == (
+        '{["books"] = true, ["id"] = true, ["library"] = true, ["type"] = true, '
+        '["user"] = true, ["v"] = true}'
+    )
+    assert constants["MAX_REQUEST_ID"] == "64" and constants["MAX_EVENT_BYTES"] == "65536"
+    for name in ("SCHEMA_VERSION", "MAX_BOOKS", "SUBMISSION_KINDS"):
+        assert constants[name] in SOURCE
 
 
 def _event(**over: object) -> str:
@@ -42,11 +53,10 @@ async def test_a_valid_event_is_appended_as_sent(
     door: LendingFunctions, aredis: aioredis.Redis
 ) -> None:
     payload = _event(books=["a", "b, with comma", "été"])
-    entry_id = await door.submit(payload)
-    ((got_id, fields),) = await aredis.xrange(INBOX)
-    assert got_id == entry_id and fields == {b"e": payload.encode()}
-    # The entry is all the door writes: a client needs no right on any other key.
-    assert [k async for k in aredis.scan_iter("bs:{t}:*")] == [INBOX.encode()]
+    assert await door.submit(payload) == 1
+    assert await aredis.lrange(SUBMISSIONS, 0, -1) == [payload.encode()]
+    # The submission is all the door writes: a client needs no right on any other key.
+    assert [k async for k in aredis.scan_iter("bs:{t}:*")] == [SUBMISSIONS.encode()]
 
 
 REFUSED = {
@@ -83,7 +93,6 @@ async def test_a_bad_event_is_refused_and_leaves_no_trace(
 ) -> None:
     with pytest.raises(ResponseError, match=r"^BSBAD "):
         await door.submit(payload)
-    assert not await aredis.exists(INBOX)
     assert [k async for k in aredis.scan_iter("bs:{t}:*")] == []
 
 
@@ -104,12 +113,12 @@ async def test_a_request_id_stays_with_its_first_user(
     for answered in (False, True):
         if answered:
             assert (await lending.event("fetched", "mine", "", ["far"])).status == "accepted"
-        before = await aredis.xlen(INBOX)
+        before = await aredis.llen(SUBMISSIONS)
         await door.submit(_event(id="mine"))  # the same user again: a safe resubmission
         for other in others:
             with pytest.raises(ResponseError, match=r"^BSTAKEN "):
                 await door.submit(other)
-        assert await aredis.xlen(INBOX) == before + 1
+        assert await aredis.llen(SUBMISSIONS) == before + 1
 
 
 async def test_a_rejected_id_names_nobody(door: LendingFunctions, aredis: aioredis.Redis) -> None:
@@ -119,28 +128,58 @@ async def test_a_rejected_id_names_nobody(door: LendingFunctions, aredis: aiored
     await door.submit(_event(id="r9", user="bob"))
 
 
-async def test_an_inbox_out_of_ids_is_redis_s_trouble(
+async def test_a_submissions_key_of_another_type_is_redis_s_trouble(
     door: LendingFunctions, aredis: aioredis.Redis
 ) -> None:
-    await aredis.xadd(INBOX, {"e": "{}"}, id=MAX_ID)
+    await aredis.set(SUBMISSIONS, "x")
     with pytest.raises(ResponseError, match=r"^BSENV "):
         await door.submit(_event())
-    assert await aredis.xlen(INBOX) == 1
+    assert await aredis.get(SUBMISSIONS) == b"x"
 
 
-async def test_ids_pushed_to_the_end_are_mended_by_lending_not_the_door(
+async def test_admission_moves_submissions_in_order_once(
     door: LendingFunctions, aredis: aioredis.Redis
 ) -> None:
-    """Breaker: a client pushed the inbox's ids to the end and trimmed it empty; the door
-    (run as the client, who may not XSETID) refused forever and nobody repaired an empty
-    stream. Now the door only looks, and Lending's housekeeping (bs1_trim) mends it."""
+    """Raw pushes (past the door) are admitted as they are: the workers judge them."""
+    payloads = [_event(id=f"r{n}").encode() for n in range(20)]
+    for payload in payloads[:10]:
+        await door.submit(payload)
+    await aredis.rpush(SUBMISSIONS, b"junk", *payloads[10:])
+    assert await door.admit(4, 1 << 20) == (4, 17)
+    assert await door.admit(100, 1 << 20) == (17, 0)
+    assert await door.admit(100, 1 << 20) == (0, 0)
+    admitted = [fields for _, fields in await aredis.xrange(INBOX)]
+    assert admitted == [{b"e": p} for p in [*payloads[:10], b"junk", *payloads[10:]]]
+    assert not await aredis.exists(SUBMISSIONS)
+
+
+async def test_one_admission_stops_after_its_byte_budget(
+    door: LendingFunctions, aredis: aioredis.Redis
+) -> None:
+    """A few huge raw pushes are not all copied in one call (one call holds Redis)."""
+    await aredis.rpush(SUBMISSIONS, *[b"x" * 1_000_000] * 5)
+    assert await door.admit(512, 1_500_000) == (2, 3)
+    assert await aredis.xlen(INBOX) == 2
+
+
+async def test_an_inbox_out_of_ids_is_mended_or_stops_admission(
+    door: LendingFunctions, aredis: aioredis.Redis
+) -> None:
+    """Ids pushed to the end (an admin's mistake: nobody else writes the inbox): emptied
+    (MAXLEN 0), the admission mends them itself; while a future entry is left, it is
+    Redis's trouble (BSENV), nothing moves, until the workers set that entry aside."""
+    await door.submit(_event())
     await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
     await aredis.execute_command("XADD", INBOX, "MAXLEN", "0", MAX_ID, "e", "x")
-    with pytest.raises(ResponseError, match=r"^BSENV .*pushed ahead"):
-        await door.submit(_event())
-    await CoreFunctions(aredis).trim(INBOX)
+    assert await door.admit(10, 1 << 20) == (1, 0)
     await door.submit(_event())
-    assert await aredis.xlen(INBOX) == 1
+    await aredis.xadd(INBOX, {"e": "future"}, id=MAX_ID)
+    with pytest.raises(ResponseError, match=r"^BSENV "):
+        await door.admit(10, 1 << 20)
+    assert await aredis.llen(SUBMISSIONS) == 1
+    await aredis.xdel(INBOX, MAX_ID)
+    assert await door.admit(10, 1 << 20) == (1, 0)
+    assert await aredis.xlen(INBOX) == 2
 
 
 ids = st.text(

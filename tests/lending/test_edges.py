@@ -119,7 +119,19 @@ async def test_a_rejected_id_can_still_be_applied(lending: Lending) -> None:
     (a retried dead letter, a corrected resubmission) is applied and replaces it."""
     inbox = KEYS.inbox("lending")
     bad = await lending.add("request", "r1", "ann", ["a"])
-    row: list[bytes | str | int] = [bad, "invalid_event", 1, "r1", "request", "", 1, 1, "e", "x"]
+    row: list[bytes | str | int] = [
+        bad,
+        "invalid_event",
+        1,
+        "r1",
+        "request",
+        "",
+        "",
+        1,
+        1,
+        "e",
+        "x",
+    ]
     flags = await CoreFunctions(lending.r).dead_letter(
         inbox, KEYS.dead_letters("lending"), KEYS.domain_events, inbox,
         group="lending", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),

@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from bookstream_core.batch import Batch, Entry
 from bookstream_core.config import RuntimeSettings
-from bookstream_core.events import EVENT_FIELD, SCHEMA_VERSION
+from bookstream_core.events import EVENT_FIELD, SCHEMA_VERSION, submission_digest
 from bookstream_core.functions import CoreFunctions
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
@@ -240,6 +240,7 @@ class StreamConsumer:
                 request_id,
                 kind,
                 self.service.guard_key(request_id) if request_id else "",
+                _digest(item),
                 item.field_count if item.field_count is not None else len(item.fields),
                 len(kept),
             ]
@@ -329,6 +330,12 @@ class StreamConsumer:
         if retired:
             self.log.info("removed consumers of gone workers", consumers=retired)
         return retired
+
+
+def _digest(item: Rejected) -> str:
+    """The digest of the entry's ``e`` field when it was read whole ('' if cut or none)."""
+    payload = item.fields.get(EVENT_FIELD)
+    return submission_digest(payload) if payload is not None and item.named is None else ""
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:

@@ -12,7 +12,8 @@
 --       shelving's entries Lending's replies stream (where a failed fetch is reported)
 -- ARGV: group, retention seconds, dead-letter maxlen, outcome prefix, schema version,
 --       then per entry: entry id, reason, deliveries, request id, kind, guard key,
---       the entry's field count, n = fields copied (at most 16), n x (field, value)
+--       digest of its `e` field ('' if none: events.submission_digest), the entry's field
+--       count, n = fields copied (at most 16), n x (field, value)
 -- Returns one flag per entry: 1 if a rejected outcome was written for it, 2 if lending
 -- was told of a failed fetch, 0 otherwise, -1 if it was skipped (no longer pending).
 local MAX_DEAD_FIELDS = 16
@@ -46,9 +47,10 @@ local function dead_letter(keys, args)
   while i <= #args do
     local entry_id, reason, deliveries, reqid, kind, guard = args[i], args[i + 1], args[i + 2],
       args[i + 3], args[i + 4], args[i + 5]
-    local original_fields, nfields = args[i + 6], math.min(tonumber(args[i + 7]), MAX_DEAD_FIELDS)
-    local first = i + 8
-    i = first + 2 * tonumber(args[i + 7])
+    local digest = args[i + 6]
+    local original_fields, nfields = args[i + 7], math.min(tonumber(args[i + 8]), MAX_DEAD_FIELDS)
+    local first = i + 9
+    i = first + 2 * tonumber(args[i + 8])
     if redis.call('XACK', inbox, group, entry_id) == 0 then
       answered[#answered + 1] = -1
     else
@@ -68,7 +70,8 @@ local function dead_letter(keys, args)
       if answers and reqid ~= '' and (kind == 'request' or kind == 'return') then
         local okey = outcome_prefix .. reqid
         if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
-          local json = outcome_json(reqid, kind, 'rejected', '', {reason = reason, entry = entry_id})
+          local json = outcome_json(reqid, kind, 'rejected', '',
+            {reason = reason, entry = entry_id, submission = digest ~= '' and digest or nil})
           redis.call('SET', okey, json, 'EX', retention)
           redis.call('PUBLISH', okey, json)
           redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'e', json)

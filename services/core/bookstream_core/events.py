@@ -1,14 +1,15 @@
 """Versioned event schemas: what travels through the inbox streams, and the Outcome.
 
 Every stream entry has one field, ``e``, holding a JSON object with a schema version
-``v`` and a ``type``. Producers other than bookstream's own client only ever write the
-``request`` and ``return`` events into the lending inbox, through the door
-(``bookstream info --json`` prints how); ``fetch``/``reshelve``/``unfetch`` travel from
+``v`` and a ``type``. Clients and other producers only ever submit ``request`` and
+``return`` events, through the door (``bookstream info --json`` prints how), which Lending
+admits into its inbox; ``fetch``/``reshelve``/``unfetch`` travel from
 Lending to Shelving's inbox, ``fetched``/``unfetched`` back on Lending's replies stream.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -120,6 +121,12 @@ def encode_event(event: EventBase) -> bytes:
     return _encoder.encode(event)
 
 
+def submission_digest(payload: bytes) -> str:
+    """Names one submission by its bytes (a rejected outcome carries it): a twin with the
+    same request id but other bytes cannot pass for it."""
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
 class Unavailable(msgspec.Struct, frozen=True):
     book: str
     #: ``lent`` (to another user), ``held_by_you``, ``reserved`` (by a request in flight).
@@ -150,6 +157,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     #: For ``rejected``: the inbox entry that was set aside (its request id may also have
     #: been sent by someone else, correctly, in another entry).
     entry: str | None = None
+    #: For ``rejected``: ``submission_digest`` of the entry set aside, so that its
+    #: submitter can tell its own submission's rejection from a malformed twin's.
+    submission: str | None = None
 
     @property
     def ok(self) -> bool:

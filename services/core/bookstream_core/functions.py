@@ -6,17 +6,44 @@ the name, so during a rolling upgrade old and new workers each find their own li
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from bookstream_core.batch import Batch, parse_batch
-from bookstream_core.events import SCHEMA_VERSION
+from bookstream_core.events import SCHEMA_VERSION, SUBMISSIONS
+from bookstream_core.ids import MAX_BOOKS_PER_EVENT, MAX_ID_LENGTH, MAX_REQUEST_ID_LENGTH
+from bookstream_core.rejected import MAX_ENTRY_BYTES
 
 _NAME_RE = re.compile(r"^#!lua name=(\S+)")
+_CONSTANT_RE = re.compile(r"@([A-Z_]+)@")
+
+
+def _lua_set(names: list[str]) -> str:
+    return "{" + ", ".join(f"[{json.dumps(name)}] = true" for name in names) + "}"
+
+
+def lua_constants() -> dict[str, str]:
+    """The wire contract's numbers and names as Lua literals, written into the Lua where
+    it says ``@NAME@``: each keeps its one definition (events.py, ids.py, rejected.py)."""
+    fields = {"type"} | {
+        field.encode_name for kind in SUBMISSIONS.values() for field in msgspec.structs.fields(kind)
+    }
+    return {
+        "SCHEMA_VERSION": str(SCHEMA_VERSION),
+        "MAX_EVENT_BYTES": str(MAX_ENTRY_BYTES),
+        "MAX_BOOKS": str(MAX_BOOKS_PER_EVENT),
+        "MAX_ID_CHARS": str(MAX_ID_LENGTH),
+        "MAX_REQUEST_ID": str(MAX_REQUEST_ID_LENGTH),
+        "SUBMITTED_FIELDS": _lua_set(sorted(fields)),
+        "SUBMISSION_KINDS": _lua_set(list(SUBMISSIONS)),
+        "SUBMISSION_KIND_NAMES": json.dumps(" or ".join(SUBMISSIONS)),
+    }
 
 
 class FunctionsUnavailable(RuntimeError):
@@ -31,8 +58,9 @@ def read_library(package: str, filename: str, *parts: str) -> str:
     head, _, body = files.joinpath(filename).read_text(encoding="utf-8").partition("\n")
     pieces = [resources.files("bookstream_core").joinpath("prelude.lua").read_text("utf-8")]
     pieces += [files.joinpath(part).read_text(encoding="utf-8") for part in parts]
-    # The events' schema version has one definition (events.py); the Lua gets it here.
-    return "\n".join([head, *pieces, body]).replace("@SCHEMA_VERSION@", str(SCHEMA_VERSION))
+    constants = lua_constants()
+    # A name the Lua asks for that has no definition is a bug: KeyError at import.
+    return _CONSTANT_RE.sub(lambda m: constants[m.group(1)], "\n".join([head, *pieces, body]))
 
 
 def library_name(source: str) -> str:

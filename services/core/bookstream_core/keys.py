@@ -42,9 +42,17 @@ class LibraryKeys:
         return f"bs:{{{self.library}}}:"
 
     def inbox(self, service: ServiceName) -> str:
-        """The stream a service's work arrives on: Lending's is written by clients through
-        the door (bs1_submit), Shelving's only by Lending."""
+        """The stream a service's work arrives on: Lending's is written only by Lending,
+        which admits the clients' submissions into it (bs1_admit); Shelving's only by
+        Lending."""
         return f"{self.prefix}{service}:inbox"
+
+    @property
+    def submissions(self) -> str:
+        """The list clients submit into through the door (bs1_submit, an RPUSH): a client
+        may append to it and nothing else, so it cannot trim or rewrite what others
+        submitted, as an XADD's MAXLEN or MINID would let it do to a stream."""
+        return f"{self.prefix}lending:submissions"
 
     @property
     def replies(self) -> str:

@@ -96,7 +96,8 @@ local function outcome_json(reqid, kind, status, user, fields)
     .. ',"reason":' .. (fields.reason and q(fields.reason) or 'null')
     .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)
     .. ',"limit":' .. (fields.limit or 'null')
-    .. ',"entry":' .. (fields.entry and q(fields.entry) or 'null') .. '}'
+    .. ',"entry":' .. (fields.entry and q(fields.entry) or 'null')
+    .. ',"submission":' .. (fields.submission and q(fields.submission) or 'null') .. '}'
 end
 
 -- Everything a call may fail on is checked before its first write, because Redis keeps

@@ -66,15 +66,16 @@ def rules(library: str, role: Role) -> list[str]:
     p = LibraryKeys(library).prefix
     outcomes = f"&{p}outcome:*"
     if role == "lending":
-        # Its own keys (inbox, replies, state), the outcomes it writes and announces, the
+        # Its own keys (submissions, inbox, replies, state; it admits submissions with
+        # LTRIM and waits for them with BLMOVE), the outcomes it writes and announces, the
         # history, its workers' names. Shelving's inbox: read, and XADD alone (no SET,
         # DEL, XGROUP...: breaker, a SET there stalled Shelving), the fetches it sends.
         own = [f"~{p}lending:*", f"~{p}outcome:*", f"~{p}events", f"~{p}worker:lending:*"]
         other = f"~{p}shelving:inbox"
         sends = _fcall_selector([f"~{p}lending:inbox", f"~{p}lending:replies", other,
                                  f"~{p}events"], LENDING_SENDS)  # fmt: skip
-        return [*own, f"%R{other}", outcomes, *_CONNECTION, *_READ, *_WORKER, sends,
-                f"({other} +xadd)"]  # fmt: skip
+        return [*own, f"%R{other}", outcomes, *_CONNECTION, *_READ, *_WORKER, "+ltrim",
+                "+blmove", sends, f"({other} +xadd)"]  # fmt: skip
     if role == "shelving":
         # Its own keys and inbox, its workers' names; Lending's replies: read, and XADD
         # alone (breaker: a SET or XGROUP SETID there stalled Lending). Its dead-letter
@@ -87,13 +88,13 @@ def rules(library: str, role: Role) -> list[str]:
     if role == "client":
         # Read what status and an outcome need (not the history of every patron's
         # outcomes, `events`, nor a pattern subscription to all of them), and submit
-        # through the door only. The door runs as its caller, so its one write, the XADD,
-        # is the client's: a selector grants it, with the FCALL, on the inbox alone (a key
-        # FCALL names needs read and write in one pattern), so no other write reaches
-        # the inbox (SET, DEL...). Redis cannot limit XADD's arguments: a client may still
-        # trim the inbox with MAXLEN or MINID (docs/security.md).
+        # through the door only. The door runs as its caller, so its one write, an RPUSH
+        # to the submissions list, is the client's: a selector grants it, with the FCALL,
+        # on that list alone (a key FCALL names needs read and write in one pattern). An
+        # RPUSH only appends: no write of a client reaches a stream (an XADD could trim
+        # one with MAXLEN or MINID) nor what others submitted.
         reads = [f"%R~{p}{part}" for part in ("lending:*", "shelving:*", "outcome:*", "worker:*")]
-        door = f"(~{p}lending:inbox +fcall|bs1_submit +xadd)"
+        door = f"(~{p}lending:submissions +fcall|bs1_submit +rpush)"
         own_outcomes = [c for c in _READ if c not in ("+psubscribe", "+punsubscribe")]
         return [*reads, outcomes, *_CONNECTION, *own_outcomes, door]
     if role == "viewer":

@@ -20,6 +20,18 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
+class Admission(Protocol):
+    """Submissions a service takes into its inbox itself (Lending: the clients' list,
+    which clients may only append to)."""
+
+    #: The list waited on (a blocking wait that leaves it as it was).
+    queue: str
+
+    async def admit(self) -> tuple[int, int]:
+        """Move the oldest submissions into the inbox in one atomic call; returns
+        (admitted, still waiting)."""
+
+
 class Service(Protocol):
     """A service's own logic: decode its streams' events and apply a batch atomically.
 
@@ -31,6 +43,10 @@ class Service(Protocol):
     name: ServiceName
     #: The streams it consumes (``LibraryKeys.streams``), one consumer loop each.
     streams: tuple[str, ...]
+
+    @property
+    def admission(self) -> Admission | None:
+        """What it admits into its inbox itself, if anything (one more loop in the worker)."""
 
     async def load(self) -> None:
         """Load the service's functions library."""

@@ -55,3 +55,12 @@ def trouble(exc: ResponseError) -> RedisTrouble | None:
     if code in _TROUBLE or any(phrase in message for phrase in _TROUBLE_PHRASES):
         return RedisTrouble(f"{code} {message}", lost_state=False)
     return None
+
+
+def as_trouble(exc: BaseException) -> RedisTrouble:
+    """Any failure of a call as Redis's trouble (one whose cause nobody recognised too)."""
+    if isinstance(exc, RedisTrouble):
+        return exc
+    if isinstance(exc, ResponseError):
+        return trouble(exc) or RedisTrouble(str(exc), lost_state=False)
+    return RedisTrouble(repr(exc), lost_state=False)

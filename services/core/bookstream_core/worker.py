@@ -22,6 +22,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bookstream_core.admitting import AdmissionLoop
 from bookstream_core.config import WorkerSettings
 from bookstream_core.connection import UNREACHABLE, connect
 from bookstream_core.consumer import StreamConsumer, sleep_or_stop
@@ -33,7 +34,7 @@ from bookstream_core.redis_config import check_eviction
 from bookstream_core.service import Service
 from bookstream_core.streams import backlog
 from bookstream_core.tls import tls_failure
-from bookstream_core.trouble import RedisTrouble, trouble
+from bookstream_core.trouble import RedisTrouble, as_trouble
 from bookstream_core.types import text
 
 ServiceFactory = Callable[[aioredis.Redis, LibraryKeys, WorkerSettings, Metrics], Service]
@@ -65,6 +66,12 @@ class Worker:
             )
             for stream in self.service.streams
         ]
+        admission = self.service.admission
+        self.admitting = (
+            None
+            if admission is None
+            else AdmissionLoop(self.r, admission, settings.runtime.block_ms, self._admission_step)
+        )
         self.core = CoreFunctions(self.r)
         self.lock_key = self.keys.worker_lock(settings.service, settings.name)
         self.lock_value = json.dumps(
@@ -95,6 +102,7 @@ class Worker:
             and self._holds_name
             and self._trouble is None
             and self._housekeeping_failing is None
+            and (self.admitting is None or self.admitting.failing is None)
         )
 
     def _set_ready(self) -> None:
@@ -134,6 +142,8 @@ class Worker:
             async with asyncio.TaskGroup() as loops:
                 for consumer in self.consumers:
                     loops.create_task(self._consume(consumer, stop))
+                if self.admitting is not None:
+                    loops.create_task(self.admitting.run(stop))
         finally:
             stop.set()
             try:
@@ -192,12 +202,20 @@ class Worker:
                     else:
                         # Refused batches are kept (consumer.refused) and applied again as
                         # they are: no re-read, so no delivery is counted for the trouble.
-                        self._in_trouble(_as_trouble(exc))
+                        self._in_trouble(as_trouble(exc))
                     backoff = min(backoff * 2, 5.0)
                     await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
         finally:
             # Stopping: the batches already sent finish (or fail and stay pending).
             await _settle(in_flight)
+
+    async def _admission_step(self, problem: RedisTrouble | None) -> None:
+        """Before each admission call (``None``) and after its trouble: the shared state."""
+        if problem is not None and problem.lost_state:
+            self._need_prepare = True
+        self._set_ready()  # the loop's own trouble began or ended (a gauge: cheap)
+        if problem is None and self._need_prepare:
+            await self._prepare()
 
     def _in_trouble(self, problem: RedisTrouble) -> None:
         """Redis refuses the work for a reason that is not an entry's (OOM, NOPERM, lost
@@ -274,7 +292,7 @@ class Worker:
             except WorkerFailed:
                 raise
             except Exception as exc:
-                problem = _as_trouble(exc) if isinstance(exc, ResponseError | RedisTrouble) else exc
+                problem = as_trouble(exc) if isinstance(exc, ResponseError | RedisTrouble) else exc
                 if isinstance(problem, RedisTrouble) and problem.lost_state:
                     self._need_prepare = True
                 if failing_since is None:
@@ -306,8 +324,8 @@ class Worker:
             )
 
     async def _update_gauges(self) -> None:
-        """The service's gauges over all its streams: backlogs and pending entries add
-        up, the oldest pending entry is the oldest of any."""
+        """The service's gauges over all its streams: backlogs (and submissions not yet
+        admitted) and pending entries add up, the oldest pending entry is the oldest."""
         lag: float = 0.0
         pending = 0
         age = 0.0
@@ -323,6 +341,8 @@ class Worker:
             if oldest:
                 ms = int(text(oldest).split("-")[0])
                 age = max(age, time.time() - ms / 1000)
+        if self.service.admission is not None:  # submitted, not yet admitted: waiting too
+            lag += float(await self.r.llen(self.service.admission.queue))
         self.metrics.lag.labels(**self._labels).set(lag)
         self.metrics.pending.labels(**self._labels).set(float(pending))
         self.metrics.oldest_pending.labels(**self._labels).set(age)
@@ -342,14 +362,6 @@ class Worker:
             self.log.warning("worker stopped without releasing its name (Redis unreachable)")
         finally:
             await self.r.aclose()
-
-
-def _as_trouble(exc: BaseException) -> RedisTrouble:
-    if isinstance(exc, RedisTrouble):
-        return exc
-    if isinstance(exc, ResponseError):
-        return trouble(exc) or RedisTrouble(str(exc), lost_state=False)
-    return RedisTrouble(repr(exc), lost_state=False)
 
 
 async def _settle(tasks: collections.deque[asyncio.Task[None]]) -> None:

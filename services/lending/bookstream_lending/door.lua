@@ -1,17 +1,19 @@
 --
--- The door: the one way clients and foreign producers put a request or a return into
--- lending's inbox (bs1_submit). It validates the event completely before anything is
--- written, refuses a request id Lending has recorded for another user or kind, and
--- appends it with an id Redis assigns. Part of bookstream_lending_v1 (loaded with
--- lending.lua).
+-- The door: the one way clients and foreign producers submit a request or a return
+-- (bs1_submit). It validates the event completely before anything is written, refuses a
+-- request id Lending has recorded for another user or kind, and appends it to the
+-- library's submissions list. Lending admits submissions into its inbox stream
+-- (bs1_admit), so a client needs no right on any stream: an XADD, even one only to the
+-- inbox, could trim it (MAXLEN, MINID), and Redis ACLs cannot refuse arguments, while an
+-- RPUSH only appends. Part of bookstream_lending_v1 (loaded with lending.lua).
 -- The workers validate every entry again (bookstream_core.events): the door may refuse
--- more than they do, never less.
+-- more than they do, never less, and a raw RPUSH skips the door.
 
--- bookstream_core.events.SCHEMA_VERSION, written in when the library is read (read_library).
-local SCHEMA_VERSION = @SCHEMA_VERSION@
-local MAX_EVENT_BYTES, MAX_BOOKS, MAX_ID_CHARS, MAX_REQUEST_ID = 65536, 32, 200, 64
-local FIELDS = {v = true, type = true, id = true, user = true, books = true, library = true}
-local KINDS = {request = true, ['return'] = true}
+-- The wire contract's bounds and names (bookstream_core.events, ids, rejected), written
+-- in when the library is read (functions.lua_constants).
+local SCHEMA_VERSION, MAX_EVENT_BYTES = @SCHEMA_VERSION@, @MAX_EVENT_BYTES@
+local MAX_BOOKS, MAX_ID_CHARS, MAX_REQUEST_ID = @MAX_BOOKS@, @MAX_ID_CHARS@, @MAX_REQUEST_ID@
+local FIELDS, KINDS = @SUBMITTED_FIELDS@, @SUBMISSION_KINDS@
 -- White space Python's str.strip() removes, beyond ASCII: NBSP, U+1680, U+2000-200A,
 -- U+2028/2029 (refused anywhere), U+202F, U+205F, U+3000.
 local UNICODE_SPACE = {'\194\160', '\225\154\128', '\226\128[\128-\138]', '\226\128\175',
@@ -58,10 +60,11 @@ local function check_event(payload, library)
     if not FIELDS[field] then refuse('unknown field ' .. cjson.encode(tostring(field))) end
   end
   if event.v ~= SCHEMA_VERSION then refuse('schema version must be ' .. SCHEMA_VERSION) end
-  if not KINDS[event.type] then refuse('type must be request or return') end
+  if not KINDS[event.type] then refuse('type must be ' .. @SUBMISSION_KIND_NAMES@) end
   local rid = event.id
   if type(rid) ~= 'string' or #rid > MAX_REQUEST_ID or not string.find(rid, '^[%w][%w_.:%-]*$') then
-    refuse('id must be 1-64 characters of letters, digits, _ . : - starting with a letter or digit')
+    refuse('id must be 1-' .. MAX_REQUEST_ID .. ' characters of letters, digits, _ . : - '
+      .. 'starting with a letter or digit')
   end
   check_id('user', event.user)
   local books = event.books
@@ -93,27 +96,60 @@ local function used_by(p, reqid)
   return nil
 end
 
--- KEYS: lending inbox. ARGV: the event's JSON.
--- Returns the new entry's id. Errors: BSBAD <why> (refused, nothing written), BSTAKEN
--- <why> (the request id belongs to another user or kind), BSENV <why> (Redis's trouble).
+-- KEYS: the library's submissions list. ARGV: the event's JSON.
+-- Returns the number of submissions waiting to be admitted, this one included. Errors:
+-- BSBAD <why> (refused, nothing written), BSTAKEN <why> (the request id belongs to
+-- another user or kind), BSENV <why> (Redis's trouble).
 -- Two users racing with one new id both pass; Lending applies the first and takes the
 -- second for a duplicate, and the second's client, reading another user's outcome,
 -- refuses it (bookstream.client).
 local function submit(keys, args)
-  local inbox = keys[1]
-  local p = string.match(inbox, '^(bs:{[^{}]+}:)lending:inbox$')
+  local queue = keys[1]
+  local p = string.match(queue, '^(bs:{[^{}]+}:)lending:submissions$')
   if not p then
-    return error({err = 'BSBAD the door takes a library\'s lending inbox (bs:{NAME}:lending:inbox)'})
+    return error({err = 'BSBAD the door takes a library\'s submissions list '
+      .. '(bs:{NAME}:lending:submissions)'})
   end
   local event = check_event(args[1], string.match(p, '{(.*)}'))
-  expect_append_room(inbox)  -- Lending's bs1_trim repairs it
-  expect_rights({{'XADD', inbox}})
+  expect_type(queue, 'list')
+  expect_rights({{'RPUSH', queue}})
   local kind, user = used_by(p, event.id)
   if kind and (kind ~= event.type or user ~= event.user) then
     return error({err = 'BSTAKEN request id ' .. event.id .. ' was used by another user or '
       .. 'for another kind of event: choose another id'})
   end
-  return redis.call('XADD', inbox, '*', 'e', args[1])
+  return redis.call('RPUSH', queue, args[1])
+end
+
+-- Lending admits the oldest submissions into its inbox, in order, each as an entry with
+-- one field `e` holding the submission as it was pushed, and removes them from the list,
+-- in one step: none lost, none admitted twice, whichever Lending worker calls it. What
+-- was pushed raw (past the door) is admitted as it is: the workers judge every entry
+-- (bs1_read cuts an oversized one before it leaves Redis).
+-- KEYS: submissions list, lending inbox. ARGV: at most this many, at most about this
+-- many bytes (the call stops after the submission that passes it).
+-- Returns {admitted, still waiting}.
+local function admit(keys, args)
+  local queue, inbox = keys[1], keys[2]
+  local most, budget = tonumber(args[1]), tonumber(args[2])
+  expect_type(queue, 'list')
+  expect_stream_room(inbox, false)  -- ids pushed ahead: Lending's bs1_trim mends them
+  expect_rights({{'LRANGE', queue}, {'LTRIM', queue}, {'LLEN', queue}, {'XADD', inbox}})
+  -- Read in growing chunks: a few huge submissions must not all be copied at once.
+  local moved, bytes, chunk = 0, 0, math.min(most, 8)
+  while chunk > 0 and bytes < budget do
+    local items = redis.call('LRANGE', queue, moved, moved + chunk - 1)
+    for _, item in ipairs(items) do
+      redis.call('XADD', inbox, '*', 'e', item)
+      moved, bytes = moved + 1, bytes + #item
+      if bytes >= budget then break end
+    end
+    if #items < chunk then break end
+    chunk = math.min(chunk * 2, 128, most - moved)
+  end
+  if moved > 0 then redis.call('LTRIM', queue, moved, -1) end
+  return {moved, redis.call('LLEN', queue)}
 end
 
 redis.register_function('bs1_submit', submit)
+redis.register_function('bs1_admit', admit)

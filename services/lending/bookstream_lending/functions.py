@@ -71,17 +71,27 @@ class LendingFunctions:
     def __init__(self, r: aioredis.Redis, keys: LibraryKeys) -> None:
         self._r = r
         self._inbox = keys.inbox("lending")
+        self._submissions = keys.submissions
         self._keys = (keys.inbox("shelving"), keys.domain_events)
 
     async def load(self) -> None:
         await load_library(self._r, SOURCE)
 
-    async def submit(self, payload: bytes | str) -> bytes:
-        """The door (door.lua): validate and append a client's event; returns its entry
-        id. Raises ResponseError ``BSBAD`` (refused), ``BSTAKEN`` (Lending recorded the id
-        for another user or kind), ``BSENV`` (Redis's trouble)."""
-        entry_id: bytes = await self._r.fcall("bs1_submit", 1, self._inbox, payload)
-        return entry_id
+    async def submit(self, payload: bytes | str) -> int:
+        """The door (door.lua): validate a client's event and append it to the
+        submissions; returns how many wait to be admitted. Raises ResponseError ``BSBAD``
+        (refused), ``BSTAKEN`` (Lending recorded the id for another user or kind),
+        ``BSENV`` (Redis's trouble)."""
+        waiting: int = await self._r.fcall("bs1_submit", 1, self._submissions, payload)
+        return waiting
+
+    async def admit(self, most: int, budget_bytes: int) -> tuple[int, int]:
+        """Move the oldest submissions into the inbox (door.lua); returns (admitted, still
+        waiting)."""
+        moved, left = await self._r.fcall(
+            "bs1_admit", 2, self._submissions, self._inbox, most, budget_bytes
+        )
+        return int(moved), int(left)
 
     async def apply(
         self,

@@ -38,6 +38,22 @@ ARGUMENTS: dict[type[EventBase], Callable[[Any], tuple[str, list[str]]]] = {
 }
 
 
+#: One admission call moves at most this many submissions, or stops after about this
+#: many bytes: it is one atomic call, which must stay short whatever clients pushed.
+ADMIT_MOST, ADMIT_BUDGET = 512, 4 * 1024 * 1024
+
+
+class Admission:
+    """The clients' submissions into the inbox (bs1_admit)."""
+
+    def __init__(self, functions: LendingFunctions, keys: LibraryKeys) -> None:
+        self.functions = functions
+        self.queue = keys.submissions
+
+    async def admit(self) -> tuple[int, int]:
+        return await self.functions.admit(ADMIT_MOST, ADMIT_BUDGET)
+
+
 class LendingService:
     name: ServiceName = "lending"
 
@@ -50,8 +66,10 @@ class LendingService:
         self.metrics = metrics
         self.library = keys.library
         self.streams = keys.streams("lending")
-        # Which kinds may arrive on which stream: clients may write the inbox (through the
-        # door), only Shelving the replies. A reply found in the inbox is a forgery.
+        self.admission = Admission(self.functions, keys)
+        # Which kinds may arrive on which stream: the inbox holds what clients submitted
+        # (admitted from the door's list), only Shelving writes the replies. A reply found
+        # in the inbox is a forgery.
         self.kinds: dict[str, tuple[type[EventBase], ...]] = {
             keys.inbox("lending"): (RequestEvent, ReturnEvent),
             keys.replies: (FetchedEvent, UnfetchedEvent),

@@ -31,6 +31,7 @@ class ShelvingService:
         self.metrics = metrics
         self.library = keys.library
         self.streams = keys.streams("shelving")
+        self.admission = None  # only Lending's inbox takes submissions
         self.log = get_logger(service="shelving", worker=settings.name, library=keys.library)
         self.log_events = settings.observability.log_level == "debug"
 
