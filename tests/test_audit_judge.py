@@ -41,6 +41,7 @@ from tests.conftest import (
     WorkerProcess,
     _spawn,
     _wait_started,
+    admit,
     run_cli,
     wait_for,
     worker_command,
@@ -481,12 +482,19 @@ def test_unread_entries_in_a_never_served_library(
     for n in (1, 2):
         submitted = lib.cli("request", f"u{n}", "a", "--no-wait", library="fresh")
         assert submitted.returncode == 0, submitted.stderr
-    fresh_inbox = LibraryKeys("fresh").inbox("lending")
-    assert lib.r.xlen(fresh_inbox) == 2 and not lib.r.xinfo_groups(fresh_inbox)
+    fresh = LibraryKeys("fresh")
+    assert lib.r.llen(fresh.submissions) == 2 and not lib.r.exists(fresh.inbox("lending"))
     code, violations, text = lib.audit("fresh")
     assert code == 1, text
     assert violations == [
-        f"{fresh_inbox} holds 2 entries but no lending worker ever read it "
-        "(no group 'lending'): start one (bookstream serve)"
+        f"{fresh.submissions} holds 2 submissions no lending worker has admitted yet: "
+        "start one (bookstream serve) or wait for it"
     ]
     assert f"  violation: {violations[0]}" in text
+    # Admitted (as a worker would) but never read: the inbox has no group yet.
+    assert admit(lib.r, "fresh") == 2
+    code, violations, text = lib.audit("fresh")
+    assert violations == [
+        f"{fresh.inbox('lending')} holds 2 entries but no lending worker ever read it "
+        "(no group 'lending'): start one (bookstream serve)"
+    ], text

@@ -30,7 +30,7 @@ from bookstream_lending.keys import LendingKeys
 from bookstream_shelving.keys import ShelvingKeys
 from redis.typing import StreamIdT
 
-from tests.conftest import RedisServer, WorkerProcess, wait_for
+from tests.conftest import RedisServer, WorkerProcess, admit, wait_for
 from tests.test_concurrency import Entries
 from tests.test_metrics import Sample, scrape
 
@@ -345,6 +345,7 @@ def test_a_worker_restarted_under_its_name_rereads_its_pending_entries_before_an
                 time.sleep(0.01)
                 continue
             rid = client.submit_request("u1", ["x"], request_id=f"own-{attempt}")
+            admit(r, LIB)  # as its (frozen) admission loop would have
             if r.xpending_range(LENDING_INBOX, "lending", "-", "+", 10, "l1"):
                 break
             # Its read timed out just before: it reads the request normally. Undo that.

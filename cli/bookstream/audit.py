@@ -153,8 +153,9 @@ async def audit(
         and (waiting := int(await r.llen(keys.submissions)))
     ):
         v.append(
-            f"{keys.submissions} holds {waiting} submission(s) no lending worker has "
-            "admitted yet: start one (bookstream serve) or wait for it"
+            f"{keys.submissions} holds {waiting} "
+            f"submission{'' if waiting == 1 else 's'} no lending worker has admitted yet: "
+            "start one (bookstream serve) or wait for it"
         )
     for service, inbox in ((s, stream) for s in SERVICES for stream in keys.streams(s)):
         if not await r.exists(inbox) or not await typed(r, inbox, "stream", v):

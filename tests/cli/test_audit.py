@@ -15,7 +15,7 @@ def test_unread_requests_of_a_library_nobody_serves_fail_the_audit(
     assert queued.returncode == 0, queued.stderr
     result = run_cli(bookstream_env, "audit", "--library", "never", server=redis_server)
     assert result.returncode == 1, result.stdout
-    assert "holds 1 entries but no lending worker ever read it" in result.stdout
+    assert "holds 1 submission no lending worker has admitted yet" in result.stdout
 
 
 def test_a_violation_is_described_in_words(

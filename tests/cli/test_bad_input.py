@@ -126,7 +126,8 @@ def test_info_json_names_streams_and_schema(bookstream_env: dict[str, str]) -> N
         "group": "lending",
         "dead_letters": "bs:{lib1}:lending:dead",
     }
-    assert data["producer"]["submit"].startswith("FCALL bs1_submit 1 bs:{lib1}:lending:inbox ")
+    submit = data["producer"]["submit"]
+    assert submit.startswith("FCALL bs1_submit 1 bs:{lib1}:lending:submissions ")
 
 
 def test_ids_that_are_not_utf8_are_one_line(bookstream_env: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ from bookstream import AsyncClient, Client, NoWorker, OutcomeTimeout
 
 from tests.conftest import RedisServer, WorkerProcess
 
-INBOX = "bs:{main}:lending:inbox"
+SUBMISSIONS = "bs:{main}:lending:submissions"
 
 
 def test_request_and_return_raise_no_worker_at_once(redis_server: RedisServer) -> None:
@@ -23,9 +23,9 @@ def test_request_and_return_raise_no_worker_at_once(redis_server: RedisServer) -
             assert time.monotonic() - started < 5  # not the 10 s timeout
             assert "library 'main'" in str(raised.value)
         # Nothing was submitted; submitting without waiting still queues.
-        assert redis_server.client().xlen(INBOX) == 0
+        assert redis_server.client().llen(SUBMISSIONS) == 0
         client.submit_request("u1", ["geb"])
-        assert redis_server.client().xlen(INBOX) == 1
+        assert redis_server.client().llen(SUBMISSIONS) == 1
 
 
 async def test_the_async_client_too_unless_told_to_wait(
@@ -37,7 +37,7 @@ async def test_the_async_client_too_unless_told_to_wait(
     async with AsyncClient(redis_server.url, require_worker=False) as waiting:
         with pytest.raises(OutcomeTimeout):
             await waiting.request("u1", ["geb"], timeout=0.5)
-    assert redis_server.client().xlen(INBOX) == 1  # queued, for a worker to come
+    assert redis_server.client().llen(SUBMISSIONS) == 1  # queued, for a worker to come
     workers = [start_worker("lending", redis_server), start_worker("shelving", redis_server)]
     async with AsyncClient(redis_server.url) as client:
         first = await client.request("u2", ["gene"], request_id="r-gene", timeout=10)

@@ -70,7 +70,7 @@ def test_embedded_redis_is_private_and_reused(bookstream_env: dict[str, str]) ->
             # ...and the next one reuses it.
             run_cli(bookstream_env, "request", "u1", "alice", "--no-wait")
             assert r.info("server")["process_id"] == pid
-            assert r.xlen("bs:{main}:lending:inbox") == 2
+            assert r.llen("bs:{main}:lending:submissions") == 2
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
     finally:
         assert run_cli(bookstream_env, "embedded", "stop").stdout.strip() in (

@@ -45,7 +45,8 @@ def test_every_folder_sees_the_same_embedded_redis(
         assert started.stdout.strip().endswith(str(socket))
         assert bookstream(one, "request", "u", "geb", "--no-wait").returncode == 0
         seen = bookstream(two, "status", "--json")
-        assert '"length": 1' in seen.stdout  # the request queued from the other folder
+        # The request queued from the other folder (no worker: not yet admitted).
+        assert '"submissions_waiting": 1' in seen.stdout
         assert not (one / ".bookstream").exists() and not (two / ".bookstream").exists()
     finally:
         bookstream(one, "embedded", "stop")
@@ -136,7 +137,7 @@ def test_a_relative_home_is_resolved_once_at_start(
         assert (start / "state" / "redis.sock").is_socket()
         assert not (later / "state").exists()
         status = run_cli(absolute, "status", "--json")
-        assert json.loads(status.stdout)["streams"]["lending"]["length"] == 1
+        assert json.loads(status.stdout)["streams"]["lending"]["submissions_waiting"] == 1
     finally:
         run_cli(absolute, "embedded", "stop")
         run_cli({**env, "BOOKSTREAM_HOME": str(later / "state")}, "embedded", "stop")
