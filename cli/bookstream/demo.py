@@ -19,6 +19,7 @@ from bookstream.audit import audit
 from bookstream.client import AsyncClient
 from bookstream.errors import Unreachable
 from bookstream.render import render_outcome
+from bookstream.submissions import KINDS
 
 LIBRARY = "demo"
 TIMEOUT = 15.0  # seconds any one Redis call of the demo may take
@@ -63,10 +64,7 @@ async def _demo(settings: RedisSettings) -> int:
     ):
         for kind, user, books in SCENARIO:
             print(f"$ bookstream {kind} --library {LIBRARY} {user} {' '.join(books)}")
-            if kind == "request":
-                outcome = await client.request(user, books, timeout=TIMEOUT)
-            else:
-                outcome = await client.return_books(user, books, timeout=TIMEOUT)
+            outcome = await KINDS[kind].wait(client, user, books, timeout=TIMEOUT)
             print(render_outcome(outcome) + "\n")
             failures += not outcome.ok
     report = await audit(r, LIBRARY)
