@@ -17,7 +17,7 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
 from bookstream.errors import BadInput
-from bookstream.render import books
+from bookstream.render import books, counted, render_audit
 from bookstream.status import library_status, render_status, to_json
 
 
@@ -31,7 +31,7 @@ async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
                 if args.json:
                     print(to_json({"user": args.borrower, "books": held}))
                 else:
-                    print(f"{args.borrower} holds {len(held)} book(s): {books(held)}")
+                    print(f"{args.borrower} holds {counted(len(held), 'book')}: {books(held)}")
             if args.book:
                 where = await client.locate(args.book)
                 if args.json:
@@ -176,16 +176,7 @@ async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(report.to_dict()))
     else:
-        verdict = "OK" if report.ok else f"{len(report.violations)} VIOLATION(S)"
-        print(
-            f"audit of library {report.library}: {verdict} ({report.books_lent} books lent to "
-            f"{report.borrowers} users, {report.in_storage} in storage, "
-            f"{report.outcomes_replayed} outcomes replayed)"
-        )
-        for violation in report.violations:
-            print(f"  violation: {violation}")
-        for note in report.notes:
-            print(f"  note: {note}")
+        print(render_audit(report))
     return 0 if report.ok else 1
 
 
@@ -224,9 +215,11 @@ def _entry_ids(ids: list[str]) -> list[str]:
 
 
 def _render_dead_letter(entry: dict[str, object]) -> str:
+    deliveries = entry["deliveries"]
+    assert isinstance(deliveries, int)
     lines = [
         f"dead letter {entry['id']} ({entry['service']}): {entry['reason']}",
-        f"  entry {entry['entry']} of {entry['stream']}, delivered {entry['deliveries']} times",
+        f"  entry {entry['entry']} of {entry['stream']}, delivered {counted(deliveries, 'time')}",
         f"  request {entry['request_id'] or '-'} ({entry['kind'] or '-'})",
     ]
     fields = entry["fields"]

@@ -18,7 +18,7 @@ from bookstream_core.tls import diagnose
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
 from bookstream.errors import Unreachable
-from bookstream.render import render_outcome
+from bookstream.render import render_audit, render_outcome
 from bookstream.submissions import KINDS
 
 LIBRARY = "demo"
@@ -70,7 +70,5 @@ async def _demo(settings: RedisSettings) -> int:
     report = await audit(r, LIBRARY)
     await r.aclose()
     print(f"$ bookstream audit --library {LIBRARY}")
-    print("audit: OK" if report.ok else "audit: VIOLATIONS")
-    for violation in report.violations:
-        print(f"  violation: {violation}")
+    print(render_audit(report))
     return 0 if report.ok and failures == 0 else 1

@@ -205,7 +205,14 @@ def build_parser() -> Parser:
         "The original sample's scenario with one worker of each service in this process, on "
         "library 'demo' (emptied first), then an audit.",
     )
-    table.add_options(p, [table.BY_KEY["redis"]])
+    # Its own --redis, not the table's: it empties library 'demo', so only a Redis named
+    # on its command line counts, never one a Redis variable names (cli.py drops them).
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="the Redis to use (default: the embedded one, in $BOOKSTREAM_HOME); library "
+        "'demo' on it is emptied, so only this option names one, never a variable",
+    )
 
     p = _command(sub, "serve", "run one lending and one shelving worker in this process")
     add_worker_arguments(p)
