@@ -16,6 +16,7 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
+from bookstream.contract import contract
 from bookstream.errors import BadInput
 from bookstream.render import books, counted, render_audit
 from bookstream.status import library_status, render_status, to_json
@@ -53,6 +54,9 @@ def _struct(value: object) -> dict[str, object]:
 
 def info(library: str) -> dict[str, object]:
     keys = LibraryKeys(library)
+    wire = contract(library)
+    outcome = wire["outcome"]
+    assert isinstance(outcome, dict)
     return {
         "library": library,
         "schema_version": SCHEMA_VERSION,
@@ -77,22 +81,10 @@ def info(library: str) -> dict[str, object]:
                 "BSENV": "Redis's trouble (a stream out of ids, a missing right): retry",
             },
             "entry": {"e": "<JSON event>"},
-            "events": {
-                "request": {
-                    "v": SCHEMA_VERSION,
-                    "type": "request",
-                    "id": "<request id>",
-                    "user": "<user id>",
-                    "books": ["<book id>", "..."],
-                },
-                "return": {
-                    "v": SCHEMA_VERSION,
-                    "type": "return",
-                    "id": "<request id>",
-                    "user": "<user id>",
-                    "books": ["<book id>", "..."],
-                },
-            },
+            # Made from the structs of events.py (contract.py): every field, optional
+            # ones included; each example is accepted by the door and the workers.
+            "events": wire["events"],
+            "schemas": wire["schemas"],
             "limits": {
                 "request_id": (
                     f"1-{MAX_REQUEST_ID_LENGTH} of [A-Za-z0-9_.:-], starting with a letter or digit"
@@ -108,6 +100,7 @@ def info(library: str) -> dict[str, object]:
             "key": keys.outcome("<request id>"),
             "channel": keys.outcome("<request id>"),
             "note": "SUBSCRIBE to the channel, then GET the key, then submit",
+            **outcome,
         },
         "domain_events": keys.domain_events,
         "functions_libraries": list(function_sources()),
