@@ -20,10 +20,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+import trustme
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.streams import MAX_ID  # the largest stream id (a test's hostile id)
 
@@ -349,3 +351,82 @@ def admit(r: redis.Redis, library: str = "main") -> int:
     keys = LibraryKeys(library)
     moved, _ = r.fcall("bs1_admit", 2, keys.submissions, keys.inbox("lending"), 512, 1 << 22)
     return int(moved)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # a CA that signed nothing here
+    stranger_cert: Path  # a client certificate the other CA signed
+    stranger_key: Path
+    folder: Path
+
+    def options(self) -> list[str]:
+        ca, cert, key = str(self.ca), str(self.client_cert), str(self.client_key)
+        return ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", key]
+
+    def files(self) -> dict[str, Any]:
+        """As ``build_redis_settings`` takes them."""
+        return {"tls_ca": str(self.ca), "tls_cert": str(self.client_cert),
+                "tls_key": str(self.client_key)}  # fmt: skip
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "BOOKSTREAM_REDIS_TLS_CA": str(self.ca),
+            "BOOKSTREAM_REDIS_TLS_CERT": str(self.client_cert),
+            "BOOKSTREAM_REDIS_TLS_KEY": str(self.client_key),
+        }
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    folder = tmp_path_factory.mktemp("tls")
+    ca, other = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("bookstream-client")
+    stranger = other.issue_cert("bookstream-client")
+    files = {
+        "ca.pem": ca.cert_pem,
+        "server.pem": server.cert_chain_pems[0],
+        "server.key": server.private_key_pem,
+        "client.pem": client.cert_chain_pems[0],
+        "client.key": client.private_key_pem,
+        "other-ca.pem": other.cert_pem,
+        "stranger.pem": stranger.cert_chain_pems[0],
+        "stranger.key": stranger.private_key_pem,
+    }
+    for name, blob in files.items():
+        blob.write_to_path(str(folder / name))
+    f = folder.joinpath
+    return Certs(f("ca.pem"), f("client.pem"), f("client.key"), f("other-ca.pem"),
+                 f("stranger.pem"), f("stranger.key"), folder)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TlsRedis:
+    server: RedisServer
+    port: int
+
+    def url(self, host: str = "127.0.0.1") -> str:
+        return f"rediss://{host}:{self.port}"
+
+
+@pytest.fixture
+def tls_redis(redis_factory: Callable[..., RedisServer], certs: Certs) -> TlsRedis:
+    """TLS on TCP only (no plain port): a connection that works went through TLS. It also
+    listens on 127.0.0.2, an address its certificate does not name."""
+    port = free_port()
+    server = redis_factory(
+        extra=[
+            *("--tls-port", str(port), "--bind", "127.0.0.1", "127.0.0.2"),
+            *("--tls-cert-file", str(certs.folder / "server.pem")),
+            *("--tls-key-file", str(certs.folder / "server.key")),
+            *("--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "yes"),
+        ]
+    )
+    return TlsRedis(server, port)

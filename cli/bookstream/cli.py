@@ -36,6 +36,7 @@ from bookstream.errors import (
 )
 from bookstream.parser import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, build_parser
 from bookstream.render import render_outcome
+from bookstream.submissions import KINDS
 
 #: What a shell reports for a process ended by SIGPIPE (128 + 13).
 EXIT_CLOSED_PIPE = 141
@@ -88,7 +89,7 @@ def _async(fn: Callable[[], Awaitable[int]]) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
-    if command in ("request", "return"):
+    if command in KINDS:
         return _async(lambda: _submit(args))
     if command == "outcome":
         return _async(lambda: _outcome(args))
@@ -165,13 +166,12 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> int:
 
 async def _submit(args: argparse.Namespace) -> int:
     async with _client(args) as client:
+        kind = KINDS[args.command]
         if args.no_wait:
-            submit = client.submit_request if args.command == "request" else client.submit_return
-            print(await submit(args.user, args.books, request_id=args.request_id))
+            print(await kind.submit(client, args.user, args.books, request_id=args.request_id))
             return EXIT_OK
-        call = client.request if args.command == "request" else client.return_books
-        outcome = await call(
-            args.user, args.books, request_id=args.request_id, timeout=client.timeout
+        outcome = await kind.wait(
+            client, args.user, args.books, request_id=args.request_id, timeout=client.timeout
         )
         if outcome.kind != args.command:
             raise BadInput(f"request id {outcome.request_id} was already used for a {outcome.kind}")

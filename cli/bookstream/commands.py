@@ -16,8 +16,9 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
+from bookstream.contract import contract
 from bookstream.errors import BadInput
-from bookstream.render import books
+from bookstream.render import books, counted, render_audit
 from bookstream.status import library_status, render_status, to_json
 
 
@@ -31,7 +32,7 @@ async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
                 if args.json:
                     print(to_json({"user": args.borrower, "books": held}))
                 else:
-                    print(f"{args.borrower} holds {len(held)} book(s): {books(held)}")
+                    print(f"{args.borrower} holds {counted(len(held), 'book')}: {books(held)}")
             if args.book:
                 where = await client.locate(args.book)
                 if args.json:
@@ -53,6 +54,9 @@ def _struct(value: object) -> dict[str, object]:
 
 def info(library: str) -> dict[str, object]:
     keys = LibraryKeys(library)
+    wire = contract(library)
+    outcome = wire["outcome"]
+    assert isinstance(outcome, dict)
     return {
         "library": library,
         "schema_version": SCHEMA_VERSION,
@@ -79,22 +83,10 @@ def info(library: str) -> dict[str, object]:
                 "BSENV": "Redis's trouble (a key of the wrong type, a missing right): retry",
             },
             "entry": {"e": "<JSON event>"},
-            "events": {
-                "request": {
-                    "v": SCHEMA_VERSION,
-                    "type": "request",
-                    "id": "<request id>",
-                    "user": "<user id>",
-                    "books": ["<book id>", "..."],
-                },
-                "return": {
-                    "v": SCHEMA_VERSION,
-                    "type": "return",
-                    "id": "<request id>",
-                    "user": "<user id>",
-                    "books": ["<book id>", "..."],
-                },
-            },
+            # Made from the structs of events.py (contract.py): every field, optional
+            # ones included; each example is accepted by the door and the workers.
+            "events": wire["events"],
+            "schemas": wire["schemas"],
             "limits": {
                 "request_id": (
                     f"1-{MAX_REQUEST_ID_LENGTH} of [A-Za-z0-9_.:-], starting with a letter or digit"
@@ -110,6 +102,7 @@ def info(library: str) -> dict[str, object]:
             "key": keys.outcome("<request id>"),
             "channel": keys.outcome("<request id>"),
             "note": "SUBSCRIBE to the channel, then GET the key, then submit",
+            **outcome,
         },
         "domain_events": keys.domain_events,
         "functions_libraries": list(function_sources()),
@@ -178,16 +171,7 @@ async def audit_command(client: AsyncClient, args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(report.to_dict()))
     else:
-        verdict = "OK" if report.ok else f"{len(report.violations)} VIOLATION(S)"
-        print(
-            f"audit of library {report.library}: {verdict} ({report.books_lent} books lent to "
-            f"{report.borrowers} users, {report.in_storage} in storage, "
-            f"{report.outcomes_replayed} outcomes replayed)"
-        )
-        for violation in report.violations:
-            print(f"  violation: {violation}")
-        for note in report.notes:
-            print(f"  note: {note}")
+        print(render_audit(report))
     return 0 if report.ok else 1
 
 
@@ -226,9 +210,11 @@ def _entry_ids(ids: list[str]) -> list[str]:
 
 
 def _render_dead_letter(entry: dict[str, object]) -> str:
+    deliveries = entry["deliveries"]
+    assert isinstance(deliveries, int)
     lines = [
         f"dead letter {entry['id']} ({entry['service']}): {entry['reason']}",
-        f"  entry {entry['entry']} of {entry['stream']}, delivered {entry['deliveries']} times",
+        f"  entry {entry['entry']} of {entry['stream']}, delivered {counted(deliveries, 'time')}",
         f"  request {entry['request_id'] or '-'} ({entry['kind'] or '-'})",
     ]
     fields = entry["fields"]

@@ -18,7 +18,8 @@ from bookstream_core.tls import diagnose
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
 from bookstream.errors import Unreachable
-from bookstream.render import render_outcome
+from bookstream.render import render_audit, render_outcome
+from bookstream.submissions import KINDS
 
 LIBRARY = "demo"
 TIMEOUT = 15.0  # seconds any one Redis call of the demo may take
@@ -63,16 +64,11 @@ async def _demo(settings: RedisSettings) -> int:
     ):
         for kind, user, books in SCENARIO:
             print(f"$ bookstream {kind} --library {LIBRARY} {user} {' '.join(books)}")
-            if kind == "request":
-                outcome = await client.request(user, books, timeout=TIMEOUT)
-            else:
-                outcome = await client.return_books(user, books, timeout=TIMEOUT)
+            outcome = await KINDS[kind].wait(client, user, books, timeout=TIMEOUT)
             print(render_outcome(outcome) + "\n")
             failures += not outcome.ok
     report = await audit(r, LIBRARY)
     await r.aclose()
     print(f"$ bookstream audit --library {LIBRARY}")
-    print("audit: OK" if report.ok else "audit: VIOLATIONS")
-    for violation in report.violations:
-        print(f"  violation: {violation}")
+    print(render_audit(report))
     return 0 if report.ok and failures == 0 else 1

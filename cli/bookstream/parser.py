@@ -14,6 +14,8 @@ from bookstream_core import settings as table
 from bookstream_core.config import add_redis_arguments, add_worker_arguments
 from bookstream_core.usage import OneLineParser
 
+from bookstream.submissions import KINDS
+
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 EPILOG = """exit codes:
@@ -135,19 +137,8 @@ def build_parser() -> Parser:
         parser_class=Parser,
         help="what to do (each has its own --help)",
     )
-    _submit(
-        sub,
-        "request",
-        "ask for books and print what you got",
-        "Ask for books; wait for the outcome and print which books were lent, which were "
-        "unavailable and why, and the books in hand. Needs a running Lending worker.",
-    )
-    _submit(
-        sub,
-        "return",
-        "bring books back and print what was taken",
-        "Bring books back; print which were returned and which the user did not hold.",
-    )
+    for kind, row in KINDS.items():
+        _submit(sub, kind, row.help, row.description)
 
     p = _command(sub, "outcome", "wait for (or re-read) the outcome of a submitted request")
     p.add_argument("request_id", metavar="REQUEST_ID", help="the id printed by --no-wait")
@@ -214,7 +205,14 @@ def build_parser() -> Parser:
         "The original sample's scenario with one worker of each service in this process, on "
         "library 'demo' (emptied first), then an audit.",
     )
-    table.add_options(p, [table.BY_KEY["redis"]])
+    # Its own --redis, not the table's: it empties library 'demo', so only a Redis named
+    # on its command line counts, never one a Redis variable names (cli.py drops them).
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="the Redis to use (default: the embedded one, in $BOOKSTREAM_HOME); library "
+        "'demo' on it is emptied, so only this option names one, never a variable",
+    )
 
     p = _command(sub, "serve", "run one lending and one shelving worker in this process")
     add_worker_arguments(p)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from bookstream_core.events import Outcome
+
+if TYPE_CHECKING:  # the audit's code loads only when an audit runs
+    from bookstream.audit import AuditReport
 
 REASONS = {
     "lent": "lent to another user",
@@ -15,6 +19,26 @@ REASONS = {
     "limit": "it would take you over the limit",
     "not_held": "none of these books is lent to you",
 }
+
+
+def counted(number: int, noun: str, plural: str = "") -> str:
+    """``1 book``, ``2 books``: a count with its noun in the right number."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def render_audit(report: AuditReport) -> str:
+    """The audit's verdict line, then each violation and note: ``bookstream audit`` and
+    the demo print the same."""
+    verdict = "OK" if report.ok else counted(len(report.violations), "VIOLATION")
+    lines = [
+        f"audit of library {report.library}: {verdict} ("
+        f"{counted(report.books_lent, 'book')} lent to {counted(report.borrowers, 'user')}, "
+        f"{report.in_storage} in storage, {counted(report.outcomes_replayed, 'outcome')} "
+        "replayed)"
+    ]
+    lines += [f"  violation: {violation}" for violation in report.violations]
+    lines += [f"  note: {note}" for note in report.notes]
+    return "\n".join(lines)
 
 
 def book(name: str) -> str:

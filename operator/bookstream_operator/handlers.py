@@ -102,6 +102,7 @@ async def run_pass(ctx: Context, namespace: str, name: str) -> None:
             status=previous,
             annotations=meta.get("annotations") or {},
             now=now,
+            tls_files=ctx.config.tls_files,
         )
         if result.permanent_failure:
             ctx.failed[key] = fingerprint(meta)

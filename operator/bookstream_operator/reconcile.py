@@ -184,6 +184,7 @@ async def reconcile(
     status: Mapping[str, Any],
     annotations: Mapping[str, str],
     now: float,
+    tls_files: Mapping[str, str] | None = None,
 ) -> Result:
     stamp = iso(now)
     old_conditions = status.get("conditions") or []
@@ -237,7 +238,7 @@ async def reconcile(
     try:
         spec = parse_spec(spec_body)
         # Where Redis is, for messages: the address without credentials.
-        where = redis_settings(spec.redis, Credentials()).describe()
+        where = redis_settings(spec.redis, Credentials(), tls_files).describe()
     except (SpecError, ConfigError) as exc:
         return failed(Failure("InvalidSpec", str(exc), permanent=True), [], {})
 
@@ -254,7 +255,7 @@ async def reconcile(
     try:
         credentials = await operator_credentials(kube, namespace, spec)
         secrets.append(credentials.password or "")
-        async with connect(redis_settings(spec.redis, credentials)) as client:
+        async with connect(redis_settings(spec.redis, credentials, tls_files)) as client:
             holder = await claim(client, keys, Holder(uid, namespace, name), kube.instance_uid)
             if holder is not None:
                 message = f"library {spec.library!r} on this Redis is claimed by {holder}"

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from bookstream_core import settings as table
+from bookstream_core.settings import ConfigError
+from bookstream_core.tls import FILES, check_tls_files
+
 from bookstream_operator.kube import Kube
 
 PREFIX = "BOOKSTREAM_OPERATOR_"
@@ -31,6 +35,10 @@ class OperatorConfig:
     #: ``BOOKSTREAM_LOG_LEVEL`` / ``BOOKSTREAM_LOG_FORMAT``, as for the workers.
     log_level: str = "info"
     log_format: str = "console"
+    #: The operator's own TLS files (``tls_ca``, ``tls_cert``, ``tls_key``) from the
+    #: workers' variables (BOOKSTREAM_REDIS_TLS_CA...): a LibraryInstance names no CA, so a
+    #: Redis whose certificate a private CA signed needs its CA mounted here.
+    tls_files: Mapping[str, str] = field(default_factory=dict)
     kube_factory: Callable[[], Kube] = field(default=Kube.from_env)
 
     @classmethod
@@ -58,6 +66,13 @@ class OperatorConfig:
                 f"BOOKSTREAM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}"
             )
         namespaces = tuple(n.strip() for n in (get("NAMESPACES") or "").split(",") if n.strip())
+        given = {key: table.raw(key, None, env)[0] for key in FILES}
+        tls_files = {key: value for key, value in given.items() if value is not None}
+        names = {key: table.BY_KEY[key].variable for key in FILES}  # it has no options
+        try:  # now, so that a wrong path stops the operator at start with one line
+            check_tls_files(True, tls_files, names)
+        except ConfigError as exc:
+            raise OperatorConfigError(str(exc)) from None
         return cls(
             interval_s=interval,
             namespaces=namespaces,
@@ -67,4 +82,5 @@ class OperatorConfig:
             watch_timeout_s=watch_timeout,
             log_level=log_level,
             log_format=log_format,
+            tls_files=tls_files,
         )

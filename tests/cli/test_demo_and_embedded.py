@@ -21,7 +21,8 @@ EXPECTED = [
     "returned:     invisible-cities",
     "lent:         invisible-cities, selfish-gene",
     "unavailable:  geb (lent to another user)",
-    "audit: OK",
+    # The line `bookstream audit` prints, in full.
+    "audit of library demo: OK (4 books lent to 2 users, 0 in storage, 3 outcomes replayed)",
 ]
 
 
@@ -48,7 +49,7 @@ def test_make_demo_exits_0(bookstream_env: dict[str, str]) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "audit: OK" in result.stdout
+    assert "audit of library demo: OK (" in result.stdout
 
 
 def test_embedded_redis_is_private_and_reused(bookstream_env: dict[str, str]) -> None:

@@ -12,9 +12,11 @@ from bookstream_core.config import (
     add_worker_arguments,
     default_home,
     normalize_address,
+    one_of,
     read_password_file,
     worker_settings_from,
 )
+from bookstream_core.settings import BY_KEY
 
 from tests.conftest import run_cli
 
@@ -195,6 +197,41 @@ def test_an_option_wins_over_a_variable_of_the_other_kind(tmp_path: Path) -> Non
         parse(env=env)
     with pytest.raises(ConfigError, match=r"^give either --password or --password-file, not both"):
         parse("--password", "x", "--password-file", str(secret))
+
+
+@pytest.mark.parametrize(("first", "second"), [("redis", "address"), ("password", "password_file")])
+def test_one_rule_for_both_pairs_an_option_beats_a_variable(first: str, second: str) -> None:
+    """A URL or an address, a password or a password file: the same rule, one helper."""
+    parser = argparse.ArgumentParser()
+    add_worker_arguments(parser)
+    flag = {"redis": "--redis", "address": "--address", "password": "--password",
+            "password_file": "--password-file"}  # fmt: skip
+    variable = {"redis": "BOOKSTREAM_REDIS_URL", "address": "BOOKSTREAM_REDIS_ADDRESS",
+                "password": "BOOKSTREAM_REDIS_PASSWORD",
+                "password_file": "BOOKSTREAM_REDIS_PASSWORD_FILE"}  # fmt: skip
+
+    def named(key: str) -> str:
+        return "/".join(BY_KEY[key].flags)
+
+    # Each as an option beats the other as a variable, either way round.
+    for given, other in ((first, second), (second, first)):
+        args = parser.parse_args([flag[given], "x"])
+        found = dict(
+            zip((first, second), one_of(first, second, args, {variable[other]: "y"}), strict=True)
+        )
+        assert found == {given: ("x", named(given)), other: (None, "")}
+    # Only variables: they count.
+    args = parser.parse_args([])
+    found = dict(
+        zip((first, second), one_of(first, second, args, {variable[second]: "y"}), strict=True)
+    )
+    assert found == {first: (None, ""), second: ("y", variable[second])}
+    # Two the same way conflict, named as given.
+    with pytest.raises(ConfigError, match=f"^give either {named(first)} or {named(second)}, not"):
+        one_of(first, second, parser.parse_args([flag[first], "x", flag[second], "y"]), {})
+    both = {variable[first]: "x", variable[second]: "y"}
+    with pytest.raises(ConfigError, match=f"^give either {variable[first]} or {variable[second]}"):
+        one_of(first, second, args, both)
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,9 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trustme
 from bookstream import Client
 from bookstream_core.config import (
     ConfigError,
@@ -34,89 +31,15 @@ from cryptography.hazmat.primitives import serialization
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import (
+    Certs,
     RedisServer,
+    TlsRedis,
     WorkerProcess,
     free_port,
     run_cli,
     wait_for,
     worker_command,
 )
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path  # a CA that signed nothing here
-    stranger_cert: Path  # a client certificate the other CA signed
-    stranger_key: Path
-    folder: Path
-
-    def options(self) -> list[str]:
-        ca, cert, key = str(self.ca), str(self.client_cert), str(self.client_key)
-        return ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", key]
-
-    def files(self) -> dict[str, Any]:
-        """As ``build_redis_settings`` takes them."""
-        return {"tls_ca": str(self.ca), "tls_cert": str(self.client_cert),
-                "tls_key": str(self.client_key)}  # fmt: skip
-
-    def variables(self) -> dict[str, str]:
-        return {
-            "BOOKSTREAM_REDIS_TLS_CA": str(self.ca),
-            "BOOKSTREAM_REDIS_TLS_CERT": str(self.client_cert),
-            "BOOKSTREAM_REDIS_TLS_KEY": str(self.client_key),
-        }
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    folder = tmp_path_factory.mktemp("tls")
-    ca, other = trustme.CA(), trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("bookstream-client")
-    stranger = other.issue_cert("bookstream-client")
-    files = {
-        "ca.pem": ca.cert_pem,
-        "server.pem": server.cert_chain_pems[0],
-        "server.key": server.private_key_pem,
-        "client.pem": client.cert_chain_pems[0],
-        "client.key": client.private_key_pem,
-        "other-ca.pem": other.cert_pem,
-        "stranger.pem": stranger.cert_chain_pems[0],
-        "stranger.key": stranger.private_key_pem,
-    }
-    for name, blob in files.items():
-        blob.write_to_path(str(folder / name))
-    f = folder.joinpath
-    return Certs(f("ca.pem"), f("client.pem"), f("client.key"), f("other-ca.pem"),
-                 f("stranger.pem"), f("stranger.key"), folder)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TlsRedis:
-    server: RedisServer
-    port: int
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        return f"rediss://{host}:{self.port}"
-
-
-@pytest.fixture
-def tls_redis(redis_factory: Callable[..., RedisServer], certs: Certs) -> TlsRedis:
-    """TLS on TCP only (no plain port): a connection that works went through TLS. It also
-    listens on 127.0.0.2, an address its certificate does not name."""
-    port = free_port()
-    server = redis_factory(
-        extra=[
-            *("--tls-port", str(port), "--bind", "127.0.0.1", "127.0.0.2"),
-            *("--tls-cert-file", str(certs.folder / "server.pem")),
-            *("--tls-key-file", str(certs.folder / "server.key")),
-            *("--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "yes"),
-        ]
-    )
-    return TlsRedis(server, port)
 
 
 def bookstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -229,6 +152,48 @@ def test_a_connection_only_reset_is_explained_by_asking_the_server(
     # A server that accepts the connection says nothing: the reset stays unexplained.
     with_cert = build_redis_settings(url=tls_redis.url(), **certs.files())
     assert diagnose(reset, with_cert) is None
+
+
+TLS_HINT = (
+    "(is the server using TLS? it answers a TLS handshake there: use rediss:// (or --ssl) "
+    "and --tls-ca for a private CA)"
+)
+PLAIN_HINT = (
+    "(is the server not using TLS? it answers plain RESP there: use redis://, without --ssl "
+    "and the --tls-* options)"
+)
+
+
+def test_redis_url_to_a_tls_port_names_tls(
+    tls_redis: TlsRedis, bookstream_env: dict[str, str]
+) -> None:
+    """redis-py only sees the connection reset: the line says why it probably was."""
+    where = f"redis://127.0.0.1:{tls_redis.port}"
+    for command in (["status"], ["request", "u1", "geb"]):
+        line = one_line(bookstream(bookstream_env, *command, "--redis", where, "--timeout", "3"))
+        assert line.startswith(f"bookstream: error: cannot reach Redis at {where}: "), line
+        assert line.endswith(TLS_HINT), line
+
+
+def test_rediss_url_to_a_plain_port_says_it_is_plain(
+    redis_factory: Callable[..., RedisServer], certs: Certs, bookstream_env: dict[str, str]
+) -> None:
+    """A plain Redis waits for the rest of a line that a TLS hello never ends: a timeout."""
+    plain = redis_factory(tcp=True)
+    for url in (f"rediss://127.0.0.1:{plain.port}", f"127.0.0.1:{plain.port}"):
+        tls = ["--tls-ca", str(certs.ca)] + (["--ssl"] if "://" not in url else [])
+        line = one_line(
+            bookstream(bookstream_env, "status", "--redis", url, *tls, "--timeout", "2")
+        )
+        where = f"rediss://127.0.0.1:{plain.port}"
+        assert line.startswith(f"bookstream: error: cannot reach Redis at {where}: "), line
+        assert line.endswith(PLAIN_HINT), line
+
+
+def test_nobody_listening_gets_no_tls_hint(bookstream_env: dict[str, str]) -> None:
+    for url in (f"redis://127.0.0.1:{free_port()}", f"rediss://127.0.0.1:{free_port()}"):
+        line = one_line(bookstream(bookstream_env, "status", "--redis", url, "--timeout", "2"))
+        assert "TLS" not in line and "RESP" not in line, line
 
 
 def test_a_certificate_for_another_address_fails_with_one_line(

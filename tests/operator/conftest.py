@@ -11,6 +11,7 @@ import kmock
 import pytest
 import yaml
 from bookstream_core.functions import CoreFunctions
+from bookstream_operator.kube import Kube
 from bookstream_operator.settings import OperatorConfig
 
 from tests.operator.kmock_env import NS, running_operator
@@ -83,3 +84,14 @@ async def operator(api: kmock.KubernetesEmulator) -> AsyncIterator[None]:
 async def http(api: kmock.KubernetesEmulator) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(base_url=str(api.url)) as session:
         yield session
+
+
+@pytest.fixture
+async def kube(api: kmock.KubernetesEmulator) -> AsyncIterator[Kube]:
+    """The operator's API client on KMock (through $KUBECONFIG, as ``api`` sets it), for
+    tests that run reconcile() passes themselves (``kmock_env.one_pass``)."""
+    client = Kube.from_env()
+    try:
+        yield client
+    finally:
+        await client.close()

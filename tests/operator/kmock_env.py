@@ -20,6 +20,8 @@ import kmock
 import kopf
 from bookstream_core.keys import LibraryKeys
 from bookstream_operator.handlers import Context, register
+from bookstream_operator.kube import Kube
+from bookstream_operator.reconcile import Result, reconcile
 from bookstream_operator.settings import OperatorConfig
 
 from tests.deploy import tools
@@ -193,3 +195,30 @@ def instance(name: str, url: str, uid: str, ns: str = NS, **spec: Any) -> dict[s
         },
         "spec": {"redis": {"url": url}, **spec},
     }
+
+
+async def one_pass(
+    kube: Kube,
+    spec: dict[str, Any],
+    *,
+    name: str = "lib",
+    generation: int = 1,
+    status: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+    now: float = 1_000_000.0,
+) -> Result:
+    """One reconcile() of LibraryInstance ``name`` (uid ``uid-NAME``) in NS, as the
+    operator's handlers run it; its status must fit the CRD's structural status schema."""
+    result = await reconcile(
+        kube,
+        name=name,
+        namespace=NS,
+        uid=f"uid-{name}",
+        generation=generation,
+        spec_body=spec,
+        status=status or {},
+        annotations=annotations or {},
+        now=now,
+    )
+    tools.validate_structural(tools.status_schema(), result.status)
+    return result

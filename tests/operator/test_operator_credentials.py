@@ -23,9 +23,8 @@ from bookstream_core import roles
 from bookstream_core.functions import CoreFunctions
 from bookstream_operator.credentials import LABEL
 from bookstream_operator.kube import METADATA_ONLY, Kube
-from bookstream_operator.reconcile import Result, reconcile
+from bookstream_operator.reconcile import Result
 
-from tests.deploy import tools
 from tests.operator.kmock_env import (
     KEYS,
     NS,
@@ -36,6 +35,7 @@ from tests.operator.kmock_env import (
     find,
     instance,
     li_status,
+    one_pass,
     post_li,
 )
 
@@ -106,6 +106,11 @@ def acl_redis(
     admin.auth(DEFAULT_PASSWORD)
     admin.acl_log_reset()
     return server
+
+
+def users_spec(server: RedisServer) -> dict[str, Any]:
+    """A LibraryInstance's spec on ``server`` with the role Secret ``users``."""
+    return {"redis": {"url": server.url, "usersSecretRef": {"name": "users"}}}
 
 
 def admin(server: RedisServer) -> redis.Redis:
@@ -243,7 +248,9 @@ async def test_a_role_secret_is_read_when_labelled_and_its_values_go_nowhere(
 
 
 async def test_an_unlabelled_admin_secret_is_never_offered_for_labelling(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+    api: kmock.KubernetesEmulator,
+    redis_factory: Callable[..., RedisServer],
+    kube: Kube,
 ) -> None:
     """Breaker: the message gave `kubectl label secret NAME` for whatever Secret was named,
     the chart's Redis admin Secret included; labelled, its password would go to the URL's
@@ -253,21 +260,8 @@ async def test_an_unlabelled_admin_secret_is_never_offered_for_labelling(
     api.objects[kmock.resource("", "v1", "secrets"), NS, admin_secret] = secret(
         admin_secret, {"password": DEFAULT_PASSWORD}, labelled=False
     )
-    kube = Kube.from_env()
-    try:
-        result = await reconcile(
-            kube,
-            name="lib",
-            namespace=NS,
-            uid="uid-lib",
-            generation=1,
-            spec_body={"redis": {"url": server.url, "passwordSecretRef": {"name": admin_secret}}},
-            status={},
-            annotations={},
-            now=1_000_000.0,
-        )
-    finally:
-        await kube.close()
+    ref = {"name": admin_secret}
+    result = await one_pass(kube, {"redis": {"url": server.url, "passwordSecretRef": ref}})
     got = condition({"status": result.status}, "Ready") or {}
     assert got.get("reason") == "SecretNotLabelled"
     message = got["message"]
@@ -349,26 +343,14 @@ async def test_each_secret_problem_is_a_ready_reason_retried_every_interval(
     redis_factory: Callable[..., RedisServer],
     stored: dict[str, Any] | None,
     reason: str,
+    kube: Kube,
 ) -> None:
     server = acl_redis(redis_factory)
     if stored is not None:
         api.objects[kmock.resource("", "v1", "secrets"), NS, "users"] = stored
-    kube = Kube.from_env()
-    try:
-        result = await reconcile(
-            kube,
-            name="lib",
-            namespace=NS,
-            uid="uid-lib",
-            generation=1,
-            spec_body={"redis": {"url": server.url, "usersSecretRef": {"name": "users"}}},
-            status={},
-            annotations={},
-            now=1_000_000.0,
-        )
-    finally:
-        await kube.close()
-    tools.validate_structural(tools.status_schema(), result.status)
+    result = await one_pass(
+        kube, {"redis": {"url": server.url, "usersSecretRef": {"name": "users"}}}
+    )
     got = condition({"status": result.status}, "Ready") or {}
     assert got.get("reason") == reason, got
     assert not result.permanent_failure  # fixing a Secret changes no watched object
@@ -387,7 +369,7 @@ def test_a_secret_in_an_error_text_is_redacted() -> None:
 
 
 async def every_branch(
-    server: RedisServer, api: kmock.KubernetesEmulator
+    server: RedisServer, api: kmock.KubernetesEmulator, kube: Kube
 ) -> tuple[list[tuple[str, str]], Result]:
     """Status collection (lag known and unknown, pending), a claim taken over, a scale-down
     of each service retiring a consumer with pending entries: three passes as
@@ -407,44 +389,33 @@ async def every_branch(
         KEYS.prefix + "operator:claim",
         json.dumps({"uid": "uid-gone", "namespace": NS, "name": "gone"}),
     )
-    kube = Kube.from_env()
     status: dict[str, Any] = {}
     passes = []
-    try:
-        for generation, replicas in ((1, 3), (2, 3), (3, 1)):
-            if generation == 2:
-                client.xdel(inbox, ids[4])  # Redis can no longer tell the lag: it is counted
-            result = await reconcile(
-                kube,
-                name="lib",
-                namespace=NS,
-                uid="uid-lib",
-                generation=generation,
-                spec_body={
-                    "redis": {"url": server.url, "usersSecretRef": {"name": "users"}},
-                    "lending": {"replicas": replicas},
-                },
-                status=status,
-                annotations={},
-                now=1_000_000.0 + generation,
-            )
-            status = result.status
-            reachable = condition({"status": status}, "RedisReachable") or {}
-            ready = condition({"status": status}, "Ready") or {}
-            passes.append((reachable.get("status", ""), ready.get("reason", "")))
-    finally:
-        await kube.close()
+    for generation, replicas in ((1, 3), (2, 3), (3, 1)):
+        if generation == 2:
+            client.xdel(inbox, ids[4])  # Redis can no longer tell the lag: it is counted
+        spec = {**users_spec(server), "lending": {"replicas": replicas}}
+        result = await one_pass(
+            kube, spec, generation=generation, status=status, now=1_000_000.0 + generation
+        )
+        status = result.status
+        reachable = condition({"status": status}, "RedisReachable") or {}
+        ready = condition({"status": status}, "Ready") or {}
+        passes.append((reachable.get("status", ""), ready.get("reason", "")))
     return passes, result
 
 
 @pytest.mark.parametrize("documented", [False, True], ids=["setup-role", "documented"])
 async def test_every_pass_branch_runs_under_the_operator_role(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer], documented: bool
+    api: kmock.KubernetesEmulator,
+    redis_factory: Callable[..., RedisServer],
+    documented: bool,
+    kube: Kube,
 ) -> None:
     """Every branch as bs-main-operator, with the rules ``bookstream setup --acl`` gives it
     and with only the documented ones; Redis' ACL LOG stays empty (nothing was refused)."""
     server = acl_redis(redis_factory, DOCUMENTED_ACL if documented else None)
-    passes, result = await every_branch(server, api)
+    passes, result = await every_branch(server, api, kube)
     assert passes == [("True", "WorkersNotReady")] * 3, passes
     assert result.status["lending"]["lagSource"] == "counted"
     retired = [e.message for e in result.events if e.reason == "ConsumersRetired"]
@@ -484,15 +455,18 @@ async def test_each_documented_right_is_needed(
     redis_factory: Callable[..., RedisServer],
     missing: str,
     rules: list[str],
+    kube: Kube,
 ) -> None:
     """operator/README.md: removing any one of the documented rights fails a branch."""
     server = acl_redis(redis_factory, rules)
-    passes, _ = await every_branch(server, api)
+    passes, _ = await every_branch(server, api, kube)
     assert any(p != ("True", "WorkersNotReady") for p in passes), f"{missing} is not needed"
 
 
 async def test_functions_setup_has_not_loaded_are_a_ready_reason_naming_setup(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+    api: kmock.KubernetesEmulator,
+    redis_factory: Callable[..., RedisServer],
+    kube: Kube,
 ) -> None:
     """The operator calls the core functions and may not load them (breaker: its EVAL
     could run any script): a Redis without them (never set up, restarted empty, set up by
@@ -506,21 +480,9 @@ async def test_functions_setup_has_not_loaded_are_a_ready_reason_naming_setup(
     inbox = KEYS.inbox("lending")
     client.xgroup_create(inbox, "lending", id="0", mkstream=True)
     client.function_flush()
-    kube = Kube.from_env()
 
     async def ready() -> dict[str, Any]:
-        result = await reconcile(
-            kube,
-            name="lib",
-            namespace=NS,
-            uid="uid-lib",
-            generation=1,
-            spec_body={"redis": {"url": server.url, "usersSecretRef": {"name": "users"}}},
-            status={},
-            annotations={},
-            now=1_000_000.0,
-        )
-        tools.validate_structural(tools.status_schema(), result.status)
+        result = await one_pass(kube, users_spec(server))
         assert not result.permanent_failure  # running setup changes no watched object
         return condition({"status": result.status}, "Ready") or {}
 
@@ -531,19 +493,16 @@ async def test_functions_setup_has_not_loaded_are_a_ready_reason_naming_setup(
             and "bookstream setup --library main" in got["message"]
         )
 
-    try:
-        # Taking over a stale claim needs bs1_compare_and_set: nothing claimed or applied.
-        assert missing("bs1_compare_and_set")(got := await ready()), got
-        assert find(api, "statefulsets", "lib-lending") is None
-        assert b"uid-gone" in (client.get(claim) or b"")
-        client.function_load(CoreFunctions.source)
-        assert (await ready()).get("reason") == "WorkersNotReady"
-        # Retiring lib-lending-1 (one replica) needs bs1_hand_over: it stays.
-        client.xadd(inbox, {"n": "1"})
-        client.xreadgroup("lending", f"{NS}.lib-lending-1", {inbox: ">"})
-        client.function_flush()
-        assert missing("bs1_hand_over")(got := await ready()), got
-        assert len(client.xinfo_consumers(inbox, "lending")) == 1
-    finally:
-        await kube.close()
+    # Taking over a stale claim needs bs1_compare_and_set: nothing claimed or applied.
+    assert missing("bs1_compare_and_set")(got := await ready()), got
+    assert find(api, "statefulsets", "lib-lending") is None
+    assert b"uid-gone" in (client.get(claim) or b"")
+    client.function_load(CoreFunctions.source)
+    assert (await ready()).get("reason") == "WorkersNotReady"
+    # Retiring lib-lending-1 (one replica) needs bs1_hand_over: it stays.
+    client.xadd(inbox, {"n": "1"})
+    client.xreadgroup("lending", f"{NS}.lib-lending-1", {inbox: ">"})
+    client.function_flush()
+    assert missing("bs1_hand_over")(got := await ready()), got
+    assert len(client.xinfo_consumers(inbox, "lending")) == 1
     assert client.acl_log() == []

@@ -20,7 +20,6 @@ import pytest
 import redis
 from bookstream_operator.claim import claim_key
 from bookstream_operator.kube import Kube
-from bookstream_operator.reconcile import reconcile
 from bookstream_operator.settings import OperatorConfig
 from bookstream_operator.status import status_patch
 
@@ -37,6 +36,7 @@ from tests.operator.kmock_env import (
     instance,
     li_status,
     no_finalizers,
+    one_pass,
     operator_requests,
     patch_li,
     play_statefulset_controller,
@@ -387,7 +387,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 async def test_every_status_reconcile_produces_fits_the_crd_and_leaves_no_stale_keys(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer], tmp_path: Path
+    api: kmock.KubernetesEmulator,
+    redis_factory: Callable[..., RedisServer],
+    tmp_path: Path,
+    kube: Kube,
 ) -> None:
     """Each branch of reconcile(), one after the other on one object, as the API stores it.
 
@@ -401,25 +404,21 @@ async def test_every_status_reconcile_produces_fits_the_crd_and_leaves_no_stale_
     client.xgroup_create(inbox, "lending", id="0", mkstream=True)
     ids = [client.xadd(inbox, {"n": str(i)}) for i in range(3)]
     client.xreadgroup("lending", f"{NS}.lib9-lending-0", {inbox: ">"}, count=1)
-    kube = Kube.from_env()
     stored: dict[str, Any] = {"kopf": {"progress": {}}}
     generation = 1
     seen_reasons: set[str] = set()
 
     async def step(spec: dict[str, Any], annotations: dict[str, str] | None = None) -> None:
         nonlocal stored
-        result = await reconcile(
+        result = await one_pass(
             kube,
+            spec,
             name="lib9",
-            namespace=NS,
-            uid="uid-lib9",
             generation=generation,
-            spec_body=spec,
             status=stored,
-            annotations=annotations or {},
+            annotations=annotations,
             now=1_000_000.0 + generation,
         )
-        tools.validate_structural(tools.status_schema(), result.status)
         patched = merge_patch(stored, status_patch(stored, result.status))
         assert patched == {**result.status, "kopf": stored["kopf"]}
         tools.validate_structural(tools.status_schema(), patched)
@@ -470,7 +469,6 @@ async def test_every_status_reconcile_produces_fits_the_crd_and_leaves_no_stale_
         "Conflict",
         "ApplyFailed",
     }, seen_reasons
-    await kube.close()
 
 
 async def test_stopping_mid_pass_stops_the_resync_before_closing_the_client(
@@ -478,6 +476,7 @@ async def test_stopping_mid_pass_stops_the_resync_before_closing_the_client(
     http: aiohttp.ClientSession,
     redis_factory: Callable[..., RedisServer],
     caplog: pytest.LogCaptureFixture,
+    kube: Kube,
 ) -> None:
     """The cleanup handler cancels the resync and its passes and waits for passes in change
     handlers before it closes the API client: nothing uses a closed client, nothing errs."""

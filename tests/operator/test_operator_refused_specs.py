@@ -22,11 +22,10 @@ import redis
 from bookstream_core import roles
 from bookstream_core.roles import ROLES
 from bookstream_operator.kube import Kube
-from bookstream_operator.reconcile import Result, reconcile
+from bookstream_operator.reconcile import Result
 from bookstream_operator.spec import ROLE_KEY, URL_QUERY
 
-from tests.deploy import tools
-from tests.operator.kmock_env import KEYS, NS, OTHER_NS, condition, find
+from tests.operator.kmock_env import KEYS, NS, OTHER_NS, condition, find, one_pass
 from tests.operator.test_operator_credentials import ROLE_PASSWORDS, secret, secret_requests
 
 if TYPE_CHECKING:
@@ -48,24 +47,6 @@ NOT_NAMES = [
 ]
 
 
-async def run(spec: dict[str, Any]) -> Result:
-    kube = Kube.from_env()
-    try:
-        return await reconcile(
-            kube,
-            name="lib",
-            namespace=NS,
-            uid="uid-lib",
-            generation=1,
-            spec_body=spec,
-            status={},
-            annotations={},
-            now=1_000_000.0,
-        )
-    finally:
-        await kube.close()
-
-
 def ready(result: Result) -> dict[str, Any]:
     return condition({"status": result.status}, "Ready") or {}
 
@@ -77,6 +58,7 @@ async def test_a_secret_name_that_is_no_name_is_refused_before_any_request(
     redis_factory: Callable[..., RedisServer],
     field: str,
     name: str,
+    kube: Kube,
 ) -> None:
     # The writer's Redis accepts exactly the victim's password: had the operator read the
     # victim, it would have logged in and written its claim there.
@@ -88,7 +70,7 @@ async def test_a_secret_name_that_is_no_name_is_refused_before_any_request(
         VICTIM, ROLE_PASSWORDS, ns=OTHER_NS
     )
     ref = {"name": name, "key": "lending"} if field == "passwordSecretRef" else {"name": name}
-    result = await run({"redis": {"url": server.url, field: ref}})
+    result = await one_pass(kube, {"redis": {"url": server.url, field: ref}})
     got = ready(result)
     assert got.get("reason") == "InvalidSpec", got
     assert f"spec.redis.{field}.name must be a Secret's name" in got["message"]
@@ -100,29 +82,29 @@ async def test_a_secret_name_that_is_no_name_is_refused_before_any_request(
 
 async def test_the_api_client_builds_no_path_from_a_name_that_is_no_name(
     api: kmock.KubernetesEmulator,
+    kube: Kube,
 ) -> None:
     """The last guard, whatever a caller passes: no request at all."""
-    kube = Kube.from_env()
-    try:
-        for name in NOT_NAMES:
-            with pytest.raises(ValueError, match="not a Kubernetes namespace and name"):
-                await kube.secret_labels(NS, name)
-            with pytest.raises(ValueError, match="not a Kubernetes namespace and name"):
-                await kube.secret_data(NS, name)
+    for name in NOT_NAMES:
         with pytest.raises(ValueError, match="not a Kubernetes namespace and name"):
-            await kube.secret_data(f"../{OTHER_NS}", VICTIM)
-        # A claim's holder comes from Redis: a name no object can have is no object.
-        assert await kube.instance_uid(NS, f"../../{OTHER_NS}/secrets/{VICTIM}") is None
-        assert await kube.instance_uid("?", "?") is None
-    finally:
-        await kube.close()
+            await kube.secret_labels(NS, name)
+        with pytest.raises(ValueError, match="not a Kubernetes namespace and name"):
+            await kube.secret_data(NS, name)
+    with pytest.raises(ValueError, match="not a Kubernetes namespace and name"):
+        await kube.secret_data(f"../{OTHER_NS}", VICTIM)
+    # A claim's holder comes from Redis: a name no object can have is no object.
+    assert await kube.instance_uid(NS, f"../../{OTHER_NS}/secrets/{VICTIM}") is None
+    assert await kube.instance_uid("?", "?") is None
     assert secret_requests(api) == []
     assert not [r for r in list(api) if "aiohttp" not in r.headers.get("User-Agent", "")]
 
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_password_reference_to_a_role_s_key_is_refused_before_any_request(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer], role: str
+    api: kmock.KubernetesEmulator,
+    redis_factory: Callable[..., RedisServer],
+    role: str,
+    kube: Kube,
 ) -> None:
     """The role Secret is labelled and in the namespace: only the key stands between a
     LibraryInstance's writer and a worker's password (which both worker sets would mount)."""
@@ -134,7 +116,7 @@ async def test_a_password_reference_to_a_role_s_key_is_refused_before_any_reques
         "main-users", ROLE_PASSWORDS
     )
     ref = {"name": "main-users", "key": role}
-    result = await run({"redis": {"url": server.url, "passwordSecretRef": ref}})
+    result = await one_pass(kube, {"redis": {"url": server.url, "passwordSecretRef": ref}})
     assert ready(result).get("reason") == "InvalidSpec"
     assert ready(result)["message"] == ROLE_KEY
     assert secret_requests(api) == []
@@ -144,7 +126,9 @@ async def test_a_password_reference_to_a_role_s_key_is_refused_before_any_reques
 
 
 async def test_a_url_with_a_query_reaches_no_redis(
-    api: kmock.KubernetesEmulator, redis_factory: Callable[..., RedisServer]
+    api: kmock.KubernetesEmulator,
+    redis_factory: Callable[..., RedisServer],
+    kube: Kube,
 ) -> None:
     """redis-py would connect to ?host=&port= while the status showed redis://localhost."""
     server = redis_factory(tcp=True)
@@ -156,7 +140,7 @@ async def test_a_url_with_a_query_reaches_no_redis(
         "main-users", ROLE_PASSWORDS
     )
     url = f"redis://?host=127.0.0.1&port={server.port}"
-    result = await run({"redis": {"url": url, "usersSecretRef": {"name": "main-users"}}})
+    result = await one_pass(kube, {"redis": {"url": url, "usersSecretRef": {"name": "main-users"}}})
     assert ready(result).get("reason") == "InvalidSpec"
     assert ready(result)["message"] == URL_QUERY
     assert secret_requests(api) == []
@@ -166,11 +150,12 @@ async def test_a_url_with_a_query_reaches_no_redis(
 
 @pytest.mark.parametrize("url", ["redis://[::1", "redis://[redis]:6379"])
 async def test_a_url_the_crd_admits_but_no_client_can_parse_is_an_invalid_spec(
-    api: kmock.KubernetesEmulator, url: str
+    api: kmock.KubernetesEmulator,
+    url: str,
+    kube: Kube,
 ) -> None:
     """It raised a bare ValueError on every pass: no status was ever written."""
-    result = await run({"redis": {"url": url}})
-    tools.validate_structural(tools.status_schema(), result.status)
+    result = await one_pass(kube, {"redis": {"url": url}})
     assert ready(result).get("reason") == "InvalidSpec"
     assert ready(result)["message"].startswith("spec.redis.url is not a valid URL: ")
     assert result.permanent_failure

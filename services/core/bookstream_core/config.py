@@ -208,24 +208,28 @@ def add_redis_arguments(parser: argparse.ArgumentParser, *, client: bool = True)
     table.add_options(group, table.rows("redis", "client") if client else table.rows("redis"))
 
 
+#: What one setting gave: its text (None if not given) and the name it was given under.
+Given = tuple[str | None, str]
+
+
+def one_of(
+    first: str, second: str, args: argparse.Namespace | None, env: Mapping[str, str]
+) -> tuple[Given, Given]:
+    """Two settings that say one thing two ways (a URL or an address; a password or a
+    password file): either given as an option beats both variables, and two given the
+    same way (two options, or two variables) conflict."""
+    given = (table.raw(first, args, {}), table.raw(second, args, {}))
+    if given[0][0] is None and given[1][0] is None:
+        given = (table.raw(first, None, env), table.raw(second, None, env))
+    (one, one_name), (other, other_name) = given
+    if one is not None and other is not None:
+        raise ConfigError(f"give either {one_name} or {other_name}, not both")
+    return given
+
+
 def redis_settings_from(args: argparse.Namespace | None, env: Mapping[str, str]) -> RedisSettings:
-    # An option names the server outright; only without one do the variables count.
-    url, url_name = table.raw("redis", args, {})
-    address, address_name = table.raw("address", args, {})
-    if url is None and address is None:
-        url, url_name = table.raw("redis", None, env)
-        address, address_name = table.raw("address", None, env)
-    if url is not None and address is not None:
-        raise ConfigError(f"give either {url_name} or {address_name}, not both")
-    # Likewise a password, or a password file, given as an option wins over either one
-    # given as a variable; only two given the same way conflict.
-    password, password_name = table.raw("password", args, {})
-    password_file, file_name = table.raw("password_file", args, {})
-    if password is None and password_file is None:
-        password, password_name = table.raw("password", None, env)
-        password_file, file_name = table.raw("password_file", None, env)
-    if password is not None and password_file is not None:
-        raise ConfigError(f"give either {password_name} or {file_name}, not both")
+    (url, url_name), (address, address_name) = one_of("redis", "address", args, env)
+    (password, _), (password_file, _) = one_of("password", "password_file", args, env)
     tls = {key: table.raw(key, args, env) for key in ("ssl", "tls_ca", "tls_cert", "tls_key")}
     try:
         return build_redis_settings(

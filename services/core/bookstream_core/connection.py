@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
@@ -64,6 +64,43 @@ def resolve_url(settings: RedisSettings) -> str:
     return settings.url
 
 
+def connection_arguments(settings: RedisSettings, url: str) -> dict[str, object]:
+    """What every connection to the Redis ``settings`` name carries, whoever opens it
+    (clients, workers, the operator): who it authenticates as (a password file read again
+    for every new connection), its database, and for ``rediss://`` the TLS files."""
+    kwargs: dict[str, object] = {}
+    if settings.password_file is not None:
+        kwargs["credential_provider"] = FileCredentials(settings.user, settings.password_file)
+    else:
+        if settings.user is not None:
+            kwargs["username"] = settings.user
+        if settings.password is not None:
+            kwargs["password"] = settings.password
+    if settings.db is not None:
+        kwargs["db"] = settings.db
+    if url.startswith("rediss://"):
+        # TLSConnection makes its own context from these; spelled out all the same, so
+        # that redis-py's context would verify too if its hook were not called.
+        kwargs["ssl_cert_reqs"] = "required"
+        kwargs["ssl_check_hostname"] = True
+        kwargs["ssl_ca_certs"] = settings.tls_ca  # None: the system's CAs
+        kwargs["ssl_certfile"] = settings.tls_cert
+        kwargs["ssl_keyfile"] = settings.tls_key
+    return kwargs
+
+
+P = TypeVar("P", bound=aioredis.ConnectionPool)
+
+
+def connection_pool(settings: RedisSettings, url: str, pool_class: type[P], **options: object) -> P:
+    """A pool of connections to ``url`` with ``connection_arguments`` and ``options``."""
+    pool = pool_class.from_url(url, **connection_arguments(settings, url), **options)
+    if url.startswith("rediss://"):
+        # Set after from_url, whose URL parsing picks redis-py's own class for rediss://.
+        pool.connection_class = TLSConnection
+    return pool
+
+
 def connect(
     settings: RedisSettings,
     *,
@@ -92,29 +129,14 @@ def connect(
         kwargs["socket_connect_timeout"] = timeout
     if not url.startswith("unix://"):
         kwargs["socket_keepalive"] = True  # notice a dead peer on a TCP connection
-    if settings.password_file is not None:
-        kwargs["credential_provider"] = FileCredentials(settings.user, settings.password_file)
-    else:
-        if settings.user is not None:
-            kwargs["username"] = settings.user
-        if settings.password is not None:
-            kwargs["password"] = settings.password
-    if settings.db is not None:
-        kwargs["db"] = settings.db
-    if url.startswith("rediss://"):
-        # TLSConnection makes its own context from these; spelled out all the same, so
-        # that redis-py's context would verify too if its hook were not called.
-        kwargs["ssl_cert_reqs"] = "required"
-        kwargs["ssl_check_hostname"] = True
-        kwargs["ssl_ca_certs"] = settings.tls_ca  # None: the system's CAs
-        kwargs["ssl_certfile"] = settings.tls_cert
-        kwargs["ssl_keyfile"] = settings.tls_key
     # A blocking pool: past max_connections a caller waits for a free connection instead
     # of failing with "Too many connections" (a client may run thousands of tasks).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=None, **kwargs
+    pool = connection_pool(
+        settings,
+        url,
+        aioredis.BlockingConnectionPool,
+        max_connections=max_connections,
+        timeout=None,
+        **kwargs,
     )
-    if url.startswith("rediss://"):
-        # Set after from_url, whose URL parsing picks redis-py's own class for rediss://.
-        pool.connection_class = TLSConnection
     return aioredis.Redis.from_pool(pool)

@@ -17,8 +17,8 @@ from typing import Literal
 ENV_PREFIX = "BOOKSTREAM_"
 
 Kind = Literal["text", "int", "seconds", "flag", "choice"]
-#: Which parsers list a setting: every command that talks to Redis, the workers (all or
-#: only lending's), or none (a variable only).
+#: Which parsers list a setting (``USED_BY``): every command that talks to Redis, the
+#: workers (all or only lending's), or none (a variable only).
 Scope = Literal["redis", "client", "worker", "lending", "lending_worker", "embedded"]
 
 
@@ -39,6 +39,9 @@ class Setting:
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    #: Who takes it besides its scope's programs: commands (``info``) that list its option
+    #: although they are not "commands" (USED_BY), or ``operator`` (the variable only).
+    also: tuple[str, ...] = ()
 
     @property
     def variable(self) -> str:
@@ -65,28 +68,37 @@ SETTINGS: tuple[Setting, ...] = (
     _s("address", ("-a", "--address"), "REDIS_ADDRESS", "host[:port] or a unix socket path",
        "redis", metavar="ADDR"),
     _s("db", ("--db",), "REDIS_DB", "database number", "redis", kind="int", minimum=0,
-       metavar="N"),
+       metavar="N",
+       also=("bench",)),
     _s("redis_user", ("--user",), "REDIS_USER",
        "Redis ACL user, e.g. bs-main-client from `bookstream setup --acl` (default: the "
-       "default user)", "redis", metavar="NAME"),
+       "default user)", "redis", metavar="NAME",
+       also=("bench",)),
     _s("password", ("--password",), "REDIS_PASSWORD", "Redis password (prefer --password-file)",
-       "redis", metavar="P"),
+       "redis", metavar="P",
+       also=("bench",)),
     _s("password_file", ("--password-file",), "REDIS_PASSWORD_FILE",
        "a file holding the Redis password, read again for every new connection (a rotated "
-       "password is picked up)", "redis", metavar="PATH"),
+       "password is picked up)", "redis", metavar="PATH",
+       also=("bench",)),
     _s("ssl", ("--ssl",), "REDIS_SSL",
        "use TLS (as rediss:// does); the server's certificate and host name are always "
-       "verified", "redis", kind="flag"),
+       "verified", "redis", kind="flag",
+       also=("bench",)),
     _s("tls_ca", ("--tls-ca",), "REDIS_TLS_CA",
        "CA certificates (PEM) the server's certificate must chain to (default: the "
-       "system's CAs)", "redis", metavar="PATH"),
+       "system's CAs)", "redis", metavar="PATH",
+       also=("bench", "operator")),
     _s("tls_cert", ("--tls-cert",), "REDIS_TLS_CERT",
        "client certificate (PEM) for a Redis that asks for one; needs --tls-key", "redis",
-       metavar="PATH"),
+       metavar="PATH",
+       also=("bench", "operator")),
     _s("tls_key", ("--tls-key",), "REDIS_TLS_KEY",
-       "the client certificate's private key (PEM, unencrypted)", "redis", metavar="PATH"),
+       "the client certificate's private key (PEM, unencrypted)", "redis", metavar="PATH",
+       also=("bench", "operator")),
     _s("library", ("--library",), "LIBRARY",
-       "library namespace; every key carries {NAME}", "redis", default="main", metavar="NAME"),
+       "library namespace; every key carries {NAME}", "redis", default="main", metavar="NAME",
+       also=("info", "acl")),
     _s("timeout", ("--timeout",), "TIMEOUT",
        "seconds to wait for Redis, and for an outcome", "client", kind="seconds",
        default="10", metavar="S"),
@@ -107,20 +119,24 @@ SETTINGS: tuple[Setting, ...] = (
        "its probes and Prometheus", "worker", default="127.0.0.1", metavar="ADDR"),
     _s("log_format", ("--log-format",), "LOG_FORMAT",
        "console (readable lines) or json (one object per line)", "worker", kind="choice",
-       choices=("console", "json"), default="console"),
+       choices=("console", "json"), default="console",
+       also=("operator",)),
     _s("log_level", ("--log-level",), "LOG_LEVEL",
        "info logs one line per outcome; warning for benchmarks", "worker", kind="choice",
-       choices=("debug", "info", "warning", "error"), default="info"),
+       choices=("debug", "info", "warning", "error"), default="info",
+       also=("operator",)),
     _s("user_limit", ("--user-limit",), "USER_LIMIT", "books one user may hold", "lending",
        kind="int", minimum=1, default="5", metavar="N"),
     _s("storage_capacity", ("--storage-capacity",), "STORAGE_CAPACITY",
        "automated storage capacity", "lending", kind="int", minimum=0, default="20",
        metavar="N"),
     _s("batch_size", ("--batch-size",), "BATCH_SIZE", "entries read and applied per call",
-       "worker", kind="int", minimum=1, default="200", metavar="N"),
+       "worker", kind="int", minimum=1, default="200", metavar="N",
+       also=("bench",)),
     _s("in_flight", ("--in-flight",), "IN_FLIGHT",
        "batches one worker has applying at once: Redis works on the next while the worker "
-       "accounts for the last", "worker", kind="int", minimum=1, default="3", metavar="N"),
+       "accounts for the last", "worker", kind="int", minimum=1, default="3", metavar="N",
+       also=("bench",)),
     _s("claim_idle_ms", ("--claim-idle-ms",), "CLAIM_IDLE_MS",
        "claim entries idle this long from any consumer", "worker", kind="int", minimum=1,
        default="10000", metavar="MS"),
@@ -129,7 +145,8 @@ SETTINGS: tuple[Setting, ...] = (
        default="5", metavar="N"),
     _s("retention", ("--retention",), "RETENTION_S",
        "seconds outcomes and idempotency records are kept: how long a client may resubmit "
-       "an id", "worker", kind="int", minimum=1, default="86400", metavar="S"),
+       "an id", "worker", kind="int", minimum=1, default="86400", metavar="S",
+       also=("bench",)),
     _s("request_deadline", ("--request-deadline",), "REQUEST_DEADLINE_S",
        "seconds a request may wait for Shelving before it is denied (shelving_timeout) and "
        "its books go back", "lending_worker", kind="int", minimum=1, default="300", metavar="S"),
@@ -234,15 +251,48 @@ def flag(key: str, args: argparse.Namespace | None, env: Mapping[str, str]) -> b
 
 
 PIPE = "\\|"
-#: Who takes a setting, in the README's words.
-USED_BY: dict[Scope, str] = {
-    "redis": "commands, workers",
-    "client": "commands",
-    "worker": "workers",
-    "lending": "Lending workers, `audit`",
-    "lending_worker": "Lending workers",
-    "embedded": "the embedded Redis",
+#: The programs the README's words for a setting's users stand for (a test holds every
+#: parser to them): "commands" are those that talk to the Redis they are told of, each
+#: worker program is a worker (``serve`` runs one of each service).
+COMMANDS = ("request", "return", "outcome", "status", "audit", "dead-letters", "setup")
+WORKERS = ("bookstream-lending", "bookstream-shelving", "serve")
+LENDING_WORKERS = ("bookstream-lending", "serve")
+#: Who takes a setting, in the README's words, and the programs whose options list it.
+USED_BY: dict[Scope, tuple[str, tuple[str, ...]]] = {
+    "redis": ("commands, workers", COMMANDS + WORKERS),
+    "client": ("commands", COMMANDS),
+    "worker": ("workers", WORKERS),
+    "lending": ("Lending workers, `audit`", (*LENDING_WORKERS, "audit")),
+    "lending_worker": ("Lending workers", LENDING_WORKERS),
+    # A variable only, read by whatever starts the embedded Redis.
+    "embedded": ("the embedded Redis", ()),
 }
+#: The operator reads a setting's variable only; it has no options.
+OPERATOR = "operator"
+
+
+def takers(s: Setting) -> tuple[str, ...]:
+    """The programs whose options list the setting."""
+    return USED_BY[s.scope][1] + tuple(a for a in s.also if a != OPERATOR)
+
+
+def _used_by(s: Setting) -> str:
+    words = [USED_BY[s.scope][0]]
+    words += [f"`{a}`" for a in s.also if a != OPERATOR]
+    words += ["the operator (variable)"] if OPERATOR in s.also else []
+    return ", ".join(words)
+
+
+def _legend() -> str:
+    def names(programs: tuple[str, ...]) -> str:
+        return ", ".join(f"`{p}`" for p in programs)
+
+    return (
+        f"*commands*: {names(COMMANDS)}; *workers*: {names(WORKERS)}; *Lending workers*: "
+        f"{names(LENDING_WORKERS)}. `info` and `acl` take only `--library`; `demo` and "
+        "`bench` name a Redis only with their own `--redis` option (never a variable: each "
+        "empties a library on it)."
+    )
 
 
 def markdown_table() -> str:
@@ -258,5 +308,5 @@ def markdown_table() -> str:
             value = PIPE.join(s.choices) if s.choices else s.metavar
             arg = f" {value}" if s.kind != "flag" else ""
             option = "`" + "/".join(s.flags) + arg + "`"
-        lines.append(f"| {option} | `{s.variable}` | {USED_BY[s.scope]} | {s.describe()} |")
-    return "\n".join(lines)
+        lines.append(f"| {option} | `{s.variable}` | {_used_by(s)} | {s.describe()} |")
+    return "\n".join([*lines, "", _legend()])

@@ -111,12 +111,78 @@ def diagnose(exc: BaseException, settings: RedisSettings) -> str | None:
     untrusted, after the handshake, and a client that has already sent its first command
     may see only the connection reset, not the refusal."""
     found = _ssl_error(exc)
-    if found is not None and not isinstance(found, CLOSED):
-        return _explain(found, settings)
     url = settings.url or ""
+    if found is not None and not isinstance(found, CLOSED):
+        if found.reason in NOT_TLS and _speaks_plain(url):
+            return _wrong_scheme(exc, settings)
+        return _explain(found, settings)
     if url.startswith("rediss://") and _cut_off(exc):
         found = _listen(url, settings) or found
+    if found is None and _mismatch(url, exc):
+        return _wrong_scheme(exc, settings)
     return None if found is None else _explain(found, settings)
+
+
+#: OpenSSL's words when the peer's first bytes are no TLS record (a plain Redis's reply).
+NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+           "UNKNOWN_PROTOCOL", "HTTP_REQUEST")  # fmt: skip
+
+
+def _mismatch(url: str, exc: BaseException) -> bool:
+    """A plain connection cut off or left unanswered by a server that speaks TLS, or a TLS
+    one by a server that speaks plain RESP (asked of the server, blocking up to LISTEN_S):
+    the error alone (a reset, a timeout) says nothing of TLS."""
+    if not (_cut_off(exc) or any("Timeout" in type(e).__name__ for e in _chain(exc))):
+        return False
+    if url.startswith("redis://"):
+        return _speaks_tls(url)
+    return url.startswith("rediss://") and _speaks_plain(url)
+
+
+def _wrong_scheme(exc: BaseException, settings: RedisSettings) -> str:
+    where = settings.describe()
+    if (settings.url or "").startswith("rediss://"):
+        return (
+            f"cannot reach Redis at {where}: {exc} (is the server not using TLS? it answers "
+            "plain RESP there: use redis://, without --ssl and the --tls-* options)"
+        )
+    return (
+        f"cannot reach Redis at {where}: {exc} (is the server using TLS? it answers a TLS "
+        "handshake there: use rediss:// (or --ssl) and --tls-ca for a private CA)"
+    )
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "localhost", parts.port or 6379
+
+
+def _speaks_tls(url: str) -> bool:
+    """Whether the server answers a TLS handshake. Nothing is sent but the handshake, so
+    the server's certificate need not be trusted here: only whether it speaks TLS."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection(_address(url), timeout=LISTEN_S) as raw,
+            context.wrap_socket(raw) as _,
+        ):
+            return True
+    except ssl.SSLError as exc:  # an alert is TLS too (a client certificate required)
+        return "ALERT" in str(exc.reason or "")
+    except OSError:
+        return False
+
+
+def _speaks_plain(url: str) -> bool:
+    """Whether the server answers a plain PING (any RESP reply: +PONG, -NOAUTH...)."""
+    try:
+        with socket.create_connection(_address(url), timeout=LISTEN_S) as raw:
+            raw.sendall(b"PING\r\n")
+            return raw.recv(1)[:1] in (b"+", b"-")
+    except OSError:
+        return False
 
 
 #: A TLS connection closed without a reason.
@@ -130,12 +196,11 @@ def _cut_off(exc: BaseException) -> bool:
 
 def _listen(url: str, settings: RedisSettings) -> ssl.SSLError | None:
     """Connect, send nothing, and wait for the server's alert, if it sends one."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
+    host, port = _address(url)
     try:
         context = client_context(settings.tls_ca, settings.tls_cert, settings.tls_key)
         with (
-            socket.create_connection((host, parts.port or 6379), timeout=LISTEN_S) as raw,
+            socket.create_connection((host, port), timeout=LISTEN_S) as raw,
             context.wrap_socket(raw, server_hostname=host) as tls,
         ):
             tls.recv(1)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import (
+    EventBase,
     FetchEvent,
     ReshelveEvent,
     UnfetchEvent,
@@ -18,6 +22,45 @@ from bookstream_core.service import InvalidEvent, decode_event
 from bookstream_core.types import ServiceName
 
 from bookstream_shelving.functions import ShelvingCall, ShelvingFunctions
+
+
+class Kind(NamedTuple):
+    """How Shelving takes one event kind."""
+
+    #: What its apply call passes on: the event's own id, the fetch it names ('' but for
+    #: an unfetch, the one kind naming another event) and its books.
+    arguments: Callable[[Any], tuple[str, str, list[str]]]
+    #: Why a producer's event of this kind is refused ('' if it is not). Lending names a
+    #: request's fetch "<id>:fetch" and its cancellation "<id>:unfetch"; holding every
+    #: producer to that lets a forged fetch be undone (lending.lua).
+    refusal: Callable[[Any], str]
+
+
+def _own(event: Any) -> tuple[str, str, list[str]]:
+    return event.event_id, "", event.books
+
+
+def _accepted(event: Any) -> str:
+    return ""
+
+
+#: Shelving's event kinds, one row each; shelving.lua's HANDLERS has the same kinds, and
+#: a new kind is a row in each.
+ARGUMENTS: dict[type[EventBase], Kind] = {
+    FetchEvent: Kind(
+        _own,
+        lambda e: "" if e.event_id == f"{e.id}:fetch" else f"a fetch's eid must be {e.id}:fetch",
+    ),
+    ReshelveEvent: Kind(_own, _accepted),
+    UnfetchEvent: Kind(
+        lambda e: (e.event_id, e.fetch, e.books),
+        lambda e: (
+            ""
+            if (e.fetch, e.event_id) == (f"{e.id}:fetch", f"{e.id}:unfetch")
+            else "an unfetch must name its request's fetch"
+        ),
+    ),
+}
 
 
 class ShelvingService:
@@ -40,14 +83,9 @@ class ShelvingService:
 
     def decode(self, stream: str, payload: bytes) -> object:
         event = decode_event(shelving_decoder, payload, self.library)
-        # Lending names a request's fetch "<id>:fetch" and its cancellation "<id>:unfetch";
-        # holding every producer to that lets a forged fetch be undone (lending.lua).
-        if isinstance(event, FetchEvent) and event.event_id != f"{event.id}:fetch":
-            raise InvalidEvent(f"invalid_event: a fetch's eid must be {event.id}:fetch")
-        if isinstance(event, UnfetchEvent) and (
-            event.fetch != f"{event.id}:fetch" or event.event_id != f"{event.id}:unfetch"
-        ):
-            raise InvalidEvent("invalid_event: an unfetch must name its request's fetch")
+        refusal = ARGUMENTS[type(event)].refusal(event)
+        if refusal:
+            raise InvalidEvent(f"invalid_event: {refusal}")
         return event
 
     def guard_key(self, request_id: str) -> str:
@@ -59,13 +97,10 @@ class ShelvingService:
     async def apply(self, stream: str, batch: list[tuple[bytes, object]]) -> None:
         events: list[ShelvingCall] = []
         for entry_id, event in batch:
-            assert isinstance(event, FetchEvent | ReshelveEvent | UnfetchEvent)
-            # The kinds are shelving.lua's HANDLERS; only an unfetch names another event.
-            fetch = event.fetch if isinstance(event, UnfetchEvent) else ""
+            assert isinstance(event, EventBase)
+            event_id, fetch, books = ARGUMENTS[type(event)].arguments(event)
             events.append(
-                ShelvingCall(
-                    entry_id, event_type(event), event.id, event.event_id, fetch, event.books
-                )
+                ShelvingCall(entry_id, event_type(event), event.id, event_id, fetch, books)
             )
         rows = await self.functions.apply(self.settings.runtime, events)
         m, tally = self.metrics, Tally(self.metrics)

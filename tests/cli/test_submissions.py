@@ -1,0 +1,52 @@
+"""What a user submits is one table (``submissions.KINDS``): the CLI's subcommands, its
+dispatch and the demo all read it, so a new kind is one row there."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from bookstream.client import AsyncClient
+from bookstream.parser import build_parser
+from bookstream.render import DETAILS
+from bookstream.submissions import KINDS
+from bookstream_core.events import SUBMISSIONS
+
+from tests.conftest import RedisServer, WorkerProcess, run_cli
+
+
+def test_the_kinds_are_the_wire_contracts_submissions() -> None:
+    assert set(KINDS) == set(SUBMISSIONS) == set(DETAILS)
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    for kind, row in KINDS.items():
+        assert sub.choices[kind].description == row.description
+
+
+async def test_each_kinds_calls_submit_an_event_of_that_kind(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker("lending", redis_server, library="kinds")
+    start_worker("shelving", redis_server, library="kinds")
+    async with AsyncClient(redis_server.url, "kinds") as client:
+        for kind, row in KINDS.items():
+            waited = await row.wait(client, "u1", ["geb"], request_id=f"{kind}-1", timeout=10)
+            assert (waited.kind, waited.request_id, waited.ok) == (kind, f"{kind}-1", True)
+            rid = await row.submit(client, "u1", ["geb"], request_id=f"{kind}-2")
+            assert (await client.outcome(rid, 10)).kind == kind
+
+
+def test_the_cli_dispatches_each_kind_through_the_table(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    start_worker("lending", redis_server)
+    start_worker("shelving", redis_server)
+    for kind in KINDS:
+        done = run_cli(bookstream_env, kind, "u1", "geb", server=redis_server)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"{kind} "), done.stdout
+        rid = run_cli(bookstream_env, kind, "u1", "geb", "--no-wait", server=redis_server)
+        assert rid.returncode == 0, rid.stderr
+        outcome = run_cli(bookstream_env, "outcome", rid.stdout.strip(), server=redis_server)
+        assert outcome.stdout.startswith(f"{kind} {rid.stdout.strip()}"), outcome.stdout

@@ -1,0 +1,62 @@
+"""The settings table's "for" column is exact: every parser lists precisely the table's
+options the table says it takes, and a command's --help names only variables it reads."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from bookstream.parser import build_parser
+from bookstream_core.config import add_worker_arguments
+from bookstream_core.settings import SETTINGS, markdown_table, takers
+
+
+def _leaves(
+    parser: argparse.ArgumentParser, name: str = ""
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every subcommand's parser; a nested one (dead-letters list) under its command's name."""
+    found: list[tuple[str, argparse.ArgumentParser]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, child in action.choices.items():
+                found += _leaves(child, name or sub)
+    return found or [(name, parser)]
+
+
+def _all_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    found = _leaves(build_parser())
+    for service in ("lending", "shelving"):
+        worker = argparse.ArgumentParser()
+        add_worker_arguments(worker, (service,))  # type: ignore[arg-type]
+        found.append((f"bookstream-{service}", worker))
+    return found
+
+
+def _table_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The table's settings a parser lists: their help names their variable."""
+    helps = [a.help or "" for a in parser._actions]
+    return {s.key for s in SETTINGS if any(h.endswith(f"[{s.variable}]") for h in helps)}
+
+
+@pytest.mark.parametrize(("name", "parser"), _all_parsers())
+def test_each_parser_lists_what_the_for_column_says(
+    name: str, parser: argparse.ArgumentParser
+) -> None:
+    expected = {s.key for s in SETTINGS if s.flags and name in takers(s)}
+    assert _table_options(parser) == expected, name
+
+
+def test_the_demo_help_names_no_variable_it_ignores() -> None:
+    """The demo reads only its own --redis (and the embedded Redis' own variables)."""
+    (demo,) = [p for name, p in _all_parsers() if name == "demo"]
+    text = demo.format_help()
+    for s in SETTINGS:
+        if s.scope != "embedded":
+            assert f"[{s.variable}]" not in text, s.variable
+    assert "--redis URL" in text and "BOOKSTREAM_REDIS" not in text
+
+
+def test_the_legend_names_every_program_of_the_for_column() -> None:
+    table = markdown_table()
+    for name in {n for s in SETTINGS for n in takers(s)}:
+        assert f"`{name}`" in table, name
