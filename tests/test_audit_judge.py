@@ -334,13 +334,13 @@ def pending_entry(lib: Library) -> list[str]:
     event = {"v": SCHEMA_VERSION, "type": "return", "id": "read-1", "user": "u1", "books": ["a"]}
     lib.r.xadd(LENDING_INBOX, {"e": json.dumps(event)})
     lib.r.xreadgroup("lending", "ghost", {LENDING_INBOX: ">"}, count=1)  # read, never acked
-    return [f"group 'lending' on {LENDING_INBOX} has 1 pending entries"]
+    return [f"group 'lending' on {LENDING_INBOX} has 1 pending entry"]
 
 
 def unread_entry(lib: Library) -> list[str]:
     event = {"v": SCHEMA_VERSION, "type": "reshelve", "id": "x", "eid": "x:1", "books": ["h"]}
     lib.r.xadd(SHELVING_INBOX, {"e": json.dumps(event)})
-    return [f"group 'shelving' on {SHELVING_INBOX} has 1 entries not yet read"]
+    return [f"group 'shelving' on {SHELVING_INBOX} has 1 entry not yet read"]
 
 
 def two_outcomes_for_one_request(lib: Library) -> list[str]:

@@ -29,6 +29,8 @@ from bookstream_core.types import text
 from bookstream_lending.views import BookStatus, LendingView
 from bookstream_shelving.views import ShelvingView
 
+from bookstream.render import counted
+
 
 @dataclass
 class AuditReport:
@@ -126,7 +128,7 @@ async def audit(
     # 3
     if len(storage) > storage_capacity:
         v.append(
-            f"the automated storage holds {len(storage)} books, "
+            f"the automated storage holds {counted(len(storage), 'book')}, "
             f"over its capacity of {storage_capacity}"
         )
 
@@ -153,9 +155,8 @@ async def audit(
         and (waiting := int(await r.llen(keys.submissions)))
     ):
         v.append(
-            f"{keys.submissions} holds {waiting} "
-            f"submission{'' if waiting == 1 else 's'} no lending worker has admitted yet: "
-            "start one (bookstream serve) or wait for it"
+            f"{keys.submissions} holds {counted(waiting, 'submission')} no lending worker "
+            "has admitted yet: start one (bookstream serve) or wait for it"
         )
     for service, inbox in ((s, stream) for s in SERVICES for stream in keys.streams(s)):
         if not await r.exists(inbox) or not await typed(r, inbox, "stream", v):
@@ -167,16 +168,19 @@ async def audit(
             # The group is made by the first worker: whatever the stream holds, no worker
             # of this library ever read it.
             v.append(
-                f"{inbox} holds {length} entries but no {service} worker ever read it "
+                f"{inbox} holds {counted(length, 'entry', 'entries')} but no {service} worker "
+                "ever read it "
                 f"(no group {keys.group(service)!r}): start one (bookstream serve)"
             )
         for group in groups:
             name = group["name"].decode()
             if int(group["pending"]):
-                v.append(f"group {name!r} on {inbox} has {group['pending']} pending entries")
+                pending = counted(int(group["pending"]), "pending entry", "pending entries")
+                v.append(f"group {name!r} on {inbox} has {pending}")
             lag = await backlog(r, inbox, group)
             if lag != 0:
-                v.append(f"group {name!r} on {inbox} has {lag} entries not yet read")
+                unread = f"{counted(lag, 'entry', 'entries')}" if lag is not None else "entries"
+                v.append(f"group {name!r} on {inbox} has {unread} not yet read")
 
     # The library's records survive only if Redis never evicts them.
     if (problem := eviction_problem(await eviction_policy(r))) is not None:

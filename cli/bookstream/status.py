@@ -15,6 +15,8 @@ from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
 from redis.exceptions import ResponseError
 
+from bookstream.render import counted
+
 
 def _age_ms(entry_id: str | None) -> int | None:
     if not entry_id:
@@ -108,11 +110,12 @@ def render_status(status: dict[str, object]) -> str:
     lines = [f"library {status['library']}"]
     totals = status["totals"]
     assert isinstance(totals, dict)
+    borrowers = counted(int(totals["borrowers"]), "user")
     lines.append(
-        "  books lent {books_lent} to {borrowers} users; {in_storage} in the automated storage; "
+        "  books lent {books_lent} to {borrowers}; {in_storage} in the automated storage; "
         "{reserved_for_requests} reserved and {being_fetched} being fetched for requests in "
         "flight; "
-        "{off_shelf} off the shelves".format(**totals)
+        "{off_shelf} off the shelves".format(**{**totals, "borrowers": borrowers})
     )
     redis_info = status.get("redis")
     if isinstance(redis_info, dict):

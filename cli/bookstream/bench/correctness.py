@@ -16,6 +16,7 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream.audit import audit
 from bookstream.bench import library
 from bookstream.bench.workload import Event
+from bookstream.render import counted
 
 CHUNK = 5_000
 
@@ -66,7 +67,8 @@ async def check(
     verdict.missing_outcomes = len(missing)
     if missing:
         verdict.violations.append(
-            f"{len(missing)} requests have no outcome (first: {', '.join(missing[:5])})"
+            f"{counted(len(missing), 'request')} without an outcome "
+            f"(first: {', '.join(missing[:5])})"
         )
     for service in SERVICES:
         verdict.dead_letters += int(await r.xlen(keys.dead_letters(service)))

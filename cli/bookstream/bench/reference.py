@@ -26,6 +26,7 @@ from redis.connection import parse_url
 
 from bookstream.bench import library, measure
 from bookstream.errors import BenchFailed
+from bookstream.render import counted
 
 REF_LIBRARY = "benchref"
 
@@ -124,7 +125,8 @@ async def run_reference(
         raise BenchFailed(f"redis-benchmark failed: {done.stderr.strip()[-500:]}")
     if applied < calls // 2:  # each call pages one book: a fetch per (non-duplicate) call
         raise BenchFailed(
-            f"redis-benchmark's calls did not apply ({applied} fetches for {calls} calls): "
+            "redis-benchmark's calls did not apply "
+            f"({counted(applied, 'fetch', 'fetches')} for {counted(calls, 'call')}): "
             f"{done.stdout.strip()[-300:]} {done.stderr.strip()[-300:]}"
         )
     return Reference(_parse_rps(done.stdout), argv, calls, pipeline, clients, round(cpu_us, 1))

@@ -99,8 +99,9 @@ class UnfetchedEvent(EventBase, tag="unfetched", frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
-#: What clients submit, by kind: a new kind (a hold, a renewal) is a row here, a row in
-#: Lending's ARGUMENTS and HANDLERS, and its lines in the CLI's render table.
+#: What clients submit, by kind: a new kind (a hold, a renewal) is a row here (the door
+#: takes its kinds and fields from it), a row in Lending's ARGUMENTS and HANDLERS, and in
+#: the CLI's submissions.KINDS and render table (docs/design.md, "Adding an event kind").
 Submission = RequestEvent | ReturnEvent
 SUBMISSIONS: dict[str, type[Submission]] = {"request": RequestEvent, "return": ReturnEvent}
 
