@@ -83,7 +83,9 @@ def _someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
         found is not None
         and found.status == "rejected"
         and mine is not None
-        and found.submission not in (None, mine)
+        # A rejection naming no submission is of an entry Redis cut (over the bounds), which
+        # the door never lets through: never this client's own (breaker: an oversized twin).
+        and found.submission != mine
     )
 
 

@@ -187,6 +187,43 @@ def test_a_malformed_twin_set_aside_first_is_not_the_client_s_outcome(
     assert audit.returncode == 0, audit.stdout
 
 
+def test_an_oversized_twin_s_rejection_is_not_the_client_s_outcome(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """Breaker: a twin over the entry bound is cut in Redis, so its `rejected` outcome
+    names no submission, and the client took a rejection naming none for its own (REJECTED,
+    exit 1, while its request was then accepted). Here the twin is set aside as a worker
+    does (bs1_dead_letter, no digest) while the client's own submission waits."""
+    r = redis_server.client()
+    lending = start_worker("lending", redis_server)
+    start_worker("shelving", redis_server)
+    lending.process.send_signal(signal.SIGSTOP)
+    try:
+        client = subprocess.Popen(
+            [str(VENV_BIN / "bookstream"), "request", "t2", "tw2", "--request-id", "T2",
+             "--json", "--timeout", "30", "--redis", redis_server.url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bookstream_env,
+        )  # fmt: skip
+        wait_for(lambda: r.llen(SUBMISSIONS) == 1, timeout=10)
+        twin = json.dumps({"v": 1, "type": "request", "id": "T2", "user": "x", "books": ["a"],
+                           "pad": "x" * 70_000})  # fmt: skip
+        entry = r.xadd(INBOX, {"e": twin})
+        r.xreadgroup("lending", "ghost", {INBOX: ">"})
+        row = [entry, "too_large: 70077 bytes", 1, "T2", "request", "", "", 1, 1, "e", twin[:8192]]
+        r.fcall("bs1_dead_letter", 3, INBOX, "bs:{main}:lending:dead", "bs:{main}:events",
+                "lending", 60, 100, "bs:{main}:outcome:", 1, *row)  # fmt: skip
+        assert json.loads(r.get("bs:{main}:outcome:T2"))["submission"] is None  # type: ignore[arg-type]
+        time.sleep(1.5)  # the client saw the rejection (Pub/Sub, polling) and kept waiting
+        assert client.poll() is None, client.communicate()
+    finally:
+        lending.process.send_signal(signal.SIGCONT)
+    out, err = client.communicate(timeout=30)
+    assert client.returncode == 0, out + err
+    assert json.loads(out)["status"] == "accepted"
+
+
 def test_outcome_later_waits_past_a_malformed_twin_s_rejection(
     redis_server: RedisServer,
     start_worker: Callable[..., WorkerProcess],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from bookstream import Client
 from bookstream_core.keys import LibraryKeys
@@ -28,7 +29,7 @@ def test_submissions_are_admitted_in_order_and_none_is_lost_to_a_killed_worker(
     r = redis_server.client()
     first = start_worker("lending", redis_server, name="l1")
     wait_for(lambda: r.exists(KEYS.inbox("lending")))
-    # Frozen while it waits in BLMOVE, then killed: the wait took nothing from the list.
+    # Frozen while it waits for the doorbell, then killed: waiting took nothing.
     first.process.send_signal(signal.SIGSTOP)
     r.rpush(KEYS.submissions, *(_event(n) for n in range(50)))
     first.kill()
@@ -62,3 +63,46 @@ def test_a_refused_admission_is_redis_s_trouble_and_ends_when_it_is_mended(
     assert out.count("redis refuses to admit submissions") == 1
     assert out.count("admitting submissions again") == 1
     assert "Traceback" not in out
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_huge_push_never_reaches_a_waiting_worker(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Breaker: workers waited with a blocking move of the list onto itself, so Redis sent
+    each of them the element a client pushed, whatever its size (100 MB: 230 MB per
+    worker). They wait on the doorbell now; the entry is cut in Redis and set aside."""
+    r = redis_server.client()
+    workers = [start_worker("lending", redis_server, name=f"l{n}") for n in (1, 2)]
+    wait_for(lambda: r.exists(KEYS.inbox("lending")))
+    before = [_peak_rss_mb(w.process.pid) for w in workers]
+    big = json.dumps({"v": 1, "type": "request", "id": "big-1", "user": "u", "books": ["b"],
+                      "pad": "x" * 1_000_000})  # fmt: skip
+    r.rpush(KEYS.submissions, b"x" * 40_000_000, big)
+    wait_for(lambda: r.xlen(KEYS.dead_letters("lending")) == 2, timeout=30)
+    rejected = json.loads(r.get(KEYS.outcome("big-1")))  # type: ignore[arg-type]
+    assert rejected["status"] == "rejected" and rejected["reason"].startswith("too_large")
+    for worker, peak in zip(workers, before, strict=True):
+        assert _peak_rss_mb(worker.process.pid) < peak + 20, worker.output()[-2000:]
+
+
+def test_a_flood_of_junk_is_counted_not_logged_line_by_line(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Breaker: 50,000 one-byte pushes wrote a warning line each (11 MB of logs). Each
+    call logs its first few dead letters and one line for the rest."""
+    r = redis_server.client()
+    worker = start_worker("lending", redis_server, name="l1")
+    wait_for(lambda: r.exists(KEYS.inbox("lending")))
+    r.rpush(KEYS.submissions, *[b"j"] * 3000)
+    wait_for(lambda: r.xlen(KEYS.dead_letters("lending")) == 3000, timeout=60)
+    wait_for(lambda: "more dead letters" in worker.output())
+    lines = worker.output().splitlines()
+    single = [line for line in lines if "dead letter " in line and "more dead" not in line]
+    assert 0 < len(single) < 300, len(single)

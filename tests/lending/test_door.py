@@ -65,6 +65,10 @@ REFUSED = {
     "unknown field": _event(extra=1),
     "version 2": _event(v=2),
     "version as text": _event(v="1"),
+    "version 1.0": _event().replace('"v": 1', '"v": 1.0'),
+    "version 1e0": _event().replace('"v": 1', '"v": 1e0'),
+    "version 1.0 twice": _event().replace('"v": 1', '"v": 1, "v": 1.0'),
+    "version key escaped": _event().replace('"v": 1', '"\\u0076": 1'),
     "a fetch": _event(type="fetch"),
     "id with a newline": _event(id="abc\n"),
     "id too long": _event(id="x" * 65),
@@ -96,9 +100,25 @@ async def test_a_bad_event_is_refused_and_leaves_no_trace(
     assert [k async for k in aredis.scan_iter("bs:{t}:*")] == []
 
 
-async def test_invalid_utf8_is_refused(door: LendingFunctions, aredis: aioredis.Redis) -> None:
+@pytest.mark.parametrize(
+    "user",
+    [
+        b"\xff",
+        b"\xed\xa0\x80\xed\xb0\x80",
+        b"\xe0\x80\x80",
+        b"\xf0\x80\x80\x80",
+        b"\xf4\x90\x80\x80",
+    ],
+    ids=["not UTF-8", "CESU-8 surrogates", "overlong 3", "overlong 4", "past U+10FFFF"],
+)
+async def test_invalid_utf8_is_refused(door: LendingFunctions, user: bytes) -> None:
+    """Breaker: a CESU-8 user passed the door, the workers could not read it, and its
+    sender never got an outcome."""
+    payload = b'{"v":1,"type":"request","id":"r","user":"' + user + b'","books":["a"]}'
+    with pytest.raises(msgspec.DecodeError):
+        lending_decoder.decode(payload)  # what a worker makes of it
     with pytest.raises(ResponseError, match=r"^BSBAD .*UTF-8"):
-        await door.submit(b'{"v":1,"type":"request","id":"r","user":"\xff","books":["a"]}')
+        await door.submit(payload)
 
 
 async def test_a_request_id_stays_with_its_first_user(
@@ -160,6 +180,20 @@ async def test_one_admission_stops_after_its_byte_budget(
     await aredis.rpush(SUBMISSIONS, *[b"x" * 1_000_000] * 5)
     assert await door.admit(512, 1_500_000) == (2, 3)
     assert await aredis.xlen(INBOX) == 2
+
+
+async def test_an_oversized_push_is_admitted_cut_naming_its_request(
+    door: LendingFunctions, aredis: aioredis.Redis
+) -> None:
+    """No worker ever receives an oversized submission whole, even one that waits for a
+    single entry: it is admitted as bs1_read would cut it (8 KiB, its size, what it names)."""
+    big = _event(id="big-1")[:-1] + ', "pad": "' + "x" * 100_000 + '"}'
+    await aredis.rpush(SUBMISSIONS, big, "y" * 3_000_000)
+    assert await door.admit(10, 1 << 30) == (2, 0)
+    (_, named), (_, unnamed) = await aredis.xrange(INBOX)
+    assert named == {b"e": big.encode()[:8192], b"cut": str(len(big)).encode(),
+                     b"id": b"big-1", b"type": b"request"}  # fmt: skip
+    assert unnamed[b"cut"] == b"3000000" and unnamed[b"id"] == b""
 
 
 async def test_an_inbox_out_of_ids_is_mended_or_stops_admission(

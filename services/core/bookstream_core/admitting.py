@@ -1,7 +1,8 @@
 """A worker's admission loop: clients' submissions into its service's inbox.
 
-Clients may only append to a list (the door's RPUSH); the service moves them into its
-inbox stream (one atomic call each time) and reads them from there like any entry.
+Clients may only append to a list (the door's RPUSH, then a ring of its doorbell); the
+service moves them into its inbox stream (one atomic call each time) and reads them from
+there like any entry.
 Every worker of the service runs this loop: the calls are atomic, so none is lost or
 admitted twice whoever makes them.
 """
@@ -13,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
 from bookstream_core.connection import UNREACHABLE
@@ -39,32 +41,47 @@ class AdmissionLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
-        queue = self.admission.queue
-        while not stop.is_set():
-            try:
-                await self.step(None)
-                _, left = await self.admission.admit()
-                if not left:
-                    # Wait for the next submission without taking it: moving the list's
-                    # last element to its own end leaves the list as it was (popping it
-                    # here would lose it if this worker died before admitting it). Redis
-                    # takes a timeout in seconds with decimals; redis-py's hint says int.
-                    timeout: int = self.wait_s  # type: ignore[assignment]
-                    await self.r.blmove(queue, queue, timeout, "RIGHT", "RIGHT")
-                if self.failing is not None:
-                    self.log.warning("admitting submissions again", error=self.failing)
-                    self.failing = None
+        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            while not stop.is_set():
+                try:
+                    if not pubsub.subscribed:
+                        # Subscribed before admitting: a ring after this is never missed.
+                        await pubsub.subscribe(self.admission.doorbell)
                     await self.step(None)
-                backoff = 0.1
-            except (*UNREACHABLE, RedisTrouble, ResponseError) as exc:
-                # Unreachable: the consumer loops say so (one line when it goes, one back).
-                if not isinstance(exc, UNREACHABLE):
-                    problem = as_trouble(exc)
-                    new = self.failing is None
-                    self.failing = str(problem)[:300]
-                    if new:
-                        self.log.error("redis refuses to admit submissions, retrying",
-                                       error=self.failing)  # fmt: skip
-                    await self.step(problem)
-                backoff = min(backoff * 2, 5.0)
-                await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
+                    _, left = await self.admission.admit()
+                    if not left:
+                        await self._wait(pubsub)
+                    if self.failing is not None:
+                        self.log.warning("admitting submissions again", error=self.failing)
+                        self.failing = None
+                        await self.step(None)
+                    backoff = 0.1
+                except (*UNREACHABLE, RedisTrouble, ResponseError) as exc:
+                    # A new connection and subscription next time.
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+                    # Unreachable: the consumer loops say so (one line when it goes, one
+                    # when it is back).
+                    if not isinstance(exc, UNREACHABLE):
+                        await self._refused(as_trouble(exc))
+                    backoff = min(backoff * 2, 5.0)
+                    await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _wait(self, pubsub: PubSub) -> None:
+        """Until the doorbell rings (the door rings it after each submission), or the wait
+        is over: a push past the door rings nothing and waits that long at most. Not a
+        blocking pop or move on the list: Redis would send its element, a client's push
+        of any size, to every waiting worker (breaker: one 100 MB push, 230 MB each)."""
+        ring = await pubsub.get_message(timeout=self.wait_s)
+        while ring is not None:  # one admission serves every ring so far
+            ring = await pubsub.get_message(timeout=0.0)
+
+    async def _refused(self, problem: RedisTrouble) -> None:
+        new = self.failing is None
+        self.failing = str(problem)[:300]
+        if new:
+            self.log.error("redis refuses to admit submissions, retrying", error=self.failing)
+        await self.step(problem)

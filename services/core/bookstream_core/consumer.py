@@ -31,6 +31,7 @@ from bookstream_core.rejected import (
     MAX_ENTRY_BYTES,
     MAX_FIELDS,
     Rejected,
+    as_admitted,
     bad_shape,
     whole_entry,
 )
@@ -38,6 +39,8 @@ from bookstream_core.service import InvalidEvent, Service
 from bookstream_core.trouble import RedisTrouble, trouble
 from bookstream_core.types import text
 
+#: Dead letters logged one by one per call; the rest of a call's in one line.
+LOGGED_DEAD_LETTERS = 5
 IDLE_WAIT_S = 0.002  # a wait this long for one entry means the library is idle
 FUTURE_MS = 86_400_000  # an entry id this far ahead of the clock was not made by Redis
 
@@ -122,6 +125,7 @@ class StreamConsumer:
         valid: list[tuple[bytes, object]] = []
         rejected: list[Rejected] = []
         for entry in entries:
+            entry = as_admitted(entry)
             entry_id, fields, count = entry.entry_id, entry.fields, entry.deliveries
             if fields is None:  # deleted from the stream while pending: nothing to apply
                 await self.r.xack(self.stream, self.group, entry_id)
@@ -269,21 +273,28 @@ class StreamConsumer:
             # above): whatever failed is Redis's trouble, and the entries stay pending.
             raise (trouble(exc) or RedisTrouble(str(exc), lost_state=False)) from exc
         m, lib = self.metrics, self.keys.library
+        logged = 0
         for item, (request_id, kind), flag in zip(rejected, identities, flags, strict=True):
             if flag < 0:  # no longer pending: another worker dealt with it
                 continue
             m.dead_letters.labels(**self._labels, reason=item.reason.split(":", 1)[0]).inc()
             m.events.labels(lib, self.service.name, self.stream, "dead_letter").inc()
-            self.log.warning(
-                "dead letter",
-                entry=item.entry_id.decode(),
-                reason=item.reason[:200],
-                request_id=request_id or None,
-                deliveries=item.deliveries,
-            )
+            if logged < LOGGED_DEAD_LETTERS:
+                logged += 1
+                self.log.warning(
+                    "dead letter",
+                    entry=item.entry_id.decode(),
+                    reason=item.reason[:200],
+                    request_id=request_id or None,
+                    deliveries=item.deliveries,
+                )
             if flag == 1:
                 counter = m.requests if kind == "request" else m.returns
                 counter.labels(lib, "rejected").inc()
+        if (unlogged := sum(flag >= 0 for flag in flags) - logged) > 0:
+            # A flood of junk is counted (metrics) and kept (dead letters), not logged
+            # line by line (breaker: 50,000 one-byte pushes wrote 11 MB of log lines).
+            self.log.warning("more dead letters", count=unlogged, stream=self.stream)
 
     async def drain_own_pending(self) -> None:
         """Entries this name read but never acknowledged (a previous life crashed)."""

@@ -55,6 +55,12 @@ class LibraryKeys:
         return f"{self.prefix}lending:submissions"
 
     @property
+    def doorbell(self) -> str:
+        """The Pub/Sub channel the door rings after each submission: Lending's admission
+        waits on it (a ring carries nothing; a forged one only wakes Lending early)."""
+        return f"{self.prefix}lending:doorbell"
+
+    @property
     def replies(self) -> str:
         """Shelving's replies to Lending (``fetched``, ``unfetched``). Only Shelving writes
         it, so a client that may submit cannot forge a reply (docs/security.md)."""

@@ -73,6 +73,23 @@ def whole_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     return Entry(entry_id, 1, kept, whole, len(fields), size, named)
 
 
+#: The field bs1_admit (door.lua) adds to a submission it admitted cut: its whole size.
+CUT_FIELD = b"cut"
+
+
+def as_admitted(entry: Entry) -> Entry:
+    """A submission over the bounds is admitted cut (bs1_admit keeps 8 KiB of it and names
+    its size, request id and kind), so that no worker ever receives it whole, not even
+    when it waits for one entry: read as the cut entry it stands for."""
+    fields = entry.fields
+    if fields is None or not entry.whole or CUT_FIELD not in fields:
+        return entry
+    size = int(fields[CUT_FIELD]) if fields[CUT_FIELD].isdigit() else 0
+    named = tuple(fields.get(name, b"").decode(errors="replace") for name in (b"id", b"type"))
+    kept = {EVENT_FIELD: fields.get(EVENT_FIELD, b"")}
+    return Entry(entry.entry_id, entry.deliveries, kept, False, 1, size, (named[0], named[1]))
+
+
 def bad_shape(entry: Entry) -> str | None:
     """Bounds first: nothing after this scales with a hostile entry's size."""
     if entry.field_count > MAX_FIELDS:

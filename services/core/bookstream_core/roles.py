@@ -38,8 +38,10 @@ _CONNECTION = (
     "+function|list",
 )  # fmt: skip
 #: Reading (key patterns still decide which keys): dashboards, status, audit, outcomes.
+#: Not the reads that cost Redis far more than their reply (breaker: one LCS of an 11 KB
+#: outcome with itself held Redis 0.8 s and 500 MB).
 _READ = (
-    "+@read", "-keys", "-randomkey", "-sort_ro", "-dump", "-lolwut", "+fcall_ro",
+    "+@read", "-keys", "-randomkey", "-sort_ro", "-dump", "-lolwut", "-lcs", "+fcall_ro",
     "+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe", "+pubsub|numsub",
 )  # fmt: skip
 #: A worker: consume its streams, apply events through its functions, hold its name.
@@ -67,15 +69,15 @@ def rules(library: str, role: Role) -> list[str]:
     outcomes = f"&{p}outcome:*"
     if role == "lending":
         # Its own keys (submissions, inbox, replies, state; it admits submissions with
-        # LTRIM and waits for them with BLMOVE), the outcomes it writes and announces, the
+        # LPOP), the doorbell it waits on, the outcomes it writes and announces, the
         # history, its workers' names. Shelving's inbox: read, and XADD alone (no SET,
         # DEL, XGROUP...: breaker, a SET there stalled Shelving), the fetches it sends.
         own = [f"~{p}lending:*", f"~{p}outcome:*", f"~{p}events", f"~{p}worker:lending:*"]
         other = f"~{p}shelving:inbox"
         sends = _fcall_selector([f"~{p}lending:inbox", f"~{p}lending:replies", other,
                                  f"~{p}events"], LENDING_SENDS)  # fmt: skip
-        return [*own, f"%R{other}", outcomes, *_CONNECTION, *_READ, *_WORKER, "+ltrim",
-                "+blmove", sends, f"({other} +xadd)"]  # fmt: skip
+        return [*own, f"%R{other}", outcomes, f"&{p}lending:doorbell", *_CONNECTION, *_READ,
+                *_WORKER, "+lpop", sends, f"({other} +xadd)"]  # fmt: skip
     if role == "shelving":
         # Its own keys and inbox, its workers' names; Lending's replies: read, and XADD
         # alone (breaker: a SET or XGROUP SETID there stalled Lending). Its dead-letter
@@ -90,11 +92,12 @@ def rules(library: str, role: Role) -> list[str]:
         # outcomes, `events`, nor a pattern subscription to all of them), and submit
         # through the door only. The door runs as its caller, so its one write, an RPUSH
         # to the submissions list, is the client's: a selector grants it, with the FCALL,
-        # on that list alone (a key FCALL names needs read and write in one pattern). An
-        # RPUSH only appends: no write of a client reaches a stream (an XADD could trim
-        # one with MAXLEN or MINID) nor what others submitted.
+        # on that list alone (a key FCALL names needs read and write in one pattern), and
+        # the PUBLISH of its doorbell on that channel alone. An RPUSH only appends: no
+        # write of a client reaches a stream (an XADD could trim one with MAXLEN or MINID)
+        # nor what others submitted; a forged ring only wakes Lending.
         reads = [f"%R~{p}{part}" for part in ("lending:*", "shelving:*", "outcome:*", "worker:*")]
-        door = f"(~{p}lending:submissions +fcall|bs1_submit +rpush)"
+        door = f"(~{p}lending:submissions &{p}lending:doorbell +fcall|bs1_submit +rpush +publish)"
         own_outcomes = [c for c in _READ if c not in ("+psubscribe", "+punsubscribe")]
         return [*reads, outcomes, *_CONNECTION, *own_outcomes, door]
     if role == "viewer":

@@ -24,8 +24,9 @@ class Admission(Protocol):
     """Submissions a service takes into its inbox itself (Lending: the clients' list,
     which clients may only append to)."""
 
-    #: The list waited on (a blocking wait that leaves it as it was).
+    #: The list admitted from, and the channel rung after each submission.
     queue: str
+    doorbell: str
 
     async def admit(self) -> tuple[int, int]:
         """Move the oldest submissions into the inbox in one atomic call; returns

@@ -135,6 +135,11 @@ class Worker:
                 await consumer.prepare()
             self._need_prepare = False
 
+    async def _prepare_again(self) -> None:
+        """After Redis lost them (restarted empty): whichever loop noticed first."""
+        await self._prepare()
+        self.log.warning("functions and groups prepared again")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop``; sets ``failure`` when the worker had to stop itself."""
         housekeeping = asyncio.create_task(self._supervised(stop))
@@ -175,8 +180,7 @@ class Worker:
             while not stop.is_set():
                 try:
                     if self._need_prepare:
-                        await self._prepare()
-                        self.log.warning("functions and groups prepared again")
+                        await self._prepare_again()
                     await consumer.retry_refused()
                     if not pending_drained:
                         await consumer.drain_own_pending()
@@ -215,7 +219,7 @@ class Worker:
             self._need_prepare = True
         self._set_ready()  # the loop's own trouble began or ended (a gauge: cheap)
         if problem is None and self._need_prepare:
-            await self._prepare()
+            await self._prepare_again()
 
     def _in_trouble(self, problem: RedisTrouble) -> None:
         """Redis refuses the work for a reason that is not an entry's (OOM, NOPERM, lost

@@ -21,10 +21,15 @@ local UNICODE_SPACE = {'\194\160', '\225\154\128', '\226\128[\128-\138]', '\226\
 
 local function refuse(why) return error({err = 'BSBAD ' .. why}) end
 
--- Valid UTF-8 (overlong and surrogate forms aside: the workers catch those). Most events
--- are ASCII: one scan says so (the door runs in Redis, in every submission's path).
+-- Valid UTF-8 as the workers read it: no overlong form, no surrogate (CESU-8: breaker,
+-- such an id passed the door and its sender never got an outcome), nothing past U+10FFFF.
+-- Most events are ASCII: one scan says so (the door runs in every submission's path).
 local function utf8_ok(s)
   if not string.find(s, '[\128-\255]') then return true end
+  if string.find(s, '\224[\128-\159]') or string.find(s, '\237[\160-\191]')
+      or string.find(s, '\240[\128-\143]') or string.find(s, '\244[\144-\191]') then
+    return false
+  end
   local rest = string.gsub(s, '[%z\1-\127]', '')
   rest = string.gsub(rest, '[\194-\223][\128-\191]', '')
   rest = string.gsub(rest, '[\224-\239][\128-\191][\128-\191]', '')
@@ -65,6 +70,16 @@ local function check_event(payload, library)
     if not FIELDS[field] then refuse('unknown field ' .. cjson.encode(tostring(field))) end
   end
   if event.v ~= SCHEMA_VERSION then refuse('schema version must be ' .. SCHEMA_VERSION) end
+  -- cjson reads 1.0 or 1e0 as 1; the workers want the integer as written. In valid JSON a
+  -- quote right after { or , starts a key (a quote inside a string is escaped).
+  local plain = 0
+  for token in string.gmatch(payload, '[{,]%s*"v"%s*:%s*([^,}%s]*)') do
+    if token ~= tostring(SCHEMA_VERSION) then
+      refuse('schema version must be written ' .. SCHEMA_VERSION)
+    end
+    plain = plain + 1
+  end
+  if plain == 0 then refuse('the schema version\'s key must be written "v"') end
   if not KINDS[event.type] then refuse('type must be ' .. @SUBMISSION_KIND_NAMES@) end
   local rid = event.id
   if type(rid) ~= 'string' or #rid > MAX_REQUEST_ID or not string.find(rid, '^[%w][%w_.:%-]*$') then
@@ -116,43 +131,64 @@ local function submit(keys, args)
       .. '(bs:{NAME}:lending:submissions)'})
   end
   local event = check_event(args[1], string.match(p, '{(.*)}'))
+  local doorbell = p .. 'lending:doorbell'
   expect_type(queue, 'list')
-  expect_rights({{'RPUSH', queue}})
+  expect_rights({{'RPUSH', queue}, {'PUBLISH', doorbell, ''}})
   local kind, user = used_by(p, event.id)
   if kind and (kind ~= event.type or user ~= event.user) then
     return error({err = 'BSTAKEN request id ' .. event.id .. ' was used by another user or '
       .. 'for another kind of event: choose another id'})
   end
-  return redis.call('RPUSH', queue, args[1])
+  local waiting = redis.call('RPUSH', queue, args[1])
+  redis.call('PUBLISH', doorbell, '')  -- wakes Lending's admission (bookstream_core.admitting)
+  return waiting
 end
 
 -- Lending admits the oldest submissions into its inbox, in order, each as an entry with
 -- one field `e` holding the submission as it was pushed, and removes them from the list,
 -- in one step: none lost, none admitted twice, whichever Lending worker calls it. What
 -- was pushed raw (past the door) is admitted as it is: the workers judge every entry
--- (bs1_read cuts an oversized one before it leaves Redis).
+-- (bs1_read cuts an oversized one before it leaves Redis). One submission is taken at a
+-- time (LPOP), so that a call holds at most one oversized push beyond its byte budget.
+-- One over MAX_EVENT_BYTES is admitted cut, as bs1_read would cut it (its first 8 KiB, its
+-- size, the request id and kind it names), so that no worker ever receives it whole, not
+-- even one waiting for a single entry (bookstream_core.rejected.as_admitted).
 -- KEYS: submissions list, lending inbox. ARGV: at most this many, at most about this
 -- many bytes (the call stops after the submission that passes it).
 -- Returns {admitted, still waiting}.
+local CUT_BYTES, IDENTIFY_BYTES = 8192, 2 * 1024 * 1024
+
+-- The request id and kind an oversized submission names, if it is a JSON object of at
+-- most 2 MiB (bs1_read's bound too); '' otherwise.
+local function named_by(item)
+  if #item > IDENTIFY_BYTES then return '', '' end
+  local ok, event = pcall(cjson.decode, item)
+  if ok and type(event) == 'table' and type(event.id) == 'string'
+      and type(event.type) == 'string' then
+    return event.id, event.type
+  end
+  return '', ''
+end
+
 local function admit(keys, args)
   local queue, inbox = keys[1], keys[2]
   local most, budget = tonumber(args[1]), tonumber(args[2])
   expect_type(queue, 'list')
   expect_stream_room(inbox, false)  -- ids pushed ahead: Lending's bs1_trim mends them
-  expect_rights({{'LRANGE', queue}, {'LTRIM', queue}, {'LLEN', queue}, {'XADD', inbox}})
-  -- Read in growing chunks: a few huge submissions must not all be copied at once.
-  local moved, bytes, chunk = 0, 0, math.min(most, 8)
-  while chunk > 0 and bytes < budget do
-    local items = redis.call('LRANGE', queue, moved, moved + chunk - 1)
-    for _, item in ipairs(items) do
+  expect_rights({{'LPOP', queue}, {'LLEN', queue}, {'XADD', inbox}})
+  local moved, bytes = 0, 0
+  while moved < most and bytes < budget do
+    local item = redis.call('LPOP', queue)
+    if not item then break end
+    if #item <= MAX_EVENT_BYTES then
       redis.call('XADD', inbox, '*', 'e', item)
-      moved, bytes = moved + 1, bytes + #item
-      if bytes >= budget then break end
+    else
+      local rid, kind = named_by(item)
+      redis.call('XADD', inbox, '*', 'e', string.sub(item, 1, CUT_BYTES), 'cut', #item,
+        'id', rid, 'type', kind)
     end
-    if #items < chunk then break end
-    chunk = math.min(chunk * 2, 128, most - moved)
+    moved, bytes = moved + 1, bytes + #item
   end
-  if moved > 0 then redis.call('LTRIM', queue, moved, -1) end
   return {moved, redis.call('LLEN', queue)}
 end
 

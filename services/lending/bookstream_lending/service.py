@@ -49,6 +49,7 @@ class Admission:
     def __init__(self, functions: LendingFunctions, keys: LibraryKeys) -> None:
         self.functions = functions
         self.queue = keys.submissions
+        self.doorbell = keys.doorbell
 
     async def admit(self) -> tuple[int, int]:
         return await self.functions.admit(ADMIT_MOST, ADMIT_BUDGET)

@@ -11,6 +11,9 @@ save ""
 # rather than evict a loan or an outcome.
 maxmemory {{ .Values.redis.maxmemory }}
 maxmemory-policy noeviction
+# No value over 1 MB (the least Redis allows; bookstream's largest is under 100 KB): a role
+# that may append (a client's submission) cannot make Redis or a reader copy a huge one.
+proto-max-bulk-len 1mb
 # On the data volume: the role users `bookstream setup` saves (ACL SAVE) survive restarts.
 aclfile /data/users.acl
 {{- end -}}
