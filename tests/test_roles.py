@@ -136,6 +136,8 @@ REFUSALS: list[tuple[str, tuple[str, ...]]] = [
     ("client", ("LPOP", f"{P}lending:submissions")),
     ("client", ("LSET", f"{P}lending:submissions", "0", "{}")),
     ("client", ("DEL", f"{P}lending:submissions")),
+    ("client", ("LCS", f"{P}outcome:x", f"{P}outcome:x")),  # breaker: 0.8 s, 500 MB
+    ("viewer", ("LCS", f"{P}lending:book", f"{P}lending:book")),
     ("client", ("RPUSH", f"{P}lending:inbox", "{}")),
     (
         "client",
@@ -356,6 +358,7 @@ def test_a_client_s_raw_pushes_are_admitted_and_judged_by_lending(
     valid = {"v": 1, "type": "request", "id": "raw-ok", "user": "u1", "books": ["b1"]}
     junk = {"v": 1, "type": "request", "id": "raw-bad", "user": "u1", "books": "b1"}
     client.rpush(KEYS.submissions, "not json", json.dumps(junk), json.dumps(valid))
+    assert client.publish(KEYS.doorbell, "forged ring") >= 1  # it only wakes Lending
     r = redis_server.client()
     wait_for(lambda: r.exists(KEYS.outcome("raw-ok")) and r.exists(KEYS.outcome("raw-bad")))
     assert json.loads(r.get(KEYS.outcome("raw-ok")))["status"] == "accepted"  # type: ignore[arg-type]
