@@ -288,8 +288,7 @@ class StreamConsumer:
                     request_id=request_id or None,
                     deliveries=item.deliveries,
                 )
-            if flag == 1:
-                counter = m.requests if kind == "request" else m.returns
+            if flag == 1 and (counter := m.outcomes_by_kind.get(kind)) is not None:
                 counter.labels(lib, "rejected").inc()
         if (unlogged := sum(flag >= 0 for flag in flags) - logged) > 0:
             # A flood of junk is counted (metrics) and kept (dead letters), not logged

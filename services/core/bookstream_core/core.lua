@@ -17,6 +17,8 @@
 -- Returns one flag per entry: 1 if a rejected outcome was written for it, 2 if lending
 -- was told of a failed fetch, 0 otherwise, -1 if it was skipped (no longer pending).
 local MAX_DEAD_FIELDS = 16
+-- The kinds clients submit (bookstream_core.events.SUBMISSIONS, written in when read).
+local SUBMITTED = @SUBMISSION_KINDS@
 local function dead_letter(keys, args)
   local inbox, dead, events, replies = keys[1], keys[2], keys[3], keys[4]
   local group, retention, maxlen, outcome_prefix, v = args[1], args[2], args[3], args[4], args[5]
@@ -67,7 +69,7 @@ local function dead_letter(keys, args)
         redis.call('XDEL', inbox, entry_id)
         future = true
       end
-      if answers and reqid ~= '' and (kind == 'request' or kind == 'return') then
+      if answers and reqid ~= '' and SUBMITTED[kind] then
         local okey = outcome_prefix .. reqid
         if redis.call('EXISTS', okey) == 0 and (guard == '' or redis.call('EXISTS', guard) == 0) then
           local json = outcome_json(reqid, kind, 'rejected', '',

@@ -65,6 +65,8 @@ class Metrics:
             ["library", "status"],
             registry=r,
         )
+        #: Each kind a client submits, its outcomes' counter (a new kind: one more row).
+        self.outcomes_by_kind = {"request": self.requests, "return": self.returns}
         self.denials = Counter(
             "bookstream_denials",
             "Denied requests and returns by reason (none_available, limit, not_held).",

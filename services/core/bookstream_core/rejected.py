@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import msgspec
 
 from bookstream_core.batch import Entry
-from bookstream_core.events import EVENT_FIELD
+from bookstream_core.events import EVENT_FIELD, SUBMISSIONS
 from bookstream_core.ids import REQUEST_ID_PATTERN
 
 MAX_ENTRY_BYTES = 64 * 1024
@@ -24,7 +24,7 @@ DEAD_FIELDS = 16  # ... and at most this many of the entry's fields
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 #: Kinds of entry whose request id is answered when the entry is set aside: a client's
 #: with a ``rejected`` outcome, shelving's fetch by telling lending (core.lua).
-_ANSWERED_KINDS = ("request", "return", "fetch")
+_ANSWERED_KINDS = (*SUBMISSIONS, "fetch")
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,14 +141,11 @@ class LendingService:
             return
         # Only a return is a return: fetched, unfetched and expired rows decide requests.
         kind = "return" if row.type == "return" else "request"
-        if kind == "request":
-            tally.add(m.requests, lib, row.status)
-            if row.status == "accepted":
-                tally.add(m.books_lent, lib, amount=row.books)
-        else:
-            tally.add(m.returns, lib, row.status)
-            if row.status == "processed":
-                tally.add(m.books_returned, lib, amount=row.books)
+        tally.add(m.outcomes_by_kind[kind], lib, row.status)
+        if row.status == "accepted":
+            tally.add(m.books_lent, lib, amount=row.books)
+        elif row.status == "processed":
+            tally.add(m.books_returned, lib, amount=row.books)
         if row.status == "denied":
             tally.add(m.denials, lib, kind, row.reason)
         m.child(m.request_latency, lib, kind).observe(max(row.latency_ms, 0) / 1000)
