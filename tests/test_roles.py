@@ -428,6 +428,16 @@ def test_acl_prints_the_rules_setup_applies(
         other.wait()
 
 
+def test_acl_refuses_a_password_folder_that_is_not_there(
+    bookstream_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Newcomer: a mistyped --password-dir printed users without passwords, exit 0."""
+    printed = run_cli(bookstream_env, "acl", "--library", LIB,
+                      "--password-dir", str(tmp_path / "nope"))  # fmt: skip
+    assert printed.returncode == 2 and "not a folder" in printed.stderr
+    assert printed.stdout == ""
+
+
 def _user(r: redis.Redis, name: str) -> dict[str, object]:
     """ACL GETUSER with each rule list as a set (Redis may order the rules either way)."""
     user = dict(r.acl_getuser(name))

@@ -15,7 +15,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import msgspec
 import redis.asyncio as aioredis
 from bookstream_core.config import ConfigError, RedisSettings, build_redis_settings
 from bookstream_core.connection import UNREACHABLE, connect
@@ -25,9 +24,7 @@ from bookstream_core.events import (
     SUBMISSIONS,
     Outcome,
     Submission,
-    decode_outcome,
     encode_event,
-    event_type,
     submission_digest,
 )
 from bookstream_core.ids import InvalidId, check_books, check_id, check_request_id, new_request_id
@@ -39,6 +36,7 @@ from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
 from redis.exceptions import ResponseError
 
+from bookstream.answers import refusal, someone_elses_rejection, stored_outcome
 from bookstream.errors import (
     BadInput,
     BookstreamError,
@@ -55,46 +53,6 @@ from bookstream.waiter import OutcomeWaiter
 #: message was missed (e.g. the connection dropped and came back).
 POLL_INTERVAL = 0.5
 CONFIRM_WAIT = 1.0
-
-
-def _stored(raw: bytes | str | None, request_id: str, submit: Submission | None) -> Outcome | None:
-    """The stored outcome of ``request_id`` if it is one; for a submission, it must be this
-    user's and of this kind (a request id stays with its first user: BadInput)."""
-    if raw is None:
-        return None
-    try:
-        outcome = decode_outcome(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None  # not an outcome (written by someone else): keep waiting for one
-    if outcome.request_id != request_id:
-        return None
-    if submit is None or outcome.status == "rejected":
-        return outcome
-    if (outcome.kind, outcome.user) != (event_type(submit), submit.user):
-        raise BadInput(
-            f"request id {request_id} was already used by another user or for another "
-            "kind of event: choose another id"
-        )
-    return outcome
-
-
-def _someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
-    return (
-        found is not None
-        and found.status == "rejected"
-        and mine is not None
-        # A rejection naming no submission is of an entry Redis cut (over the bounds), which
-        # the door never lets through: never this client's own (breaker: an oversized twin).
-        and found.submission != mine
-    )
-
-
-def _refusal(exc: ResponseError) -> Exception:
-    """The door's refusals are the caller's mistake (exit 2); the rest is Redis's."""
-    message = str(exc).split(" script:", 1)[0]
-    if message.startswith(("BSBAD ", "BSTAKEN ")):
-        return BadInput(message.split(" ", 1)[1])
-    return exc
 
 
 class AsyncClient:
@@ -212,6 +170,8 @@ class AsyncClient:
     def _event(
         self, kind: str, user: str, books: Iterable[str], request_id: str | None
     ) -> Submission:
+        if isinstance(books, str | bytes):  # newcomer: request("u", "geb") lent g, e and b
+            raise BadInput("books must be a list of book ids, not one string")
         books = list(books)
         self.check_request(user, books, request_id)
         rid = request_id if request_id is not None else new_request_id()
@@ -243,7 +203,7 @@ class AsyncClient:
                         loaded = True
                         continue
                     if not str(exc).startswith("BSENV") or time.monotonic() + delay > deadline:
-                        raise _refusal(exc) from None
+                        raise refusal(exc) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -341,7 +301,7 @@ class AsyncClient:
                 with contextlib.suppress(TimeoutError, *UNREACHABLE):
                     await asyncio.wait_for(asyncio.shield(confirmed), min(timeout, CONFIRM_WAIT))
                 existing = await r.get(key)
-                found = _stored(existing, request_id, submit)
+                found = stored_outcome(existing, request_id, submit)
                 if submit is None and await self._rejection_to_wait_past(r, found, request_id):
                     superseded, found = existing, None
                 if found is not None and (found.status != "rejected" or submit is None):
@@ -363,8 +323,10 @@ class AsyncClient:
                             await asyncio.wait_for(asyncio.shield(future), min(left, POLL_INTERVAL))
                             woken = True
                     stored = await r.get(key)
-                    found = None if stored == superseded else _stored(stored, request_id, submit)
-                    if _someone_elses_rejection(found, mine) or (
+                    found = (
+                        None if stored == superseded else stored_outcome(stored, request_id, submit)
+                    )
+                    if someone_elses_rejection(found, mine) or (
                         submit is None and await self._rejection_to_wait_past(r, found, request_id)
                     ):
                         # Another entry with our id was malformed and set aside; ours is

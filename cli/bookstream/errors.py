@@ -47,8 +47,8 @@ class NoWorker(BookstreamError):
     def __init__(self, library: str) -> None:
         super().__init__(
             f"no Lending worker is running for library {library!r}, so nothing would answer: "
-            "start one (bookstream serve, in another terminal), or queue the request "
-            "without waiting (--no-wait; submit_request in Python)"
+            "start one (bookstream serve, in another terminal), or queue it without "
+            "waiting (--no-wait; submit_request or submit_return in Python)"
         )
         self.library = library
 

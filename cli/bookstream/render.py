@@ -29,7 +29,7 @@ def counted(number: int, noun: str, plural: str = "") -> str:
 def render_audit(report: AuditReport) -> str:
     """The audit's verdict line, then each violation and note: ``bookstream audit`` and
     the demo print the same."""
-    verdict = "OK" if report.ok else counted(len(report.violations), "VIOLATION")
+    verdict = "OK" if report.ok else counted(len(report.violations), "VIOLATION", "VIOLATIONS")
     lines = [
         f"audit of library {report.library}: {verdict} ("
         f"{counted(report.books_lent, 'book')} lent to {counted(report.borrowers, 'user')}, "

@@ -121,6 +121,9 @@ def acl_file(library: str, password_dir: Path | None) -> str:
     """The roles as an ACL file; with ``password_dir``, each user's password as a SHA-256
     hash of the file there (the file itself is never printed)."""
     # Nothing but `user` lines: Redis refuses an ACL file with any other line.
+    if password_dir is not None and not password_dir.is_dir():
+        # A mistyped folder must not print users without passwords as if all were well.
+        raise ConfigError(f"--password-dir {password_dir} is not a folder")
     lines = []
     for role in ROLES:
         digest = None

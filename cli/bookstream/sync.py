@@ -9,6 +9,7 @@ one Pub/Sub connection, exactly as concurrent tasks of an async program do.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine, Iterable
 from types import TracebackType
@@ -40,6 +41,8 @@ class Client:
         self._thread.start()
         self._lock = threading.Lock()
         self._closed = False
+        #: Calls under way, failed with ClientClosed by ``close`` (never left waiting).
+        self._pending: set[concurrent.futures.Future[Any]] = set()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
@@ -47,17 +50,30 @@ class Client:
                 coro.close()
                 raise ClientClosed("this bookstream Client is closed")
             future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._pending.add(future)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise ClientClosed("this bookstream Client was closed during the call") from None
+            raise
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt while waiting: stop the call too
             raise
+        finally:
+            with self._lock:
+                self._pending.discard(future)
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            pending = list(self._pending)
+        # Calls other threads still wait on end now, with ClientClosed (newcomer: a web
+        # application's shutdown closed the client and its workers hung for ever).
+        for future in pending:
+            future.cancel()
         asyncio.run_coroutine_threadsafe(self._async.aclose(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()

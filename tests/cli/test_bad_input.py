@@ -165,3 +165,15 @@ def test_an_empty_borrower_is_refused(bookstream_env: dict[str, str]) -> None:
     done = run_cli(bookstream_env, "status", "--borrower", "")
     assert done.returncode == 2
     assert done.stderr == "bookstream: error: --borrower: the user id must not be empty\n"
+
+
+@pytest.mark.parametrize("books", ["geb", b"geb"])
+def test_one_string_of_books_is_refused_not_split_into_letters(
+    redis_server: RedisServer, books: object
+) -> None:
+    """Newcomer: client.request("user1", "geb") lent the books g, e and b."""
+    from bookstream import BadInput, Client
+
+    with Client(redis_server.url) as client, pytest.raises(BadInput, match="not one string"):
+        client.submit_request("user1", books)  # type: ignore[arg-type]
+    assert not redis_server.client().exists("bs:{main}:lending:submissions")

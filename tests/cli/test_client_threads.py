@@ -5,7 +5,9 @@ id submitted from every thread at once."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -92,3 +94,25 @@ async def _audit(server: RedisServer) -> None:
         await assert_audit_ok(r)
     finally:
         await r.aclose()
+
+
+def test_closing_the_client_ends_every_call_under_way(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Newcomer: close() while other threads waited for outcomes left them waiting for
+    ever (past their timeouts). Each now gets ClientClosed at once."""
+    lending = start_worker("lending", redis_server)
+    lending.process.send_signal(signal.SIGSTOP)  # alive (its lock), answering nothing
+    try:
+        client = Client(redis_server.url)
+        with ThreadPoolExecutor(8) as pool:
+            calls = [pool.submit(client.request, f"u{i}", ["b"], timeout=60) for i in range(8)]
+            time.sleep(1.0)  # every call is waiting for its outcome
+            started = time.monotonic()
+            client.close()
+            for call in calls:
+                with pytest.raises(ClientClosed):
+                    call.result(timeout=10)
+            assert time.monotonic() - started < 5
+    finally:
+        lending.process.send_signal(signal.SIGCONT)

@@ -71,8 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
        metavar="N",
        also=("bench",)),
     _s("redis_user", ("--user",), "REDIS_USER",
-       "Redis ACL user, e.g. bs-main-client from `bookstream setup --acl` (default: the "
-       "default user)", "redis", metavar="NAME",
+       "Redis ACL user, bs-LIBRARY-ROLE from `bookstream setup --acl` (a command: "
+       "client or viewer; a worker: lending or shelving; default: the default user); not "
+       "the borrower", "redis", metavar="NAME",
        also=("bench",)),
     _s("password", ("--password",), "REDIS_PASSWORD", "Redis password (prefer --password-file)",
        "redis", metavar="P",

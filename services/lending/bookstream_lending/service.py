@@ -38,6 +38,13 @@ ARGUMENTS: dict[type[EventBase], Callable[[Any], tuple[str, list[str]]]] = {
 }
 
 
+#: The kind of submission each row that decides one decides (fetched, unfetched and
+#: expired rows decide requests): a new kind is a row here too.
+DECIDES = {
+    "request": "request", "fetched": "request", "unfetched": "request", "expired": "request",
+    "return": "return",
+}  # fmt: skip
+
 #: One admission call moves at most this many submissions, or stops after about this
 #: many bytes: it is one atomic call, which must stay short whatever clients pushed.
 ADMIT_MOST, ADMIT_BUDGET = 512, 4 * 1024 * 1024
@@ -139,8 +146,7 @@ class LendingService:
                     "duplicate event ignored", request_id=getattr(event, "id", None), type=row.type
                 )
             return
-        # Only a return is a return: fetched, unfetched and expired rows decide requests.
-        kind = "return" if row.type == "return" else "request"
+        kind = DECIDES[row.type]
         tally.add(m.outcomes_by_kind[kind], lib, row.status)
         if row.status == "accepted":
             tally.add(m.books_lent, lib, amount=row.books)
@@ -161,12 +167,10 @@ class LendingService:
         }
         if outcome.reason:
             fields["reason"] = outcome.reason
-        if kind == "request":
-            fields["lent"] = outcome.lent
-            if outcome.unavailable:
-                fields["unavailable"] = {u.book: u.reason for u in outcome.unavailable}
-        else:
-            fields["returned"] = outcome.returned
-            if outcome.not_held:
-                fields["not_held"] = outcome.not_held
+        # Whatever the kind, the lists its outcome has (no branch per kind).
+        for name in ("lent", "returned", "not_held"):
+            if books := getattr(outcome, name):
+                fields[name] = books
+        if outcome.unavailable:
+            fields["unavailable"] = {u.book: u.reason for u in outcome.unavailable}
         self.log.info(f"{kind} {outcome.status}", **fields)
