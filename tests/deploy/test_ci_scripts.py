@@ -54,5 +54,6 @@ def test_ci_requires_docker_and_promtool() -> None:
     run = (tools.ROOT / ".ci" / "run").read_text()
     assert "bash .ci/docker-setup.sh" in run and "DOCKER_SETUP_OPTIONAL" not in run
     assert "export BOOKSTREAM_REQUIRE_DOCKER=1" in run
+    assert "export BOOKSTREAM_REQUIRE_TOOLS=1" in run  # CI never skips a tool's test
     setup = (tools.ROOT / ".ci" / "prometheus-setup.sh").read_text()
     assert "command -v promtool" in setup

@@ -60,7 +60,9 @@ class Prometheus:
 def prometheus(tmp_path: Path) -> Iterator[Callable[[list[int]], Prometheus]]:
     exe = shutil.which("prometheus")
     if exe is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus; make test does)")
+        tools.missing_tool(
+            "prometheus is not installed (apt-get install prometheus; make test does)"
+        )
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(ports: list[int]) -> Prometheus:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +31,15 @@ Doc = dict[str, Any]
 
 
 @functools.cache
+def missing_tool(problem: str) -> NoReturn:
+    """A tool the test needs is not here: skip, saying why (make test said so in one line
+    before starting), unless this machine must have it (BOOKSTREAM_REQUIRE_TOOLS=1, set by
+    .ci/run): then fail."""
+    if os.environ.get("BOOKSTREAM_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"required here (BOOKSTREAM_REQUIRE_TOOLS=1): {problem}")
+    pytest.skip(problem)
+
+
 def k8s_bin_dir() -> Path:
     """helm and kubectl: the system's, or the npm package's (.ci/k8s-tools.sh)."""
     proc = subprocess.run(
