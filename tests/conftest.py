@@ -26,6 +26,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import trustme
+from bookstream_core.functions import DeadLetterRow
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.streams import MAX_ID  # the largest stream id (a test's hostile id)
 
@@ -430,3 +431,14 @@ def tls_redis(redis_factory: Callable[..., RedisServer], certs: Certs) -> TlsRed
         ]
     )
     return TlsRedis(server, port)
+
+
+def dead_letter_row(flat: list[bytes | str | int]) -> DeadLetterRow:
+    """A bs1_dead_letter row from its ARGV slots as core.lua lists them (entry id, reason,
+    deliveries, request id, kind, guard, digest, field count, n, n x (field, value))."""
+    n = int(flat[8])
+    pairs = [(bytes(str(flat[9 + 2 * i]), "utf-8") if not isinstance(flat[9 + 2 * i], bytes)
+              else flat[9 + 2 * i], flat[10 + 2 * i]) for i in range(n)]  # fmt: skip
+    e, reason, deliveries, rid, kind, guard, digest, count = flat[:8]
+    return DeadLetterRow(e, str(reason), int(deliveries), str(rid), str(kind), str(guard),  # type: ignore[arg-type]
+                         str(digest), int(count), pairs)  # type: ignore[arg-type]  # fmt: skip

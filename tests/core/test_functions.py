@@ -12,7 +12,7 @@ from bookstream_core.keys import LibraryKeys
 from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
 
-from tests.conftest import RedisServer, client_without, dump_keys
+from tests.conftest import RedisServer, client_without, dead_letter_row, dump_keys
 
 KEYS = LibraryKeys("t")
 INBOX = KEYS.inbox("lending")
@@ -37,7 +37,7 @@ async def _dead_letter(
         maxlen=1000,
         outcome_prefix=KEYS.outcome(""),
         schema_version=1,
-        rows=list(rows),
+        rows=[dead_letter_row(row) for row in rows],
     )
 
 

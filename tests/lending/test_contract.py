@@ -8,36 +8,28 @@ from __future__ import annotations
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from bookstream_core.events import Outcome, Unavailable
+from bookstream_core.events import SCHEMA_VERSION, Outcome
 from bookstream_core.functions import CoreFunctions
-from bookstream_core.types import OutcomeKind, OutcomeStatus
 
+from tests.conftest import dead_letter_row
 from tests.lending.test_functions import DOMAIN, KEYS, LK, RUNTIME, Lending
 
-
-class StrictOutcome(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Outcome with every field required: a field the Lua leaves out fails here."""
-
-    request_id: str
-    kind: OutcomeKind
-    status: OutcomeStatus
-    user: str
-    lent: list[str]
-    unavailable: list[Unavailable]
-    returned: list[str]
-    not_held: list[str]
-    reason: str | None
-    books_in_hand: list[str]
-    limit: int | None
-    entry: str | None
-    submission: str | None
-
-
+#: Outcome with every field required and none other allowed, made from Outcome itself (one
+#: definition): a field the Lua leaves out, or adds, fails here.
+StrictOutcome = msgspec.defstruct(
+    "StrictOutcome",
+    [(f.name, f.type) for f in msgspec.structs.fields(Outcome)],
+    forbid_unknown_fields=True,
+    kw_only=True,
+)
 STRICT = msgspec.json.Decoder(StrictOutcome)
 
 
-def test_the_strict_twin_has_exactly_the_outcome_s_fields() -> None:
+def test_the_strict_twin_requires_every_field_of_the_outcome() -> None:
     assert StrictOutcome.__struct_fields__ == Outcome.__struct_fields__
+    with pytest.raises(msgspec.ValidationError, match="missing required field"):
+        msgspec.json.decode(b'{"request_id": "r", "kind": "request", "status": "accepted"}',
+                            type=StrictOutcome)  # fmt: skip
 
 
 @pytest.fixture
@@ -100,7 +92,7 @@ async def test_every_path_writes_the_contract(lending: Lending) -> None:
     await CoreFunctions(lending.r).dead_letter(
         inbox, KEYS.dead_letters("lending"), KEYS.domain_events, inbox,
         group="lending", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),
-        schema_version=1, rows=[[*row, "", 1, 1, "e", "x"]],
+        schema_version=SCHEMA_VERSION, rows=[dead_letter_row([*row, "", 1, 1, "e", "x"])],
     )  # fmt: skip
     await seen("bad")
 
@@ -155,8 +147,9 @@ async def test_every_event_the_lua_writes_is_exactly_an_event_struct(
     await CoreFunctions(r).dead_letter(
         shelving_inbox, KEYS.dead_letters("shelving"), KEYS.domain_events, KEYS.replies,
         group="shelving", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),
-        schema_version=1,
-        rows=[[fetch_entry, "too_many_deliveries", 6, "x5", "fetch", "", "", 1, 1, "e", "{}"]],
+        schema_version=SCHEMA_VERSION,
+        rows=[dead_letter_row([fetch_entry, "too_many_deliveries", 6, "x5", "fetch", "", "", 1,
+                               1, "e", "{}"])],
     )  # fmt: skip
     del bad
     written = [f[b"e"] for _, f in await r.xrange(shelving_inbox) if f.get(b"e") != b"{}"]

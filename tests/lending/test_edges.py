@@ -13,7 +13,14 @@ from bookstream_core.functions import CoreFunctions
 from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
 
-from tests.conftest import MAX_ID, RedisServer, client_without, dump_keys, inject_fault
+from tests.conftest import (
+    MAX_ID,
+    RedisServer,
+    client_without,
+    dead_letter_row,
+    dump_keys,
+    inject_fault,
+)
 from tests.lending.test_functions import DOMAIN, KEYS, LK, RUNTIME, Lending
 
 
@@ -135,7 +142,7 @@ async def test_a_rejected_id_can_still_be_applied(lending: Lending) -> None:
     flags = await CoreFunctions(lending.r).dead_letter(
         inbox, KEYS.dead_letters("lending"), KEYS.domain_events, inbox,
         group="lending", retention_s=60, maxlen=100, outcome_prefix=KEYS.outcome(""),
-        schema_version=1, rows=[row],
+        schema_version=1, rows=[dead_letter_row(row)],
     )  # fmt: skip
     assert flags == [1]
     assert decode_outcome(await lending.r.get(KEYS.outcome("r1"))).status == "rejected"

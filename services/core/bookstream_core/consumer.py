@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from bookstream_core.batch import Batch, Entry
 from bookstream_core.config import RuntimeSettings
 from bookstream_core.events import EVENT_FIELD, SCHEMA_VERSION, submission_digest
-from bookstream_core.functions import CoreFunctions
+from bookstream_core.functions import CoreFunctions, DeadLetterRow, SetAside
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
@@ -233,24 +233,23 @@ class StreamConsumer:
         return payload
 
     async def dead_letter(self, rejected: list[Rejected]) -> None:
-        rows: list[list[bytes | str | int]] = []
+        rows: list[DeadLetterRow] = []
         identities = [item.identity() for item in rejected]
         for item, (request_id, kind) in zip(rejected, identities, strict=True):
             kept = list(item.fields.items())[:DEAD_FIELDS]
-            row: list[bytes | str | int] = [
-                item.entry_id,
-                item.reason,
-                item.deliveries,
-                request_id,
-                kind,
-                self.service.guard_key(request_id) if request_id else "",
-                _digest(item),
-                item.field_count if item.field_count is not None else len(item.fields),
-                len(kept),
-            ]
-            for name, value in kept:
-                row.extend([name[:256], value[:DEAD_VALUE_BYTES]])
-            rows.append(row)
+            rows.append(
+                DeadLetterRow(
+                    item.entry_id,
+                    item.reason,
+                    item.deliveries,
+                    request_id,
+                    kind,
+                    self.service.guard_key(request_id) if request_id else "",
+                    _digest(item),
+                    item.field_count if item.field_count is not None else len(item.fields),
+                    [(name[:256], value[:DEAD_VALUE_BYTES]) for name, value in kept],
+                )
+            )
         try:
             flags = await self.core.dead_letter(
                 self.stream,
@@ -275,7 +274,7 @@ class StreamConsumer:
         m, lib = self.metrics, self.keys.library
         logged = 0
         for item, (request_id, kind), flag in zip(rejected, identities, flags, strict=True):
-            if flag < 0:  # no longer pending: another worker dealt with it
+            if flag == SetAside.SKIPPED:
                 continue
             m.dead_letters.labels(**self._labels, reason=item.reason.split(":", 1)[0]).inc()
             m.events.labels(lib, self.service.name, self.stream, "dead_letter").inc()
@@ -288,9 +287,10 @@ class StreamConsumer:
                     request_id=request_id or None,
                     deliveries=item.deliveries,
                 )
-            if flag == 1 and (counter := m.outcomes_by_kind.get(kind)) is not None:
+            counter = m.outcomes_by_kind.get(kind)
+            if flag == SetAside.ANSWERED and counter is not None:
                 counter.labels(lib, "rejected").inc()
-        if (unlogged := sum(flag >= 0 for flag in flags) - logged) > 0:
+        if (unlogged := sum(flag != SetAside.SKIPPED for flag in flags) - logged) > 0:
             # A flood of junk is counted (metrics) and kept (dead letters), not logged
             # line by line (breaker: 50,000 one-byte pushes wrote 11 MB of log lines).
             self.log.warning("more dead letters", count=unlogged, stream=self.stream)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from enum import IntEnum
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -116,6 +118,34 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class DeadLetterRow(NamedTuple):
+    """One entry as bs1_dead_letter takes it (its ARGV slots, in this order)."""
+
+    entry_id: bytes | str
+    reason: str
+    deliveries: int
+    #: The request id and kind it names ('' if none: nobody to answer).
+    request_id: str
+    kind: str
+    #: A key whose existence means the request is in flight ('' if none).
+    guard: str
+    #: events.submission_digest of its ``e`` field ('' if Redis cut it, or it has none).
+    digest: str
+    #: The entry's own field count (``fields`` may be fewer).
+    field_count: int
+    #: At most 16 of its (field, value) pairs, each bounded: what the dead letter keeps.
+    fields: list[tuple[bytes, bytes]]
+
+
+class SetAside(IntEnum):
+    """What bs1_dead_letter did with one row."""
+
+    SKIPPED = -1  # no longer pending: another worker applied it or set it aside
+    KEPT = 0  # set aside, nobody answered
+    ANSWERED = 1  # set aside, and its client answered `rejected`
+    REPORTED = 2  # set aside, and Lending told its fetch failed (`unfetched`)
+
+
 class CoreFunctions:
     """Typed calls into ``bookstream_core_v1`` (see core.lua for each function's contract)."""
 
@@ -139,11 +169,10 @@ class CoreFunctions:
         maxlen: int,
         outcome_prefix: str,
         schema_version: int,
-        rows: list[list[bytes | str | int]],
-    ) -> list[int]:
-        """One flag per row (core.lua): 1 a ``rejected`` outcome was written, 2 lending was
-        told of a failed fetch (on ``replies``, given for shelving's entries), 0 neither,
-        -1 skipped (the entry was no longer pending)."""
+        rows: Sequence[DeadLetterRow],
+    ) -> list[SetAside]:
+        """What became of each row (core.lua): ``replies`` is given for Shelving's entries,
+        where a failed fetch is reported."""
         args: list[bytes | str | int] = [
             group,
             retention_s,
@@ -151,11 +180,14 @@ class CoreFunctions:
             outcome_prefix,
             schema_version,
         ]
-        for row in rows:
-            args.extend(row)
+        for *facts, fields in rows:
+            args.extend(facts)
+            args.append(len(fields))
+            for name, value in fields:
+                args.extend((name, value))
         keys = [stream, dead, events] + ([replies] if replies else [])
         result = await self._r.fcall("bs1_dead_letter", len(keys), *keys, *args)
-        return [int(flag) for flag in result]
+        return [SetAside(int(flag)) for flag in result]
 
     async def requeue(
         self, dead: str, stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]
