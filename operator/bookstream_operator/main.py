@@ -9,23 +9,19 @@ import sys
 from importlib.metadata import version
 
 import kopf
+from bookstream_core import settings as table
 from bookstream_core.usage import error_line
 
 from bookstream_operator.handlers import register
 from bookstream_operator.settings import OperatorConfig, OperatorConfigError
 
-#: What the operator reads, all from its environment (the chart sets them).
-VARIABLES = """\
-environment:
-  BOOKSTREAM_OPERATOR_INTERVAL       seconds between two passes of a LibraryInstance (15)
-  BOOKSTREAM_OPERATOR_NAMESPACES     comma-separated namespaces to watch (empty: all)
-  BOOKSTREAM_OPERATOR_PEERING        kopf peering name (empty: standalone, one replica)
-  BOOKSTREAM_OPERATOR_PRIORITY       kopf peering priority (0)
-  BOOKSTREAM_OPERATOR_LIVENESS       liveness endpoint (http://0.0.0.0:8080/healthz)
-  BOOKSTREAM_OPERATOR_WATCH_TIMEOUT  seconds of one watch request (300)
-  BOOKSTREAM_LOG_LEVEL               debug, info, warning, error (info)
-  BOOKSTREAM_LOG_FORMAT              console or json (console)
-  BOOKSTREAM_REDIS_TLS_CA, _CERT, _KEY  the operator's own TLS files (operator/README.md)"""
+
+def variables() -> str:
+    """What the operator reads, all from its environment (the chart sets them): the rows of
+    the one settings table it takes."""
+    rows = [s for s in table.SETTINGS if s.scope == "operator" or table.OPERATOR in s.also]
+    width = max(len(s.variable) for s in rows) + 2
+    return "environment:\n" + "\n".join(f"  {s.variable.ljust(width)}{s.describe()}" for s in rows)
 
 
 def parse_arguments(argv: list[str]) -> None:
@@ -35,7 +31,7 @@ def parse_arguments(argv: list[str]) -> None:
         prog="bookstream-operator",
         description="Run the operator that manages LibraryInstance resources (kopf), with "
         "the Kubernetes credentials of its environment (in-cluster, else ~/.kube/config).",
-        epilog=VARIABLES,
+        epilog=variables(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

@@ -11,11 +11,6 @@ from bookstream_core.tls import FILES, check_tls_files
 
 from bookstream_operator.kube import Kube
 
-PREFIX = "BOOKSTREAM_OPERATOR_"
-#: The same log variables as the workers' (the chart sets both for the operator too).
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("console", "json")
-
 
 class OperatorConfigError(ValueError):
     pass
@@ -43,29 +38,22 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
-        def get(name: str) -> str | None:
-            value = env.get(PREFIX + name)
-            return value if value else None
-
+        """From the one settings table (bookstream_core.settings: its ``operator`` rows and
+        those it shares with the workers), variables only."""
         try:
-            interval = float(get("INTERVAL") or cls.interval_s)
-            priority = int(get("PRIORITY") or 0)
-            watch_timeout = int(get("WATCH_TIMEOUT") or cls.watch_timeout_s)
-        except ValueError as exc:
-            raise OperatorConfigError(f"bad {PREFIX}* setting: {exc}") from None
-        if interval <= 0:
-            raise OperatorConfigError(f"{PREFIX}INTERVAL must be > 0")
-        log_level = (env.get("BOOKSTREAM_LOG_LEVEL") or "info").lower()
-        log_format = (env.get("BOOKSTREAM_LOG_FORMAT") or "console").lower()
-        if log_level not in LOG_LEVELS:
-            raise OperatorConfigError(
-                f"BOOKSTREAM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}"
-            )
-        if log_format not in LOG_FORMATS:
-            raise OperatorConfigError(
-                f"BOOKSTREAM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}"
-            )
-        namespaces = tuple(n.strip() for n in (get("NAMESPACES") or "").split(",") if n.strip())
+            interval = table.seconds("operator_interval", None, env)
+            priority = table.integer("operator_priority", None, env) or 0
+            watch_timeout = table.integer("operator_watch_timeout", None, env)
+            log_level = table.text("log_level", None, env) or "info"
+            log_format = table.text("log_format", None, env) or "console"
+        except ConfigError as exc:
+            raise OperatorConfigError(str(exc)) from None
+        assert watch_timeout is not None  # the row has a default
+
+        def get(key: str) -> str:
+            return table.text(key, None, env) or ""
+
+        namespaces = tuple(n.strip() for n in get("operator_namespaces").split(",") if n.strip())
         given = {key: table.raw(key, None, env)[0] for key in FILES}
         tls_files = {key: value for key, value in given.items() if value is not None}
         names = {key: table.BY_KEY[key].variable for key in FILES}  # it has no options
@@ -76,9 +64,9 @@ class OperatorConfig:
         return cls(
             interval_s=interval,
             namespaces=namespaces,
-            peering=get("PEERING") or "",
+            peering=get("operator_peering"),
             priority=priority,
-            liveness=get("LIVENESS") or cls.liveness,
+            liveness=get("operator_liveness"),
             watch_timeout_s=watch_timeout,
             log_level=log_level,
             log_format=log_format,

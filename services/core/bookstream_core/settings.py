@@ -19,7 +19,7 @@ ENV_PREFIX = "BOOKSTREAM_"
 Kind = Literal["text", "int", "seconds", "flag", "choice"]
 #: Which parsers list a setting (``USED_BY``): every command that talks to Redis, the
 #: workers (all or only lending's), or none (a variable only).
-Scope = Literal["redis", "client", "worker", "lending", "lending_worker", "embedded"]
+Scope = Literal["redis", "client", "worker", "lending", "lending_worker", "embedded", "operator"]
 
 
 class ConfigError(ValueError):
@@ -151,6 +151,21 @@ SETTINGS: tuple[Setting, ...] = (
     _s("request_deadline", ("--request-deadline",), "REQUEST_DEADLINE_S",
        "seconds a request may wait for Shelving before it is denied (shelving_timeout) and "
        "its books go back", "lending_worker", kind="int", minimum=1, default="300", metavar="S"),
+    _s("operator_interval", (), "OPERATOR_INTERVAL",
+       "seconds between two passes over one LibraryInstance (status, autoscaling)",
+       "operator", kind="seconds", default="15"),
+    _s("operator_namespaces", (), "OPERATOR_NAMESPACES",
+       "comma-separated namespaces to watch; empty: every namespace (a ClusterRole)",
+       "operator"),
+    _s("operator_peering", (), "OPERATOR_PEERING",
+       "kopf peering name; empty: standalone (one replica)", "operator"),
+    _s("operator_priority", (), "OPERATOR_PRIORITY", "kopf peering priority", "operator",
+       kind="int", default="0"),
+    _s("operator_liveness", (), "OPERATOR_LIVENESS", "kopf's liveness endpoint", "operator",
+       default="http://0.0.0.0:8080/healthz"),
+    _s("operator_watch_timeout", (), "OPERATOR_WATCH_TIMEOUT",
+       "seconds one watch request of the Kubernetes API lasts", "operator", kind="int",
+       minimum=1, default="300"),
     _s("lock_ttl_ms", (), "LOCK_TTL_MS", "worker-name lock TTL in ms (renewed every third)",
        "worker", kind="int", minimum=100, default="15000"),
     _s("give_up_s", (), "GIVE_UP_S",
@@ -267,6 +282,8 @@ USED_BY: dict[Scope, tuple[str, tuple[str, ...]]] = {
     "lending_worker": ("Lending workers", LENDING_WORKERS),
     # A variable only, read by whatever starts the embedded Redis.
     "embedded": ("the embedded Redis", ()),
+    # Variables only: the operator has no options.
+    "operator": ("the operator (variable)", ()),
 }
 #: The operator reads a setting's variable only; it has no options.
 OPERATOR = "operator"
