@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import msgspec
 import redis.asyncio as aioredis
 from bookstream_core import settings
-from bookstream_core.config import RedisSettings, redis_settings_from
+from bookstream_core.config import RedisSettings, build_redis_settings, redis_settings_from
 from bookstream_core.connection import connect
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.runner import install_uvloop
@@ -95,7 +95,7 @@ async def _bench(args: argparse.Namespace, redis: RedisSettings | None) -> dict[
     if redis is None:
         private = start_private_redis()
         _STARTED.append(private.stop)
-        redis = RedisSettings(url=private.url)
+        redis = build_redis_settings(url=private.url)
     r = connect(redis)
     try:
         try:
