@@ -34,7 +34,14 @@ from bookstream.errors import (
     Unreachable,
     report,
 )
-from bookstream.parser import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, build_parser
+from bookstream.parser import (
+    EXIT_DENIED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    build_parser,
+    chosen,
+)
 from bookstream.render import render_outcome
 from bookstream.submissions import KINDS
 
@@ -55,7 +62,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0].startswith("-") and given[0] not in ("-h", "--help", "--version"):
+        parser.error(f"{given[0]}: options go after the command (bookstream COMMAND [options])")
+    args, extra = parser.parse_known_args(given)
+    if extra:  # named by the command's own --help, where its options are
+        chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return _dispatch(args)
     except (BadInput, ConfigError, Unknown) as exc:

@@ -122,6 +122,18 @@ def _embedded(sub: Subparsers) -> None:
     _command(actions, "stop", "stop it (its data stays on disk)")
 
 
+def chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command given, down to its action (``dead-letters list``)."""
+    current = parser
+    for dest in ("command", "action"):
+        name = getattr(args, dest, None)
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if name is None or not subs:
+            break
+        current = subs[0].choices[name]
+    return current
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="bookstream",

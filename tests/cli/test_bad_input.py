@@ -177,3 +177,17 @@ def test_one_string_of_books_is_refused_not_split_into_letters(
     with Client(redis_server.url) as client, pytest.raises(BadInput, match="not one string"):
         client.submit_request("user1", books)  # type: ignore[arg-type]
     assert not redis_server.client().exists("bs:{main}:lending:submissions")
+
+
+def test_a_usage_mistake_names_the_help_to_read(bookstream_env: dict[str, str]) -> None:
+    """Newcomer: an unknown option of a command pointed at `bookstream --help`, which does
+    not list it; an option before the command was an "invalid choice" of command."""
+    cases = {
+        ("status", "--bogus"): "(see bookstream status --help)",
+        ("dead-letters", "list", "--nope"): "(see bookstream dead-letters list --help)",
+        ("--redis", "unix:///x.sock", "status"): "options go after the command",
+    }
+    for argv, expected in cases.items():
+        done = run_cli(bookstream_env, *argv)
+        assert done.returncode == 2 and expected in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

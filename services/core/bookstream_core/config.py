@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from bookstream_core import settings as table
 from bookstream_core.addresses import check_url, normalize_address, redacted
+from bookstream_core.embedded import SOCKET_NAME
 from bookstream_core.keys import check_library
 from bookstream_core.passwords import read_password_file
 from bookstream_core.settings import ConfigError
@@ -66,8 +67,8 @@ class RedisSettings:
 
     def describe(self) -> str:
         """The address without credentials, for logs and messages."""
-        if self.url is None:
-            return f"embedded Redis in {self.home}"
+        if self.url is None:  # read as "Redis at unix://... (embedded)" in messages
+            return f"unix://{self.home / SOCKET_NAME} (embedded)"
         parts = urlsplit(self.url)
         if parts.scheme == "unix":
             return f"unix://{parts.path}"
