@@ -48,11 +48,11 @@ class Holder:
 
 
 #: ``uid of namespace/name`` now: the uid, ``None`` if it does not exist, or raises
-#: :class:`Unknown` when that cannot be told.
+#: :class:`HolderUnknown` when that cannot be told.
 UidLookup = Callable[[str, str], Awaitable[str | None]]
 
 
-class Unknown(Exception):
+class HolderUnknown(Exception):
     """The holder's existence cannot be checked (e.g. 403): treat the claim as valid."""
 
 
@@ -79,7 +79,7 @@ async def claim(
             return None
         try:
             alive = await lookup(holder.namespace, holder.name) == holder.uid
-        except Unknown:
+        except HolderUnknown:
             return holder
         if alive:
             return holder

@@ -22,7 +22,7 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from bookstream_operator import naming
-from bookstream_operator.claim import Unknown
+from bookstream_operator.claim import HolderUnknown
 from bookstream_operator.types import Manifest
 
 T = TypeVar("T")
@@ -111,7 +111,7 @@ class Kube:
         return dict(obj.to_dict())  # type: ignore[no-untyped-call]
 
     async def instance_uid(self, namespace: str, name: str) -> str | None:
-        """The uid of a LibraryInstance (``None`` if absent); raises ``claim.Unknown`` when
+        """The uid of a LibraryInstance (``None`` if absent); raises ``claim.HolderUnknown`` when
         the operator may not read it (e.g. a namespace it does not watch)."""
         if not (naming.is_namespace(namespace) and naming.is_object_name(name)):
             # The claim's holder comes from Redis: no object can have such a name (an
@@ -120,7 +120,7 @@ class Kube:
         try:
             obj = await self.read_instance(namespace, name)
         except httpx2.HTTPStatusError as exc:
-            raise Unknown(f"{namespace}/{name}: HTTP {_status_code(exc)}") from None
+            raise HolderUnknown(f"{namespace}/{name}: HTTP {_status_code(exc)}") from None
         if obj is None:
             return None
         return str((obj.get("metadata") or {}).get("uid") or "") or None

@@ -50,7 +50,7 @@ from bookstream_operator.types import Manifest
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class KubeEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
@@ -60,7 +60,7 @@ class Event:
 class Result:
     #: The whole status this pass found (no key it does not know about).
     status: Manifest
-    events: list[Event] = field(default_factory=list)
+    events: list[KubeEvent] = field(default_factory=list)
     #: The same spec would fail the same way: do not retry until the object changes.
     permanent_failure: bool = False
 
@@ -83,7 +83,7 @@ class Result:
 
         for cond in self.status.get("conditions") or []:
             cond["message"] = clean(str(cond.get("message", "")))
-        self.events = [Event(e.type, e.reason, clean(e.message)) for e in self.events]
+        self.events = [KubeEvent(e.type, e.reason, clean(e.message)) for e in self.events]
         return self
 
 
@@ -191,7 +191,7 @@ async def reconcile(
     previous_ready: Mapping[str, Any] = next(
         (c for c in old_conditions if c.get("type") == "Ready"), {}
     )
-    events: list[Event] = []
+    events: list[KubeEvent] = []
     kept: Manifest = {k: v for k, v in status.items() if k in OWNED_STATUS_KEYS}
     #: The Secret values this pass read: never in a message it writes.
     secrets: list[str] = []
@@ -205,7 +205,7 @@ async def reconcile(
         )
         was = {c.get("type"): c.get("status") for c in old_conditions}
         if was.get("ReconciliationPaused") != "True":
-            events.append(Event("Normal", "ReconciliationPaused", paused.message))
+            events.append(KubeEvent("Normal", "ReconciliationPaused", paused.message))
         kept["conditions"] = conditions.merge(old_conditions, [paused], stamp)
         return Result(kept, events)
 
@@ -232,7 +232,7 @@ async def reconcile(
             failure.reason,
             failure.message,
         ):
-            events.append(Event("Warning", failure.reason, failure.message))
+            events.append(KubeEvent("Warning", failure.reason, failure.message))
         return Result(out, events, permanent_failure=failure.permanent).redacted(secrets)
 
     try:
@@ -364,7 +364,7 @@ async def reconcile(
             decision = decisions[service]
             why = decision.reason if decision is not None else "spec changed"
             events.append(
-                Event(
+                KubeEvent(
                     "Normal",
                     "Scaled",
                     f"{service}: {previous.get('replicas')} -> {replicas[service]} ({why})",
@@ -373,12 +373,12 @@ async def reconcile(
         moved = [r for r in retirements[service] if r.outcome is RetirementResult.RETIRED]
         if moved:
             text = ", ".join(f"{r.consumer} ({r.moved} pending -> {r.target})" for r in moved)
-            events.append(Event("Normal", "ConsumersRetired", f"{service}: {text}"))
+            events.append(KubeEvent("Normal", "ConsumersRetired", f"{service}: {text}"))
 
     conds = build_conditions(spec, redis_cond, replicas, states, groups, retirements)
     new_status["conditions"] = conditions.merge(old_conditions, conds, stamp)
     if generation is not None and status.get("observedGeneration") != generation:
-        events.append(Event("Normal", "Reconciled", f"generation {generation} applied"))
+        events.append(KubeEvent("Normal", "Reconciled", f"generation {generation} applied"))
     return Result(new_status, events).redacted(secrets)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
-from bookstream_operator.claim import Holder, UidLookup, Unknown, claim, claim_key
+from bookstream_operator.claim import Holder, HolderUnknown, UidLookup, claim, claim_key
 
 if TYPE_CHECKING:
     from conftest import RedisServer
@@ -53,7 +53,7 @@ async def test_a_stale_claim_is_taken_over_and_an_unknown_one_stands(
     assert json.loads(await aclient.get(claim_key(KEYS)) or "{}")["uid"] == "uid-b"
 
     async def forbidden(namespace: str, name: str) -> str | None:
-        raise Unknown("HTTP 403")
+        raise HolderUnknown("HTTP 403")
 
     assert await claim(aclient, KEYS, A, forbidden) == B
 

@@ -180,7 +180,7 @@ async def _latency(
     args: argparse.Namespace,
     r: aioredis.Redis,
     keys: LibraryKeys,
-    events: list[workload.Event],
+    events: list[workload.WorkloadEvent],
     workers: WorkerSet,
     redis_pid: int | None,
 ) -> tuple[RunFigures, dict[str, float | None], dict[str, Any]]:

@@ -15,7 +15,7 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 
 from bookstream.audit import audit
 from bookstream.bench import library
-from bookstream.bench.workload import Event
+from bookstream.bench.workload import WorkloadEvent
 from bookstream.render import counted
 
 CHUNK = 5_000
@@ -38,7 +38,7 @@ class Verdict:
 async def check(
     r: aioredis.Redis,
     keys: LibraryKeys,
-    events: Sequence[Event],
+    events: Sequence[WorkloadEvent],
     *,
     user_limit: int = 5,
     storage_capacity: int = 20,

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from bookstream.bench import library, measure
 from bookstream.bench.progress import Progress
 from bookstream.bench.workers import WorkerSet
-from bookstream.bench.workload import Event
+from bookstream.bench.workload import WorkloadEvent
 
 STALL_S = 60.0  # no progress for this long: the run has failed
 POLL_S = 0.01
@@ -49,7 +49,7 @@ async def reset_stats(r: aioredis.Redis) -> None:
 async def run_drain(
     r: aioredis.Redis,
     keys: LibraryKeys,
-    events: Sequence[Event],
+    events: Sequence[WorkloadEvent],
     workers: WorkerSet,
     redis_pid: int | None,
     *,

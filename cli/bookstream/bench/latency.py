@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from bookstream_core.keys import LibraryKeys
 
 from bookstream.bench.progress import Progress
-from bookstream.bench.workload import Event
+from bookstream.bench.workload import WorkloadEvent
 
 GRACE_S = 30.0  # how long to wait for the last outcomes after the last send
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
@@ -49,7 +49,7 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 async def offer(
     r: aioredis.Redis,
     keys: LibraryKeys,
-    events: Sequence[Event],
+    events: Sequence[WorkloadEvent],
     rate: float,
     *,
     show_progress: bool,

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.types import text
 
-from bookstream.bench.workload import Event
+from bookstream.bench.workload import WorkloadEvent
 
 CHUNK = 2_000
 
@@ -29,7 +29,7 @@ async def empty(r: aioredis.Redis, keys: LibraryKeys) -> int:
     return removed
 
 
-async def preload(r: aioredis.Redis, keys: LibraryKeys, events: Sequence[Event]) -> None:
+async def preload(r: aioredis.Redis, keys: LibraryKeys, events: Sequence[WorkloadEvent]) -> None:
     """Every event into the submissions list, as the door leaves them (RPUSH, pipelined
     in chunks: the door's checks are the latency mode's to measure), so that the drain
     includes Lending's admission into its inbox, as in use."""

@@ -24,7 +24,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class WorkloadEvent:
     request_id: str
     kind: str  # "request" | "return"
     payload: bytes  # the inbox entry's ``e`` field
@@ -46,7 +46,7 @@ def generate(
     books: int = BOOKS,
     return_share: float = RETURN_SHARE,
     id_prefix: str = "bench",
-) -> list[Event]:
+) -> list[WorkloadEvent]:
     """``n`` events; the same ``seed`` always yields the same events."""
     rng = random.Random(seed)
     cum_weights = list(itertools.accumulate(1.0 / (k + 1) ** ZIPF_EXPONENT for k in range(books)))
@@ -54,7 +54,7 @@ def generate(
     asked: dict[int, list[int]] = {}  # user -> books asked for and not yet returned
     askers: list[int] = []  # users with something in ``asked`` (for a uniform pick)
     where: dict[int, int] = {}  # user -> index in askers
-    events: list[Event] = []
+    events: list[WorkloadEvent] = []
     for i in range(n):
         rid = f"{id_prefix}-{seed}-{i:07d}"
         if askers and rng.random() < return_share:
@@ -90,5 +90,5 @@ def generate(
                 "books": [book_id(b) for b in picked],
             }
         )
-        events.append(Event(rid, kind, payload))
+        events.append(WorkloadEvent(rid, kind, payload))
     return events

@@ -16,7 +16,7 @@ from typing import Literal
 
 ENV_PREFIX = "BOOKSTREAM_"
 
-Kind = Literal["text", "int", "seconds", "flag", "choice"]
+SettingKind = Literal["text", "int", "seconds", "flag", "choice"]
 #: Which parsers list a setting (``USED_BY``): every command that talks to Redis, the
 #: workers (all or only lending's), or none (a variable only).
 Scope = Literal["redis", "client", "worker", "lending", "lending_worker", "embedded", "operator"]
@@ -33,7 +33,7 @@ class Setting:
     env: str
     help: str
     scope: Scope
-    kind: Kind = "text"
+    kind: SettingKind = "text"
     default: str | None = None
     metavar: str | None = None
     choices: tuple[str, ...] = ()

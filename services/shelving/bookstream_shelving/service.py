@@ -24,7 +24,7 @@ from bookstream_core.types import ServiceName
 from bookstream_shelving.functions import ShelvingCall, ShelvingFunctions
 
 
-class Kind(NamedTuple):
+class ShelvingKind(NamedTuple):
     """How Shelving takes one event kind."""
 
     #: What its apply call passes on: the event's own id, the fetch it names ('' but for
@@ -46,13 +46,13 @@ def _accepted(event: Any) -> str:
 
 #: Shelving's event kinds, one row each; shelving.lua's HANDLERS has the same kinds, and
 #: a new kind is a row in each.
-ARGUMENTS: dict[type[EventBase], Kind] = {
-    FetchEvent: Kind(
+ARGUMENTS: dict[type[EventBase], ShelvingKind] = {
+    FetchEvent: ShelvingKind(
         _own,
         lambda e: "" if e.event_id == f"{e.id}:fetch" else f"a fetch's eid must be {e.id}:fetch",
     ),
-    ReshelveEvent: Kind(_own, _accepted),
-    UnfetchEvent: Kind(
+    ReshelveEvent: ShelvingKind(_own, _accepted),
+    UnfetchEvent: ShelvingKind(
         lambda e: (e.event_id, e.fetch, e.books),
         lambda e: (
             ""
