@@ -138,6 +138,10 @@ REFUSALS: list[tuple[str, tuple[str, ...]]] = [
     ("client", ("DEL", f"{P}lending:submissions")),
     ("client", ("LCS", f"{P}outcome:x", f"{P}outcome:x")),  # breaker: 0.8 s, 500 MB
     ("viewer", ("LCS", f"{P}lending:book", f"{P}lending:book")),
+    # Breaker: a reply of any size from a small key, left unread, held Redis's memory.
+    ("client", ("SRANDMEMBER", f"{P}lending:borrowers", "-8000000")),
+    ("viewer", ("HRANDFIELD", f"{P}lending:book", "-2000000", "WITHVALUES")),
+    ("operator", ("ZRANDMEMBER", f"{P}lending:inflight", "-2000000")),
     ("client", ("RPUSH", f"{P}lending:inbox", "{}")),
     (
         "client",
@@ -426,6 +430,23 @@ def test_acl_prints_the_rules_setup_applies(
     finally:
         other.kill()
         other.wait()
+
+
+def test_setup_says_which_bounds_the_shared_redis_lacks(
+    redis_server: RedisServer, bookstream_env: dict[str, str], roles: Path
+) -> None:
+    """Breakers: with Redis's defaults one client push (or doorbell ring) of 100 MB was
+    copied to every Lending worker, and unread replies held Redis's memory."""
+    again = run_cli(bookstream_env, "setup", "--library", LIB, "--acl", str(roles),
+                    server=redis_server)  # fmt: skip
+    assert "hint: proto-max-bulk-len is 536870912 bytes" in again.stdout
+    assert "hint: client-output-buffer-limit has no bound" in again.stdout
+    r = redis_server.client()
+    r.config_set("proto-max-bulk-len", "1mb")
+    r.config_set("client-output-buffer-limit", "normal 64mb 32mb 60")
+    bounded = run_cli(bookstream_env, "setup", "--library", LIB, "--acl", str(roles),
+                      server=redis_server)  # fmt: skip
+    assert bounded.returncode == 0 and "hint:" not in bounded.stdout, bounded.stdout
 
 
 def test_acl_refuses_a_password_folder_that_is_not_there(

@@ -24,6 +24,7 @@ from bookstream_core.config import ConfigError
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.passwords import open_private_directory, read_owned_password_file
 from bookstream_core.roles import ROLES, Role, acl_file_line, setuser_arguments, user_name
+from bookstream_core.types import text
 from redis.exceptions import ResponseError
 
 from bookstream.commands import function_sources
@@ -37,6 +38,8 @@ class SetupReport:
     #: role -> (user name, password file, "kept" or "new")
     users: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     acl_saved: bool = False
+    #: What the Redis the roles share should bound and does not (redis_advice).
+    advice: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"library {self.library}: functions {', '.join(self.functions)} loaded"]
@@ -49,6 +52,7 @@ class SetupReport:
                 if self.acl_saved
                 else "  Redis has no ACL file: run setup again after Redis restarts empty"
             )
+        out += [f"  hint: {line}" for line in self.advice]
         return out
 
 
@@ -114,7 +118,39 @@ async def setup_library(r: aioredis.Redis, library: str, acl_dir: Path | None) -
     except ResponseError as exc:
         if "ACL file" not in str(exc) and "aclfile" not in str(exc):
             raise
+    report.advice = await redis_advice(r)
     return report
+
+
+MAX_VALUE = 1024 * 1024
+
+
+async def redis_advice(r: aioredis.Redis) -> list[str]:
+    """Bounds a Redis shared by role users should have (the chart's Redis has them): a
+    role may only append or read, but Redis's defaults let a value or an unread reply be
+    as large as memory (docs/security.md, breakers)."""
+    try:
+        config = await r.config_get("proto-max-bulk-len")
+        config.update(await r.config_get("client-output-buffer-limit"))
+        value = int(text(config["proto-max-bulk-len"]))
+        limits = text(config["client-output-buffer-limit"])
+    except (ResponseError, KeyError, ValueError):
+        return []  # CONFIG refused (a managed Redis): nothing to say
+    advice = []
+    if value > MAX_VALUE:
+        advice.append(
+            f"proto-max-bulk-len is {value} bytes: a client may submit (or ring the doorbell "
+            "with) values that large, which Redis and every Lending worker then copy; set "
+            "`proto-max-bulk-len 1mb`"
+        )
+    normal = limits.split()[1:4] if limits.startswith("normal ") else []
+    if normal and normal[0] == "0":
+        advice.append(
+            "client-output-buffer-limit has no bound for normal clients: a role may hold "
+            "Redis's memory with replies it does not read; set "
+            "`client-output-buffer-limit normal 64mb 32mb 60`"
+        )
+    return advice
 
 
 def acl_file(library: str, password_dir: Path | None) -> str:

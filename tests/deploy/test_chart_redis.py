@@ -49,6 +49,7 @@ def test_redis_config_requires_auth_and_never_evicts() -> None:
     assert conf["maxmemory-policy"] == "noeviction"
     assert conf["appendonly"] == "yes"
     assert conf["proto-max-bulk-len"] == "1mb"  # breaker: one 100 MB submission
+    assert conf["client-output-buffer-limit"] == "normal 64mb 32mb 60"  # breaker: unread replies
     # Users come from the aclfile on the data volume; no password and no user in the file
     # (requirepass would be ignored beside an aclfile).
     assert conf["dir"] == "/data" and conf["aclfile"] == "/data/users.acl"

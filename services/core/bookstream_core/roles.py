@@ -39,9 +39,11 @@ _CONNECTION = (
 )  # fmt: skip
 #: Reading (key patterns still decide which keys): dashboards, status, audit, outcomes.
 #: Not the reads that cost Redis far more than their reply (breaker: one LCS of an 11 KB
-#: outcome with itself held Redis 0.8 s and 500 MB).
+#: outcome with itself held Redis 0.8 s and 500 MB; SRANDMEMBER/HRANDFIELD/ZRANDMEMBER
+#: with a huge negative count build a reply of any size from a small key).
 _READ = (
-    "+@read", "-keys", "-randomkey", "-sort_ro", "-dump", "-lolwut", "-lcs", "+fcall_ro",
+    "+@read", "-keys", "-randomkey", "-sort_ro", "-dump", "-lolwut", "-lcs",
+    "-srandmember", "-hrandfield", "-zrandmember", "+fcall_ro",
     "+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe", "+pubsub|numsub",
 )  # fmt: skip
 #: A worker: consume its streams, apply events through its functions, hold its name.

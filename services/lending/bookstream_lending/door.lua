@@ -61,25 +61,50 @@ local function check_id(what, s)
   if spaced(s, ascii) then refuse(what .. ' starts or ends with white space') end
 end
 
+-- How many keys the JSON text writes (any depth), or nil if one has an escape: the text is
+-- walked from quote to quote (a backslash outside a string is not JSON: cjson refused it).
+local function keys_written(payload)
+  local count, pos, inside, escaped = 0, 1, false, false
+  while true do
+    local i = string.find(payload, '["\\]', pos)
+    if not i then return count end
+    if not inside then
+      inside, escaped, pos = true, false, i + 1
+    elseif string.byte(payload, i) == 92 then  -- a backslash: skip what it escapes
+      escaped, pos = true, i + 2
+    else
+      inside, pos = false, i + 1
+      if string.find(payload, '^%s*:', pos) then
+        if escaped then return nil end
+        count = count + 1
+      end
+    end
+  end
+end
+
 local function check_event(payload, library)
   if #payload > MAX_EVENT_BYTES then refuse('the event is over ' .. MAX_EVENT_BYTES .. ' bytes') end
   if not utf8_ok(payload) then refuse('the event is not UTF-8') end
   local ok, event = pcall(cjson.decode, payload)
   if not ok or type(event) ~= 'table' then refuse('the event is not a JSON object') end
+  local fields = 0
   for field in pairs(event) do
     if not FIELDS[field] then refuse('unknown field ' .. cjson.encode(tostring(field))) end
+    fields = fields + 1
+  end
+  -- Each key written once and plainly (no escape): cjson keeps the last of two keys and
+  -- reads escapes, where the workers refuse both (breaker: a second, escaped "v" of 0x1
+  -- passed and its sender waited for ever). A quote right after { or , starts a key.
+  if keys_written(payload) ~= fields then
+    refuse('each field must be written once, without escapes')
   end
   if event.v ~= SCHEMA_VERSION then refuse('schema version must be ' .. SCHEMA_VERSION) end
-  -- cjson reads 1.0 or 1e0 as 1; the workers want the integer as written. In valid JSON a
-  -- quote right after { or , starts a key (a quote inside a string is escaped).
-  local plain = 0
-  for token in string.gmatch(payload, '[{,]%s*"v"%s*:%s*([^,}%s]*)') do
-    if token ~= tostring(SCHEMA_VERSION) then
-      refuse('schema version must be written ' .. SCHEMA_VERSION)
-    end
-    plain = plain + 1
+  -- cjson reads 1.0, 1e0, 01 or 0x1 as 1; the workers want the integer as written (the
+  -- key is written once and plainly: checked above).
+  local version = string.match(payload, '[{,]%s*"v"%s*:%s*([^,}%s]*)')
+  if version ~= tostring(SCHEMA_VERSION) then
+    refuse('schema version must be written ' .. SCHEMA_VERSION)
   end
-  if plain == 0 then refuse('the schema version\'s key must be written "v"') end
   if not KINDS[event.type] then refuse('type must be ' .. @SUBMISSION_KIND_NAMES@) end
   local rid = event.id
   if type(rid) ~= 'string' or #rid > MAX_REQUEST_ID or not string.find(rid, '^[%w][%w_.:%-]*$') then

@@ -14,6 +14,9 @@ maxmemory-policy noeviction
 # No value over 1 MB (the least Redis allows; bookstream's largest is under 100 KB): a role
 # that may append (a client's submission) cannot make Redis or a reader copy a huge one.
 proto-max-bulk-len 1mb
+# A connection that does not read its replies (or asks for far more than it reads) is
+# closed past 64 MB, or 32 MB for a minute, rather than holding Redis's memory.
+client-output-buffer-limit normal 64mb 32mb 60
 # On the data volume: the role users `bookstream setup` saves (ACL SAVE) survive restarts.
 aclfile /data/users.acl
 {{- end -}}
