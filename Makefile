@@ -15,8 +15,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-tools lint typecheck check redis clean
 
+# Debian's python3 makes a venv only with python3-venv (ensurepip): installed when missing.
 $(BIN)/python:
 	@echo "make: creating $(VENV)"
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  if [ -n "$(CAN_APT)" ]; then echo "make: installing python3-venv (apt-get)"; \
+	    $(APT) apt-get update -qq && $(APT) apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "make: $(PYTHON) cannot make a venv: install python3-venv"; exit 1; fi; }
 	@$(PYTHON) -m venv $(VENV)
 
 $(RUNTIME): services/*/pyproject.toml cli/pyproject.toml | $(BIN)/python
@@ -48,7 +53,8 @@ test-tools:
 	@command -v prometheus >/dev/null || [ -z "$(CAN_APT)" ] || { \
 	  echo "make: installing prometheus (apt-get) for the metrics test"; \
 	  $(APT) apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
-	    || { $(APT) apt-get update -qq && $(APT) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }
+	    || { $(APT) apt-get update -qq && $(APT) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+	    || true; }
 	@command -v prometheus >/dev/null || \
 	  echo "make: prometheus is missing (apt-get install prometheus): the Prometheus and alert tests will be skipped"
 	@if [ -x .cache/k8s-tools/bin/helm ] || { command -v helm && command -v kubectl; } >/dev/null; then :; \

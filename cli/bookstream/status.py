@@ -128,9 +128,12 @@ def render_status(status: dict[str, object]) -> str:
     assert isinstance(streams, dict)
     for service, s in streams.items():
         waiting = s.get("submissions_waiting")
+        # The replies share Lending's dead letters, counted on the lending line.
+        replies = service == "lending_replies"
         lines.append(
-            f"  {service}: stream {s['stream']}  length {s['length']}  "
-            f"dead letters {s['dead_letters']}"
+            f"  {'lending replies' if replies else service}: stream {s['stream']}  "
+            f"length {s['length']}"
+            + ("" if replies else f"  dead letters {s['dead_letters']}")
             + (f"  submissions waiting {waiting}" if "submissions_waiting" in s else "")
         )
         for g in s["groups"]:

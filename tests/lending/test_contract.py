@@ -8,7 +8,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from bookstream_core.events import SCHEMA_VERSION, Outcome
+from bookstream_core.events import SCHEMA_VERSION, Outcome, Unavailable
 from bookstream_core.functions import CoreFunctions
 
 from tests.conftest import dead_letter_row
@@ -16,9 +16,18 @@ from tests.lending.test_functions import DOMAIN, KEYS, LK, RUNTIME, Lending
 
 #: Outcome with every field required and none other allowed, made from Outcome itself (one
 #: definition): a field the Lua leaves out, or adds, fails here.
+StrictUnavailable = msgspec.defstruct(
+    "StrictUnavailable",
+    [(f.name, f.type) for f in msgspec.structs.fields(Unavailable)],
+    forbid_unknown_fields=True,
+    kw_only=True,
+)
 StrictOutcome = msgspec.defstruct(
     "StrictOutcome",
-    [(f.name, f.type) for f in msgspec.structs.fields(Outcome)],
+    [
+        (f.name, list[StrictUnavailable] if f.type == list[Unavailable] else f.type)
+        for f in msgspec.structs.fields(Outcome)
+    ],
     forbid_unknown_fields=True,
     kw_only=True,
 )
@@ -27,6 +36,12 @@ STRICT = msgspec.json.Decoder(StrictOutcome)
 
 def test_the_strict_twin_requires_every_field_of_the_outcome() -> None:
     assert StrictOutcome.__struct_fields__ == Outcome.__struct_fields__
+    nested = (b'{"request_id": "r", "kind": "request", "status": "denied", "user": "u", '
+              b'"lent": [], "unavailable": [{"book": "b", "reason": "lent", "bogus": 1}], '
+              b'"returned": [], "not_held": [], "reason": null, "books_in_hand": [], '
+              b'"limit": null, "entry": null, "submission": null}')  # fmt: skip
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.json.decode(nested, type=StrictOutcome)
     with pytest.raises(msgspec.ValidationError, match="missing required field"):
         msgspec.json.decode(b'{"request_id": "r", "kind": "request", "status": "accepted"}',
                             type=StrictOutcome)  # fmt: skip

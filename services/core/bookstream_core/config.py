@@ -204,7 +204,8 @@ def generated_worker_name(service: str) -> str:
 def add_redis_arguments(parser: argparse.ArgumentParser, *, client: bool = True) -> None:
     """The connection options (and ``--timeout`` for commands that wait on Redis)."""
     group = parser.add_argument_group(
-        "Redis connection (default: the embedded Redis under $BOOKSTREAM_HOME)"
+        "Redis connection (default: the embedded Redis, in $BOOKSTREAM_HOME, else "
+        "$XDG_STATE_HOME/bookstream or ~/.local/state/bookstream)"
     )
     table.add_options(group, table.rows("redis", "client") if client else table.rows("redis"))
 

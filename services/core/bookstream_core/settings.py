@@ -101,7 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
        "library namespace; every key carries {NAME}", "redis", default="main", metavar="NAME",
        also=("info", "acl")),
     _s("timeout", ("--timeout",), "TIMEOUT",
-       "seconds to wait for Redis, and for an outcome", "client", kind="seconds",
+       "seconds to wait for Redis, and (request, return, outcome) for an outcome", "client",
+       kind="seconds",
        default="10", metavar="S"),
     _s("home", (), "HOME",
        "the embedded Redis' directory, mode 0700 (default $XDG_STATE_HOME/bookstream, "
