@@ -20,7 +20,7 @@ from tests.conftest import VENV_BIN
         (
             ["bookstream-operator"],
             {"BOOKSTREAM_OPERATOR_INTERVAL": "0"},
-            "bookstream-operator: error: BOOKSTREAM_OPERATOR_INTERVAL must be > 0",
+            "bookstream-operator: error: BOOKSTREAM_OPERATOR_INTERVAL must be a positive",
         ),
     ],
 )

@@ -96,7 +96,10 @@ def test_a_queued_request_with_a_taken_id_is_refused(
     for a duplicate, and the second user's client, reading the first user's outcome,
     refuses it (exit 2): never shown as its own."""
     r = redis_server.client()
-    lending = start_worker("lending", redis_server)
+    # One batch at a time: "first" is then the first submitted. (With batches in flight in
+    # parallel, or several workers, it is the first applied; the second user is refused
+    # all the same: full run, bob's entry was applied first and ann's was the duplicate.)
+    lending = start_worker("lending", redis_server, extra=["--in-flight", "1"])
     start_worker("shelving", redis_server)
     lending.process.send_signal(signal.SIGSTOP)  # still alive (its name lock), not reading
     try:

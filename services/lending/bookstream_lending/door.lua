@@ -145,9 +145,10 @@ end
 -- Returns the number of submissions waiting to be admitted, this one included. Errors:
 -- BSBAD <why> (refused, nothing written), BSTAKEN <why> (the request id belongs to
 -- another user or kind), BSENV <why> (Redis's trouble).
--- Two users racing with one new id both pass; Lending applies the first and takes the
--- second for a duplicate, and the second's client, reading another user's outcome,
--- refuses it (bookstream.client).
+-- Two users racing with one new id both pass; Lending applies one (the first submitted,
+-- unless batches of several workers, or one worker's batches in flight, overtake each
+-- other: the first applied) and takes the other for a duplicate, and the other's client,
+-- reading another user's outcome, refuses it (bookstream.client).
 local function submit(keys, args)
   local queue = keys[1]
   local p = string.match(queue, '^(bs:{[^{}]+}:)lending:submissions$')
