@@ -100,7 +100,7 @@ class UnfetchedEvent(EventBase, tag="unfetched", frozen=True):
 
 
 #: What clients submit, by kind: a new kind (a hold, a renewal) is a row here (the door
-#: takes its kinds and fields from it), a row in Lending's ARGUMENTS and HANDLERS, and in
+#: takes its kinds and fields from it), a row in Lending's KINDS (kinds.py) and HANDLERS, and in
 #: the CLI's submissions.KINDS and render table (docs/design.md, "Adding an event kind").
 Submission = RequestEvent | ReturnEvent
 SUBMISSIONS: dict[str, type[Submission]] = {"request": RequestEvent, "return": ReturnEvent}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from importlib import resources
 from typing import Any, NamedTuple
@@ -52,7 +52,9 @@ class FunctionsUnavailable(RuntimeError):
     """The library is not loaded and this connection may not load it."""
 
 
-def read_library(package: str, filename: str, *parts: str) -> str:
+def read_library(
+    package: str, filename: str, *parts: str, constants: Mapping[str, str] | None = None
+) -> str:
     """One library's source: ``filename``'s name line, the shared prelude
     (bookstream_core/prelude.lua), then ``parts`` (helper files of the same package),
     then the rest of ``filename``. Lua sees one chunk, so each file stays small."""
@@ -60,9 +62,10 @@ def read_library(package: str, filename: str, *parts: str) -> str:
     head, _, body = files.joinpath(filename).read_text(encoding="utf-8").partition("\n")
     pieces = [resources.files("bookstream_core").joinpath("prelude.lua").read_text("utf-8")]
     pieces += [files.joinpath(part).read_text(encoding="utf-8") for part in parts]
-    constants = lua_constants()
-    # A name the Lua asks for that has no definition is a bug: KeyError at import.
-    return _CONSTANT_RE.sub(lambda m: constants[m.group(1)], "\n".join([head, *pieces, body]))
+    # The package's own tables (``constants``) beside the wire contract's. A name the Lua
+    # asks for that has no definition is a bug: KeyError at import.
+    given = {**lua_constants(), **(constants or {})}
+    return _CONSTANT_RE.sub(lambda m: given[m.group(1)], "\n".join([head, *pieces, body]))
 
 
 def library_name(source: str) -> str:

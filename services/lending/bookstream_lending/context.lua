@@ -3,10 +3,8 @@
 -- the arm: events to shelving and the automated storage. Part of bookstream_lending_v1
 -- (loaded with lending.lua, after outcome.lua).
 
-local STREAM_KINDS = {
-  inbox = {request = true, ['return'] = true},
-  replies = {fetched = true, unfetched = true},
-}
+-- Which kinds may arrive on which stream (bookstream_lending.kinds, written in when read).
+local STREAM_KINDS = @LENDING_STREAM_KINDS@
 
 -- ctx: prefix, keys, settings of this call
 -- ARGV[1..8]: group, user limit, storage capacity, retention seconds, events maxlen,

@@ -13,7 +13,12 @@ from bookstream_core.functions import load_library, read_library
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.packed import execute_packed
 
-SOURCE = read_library("bookstream_lending", "lending.lua", "outcome.lua", "context.lua", "door.lua")
+from bookstream_lending.kinds import stream_kinds_lua
+
+SOURCE = read_library(
+    "bookstream_lending", "lending.lua", "outcome.lua", "context.lua", "door.lua",
+    constants={"LENDING_STREAM_KINDS": stream_kinds_lua()},
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,14 @@ class LendingRow:
     books: int
     latency_ms: int
     outcome: bytes
+
+
+class Admitted(NamedTuple):
+    """What one bs1_admit call did."""
+
+    moved: int
+    #: Submissions still in the list (more than one call's worth).
+    waiting: int
 
 
 class LendingCall(NamedTuple):
@@ -85,13 +98,12 @@ class LendingFunctions:
         waiting: int = await self._r.fcall("bs1_submit", 1, self._submissions, payload)
         return waiting
 
-    async def admit(self, most: int, budget_bytes: int) -> tuple[int, int]:
-        """Move the oldest submissions into the inbox (door.lua); returns (admitted, still
-        waiting)."""
+    async def admit(self, most: int, budget_bytes: int) -> Admitted:
+        """Move the oldest submissions into the inbox (door.lua)."""
         moved, left = await self._r.fcall(
             "bs1_admit", 2, self._submissions, self._inbox, most, budget_bytes
         )
-        return int(moved), int(left)
+        return Admitted(int(moved), int(left))
 
     async def apply(
         self,

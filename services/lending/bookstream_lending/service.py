@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import redis.asyncio as aioredis
 from bookstream_core.config import WorkerSettings
 from bookstream_core.events import (
     EventBase,
-    FetchedEvent,
-    RequestEvent,
-    ReturnEvent,
-    UnfetchedEvent,
     decode_outcome,
     event_type,
     lending_decoder,
@@ -25,25 +18,9 @@ from bookstream_core.types import ServiceName
 
 from bookstream_lending.functions import LendingCall, LendingFunctions, LendingRow
 from bookstream_lending.keys import LendingKeys
+from bookstream_lending.kinds import DECIDES, KINDS
 
 FINAL = ("accepted", "denied", "processed")
-
-#: Lending's event kinds, one row each: the user and books its apply call passes on.
-#: lending.lua's HANDLERS has the same kinds; a new kind is a row in each.
-ARGUMENTS: dict[type[EventBase], Callable[[Any], tuple[str, list[str]]]] = {
-    RequestEvent: lambda e: (e.user, e.books),
-    ReturnEvent: lambda e: (e.user, e.books),
-    FetchedEvent: lambda e: ("", e.books),
-    UnfetchedEvent: lambda e: ("", []),
-}
-
-
-#: The kind of submission each row that decides one decides (fetched, unfetched and
-#: expired rows decide requests): a new kind is a row here too.
-DECIDES = {
-    "request": "request", "fetched": "request", "unfetched": "request", "expired": "request",
-    "return": "return",
-}  # fmt: skip
 
 #: One admission call moves at most this many submissions, or stops after about this
 #: many bytes: it is one atomic call, which must stay short whatever clients pushed.
@@ -75,13 +52,8 @@ class LendingService:
         self.library = keys.library
         self.streams = keys.streams("lending")
         self.admission = Admission(self.functions, keys)
-        # Which kinds may arrive on which stream: the inbox holds what clients submitted
-        # (admitted from the door's list), only Shelving writes the replies. A reply found
-        # in the inbox is a forgery.
-        self.kinds: dict[str, tuple[type[EventBase], ...]] = {
-            keys.inbox("lending"): (RequestEvent, ReturnEvent),
-            keys.replies: (FetchedEvent, UnfetchedEvent),
-        }
+        # The name (kinds.py) of each stream a kind may arrive on.
+        self.stream_names = {keys.inbox("lending"): "inbox", keys.replies: "replies"}
         self.log = get_logger(service="lending", worker=settings.name, library=keys.library)
         self.log_outcomes = settings.observability.log_level in ("debug", "info")
 
@@ -90,7 +62,7 @@ class LendingService:
 
     def decode(self, stream: str, payload: bytes) -> object:
         event = decode_event(lending_decoder, payload, self.library)
-        if not isinstance(event, self.kinds[stream]):
+        if KINDS[event_type(event)].stream != self.stream_names[stream]:
             raise InvalidEvent(f"wrong_stream: a {event_type(event)} event on {stream}")
         return event
 
@@ -101,7 +73,7 @@ class LendingService:
         events: list[LendingCall] = []
         for entry_id, event in batch:
             assert isinstance(event, EventBase)
-            user, books = ARGUMENTS[type(event)](event)
+            user, books = KINDS[event_type(event)].arguments(event)
             events.append(LendingCall(entry_id, event_type(event), event.id, user, books))
         # The outcomes' JSON only travels back when it is logged.
         rows = await self.functions.apply(
