@@ -324,6 +324,14 @@ async def dump_keys(r: aioredis.Redis, pattern: str) -> dict[bytes, object]:
     return {k: await r.dump(k) for k in keys}
 
 
+@pytest.fixture
+def served(redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]) -> RedisServer:
+    """``redis_server`` with a Lending and a Shelving worker serving library ``main``."""
+    start_worker("lending", redis_server)
+    start_worker("shelving", redis_server)
+    return redis_server
+
+
 def run_cli(
     env: dict[str, str], *args: str, server: RedisServer | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -22,13 +22,9 @@ THREADS = 32
 
 
 @pytest.fixture
-def shared(
-    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
-) -> Iterator[tuple[RedisServer, Client]]:
-    start_worker("lending", redis_server)
-    start_worker("shelving", redis_server)
-    client = Client(redis_server.url)
-    yield redis_server, client
+def shared(served: RedisServer) -> Iterator[tuple[RedisServer, Client]]:
+    client = Client(served.url)
+    yield served, client
     client.close()
 
 

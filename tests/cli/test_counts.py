@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+import pytest
 from bookstream.audit import AuditReport
 from bookstream.render import counted, render_audit
 
-from tests.conftest import RedisServer, WorkerProcess, run_cli
+from tests.conftest import RedisServer, run_cli
 
 
 def test_a_count_and_its_noun_agree() -> None:
@@ -28,13 +27,11 @@ def test_the_audit_line_says_one_of_each_in_the_singular() -> None:
     ]
 
 
+@pytest.mark.usefixtures("served")
 def test_the_cli_counts_one_book_and_one_user_in_the_singular(
     redis_server: RedisServer,
-    start_worker: Callable[..., WorkerProcess],
     bookstream_env: dict[str, str],
 ) -> None:
-    start_worker("lending", redis_server)
-    start_worker("shelving", redis_server)
     lent = run_cli(bookstream_env, "request", "u1", "geb", server=redis_server)
     assert lent.returncode == 0, lent.stderr
     held = run_cli(bookstream_env, "status", "--borrower", "u1", server=redis_server)

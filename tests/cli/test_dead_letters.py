@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import pytest
 from bookstream import Client
 
 from tests.conftest import RedisServer, WorkerProcess, run_cli
@@ -21,14 +22,12 @@ def bookstream(
     return run_cli(env, *args, server=server)
 
 
+@pytest.mark.usefixtures("served")
 def test_list_show_retry_purge(
     redis_server: RedisServer,
-    start_worker: Callable[..., WorkerProcess],
     bookstream_env: dict[str, str],
 ) -> None:
     r = redis_server.client()
-    start_worker("lending", redis_server)
-    start_worker("shelving", redis_server)
     # Valid JSON but the wrong schema version: rejected now, fine to retry once fixed by hand;
     # here we retry an entry that becomes valid because the worker limit allows it.
     r.xadd(INBOX, {"e": "not json at all"})

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.conftest import VENV_BIN, RedisServer, WorkerProcess, run_cli, wait_for
@@ -34,14 +35,12 @@ def _forge(r: redis.Redis, request_id: str, stop: threading.Event) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.usefixtures("served")
 def test_a_forged_announcement_is_not_an_outcome(
     redis_server: RedisServer,
-    start_worker: Callable[..., WorkerProcess],
     bookstream_env: dict[str, str],
 ) -> None:
     r = redis_server.client()
-    start_worker("lending", redis_server)
-    start_worker("shelving", redis_server)
     assert run_cli(bookstream_env, "request", "u0", "geb", server=redis_server).returncode == 0
     stop = threading.Event()
     forger = threading.Thread(target=_forge, args=(r, "mine", stop))
@@ -60,13 +59,11 @@ def test_a_forged_announcement_is_not_an_outcome(
     assert (outcome["status"], outcome["lent"]) == ("denied", [])
 
 
+@pytest.mark.usefixtures("served")
 def test_a_request_id_stays_with_its_first_user(
     redis_server: RedisServer,
-    start_worker: Callable[..., WorkerProcess],
     bookstream_env: dict[str, str],
 ) -> None:
-    start_worker("lending", redis_server)
-    start_worker("shelving", redis_server)
     first = run_cli(
         bookstream_env, "request", "ann", "secret-book", "--request-id", "r-7", "--json",
         server=redis_server,

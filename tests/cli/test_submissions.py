@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+import pytest
 from bookstream.client import AsyncClient
 from bookstream.parser import build_parser
 from bookstream.render import DETAILS
@@ -35,13 +36,11 @@ async def test_each_kinds_calls_submit_an_event_of_that_kind(
             assert (await client.outcome(rid, 10)).kind == kind
 
 
+@pytest.mark.usefixtures("served")
 def test_the_cli_dispatches_each_kind_through_the_table(
     redis_server: RedisServer,
-    start_worker: Callable[..., WorkerProcess],
     bookstream_env: dict[str, str],
 ) -> None:
-    start_worker("lending", redis_server)
-    start_worker("shelving", redis_server)
     for kind in KINDS:
         done = run_cli(bookstream_env, kind, "u1", "geb", server=redis_server)
         assert done.returncode == 0, done.stderr

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 from bookstream import Client
 
 from tests.conftest import RedisServer, WorkerProcess, admit, wait_for, worker_command
@@ -17,12 +18,11 @@ INBOX = "bs:{main}:lending:inbox"
 EVENTS = "bs:{main}:events"
 
 
+@pytest.mark.usefixtures("served")
 def test_poison_entries_are_set_aside_and_nothing_behind_them_waits(
-    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+    redis_server: RedisServer,
 ) -> None:
     r = redis_server.client()
-    start_worker("lending", redis_server)
-    start_worker("shelving", redis_server)
     hostile: list[dict[str, str | bytes]] = [
         {"e": "not json"},
         {"other": "field"},
