@@ -73,6 +73,25 @@ def snapshot(server: RedisServer) -> dict[bytes, object]:
     return {k: r.dump(k) for k in sorted(r.scan_iter(match=f"{P}*"))}
 
 
+def start_services(
+    server: RedisServer,
+    bookstream_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+    folder: Path,
+) -> list[WorkerProcess]:
+    """A Lending and a Shelving worker, each under its own role's user."""
+    return [
+        start_worker(service, server, library=LIB, env=env_of(bookstream_env, folder, service))
+        for service in ("lending", "shelving")
+    ]
+
+
+def assert_audit_ok(server: RedisServer, bookstream_env: dict[str, str], folder: Path) -> None:
+    """The audit, run as the viewer, finds nothing wrong."""
+    audit = run_cli(env_of(bookstream_env, folder, "viewer"), "audit", server=server)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
 def test_setup_writes_one_private_password_per_role_and_keeps_them(
     redis_server: RedisServer, bookstream_env: dict[str, str], roles: Path
 ) -> None:
@@ -99,9 +118,7 @@ def test_the_scenario_runs_with_every_part_under_its_own_user(
     start_worker: Callable[..., WorkerProcess],
     roles: Path,
 ) -> None:
-    for service in ("lending", "shelving"):
-        start_worker(service, redis_server, library=LIB,
-                     env=env_of(bookstream_env, roles, service))  # fmt: skip
+    start_services(redis_server, bookstream_env, start_worker, roles)
     client = env_of(bookstream_env, roles, "client")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -294,11 +311,7 @@ def test_each_role_is_refused_what_it_may_not_do(
     command: tuple[str, ...],
 ) -> None:
     client = env_of(bookstream_env, roles, "client")
-    workers = [
-        start_worker(service, redis_server, library=LIB,
-                     env=env_of(bookstream_env, roles, service))
-        for service in ("lending", "shelving")
-    ]  # fmt: skip
+    workers = start_services(redis_server, bookstream_env, start_worker, roles)
     assert run_cli(client, "request", "user1", "book1", server=redis_server).returncode == 0
     # Stopped: a running worker's reads change its consumers' seen-times (in the DUMP).
     for worker in workers:
@@ -307,18 +320,7 @@ def test_each_role_is_refused_what_it_may_not_do(
     with pytest.raises(redis.ResponseError, match=r"NOPERM|no permissions"):
         role_client(role).execute_command(*command)
     assert snapshot(redis_server) == before
-    audit = run_cli(env_of(bookstream_env, roles, "viewer"), "audit", server=redis_server)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
-
-
-def start_services(
-    server: RedisServer,
-    bookstream_env: dict[str, str],
-    start_worker: Callable[..., WorkerProcess],
-    folder: Path,
-) -> None:
-    for service in ("lending", "shelving"):
-        start_worker(service, server, library=LIB, env=env_of(bookstream_env, folder, service))
+    assert_audit_ok(redis_server, bookstream_env, roles)
 
 
 @pytest.mark.parametrize(
@@ -370,8 +372,7 @@ def test_a_client_s_raw_pushes_are_admitted_and_judged_by_lending(
     wait_for(lambda: r.xlen(KEYS.dead_letters("lending")) == 2)
     assert r.llen(KEYS.submissions) == 0
     assert r.acl_log() == []
-    audit = run_cli(env_of(bookstream_env, roles, "viewer"), "audit", server=redis_server)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(redis_server, bookstream_env, roles)
 
 
 def test_shelving_sets_aside_a_malformed_entry_under_its_role(
