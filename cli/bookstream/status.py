@@ -9,11 +9,10 @@ import redis.asyncio as aioredis
 from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream_core.liveness import consumers
 from bookstream_core.redis_config import eviction_policy, eviction_problem
-from bookstream_core.streams import backlog
+from bookstream_core.streams import backlog, waiting
 from bookstream_core.types import ServiceName, text
 from bookstream_lending.views import LendingView
 from bookstream_shelving.views import ShelvingView
-from redis.exceptions import ResponseError
 
 from bookstream.render import counted
 
@@ -47,7 +46,7 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
     # Submissions wait in a list until a Lending worker admits them into its inbox.
     lending_stream = streams["lending"]
     assert isinstance(lending_stream, dict)
-    lending_stream["submissions_waiting"] = await submissions_waiting(r, keys)
+    lending_stream["submissions_waiting"] = await waiting(r, keys.submissions)
     # Shelving's replies to Lending: a stream of its own, written by Shelving alone.
     streams["lending_replies"] = await stream_status(r, keys, "lending", keys.replies)
     policy = await eviction_policy(r)
@@ -59,16 +58,6 @@ async def library_status(r: aioredis.Redis, library: str) -> dict[str, object]:
         "never_served": never_served,
         "redis": redis_info,
     }
-
-
-async def submissions_waiting(r: aioredis.Redis, keys: LibraryKeys) -> int | None:
-    """Submissions no Lending worker has admitted yet (None: the key is not a list)."""
-    try:
-        return int(await r.llen(keys.submissions))
-    except ResponseError as exc:
-        if "WRONGTYPE" not in str(exc):
-            raise
-        return None
 
 
 async def stream_status(

@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 from bookstream_core.keys import LibraryKeys
+from bookstream_core.streams import waiting as submissions_waiting
 from bookstream_core.types import ServiceName
 
 from bookstream_operator.autoscaling import Backlog
@@ -97,7 +98,10 @@ async def collect(client: aioredis.Redis, keys: LibraryKeys, service: ServiceNam
     """One service's group as it is now. ``client`` must decode responses."""
     stream, group = keys.inbox(service), keys.group(service)
     dead = int(await client.xlen(keys.dead_letters(service)))
-    waiting = await _submissions(client, keys) if service == "lending" else 0
+    # Not a list (an admin's mistake, which the workers report): none counted.
+    waiting = (
+        (await submissions_waiting(client, keys.submissions) or 0) if service == "lending" else 0
+    )
     if not await client.exists(stream):
         return GroupStatus(
             service, stream_exists=False, group_exists=False, dead_letters=dead,
@@ -152,12 +156,3 @@ async def collect(client: aioredis.Redis, keys: LibraryKeys, service: ServiceNam
         consumers=sorted(consumers, key=lambda c: c.name),
         submissions=waiting,
     )
-
-
-async def _submissions(client: aioredis.Redis, keys: LibraryKeys) -> int:
-    try:
-        return int(await client.llen(keys.submissions))
-    except redis.exceptions.NoPermissionError:
-        raise
-    except redis.exceptions.ResponseError:  # not a list (an admin's mistake): none waiting
-        return 0

@@ -1,4 +1,4 @@
-"""What a consumer group still has to read.
+"""What a consumer group still has to read, and what waits to be admitted.
 
 Redis reports a group's ``lag``, but the counter behind it can drift: after a restart
 from an AOF rewritten while scripts were appending to the stream, Redis 7.0.15 reported a
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from bookstream_core.types import text
 
@@ -28,3 +29,14 @@ async def backlog(r: aioredis.Redis, stream: str, group: Mapping[str, object]) -
         return 0
     lag = group.get("lag")
     return max(1, int(lag)) if lag is not None else None  # type: ignore[call-overload]
+
+
+async def waiting(r: aioredis.Redis, queue: str) -> int | None:
+    """Submissions in ``queue`` not yet admitted into an inbox; None if the key is not a
+    list (an admin's mistake, which the admission reports): unknown, not an error here."""
+    try:
+        return int(await r.llen(queue))
+    except ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        return None
