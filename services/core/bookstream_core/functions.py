@@ -26,7 +26,8 @@ _NAME_RE = re.compile(r"^#!lua name=(\S+)")
 _CONSTANT_RE = re.compile(r"@([A-Z_]+)@")
 
 
-def _lua_set(names: list[str]) -> str:
+def lua_set(names: list[str]) -> str:
+    """A Lua table literal with each name a key set to true."""
     return "{" + ", ".join(f"[{json.dumps(name)}] = true" for name in names) + "}"
 
 
@@ -42,8 +43,8 @@ def lua_constants() -> dict[str, str]:
         "MAX_BOOKS": str(MAX_BOOKS_PER_EVENT),
         "MAX_ID_CHARS": str(MAX_ID_LENGTH),
         "MAX_REQUEST_ID": str(MAX_REQUEST_ID_LENGTH),
-        "SUBMITTED_FIELDS": _lua_set(sorted(fields)),
-        "SUBMISSION_KINDS": _lua_set(list(SUBMISSIONS)),
+        "SUBMITTED_FIELDS": lua_set(sorted(fields)),
+        "SUBMISSION_KINDS": lua_set(list(SUBMISSIONS)),
         "SUBMISSION_KIND_NAMES": json.dumps(" or ".join(SUBMISSIONS)),
     }
 

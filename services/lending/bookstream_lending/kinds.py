@@ -7,7 +7,6 @@ each kind may arrive on is written into the Lua from here (context.lua's
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -18,6 +17,7 @@ from bookstream_core.events import (
     ReturnEvent,
     UnfetchedEvent,
 )
+from bookstream_core.functions import lua_set
 
 
 class LendingKind(NamedTuple):
@@ -47,8 +47,4 @@ def stream_kinds_lua() -> str:
     streams: dict[str, list[str]] = {}
     for name, kind in KINDS.items():
         streams.setdefault(kind.stream, []).append(name)
-    rows = (
-        f"{stream} = {{{', '.join(f'[{json.dumps(n)}] = true' for n in names)}}}"
-        for stream, names in streams.items()
-    )
-    return "{" + ", ".join(rows) + "}"
+    return "{" + ", ".join(f"{s} = {lua_set(names)}" for s, names in streams.items()) + "}"
