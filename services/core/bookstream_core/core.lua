@@ -104,16 +104,13 @@ end
 -- for each cut entry (position from 1); deliveries: {id, count, ...} (own and claim only;
 -- a new entry has been delivered once). Whole entries pass through untouched: most
 -- entries are, and building new rows for them was a large share of the call.
-local CUT_FIELDS, CUT_BYTES, IDENTIFY_BYTES = 16, 8192, 2 * 1024 * 1024
+local CUT_FIELDS = 16
 
 local function identify(fields)
   for j = 1, #fields, 2 do
-    if fields[j] == 'e' and #fields[j + 1] <= IDENTIFY_BYTES then
-      local ok, event = pcall(cjson.decode, fields[j + 1])
-      if ok and type(event) == 'table' and type(event.id) == 'string'
-          and type(event.type) == 'string' then
-        return event.id, event.type
-      end
+    if fields[j] == 'e' then
+      local rid, kind = named_by(fields[j + 1])
+      if rid then return rid, kind end
     end
   end
   return '', ''

@@ -82,6 +82,22 @@ end
 
 local EMPTY = {}
 
+-- An entry over the bounds is cut to its first CUT_BYTES per value (bs1_read, bs1_admit);
+-- one of at most IDENTIFY_BYTES is still parsed to find whom to answer.
+local CUT_BYTES, IDENTIFY_BYTES = 8192, 2 * 1024 * 1024
+
+-- The request id and kind a JSON event names, or nil (not an object of strings id and
+-- type, or over IDENTIFY_BYTES).
+local function named_by(value)
+  if #value > IDENTIFY_BYTES then return nil end
+  local ok, event = pcall(cjson.decode, value)
+  if ok and type(event) == 'table' and type(event.id) == 'string'
+      and type(event.type) == 'string' then
+    return event.id, event.type
+  end
+  return nil
+end
+
 -- The one writer of an outcome's JSON: bookstream_core.events.Outcome, its field names
 -- and order (tests/lending/test_contract.py decodes every path strictly). Lending's
 -- decisions and the core's `rejected` answers both build it here.

@@ -173,8 +173,8 @@ end
 -- Lending admits the oldest submissions into its inbox, in order, each as an entry with
 -- one field `e` holding the submission as it was pushed, and removes them from the list,
 -- in one step: none lost, none admitted twice, whichever Lending worker calls it. What
--- was pushed raw (past the door) is admitted as it is: the workers judge every entry
--- (bs1_read cuts an oversized one before it leaves Redis). One submission is taken at a
+-- was pushed raw (past the door) is admitted unchecked: the workers judge every entry.
+-- One submission is taken at a
 -- time (LPOP), so that a call holds at most one oversized push beyond its byte budget.
 -- One over MAX_EVENT_BYTES is admitted cut, as bs1_read would cut it (its first 8 KiB, its
 -- size, the request id and kind it names), so that no worker ever receives it whole, not
@@ -182,20 +182,6 @@ end
 -- KEYS: submissions list, lending inbox. ARGV: at most this many, at most about this
 -- many bytes (the call stops after the submission that passes it).
 -- Returns {admitted, still waiting}.
-local CUT_BYTES, IDENTIFY_BYTES = 8192, 2 * 1024 * 1024
-
--- The request id and kind an oversized submission names, if it is a JSON object of at
--- most 2 MiB (bs1_read's bound too); '' otherwise.
-local function named_by(item)
-  if #item > IDENTIFY_BYTES then return '', '' end
-  local ok, event = pcall(cjson.decode, item)
-  if ok and type(event) == 'table' and type(event.id) == 'string'
-      and type(event.type) == 'string' then
-    return event.id, event.type
-  end
-  return '', ''
-end
-
 local function admit(keys, args)
   local queue, inbox = keys[1], keys[2]
   local most, budget = tonumber(args[1]), tonumber(args[2])
@@ -211,7 +197,7 @@ local function admit(keys, args)
     else
       local rid, kind = named_by(item)
       redis.call('XADD', inbox, '*', 'e', string.sub(item, 1, CUT_BYTES), 'cut', #item,
-        'id', rid, 'type', kind)
+        'id', rid or '', 'type', kind or '')
     end
     moved, bytes = moved + 1, bytes + #item
   end
