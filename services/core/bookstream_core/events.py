@@ -125,7 +125,9 @@ def encode_event(event: EventBase) -> bytes:
 def submission_digest(payload: bytes) -> str:
     """Names one submission by its bytes (a rejected outcome carries it): a twin with the
     same request id but other bytes cannot pass for it."""
-    return hashlib.sha256(payload).hexdigest()[:32]
+    # SHA-1 because Lending's functions name a submission too (a handler's failure), and
+    # Redis's Lua has redis.sha1hex alone; a twin's bytes would need a second preimage.
+    return hashlib.sha1(payload).hexdigest()[:32]
 
 
 class Unavailable(msgspec.Struct, frozen=True):

@@ -24,8 +24,9 @@ SOURCE = read_library(
 @dataclass(frozen=True, slots=True)
 class LendingRow:
     """One event's result: ``status`` is accepted, denied, processed, pending (waiting for
-    shelving), duplicate (applied before), orphan (dead-lettered by the script) or stale
-    (no longer pending: another worker applied it or set it aside)."""
+    shelving), duplicate (applied before), orphan (dead-lettered by the script), rejected
+    (dead-lettered, and its client answered ``rejected``) or stale (no longer pending:
+    another worker applied it or set it aside)."""
 
     type: str
     status: str

@@ -250,6 +250,26 @@ end
 
 local function request_state(ctx, reqid) expect_type(req_key(ctx, reqid), 'hash') end
 
+-- The kinds clients submit (bookstream_core.events.SUBMISSIONS, written in when read).
+local SUBMITTED = @SUBMISSION_KINDS@
+
+-- A client's submission its handler failed on (a bug, set aside as script_error) is
+-- answered `rejected`, as the core's dead_letter answers what the worker refused, unless
+-- it was answered already or waits for Shelving: its client would otherwise wait for
+-- ever. The rejection names the submission by the digest of its bytes, read back from
+-- its entry (events.submission_digest), so that its client knows it for its own.
+local function reject(ctx, entry_id, reqid, kind, reason)
+  if answered(ctx, reqid) or redis.call('EXISTS', req_key(ctx, reqid)) == 1 then return false end
+  local found = redis.call('XRANGE', ctx.stream, entry_id, entry_id)[1]
+  local fields, digest = found and found[2] or {}, nil
+  for j = 1, #fields - 1, 2 do
+    if fields[j] == 'e' then digest = string.sub(redis.sha1hex(fields[j + 1]), 1, 32) end
+  end
+  publish_outcome(ctx, reqid, outcome_json(reqid, kind, 'rejected', '',
+    {reason = string.sub(reason, 1, 200), entry = entry_id, submission = digest}))
+  return true
+end
+
 -- One table of event kinds: the handler, and what it needs checked or read before the
 -- entry is acknowledged (passed on to the handler).
 local HANDLERS = {
@@ -262,9 +282,10 @@ local HANDLERS = {
 -- KEYS: the stream read (lending inbox or replies), shelving inbox, domain events stream
 -- ARGV: see new_ctx, then per event: entry id, type, request id, user, book count, books...
 -- Returns one row per event: {type, status, reason, books, latency ms, outcome json or ''}
--- status: accepted|denied|processed|pending|duplicate|orphan|stale. The XACK comes
--- first and fences the entry: one no longer pending (applied by another worker, or set
--- aside) is stale and skipped, however late a frozen worker sends it.
+-- status: accepted|denied|processed|pending|duplicate|orphan|rejected (an orphan whose
+-- client was answered `rejected`)|stale. The XACK comes first and fences the entry: one
+-- no longer pending (applied by another worker, or set aside) is stale and skipped,
+-- however late a frozen worker sends it.
 local function apply(keys, args)
   local ctx = new_ctx(keys, args)
   check_environment(ctx)
@@ -292,6 +313,10 @@ local function apply(keys, args)
     end
     if row[2] == 'orphan' then
       dead_letter(ctx, entry_id, row[3], cjson.encode({type = type, id = reqid, user = user, books = books}))
+      if handler and ctx.kinds[type] and SUBMITTED[type] and reqid ~= ''
+          and reject(ctx, entry_id, reqid, type, row[3]) then
+        row[2] = 'rejected'
+      end
     end
     rows[#rows + 1] = row
   end

@@ -108,9 +108,11 @@ class LendingService:
     ) -> None:
         m, lib = self.metrics, self.library
         tally.add(m.events, lib, "lending", stream, row.type)
-        if row.status == "orphan":
+        if row.status in ("orphan", "rejected"):
             tally.add(m.dead_letters, lib, "lending", row.reason.split(":", 1)[0])
             self.log.warning("dead letter", entry=entry_id.decode(), reason=row.reason)
+            if row.status == "rejected":  # its client was answered
+                tally.add(m.outcomes_by_kind[DECIDES[row.type]], lib, "rejected")
             return
         if row.status not in FINAL:
             if row.status == "duplicate" and self.log_outcomes:
