@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+import pytest
 import redis.asyncio as aioredis
-from bookstream import AsyncClient, Outcome
+from bookstream import AsyncClient, BadInput, Outcome
 from bookstream.audit import audit
 from bookstream_core.events import SCHEMA_VERSION, RequestEvent, encode_event
 from bookstream_core.keys import SERVICES, LibraryKeys
@@ -249,10 +250,12 @@ async def test_same_request_id_20_times_concurrently_one_loan_identical_outcomes
             assert first.lent == ["dune", "emma"]
             assert all(o == first for o in outcomes), {o.to_dict().__repr__() for o in outcomes}
             assert await client.user_books("retrier") == ["dune", "emma"]
-            # A later retry under the same id, even naming other books, gets the first
-            # outcome and lends nothing more.
-            again = await client.request("retrier", ["dune", "emma", "ulysses"], request_id=rid)
+            # A later retry under the same id with the books in another order gets the
+            # first outcome; naming other books it is refused. Neither lends anything more.
+            again = await client.request("retrier", ["emma", "dune"], request_id=rid)
             assert again == first
+            with pytest.raises(BadInput, match="other books"):
+                await client.request("retrier", ["dune", "emma", "ulysses"], request_id=rid)
             assert await client.user_books("retrier") == ["dune", "emma"]
         await wait_quiescent(r)
         assert await count_outcomes_for(r, "main", rid) == 1

@@ -34,6 +34,13 @@ def stored_outcome(
             f"request id {request_id} was already used by another user or for another "
             "kind of event: choose another id"
         )
+    # Two submissions of one id with other books may both pass the door before either is
+    # applied: the second is a duplicate, and this outcome is the first's. (An outcome
+    # stored before outcomes named their books names none.)
+    if outcome.books and set(outcome.books) != set(submit.books):
+        raise BadInput(
+            f"request id {request_id} was already used for other books: choose another id"
+        )
     return outcome
 
 

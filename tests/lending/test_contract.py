@@ -5,11 +5,14 @@ writes the JSON by hand for speed; this is what keeps it honest."""
 
 from __future__ import annotations
 
+import typing
+
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 from bookstream_core.events import SCHEMA_VERSION, Outcome, Unavailable
 from bookstream_core.functions import CoreFunctions
+from bookstream_core.types import DenialReason
 
 from tests.conftest import dead_letter_row
 from tests.lending.test_functions import DOMAIN, KEYS, LK, RUNTIME, Lending
@@ -37,7 +40,8 @@ STRICT = msgspec.json.Decoder(StrictOutcome)
 def test_the_strict_twin_requires_every_field_of_the_outcome() -> None:
     assert StrictOutcome.__struct_fields__ == Outcome.__struct_fields__
     nested = (b'{"request_id": "r", "kind": "request", "status": "denied", "user": "u", '
-              b'"lent": [], "unavailable": [{"book": "b", "reason": "lent", "bogus": 1}], '
+              b'"books": ["b"], "lent": [], '
+              b'"unavailable": [{"book": "b", "reason": "lent", "bogus": 1}], '
               b'"returned": [], "not_held": [], "reason": null, "books_in_hand": [], '
               b'"limit": null, "entry": null, "submission": null}')  # fmt: skip
     with pytest.raises(msgspec.ValidationError, match="unknown field"):
@@ -123,6 +127,9 @@ async def test_every_path_writes_the_contract(lending: Lending) -> None:
         "slow": ("denied", "shelving_timeout"),
         "bad": ("rejected", 'invalid_json: "quoted"'),
     }
+    # Every reason of a denial is a DenialReason, and every DenialReason has its path.
+    denials = {reason for status, reason in paths.values() if status == "denied"}
+    assert denials == set(typing.get_args(DenialReason))
     # The domain events carry the same JSON, one per outcome.
     events = await lending.r.xrange(KEYS.domain_events)
     decoded = [STRICT.decode(fields[b"e"]) for _, fields in events]

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
-from tests.lending.test_functions import KEYS, Lending
+from tests.lending.test_functions import KEYS, LK, Lending
 
 INBOX = KEYS.inbox("lending")
 SUBMISSIONS = KEYS.submissions
@@ -132,20 +132,43 @@ async def test_a_request_id_stays_with_its_first_user(
     door: LendingFunctions, aredis: aioredis.Redis
 ) -> None:
     """Once Lending has recorded an id (a request waiting for Shelving, an outcome),
-    another user or kind is refused at the door; the same user may resubmit."""
+    another user, kind or set of books is refused at the door; the same request may be
+    resubmitted (its books in any order, repeated or not)."""
     lending = Lending(aredis)
     await lending.setup()
-    assert (await lending.event("request", "mine", "ann", ["far"])).status == "pending"
-    others = (_event(id="mine", user="bob"), _event(id="mine", type="return"))
+    await aredis.sadd(LK.storage, "near")
+    await aredis.hset(LK.book_status, "near", "storage")
+    await aredis.hset(LK.book_status, "gone", "lent:cy")
+    books = ["far", "near", "gone"]
+    assert (await lending.event("request", "mine", "ann", books)).status == "pending"
+    others = {
+        "another user": _event(id="mine", user="bob", books=books),
+        "another kind": _event(id="mine", type="return", books=books),
+        "fewer books": _event(id="mine", books=["far", "near"]),
+        "another book": _event(id="mine", books=["far", "near", "else"]),
+        "more books": _event(id="mine", books=[*books, "else"]),
+    }
     for answered in (False, True):
         if answered:
             assert (await lending.event("fetched", "mine", "", ["far"])).status == "accepted"
         before = await aredis.llen(SUBMISSIONS)
-        await door.submit(_event(id="mine"))  # the same user again: a safe resubmission
-        for other in others:
-            with pytest.raises(ResponseError, match=r"^BSTAKEN "):
+        # The same request again: a safe resubmission.
+        await door.submit(_event(id="mine", books=["gone", "far", "near", "far"]))
+        for why, other in others.items():
+            with pytest.raises(ResponseError, match=r"^BSTAKEN ") as refused:
                 await door.submit(other)
+            assert ("other books" in str(refused.value)) == why.endswith(("books", "book")), why
         assert await aredis.llen(SUBMISSIONS) == before + 1
+
+
+async def test_an_outcome_without_books_is_not_held_against_a_resubmission(
+    door: LendingFunctions, aredis: aioredis.Redis
+) -> None:
+    """Outcomes stored before they named their books (an upgrade) name none: the door
+    cannot tell, and lets the same user's resubmission through as before."""
+    old = {"request_id": "r8", "kind": "request", "status": "accepted", "user": "ann"}
+    await aredis.set(KEYS.outcome("r8"), json.dumps(old))
+    await door.submit(_event(id="r8", books=["anything"]))
 
 
 async def test_a_rejected_id_names_nobody(door: LendingFunctions, aredis: aioredis.Redis) -> None:

@@ -105,6 +105,7 @@ local function outcome_json(reqid, kind, status, user, fields)
   return '{"request_id":' .. q(reqid)
     .. ',"kind":"' .. kind .. '","status":"' .. status .. '"'
     .. ',"user":' .. q(user)
+    .. ',"books":' .. json_list(fields.books or EMPTY)
     .. ',"lent":' .. json_list(fields.lent or EMPTY)
     .. ',"unavailable":' .. json_unavailable(fields.unavailable or EMPTY)
     .. ',"returned":' .. json_list(fields.returned or EMPTY)

@@ -124,21 +124,53 @@ local function check_event(payload, library)
   return event
 end
 
--- Who already used this request id, as far as Lending has recorded it: the user and kind
--- of its outcome (a `rejected` one names nobody), or the user of a request waiting for
--- Shelving. Read only: the door writes nothing but the entry, so a client needs no right
--- on any key but the inbox (docs/security.md).
+-- The distinct books of a list, as a set, and how many.
+local function book_set(books)
+  local set, n = {}, 0
+  for _, b in ipairs(books) do
+    if type(b) == 'string' and not set[b] then set[b], n = true, n + 1 end
+  end
+  return set, n
+end
+
+-- Whether two lists name the same books (order and repeats aside).
+local function same_books(a, b)
+  local set, n = book_set(a)
+  local other, m = book_set(b)
+  if n ~= m then return false end
+  for book in pairs(other) do
+    if not set[book] then return false end
+  end
+  return true
+end
+
+-- Who already used this request id, as far as Lending has recorded it: the kind, user and
+-- books of its outcome (a `rejected` one names nobody; one written before outcomes named
+-- their books names none), or those of a request waiting for Shelving. Read only: the
+-- door writes nothing but the submission, so a client needs no right on any key but the
+-- submissions list (docs/security.md).
 local function used_by(p, reqid)
   local stored = redis.call('GET', p .. 'outcome:' .. reqid)
   if stored then
     local ok, outcome = pcall(cjson.decode, stored)
     if ok and type(outcome) == 'table' and outcome.status ~= 'rejected' then
-      return outcome.kind, outcome.user
+      local books = type(outcome.books) == 'table' and outcome.books or {}
+      return outcome.kind, outcome.user, #books > 0 and books or nil
     end
   end
-  local waiting = redis.call('HGET', p .. 'lending:req:' .. reqid, 'user')
-  if waiting then return 'request', waiting end
-  return nil
+  local waiting = redis.call('HMGET', p .. 'lending:req:' .. reqid, 'user', 'held', 'paged',
+    'unavailable')
+  if not waiting[1] then return nil end
+  local books = {}
+  for i = 2, 3 do
+    local ok, list = pcall(cjson.decode, waiting[i] or '[]')
+    for _, b in ipairs(ok and type(list) == 'table' and list or {}) do books[#books + 1] = b end
+  end
+  local ok, unavailable = pcall(cjson.decode, waiting[4] or '[]')
+  for _, item in ipairs(ok and type(unavailable) == 'table' and unavailable or {}) do
+    if type(item) == 'table' then books[#books + 1] = item.book end
+  end
+  return 'request', waiting[1], books
 end
 
 -- KEYS: the library's submissions list. ARGV: the event's JSON.
@@ -160,10 +192,14 @@ local function submit(keys, args)
   local doorbell = p .. 'lending:doorbell'
   expect_type(queue, 'list')
   expect_rights({{'RPUSH', queue}, {'PUBLISH', doorbell, ''}})
-  local kind, user = used_by(p, event.id)
+  local kind, user, books = used_by(p, event.id)
   if kind and (kind ~= event.type or user ~= event.user) then
     return error({err = 'BSTAKEN request id ' .. event.id .. ' was used by another user or '
       .. 'for another kind of event: choose another id'})
+  end
+  if books and not same_books(books, event.books) then
+    return error({err = 'BSTAKEN request id ' .. event.id .. ' was used for other books: '
+      .. 'choose another id'})
   end
   local waiting = redis.call('RPUSH', queue, args[1])
   redis.call('PUBLISH', doorbell, '')  -- wakes Lending's admission (bookstream_core.admitting)

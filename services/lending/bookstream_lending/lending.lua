@@ -17,11 +17,23 @@
 -- Requests waiting for shelving are indexed by when they started (lending:inflight),
 -- so that one shelving never answers is denied after a deadline (bs1_lending_expire).
 
+-- The books a request asked for, each once, sorted (its outcome's `books`, by which a
+-- resubmission of its id with other books is told apart): every one of them was
+-- reserved from storage, paged from the shelves or unavailable.
+local function asked(held, paged, unavailable)
+  local books = {}
+  for _, b in ipairs(held) do books[#books + 1] = b end
+  for _, b in ipairs(paged) do books[#books + 1] = b end
+  for _, item in ipairs(unavailable) do books[#books + 1] = item[1] end
+  return sorted(books)
+end
+
 -- A request denied with nothing reserved (early denial) or after its reservations went
 -- back. Returns the result row for the worker.
-local function deny(ctx, reqid, user, submitted_ms, reason, unavailable, hand)
+local function deny(ctx, reqid, user, submitted_ms, reason, books, unavailable, hand)
   local json = outcome_json(reqid, 'request', 'denied', user, {
-    unavailable = unavailable, reason = reason, in_hand = sorted(hand), limit = ctx.limit_s,
+    books = books, unavailable = unavailable, reason = reason, in_hand = sorted(hand),
+    limit = ctx.limit_s,
   })
   publish_outcome(ctx, reqid, json)
   return {'request', 'denied', reason, 0, ctx.now - submitted_ms, ctx.with_outcomes and json or ''}
@@ -76,7 +88,8 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
     table.sort(lent)
   end
   local json = outcome_json(reqid, 'request', status, user, {
-    lent = lent, unavailable = unavailable, reason = reason,
+    books = asked(from_storage, from_shelf, unavailable), lent = lent,
+    unavailable = unavailable, reason = reason,
     in_hand = sorted(hand), limit = ctx.limit_s,
   })
   publish_outcome(ctx, reqid, json)
@@ -113,9 +126,11 @@ local function on_request(ctx, entry_id, reqid, user, books, hand)
   -- Shelving hands over every book it is asked for (lending knows where every book
   -- it touched is), so a request that cannot fit is denied before anything moves.
   if #held + #paged == 0 then
-    return deny(ctx, reqid, user, submitted, 'none_available', unavailable, hand)
+    return deny(ctx, reqid, user, submitted, 'none_available', asked(held, paged, unavailable),
+      unavailable, hand)
   elseif count + #held + #paged > ctx.limit then
-    return deny(ctx, reqid, user, submitted, 'limit', unavailable, hand)
+    return deny(ctx, reqid, user, submitted, 'limit', asked(held, paged, unavailable),
+      unavailable, hand)
   end
   for _, b in ipairs(held) do
     redis.call('HSET', ctx.book, b, 'held:' .. reqid)
@@ -167,8 +182,11 @@ local function on_return(ctx, entry_id, reqid, user, books, hand)
   local status, reason = 'processed', nil
   if #returned == 0 then status, reason = 'denied', 'not_held' end
   table.sort(returned)
+  local books = {}
+  for _, b in ipairs(returned) do books[#books + 1] = b end
+  for _, b in ipairs(not_held) do books[#books + 1] = b end
   local json = outcome_json(reqid, 'return', status, user, {
-    returned = returned, not_held = not_held, reason = reason, in_hand = in_hand,
+    books = sorted(books), returned = returned, not_held = not_held, reason = reason, in_hand = in_hand,
     limit = ctx.limit_s,
   })
   publish_outcome(ctx, reqid, json)
@@ -223,7 +241,8 @@ local function abandon(ctx, type, reqid, reason)
   local w, row = take_waiting(ctx, type, reqid)
   if not w then return row end
   release(ctx, reqid, w.held, w.paged, false)
-  row = deny(ctx, reqid, w.user, w.submitted, reason, w.unavailable, w.hand)
+  row = deny(ctx, reqid, w.user, w.submitted, reason, asked(w.held, w.paged, w.unavailable),
+    w.unavailable, w.hand)
   row[1] = type
   return row
 end

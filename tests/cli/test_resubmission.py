@@ -1,0 +1,67 @@
+"""A request id names one request: resubmitting it with the same books is safe (the
+first outcome comes back), with other books it is refused (exit 2), never shown the
+first request's outcome as if it were this one's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from bookstream.client import AsyncClient
+from bookstream.errors import BadInput
+
+from tests.conftest import RedisServer, run_cli
+from tests.lending.test_functions import KEYS, Lending
+
+
+def test_the_cli_refuses_an_id_used_for_other_books(
+    served: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    first = run_cli(bookstream_env, "request", "ann", "a", "--request-id", "x1", server=served)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(bookstream_env, "request", "ann", "a", "--request-id", "x1", server=served)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    other = run_cli(bookstream_env, "request", "ann", "b", "--request-id", "x1", server=served)
+    assert other.returncode == 2, other
+    assert "x1" in other.stderr and "other books" in other.stderr
+    assert "Traceback" not in other.stderr
+    returned = run_cli(
+        bookstream_env, "return", "ann", "a", "b", "--request-id", "x2", server=served
+    )
+    assert returned.returncode == 0, returned.stderr
+    fewer = run_cli(bookstream_env, "return", "ann", "a", "--request-id", "x2", server=served)
+    assert fewer.returncode == 2 and "other books" in fewer.stderr
+
+
+async def test_two_submissions_racing_past_the_door(redis_server: RedisServer) -> None:
+    """Both pass the door before either is applied: the second is applied as a duplicate,
+    and its client, reading the first's outcome, says so instead of showing it."""
+    async with AsyncClient(redis_server.url, library="t", require_worker=False) as client:
+        lending = Lending(await client.redis())
+        await lending.setup()
+        doorbell = lending.r.pubsub()
+        await doorbell.subscribe(KEYS.doorbell)
+        await client.submit_request("ann", ["a"], request_id="x")
+        second = asyncio.create_task(client.request("ann", ["b"], request_id="x", timeout=30))
+        rings = 0
+        async with asyncio.timeout(10):
+            async for message in doorbell.listen():
+                rings += message["type"] == "message"
+                if rings == 2:
+                    break
+        await doorbell.aclose()
+        await lending.fn.admit(10, 1 << 20)
+        ((_, entries),) = await lending.r.xreadgroup("lending", "w1", {KEYS.inbox("lending"): ">"})
+        calls = []
+        for entry, fields in entries:
+            event = json.loads(fields[b"e"])
+            calls.append((entry, "request", event["id"], event["user"], event["books"]))
+        rows = await lending.apply(*calls)
+        assert [row.status for row in rows] == ["pending", "duplicate"]
+        await lending.event("fetched", "x", "", ["a"])  # the first is decided
+        with pytest.raises(BadInput, match="x was already used for other books"):
+            await asyncio.wait_for(second, 10)
+        # The first's own client gets its outcome.
+        outcome = await client.outcome("x", timeout=5)
+        assert (outcome.status, outcome.books, outcome.lent) == ("accepted", ["a"], ["a"])
