@@ -32,7 +32,7 @@ from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.redis_config import check_eviction
 from bookstream_core.service import Service
-from bookstream_core.streams import backlog
+from bookstream_core.streams import backlog, waiting
 from bookstream_core.tls import tls_failure
 from bookstream_core.trouble import RedisTrouble, as_trouble
 from bookstream_core.types import text
@@ -346,7 +346,10 @@ class Worker:
                 ms = int(text(oldest).split("-")[0])
                 age = max(age, time.time() - ms / 1000)
         if self.service.admission is not None:  # submitted, not yet admitted: waiting too
-            lag += float(await self.r.llen(self.service.admission.queue))
+            # A list of another type is unknown (NaN), as a stream's lag may be: the
+            # admission reports it; housekeeping goes on (it used to fail with it).
+            queued = await waiting(self.r, self.service.admission.queue)
+            lag += float(queued) if queued is not None else float("nan")
         self.metrics.lag.labels(**self._labels).set(lag)
         self.metrics.pending.labels(**self._labels).set(float(pending))
         self.metrics.oldest_pending.labels(**self._labels).set(age)
