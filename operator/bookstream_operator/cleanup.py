@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from bookstream_core.functions import CoreFunctions
+from bookstream_core.functions import CoreFunctions, HandOver
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.types import ServiceName
 
@@ -91,23 +91,24 @@ class ConsumerRetirer:
     ) -> Retirement:
         moved = 0
         while True:
-            code, step, remaining = await self.core.hand_over(
-                self.keys.inbox(service),
-                self.keys.worker_lock(service, consumer),
-                group=self.keys.group(service),
-                consumer=consumer,
-                survivor=survivor,
-                batch=batch,
-            )
+            try:
+                code, step, remaining = await self.core.hand_over(
+                    self.keys.inbox(service),
+                    self.keys.worker_lock(service, consumer),
+                    group=self.keys.group(service),
+                    consumer=consumer,
+                    survivor=survivor,
+                    batch=batch,
+                )
+            except ValueError as exc:  # a code this operator does not know
+                raise UnexpectedResult(f"bs1_hand_over: {exc}") from exc
             moved += step
-            if code == 0:
+            if code == HandOver.RETIRED:
                 return Retirement(consumer, RetirementResult.RETIRED, moved, survivor)
-            if code == 1:
+            if code == HandOver.ALIVE:
                 return Retirement(consumer, RetirementResult.ALIVE, moved, survivor)
-            if code == 3:
+            if code == HandOver.NO_GROUP:
                 return Retirement(consumer, RetirementResult.GONE, moved, survivor)
-            if code != 2:
-                raise UnexpectedResult(f"bs1_hand_over returned code {code}")
             if step == 0:  # pending but unclaimable: leave it rather than spin
                 return Retirement(consumer, RetirementResult.ALIVE, moved, survivor, remaining)
 

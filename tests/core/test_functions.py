@@ -7,7 +7,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 from bookstream_core.events import decode_outcome
-from bookstream_core.functions import CoreFunctions, FunctionsUnavailable
+from bookstream_core.functions import CoreFunctions, FunctionsUnavailable, HandedOver, HandOver
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.trouble import trouble
 from redis.exceptions import ResponseError
@@ -217,7 +217,7 @@ async def test_dead_letter_refuses_before_writing(
     assert (await aredis.xpending(INBOX, "lending"))["pending"] == 1
 
 
-async def _hand_over(core: CoreFunctions, consumer: str, batch: int = 10) -> tuple[int, int, int]:
+async def _hand_over(core: CoreFunctions, consumer: str, batch: int = 10) -> HandedOver:
     return await core.hand_over(
         INBOX,
         KEYS.worker_lock("lending", consumer),
@@ -232,7 +232,7 @@ async def test_hand_over_moves_a_gone_consumer_s_entries_then_deletes_it(
     aredis: aioredis.Redis,
 ) -> None:
     core = CoreFunctions(aredis)
-    assert await _hand_over(core, "w1") == (3, 0, 0)  # no stream, no group
+    assert await _hand_over(core, "w1") == (HandOver.NO_GROUP, 0, 0)
     await aredis.xgroup_create(INBOX, "lending", id="0", mkstream=True)
     for n in range(3):
         await aredis.xadd(INBOX, {"e": str(n)})
@@ -240,10 +240,10 @@ async def test_hand_over_moves_a_gone_consumer_s_entries_then_deletes_it(
     await aredis.xreadgroup("lending", "w1", {INBOX: "0"})  # a second delivery each
     lock = KEYS.worker_lock("lending", "w1")
     await aredis.set(lock, "w1 on host")
-    assert await _hand_over(core, "w1") == (1, 0, -1)  # it still runs: nothing touched
+    assert await _hand_over(core, "w1") == (HandOver.ALIVE, 0, -1)  # it still runs
     await aredis.delete(lock)
-    assert await _hand_over(core, "w1", batch=2) == (2, 2, 1)
-    assert await _hand_over(core, "w1", batch=2) == (0, 1, 0)
+    assert await _hand_over(core, "w1", batch=2) == (HandOver.MOVED, 2, 1)
+    assert await _hand_over(core, "w1", batch=2) == (HandOver.RETIRED, 1, 0)
     pending = await aredis.xpending_range(INBOX, "lending", "-", "+", 10)
     assert [(p["consumer"], p["times_delivered"]) for p in pending] == [(b"w0", 2)] * 3
     names = {c["name"] for c in await aredis.xinfo_consumers(INBOX, "lending")}

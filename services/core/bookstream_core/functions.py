@@ -150,6 +150,23 @@ class SetAside(IntEnum):
     REPORTED = 2  # set aside, and Lending told its fetch failed (`unfetched`)
 
 
+class HandOver(IntEnum):
+    """What one bs1_hand_over call did (core.lua)."""
+
+    RETIRED = 0  # the consumer held nothing any more: deleted, its name marked retired
+    ALIVE = 1  # its worker still holds its lock (draining): nothing touched
+    MOVED = 2  # some entries moved to the survivor, some still pending: call again
+    NO_GROUP = 3  # no such stream or group
+
+
+class HandedOver(NamedTuple):
+    code: HandOver
+    #: Entries moved to the survivor by this call.
+    moved: int
+    #: Entries still pending on the removed consumer (MOVED), -1 when not looked at.
+    remaining: int
+
+
 class CoreFunctions:
     """Typed calls into ``bookstream_core_v1`` (see core.lua for each function's contract)."""
 
@@ -246,13 +263,13 @@ class CoreFunctions:
 
     async def hand_over(
         self, stream: str, lock: str, *, group: str, consumer: str, survivor: str, batch: int
-    ) -> tuple[int, int, int]:
+    ) -> HandedOver:
         """Move up to ``batch`` of a removed consumer's pending entries to ``survivor`` and
-        delete it once it holds none: (code, moved, remaining), codes as in core.lua."""
+        delete it once it holds none. A code core.lua does not name raises ValueError."""
         args = (group, consumer, survivor, batch)
         result = await self._call_set_up("bs1_hand_over", [stream, lock], *args)
         code, moved, remaining = (int(x) for x in result)
-        return code, moved, remaining
+        return HandedOver(HandOver(code), moved, remaining)
 
     async def compare_and_set(self, key: str, expected: str, value: str) -> bool:
         """Set ``key`` to ``value`` if it still holds ``expected``."""
