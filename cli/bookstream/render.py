@@ -11,13 +11,17 @@ from bookstream_core.events import Outcome
 if TYPE_CHECKING:  # the audit's code loads only when an audit runs
     from bookstream.audit import AuditReport
 
-REASONS = {
+#: Every reason an outcome may give (types.UnavailableReason, types.DenialReason), in
+#: words; a rejection's own text is shown as it is.
+REASONS: dict[str, str] = {
     "lent": "lent to another user",
     "held_by_you": "you already have it",
     "reserved": "reserved by another request in flight",
     "none_available": "none of the books is available",
     "limit": "it would take you over the limit",
     "not_held": "none of these books is lent to you",
+    "shelving_timeout": "the shelves did not answer in time; nothing was lent",
+    "fetch_failed": "the shelves could not fetch the books; nothing was lent",
 }
 
 

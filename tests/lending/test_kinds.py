@@ -8,7 +8,10 @@ import re
 import typing
 from pathlib import Path
 
+from bookstream import render
 from bookstream_core.events import SUBMISSIONS, LendingEvent
+from bookstream_core.metrics import Metrics
+from bookstream_core.types import DenialReason, OutcomeKind, UnavailableReason
 from bookstream_lending import kinds
 from bookstream_lending.functions import SOURCE
 
@@ -34,3 +37,17 @@ def test_clients_submit_exactly_the_inbox_kinds() -> None:
 def test_the_lua_reads_each_kind_s_stream_from_the_table() -> None:
     assert f"local STREAM_KINDS = {kinds.stream_kinds_lua()}\n" in SOURCE
     assert '"fetched"] = true' in kinds.stream_kinds_lua().split("replies", 1)[1]
+
+
+def test_the_outcome_and_the_metrics_know_every_submitted_kind() -> None:
+    """``types.OutcomeKind`` is the type form of SUBMISSIONS' keys (a Literal cannot be
+    made from the table for mypy): a new kind fails here until it is added there."""
+    assert typing.get_args(OutcomeKind) == tuple(SUBMISSIONS)
+    counters = Metrics().outcomes_by_kind
+    assert set(counters) == set(SUBMISSIONS)
+    assert counters["request"]._name == "bookstream_requests"  # the dashboards' name
+
+
+def test_every_reason_has_words_in_the_cli() -> None:
+    reasons = typing.get_args(UnavailableReason) + typing.get_args(DenialReason)
+    assert set(render.REASONS) == set(reasons)

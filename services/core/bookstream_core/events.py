@@ -21,7 +21,7 @@ from bookstream_core.ids import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_PATTERN,
 )
-from bookstream_core.types import OutcomeKind, OutcomeStatus
+from bookstream_core.types import OutcomeKind, OutcomeStatus, UnavailableReason
 
 SCHEMA_VERSION: Final = 1
 EVENT_FIELD = b"e"
@@ -100,8 +100,9 @@ class UnfetchedEvent(EventBase, tag="unfetched", frozen=True):
 
 
 #: What clients submit, by kind: a new kind (a hold, a renewal) is a row here (the door
-#: takes its kinds and fields from it), a row in Lending's KINDS (kinds.py) and HANDLERS, and in
-#: the CLI's submissions.KINDS and render table (docs/design.md, "Adding an event kind").
+#: takes its kinds and fields from it, the metrics a counter) and in types.OutcomeKind, a
+#: row in Lending's KINDS (kinds.py) and HANDLERS, and in the CLI's submissions.KINDS and
+#: render table (docs/design.md, "Adding an event kind").
 Submission = RequestEvent | ReturnEvent
 SUBMISSIONS: dict[str, type[Submission]] = {"request": RequestEvent, "return": ReturnEvent}
 
@@ -132,28 +133,33 @@ def submission_digest(payload: bytes) -> str:
 
 class Unavailable(msgspec.Struct, frozen=True):
     book: str
-    #: ``lent`` (to another user), ``held_by_you``, ``reserved`` (by a request in flight).
-    reason: str
+    reason: UnavailableReason
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """What became of one request or return.
 
     ``status`` is ``accepted`` (request granted, maybe partly: see ``unavailable``),
-    ``processed`` (return applied), ``denied`` (nothing changed; ``reason`` says why:
-    ``none_available``, ``limit``, ``not_held``) or ``rejected`` (the event could not be
-    applied at all, e.g. malformed; ``reason`` says why). ``books_in_hand`` is the user's
-    books after the outcome.
+    ``processed`` (return applied), ``denied`` (nothing changed; ``reason`` says why, a
+    ``types.DenialReason``) or ``rejected`` (the event could not be applied at all, e.g.
+    malformed; ``reason`` says why, in free text). ``books_in_hand`` is the user's books
+    after the outcome.
     """
 
     request_id: str
     kind: OutcomeKind
     status: OutcomeStatus
     user: str = ""
+    #: The books asked for (a request) or brought back (a return), each once, sorted; none
+    #: in a rejection. A resubmission of the id with other books is refused (the door, the
+    #: client), not shown this outcome.
+    books: list[str] = []
     lent: list[str] = []
     unavailable: list[Unavailable] = []
     returned: list[str] = []
     not_held: list[str] = []
+    #: A DenialReason when denied; for rejected, why (msgspec takes no union of a
+    #: Literal and str, so it is typed as text).
     reason: str | None = None
     books_in_hand: list[str] = []
     limit: int | None = None

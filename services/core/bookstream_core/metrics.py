@@ -7,9 +7,12 @@ one process (``bookstream serve``) and tests do not collide on the global regist
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bookstream_core.events import SUBMISSIONS
+from bookstream_core.types import DenialReason
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -53,23 +56,20 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.requests = Counter(
-            "bookstream_requests",
-            "Book requests by outcome status (accepted, denied, rejected).",
-            ["library", "status"],
-            registry=r,
-        )
-        self.returns = Counter(
-            "bookstream_returns",
-            "Book returns by outcome status (processed, denied, rejected).",
-            ["library", "status"],
-            registry=r,
-        )
-        #: Each kind a client submits, its outcomes' counter (a new kind: one more row).
-        self.outcomes_by_kind = {"request": self.requests, "return": self.returns}
+        #: Each kind a client submits (events.SUBMISSIONS), its outcomes' counter,
+        #: ``bookstream_<kind>s_total``: a new kind gets its own without a line here.
+        self.outcomes_by_kind = {
+            kind: Counter(
+                f"bookstream_{kind}s",
+                f"Book {kind}s by outcome status (accepted or processed, denied, rejected).",
+                ["library", "status"],
+                registry=r,
+            )
+            for kind in SUBMISSIONS
+        }
         self.denials = Counter(
             "bookstream_denials",
-            "Denied requests and returns by reason (none_available, limit, not_held).",
+            f"Denied requests and returns by reason ({', '.join(get_args(DenialReason))}).",
             ["library", "kind", "reason"],
             registry=r,
         )
