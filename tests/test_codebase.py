@@ -236,6 +236,46 @@ def test_the_unused_check_catches_a_dead_function(tmp_path: Path) -> None:
     assert unused_functions(sources) == [f"{dead}: forgotten", f"{dead}: stale"]
 
 
+_LUA_DEFINITION = re.compile(r"\blocal function (\w+)")
+_LUA_REGISTERED = re.compile(r"register_function\W+(?:function_name\s*=\s*)?'(bs1_\w+)'")
+
+
+def unused_lua(libraries: dict[str, str], python: str) -> list[str]:
+    """Lua functions never called: a local function that no library defining it uses (the
+    prelude is in every library: used by one is enough), and a registered ``bs1_``
+    function that no Python code names (FCALL takes it by name). ``libraries``: each
+    library's source as Redis gets it."""
+    uses: dict[str, bool] = {}
+    for source in libraries.values():
+        for function in _LUA_DEFINITION.findall(source):
+            used = re.search(rf"(?<!local function )\b{function}\b", source) is not None
+            uses[function] = uses.get(function, False) or used
+    unused = [f"local function {name}" for name, used in uses.items() if not used]
+    for library, source in libraries.items():
+        unused += [f"{library}: {f}" for f in _LUA_REGISTERED.findall(source) if f not in python]
+    return sorted(unused)
+
+
+def test_no_lua_function_is_defined_and_never_called() -> None:
+    from bookstream_core.functions import CoreFunctions
+    from bookstream_lending.functions import SOURCE as LENDING
+    from bookstream_shelving.functions import SOURCE as SHELVING
+
+    libraries = {"core": CoreFunctions.source, "lending": LENDING, "shelving": SHELVING}
+    python = "\n".join(p.read_text() for root in PACKAGES.values() for p in root.rglob("*.py"))
+    assert unused_lua(libraries, python) == []
+
+
+def test_the_lua_check_catches_a_dead_function() -> None:
+    lua = (
+        "local function used() end\nlocal function forgotten() end\nused()\n"
+        "redis.register_function('bs1_called', used)\n"
+        "redis.register_function{function_name = 'bs1_nobody', callback = used}\n"
+    )
+    found = unused_lua({"x": lua}, "fcall('bs1_called')")
+    assert found == ["local function forgotten", "x: bs1_nobody"]
+
+
 def _tool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(ROOT / ".venv/bin" / args[0]), *args[1:]],
