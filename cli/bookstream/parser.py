@@ -67,7 +67,7 @@ def _submit(sub: Subparsers, name: str, help_: str, description: str) -> None:
     p.add_argument("--request-id", help="your id for this request: resubmitting it is safe")
     p.add_argument("--no-wait", action="store_true", help="print the request id and exit")
     _json(p, "the outcome")
-    add_redis_arguments(p)
+    add_redis_arguments(p, program=name)
 
 
 def _dead_letters(sub: Subparsers) -> None:
@@ -98,7 +98,7 @@ def _dead_letters(sub: Subparsers) -> None:
                 "--count", type=count, default=100, help="list at most this many per service (100)"
             )
         _json(a)
-        add_redis_arguments(a)
+        add_redis_arguments(a, program="dead-letters")
 
 
 def _embedded(sub: Subparsers) -> None:
@@ -155,13 +155,13 @@ def build_parser() -> Parser:
     p = _command(sub, "outcome", "wait for (or re-read) the outcome of a submitted request")
     p.add_argument("request_id", metavar="REQUEST_ID", help="the id printed by --no-wait")
     _json(p, "the outcome")
-    add_redis_arguments(p)
+    add_redis_arguments(p, program="outcome")
 
     p = _command(sub, "status", "totals and stream health; or where a book is, what a user holds")
     p.add_argument("--borrower", metavar="USER", help="the books this user holds")
     p.add_argument("--book", help="where this book is")
     _json(p)
-    add_redis_arguments(p)
+    add_redis_arguments(p, program="status")
 
     p = _command(sub, "info", "stream keys, groups and event schema for other producers")
     _json(p, "everything, the event schema included,")
@@ -175,12 +175,12 @@ def build_parser() -> Parser:
         metavar="LIBRARY",
         help="print this Redis Functions library's source (to pipe into FUNCTION LOAD)",
     )
-    table.add_options(p, [table.BY_KEY["library"]])
+    table.add_options(p, [table.BY_KEY["library"]], "info")
 
     p = _command(sub, "audit", "check the library's invariants (exit 1 on a violation)")
     _json(p, "the report")
-    table.add_options(p, table.rows("lending"))
-    add_redis_arguments(p)
+    table.add_options(p, table.rows("lending"), "audit")
+    add_redis_arguments(p, program="audit")
 
     _dead_letters(sub)
 
@@ -197,7 +197,7 @@ def build_parser() -> Parser:
         "(the default user, or one allowed ACL and FUNCTION); again after an upgrade.",
     )
     p.add_argument("--acl", metavar="DIR", help="create the role users, passwords in DIR/<role>")
-    add_redis_arguments(p)
+    add_redis_arguments(p, program="setup")
 
     p = _command(
         sub,
@@ -208,7 +208,7 @@ def build_parser() -> Parser:
         "hash of its password file there; without, add a password to each line.",
     )
     p.add_argument("--password-dir", metavar="DIR", help="the folder of <role> password files")
-    table.add_options(p, [table.BY_KEY["library"]])
+    table.add_options(p, [table.BY_KEY["library"]], "acl")
 
     p = _command(
         sub,
@@ -227,7 +227,7 @@ def build_parser() -> Parser:
     )
 
     p = _command(sub, "serve", "run one lending and one shelving worker in this process")
-    add_worker_arguments(p)
+    add_worker_arguments(p, program="serve")
 
     _embedded(sub)
 
