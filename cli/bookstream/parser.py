@@ -14,15 +14,8 @@ from bookstream_core import settings as table
 from bookstream_core.config import add_redis_arguments, add_worker_arguments
 from bookstream_core.usage import OneLineParser
 
+from bookstream.exits import epilog
 from bookstream.submissions import KINDS
-
-EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-
-EPILOG = """exit codes:
-  0  accepted / processed (or the command succeeded)
-  1  denied or rejected (or the audit found violations)
-  2  bad input (unknown option, empty or over-long id, too many books, unknown request id)
-  3  no outcome in time, no worker to answer, or Redis unreachable"""
 
 
 class Parser(OneLineParser):
@@ -43,12 +36,16 @@ def count(text: str) -> int:
     return number
 
 
-def _command(sub: Subparsers, name: str, help_: str, description: str | None = None) -> Parser:
+def _command(
+    sub: Subparsers, name: str, help_: str, description: str | None = None, under: str = ""
+) -> Parser:
+    """A (sub)command's parser, its --help ending with its own exit codes (``under``: the
+    command whose action it is)."""
     parser: Parser = sub.add_parser(
         name,
         help=help_,
         description=description or help_,
-        epilog=EPILOG,
+        epilog=epilog(f"{under} {name}".strip()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser
@@ -86,7 +83,7 @@ def _dead_letters(sub: Subparsers) -> None:
         ("retry", "re-inject dead letters into their inbox as new entries"),
         ("purge", "delete dead letters"),
     ):
-        a = _command(actions, name, help_)
+        a = _command(actions, name, help_, under="dead-letters")
         if name == "show":
             a.add_argument("ids", nargs=1, metavar="ID", help="the dead-letter entry id")
         elif name in ("retry", "purge"):
@@ -116,10 +113,12 @@ def _embedded(sub: Subparsers) -> None:
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
     )
-    status = _command(actions, "status", "is it running, and where (exit 3 if not running)")
+    status = _command(
+        actions, "status", "is it running, and where (exit 3 if not running)", under="embedded"
+    )
     _json(status)
-    _command(actions, "start", "start it (or find it running) and print its URL")
-    _command(actions, "stop", "stop it (its data stays on disk)")
+    _command(actions, "start", "start it (or find it running) and print its URL", under="embedded")
+    _command(actions, "stop", "stop it (its data stays on disk)", under="embedded")
 
 
 def chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
@@ -138,7 +137,7 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="bookstream",
         description="Request and return books; run and inspect the library.",
-        epilog=EPILOG,
+        epilog=epilog(None),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
