@@ -34,20 +34,21 @@ _DEAD_LETTERS: dict[str, Codes] = {
     "purge": {0: "purged", 2: f"{BAD}; a malformed entry id, neither ids nor --all", 3: WAITED},
 }
 #: ``embedded``'s actions; BOOKSTREAM_HOME is a setting like any other (its 2).
+HOME = f"{BAD}; BOOKSTREAM_HOME no directory of yours you may write in"
 _EMBEDDED: dict[str, Codes] = {
     "status": {
         0: "running",
-        2: BAD,
+        2: HOME,
         3: "not running, or its directory holds what it does not trust",
     },
     "start": {
         0: "running (started, or found running)",
-        2: BAD,
+        2: HOME,
         3: "it could not start (no redis-server), or its directory holds what it does not trust",
     },
     "stop": {
         0: "stopped, or was not running",
-        2: BAD,
+        2: HOME,
         3: "it did not stop, or its pid file names another process",
     },
 }
@@ -92,7 +93,7 @@ EXITS: dict[str, Codes] = {
     },
     "embedded": {
         0: "done (status: running)",
-        2: BAD,
+        2: HOME,
         3: "status: not running; start, stop: it could not, or its directory holds what it "
         "does not trust",
     },
