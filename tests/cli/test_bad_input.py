@@ -110,7 +110,7 @@ def test_no_wait_prints_the_request_id(
 def test_help_documents_exit_codes(bookstream_env: dict[str, str]) -> None:
     result = run_cli(bookstream_env, "request", "--help")
     assert result.returncode == 0
-    for line in ("0  accepted / processed", "1  denied", "2  bad input", "3  no outcome in time"):
+    for line in ("0   accepted", "1   denied", "2   bad input", "3   no outcome in time"):
         assert line in result.stdout
 
 
