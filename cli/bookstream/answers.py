@@ -30,11 +30,16 @@ def stored_outcome(
     if submit is None or outcome.status == "rejected":
         return outcome
     if (outcome.kind, outcome.user) != (event_type(submit), submit.user):
-        raise BadInput(
-            f"request id {request_id} was already used by another user or for another "
-            "kind of event: choose another id"
-        )
+        raise taken(request_id)
     return outcome
+
+
+def taken(request_id: str) -> BadInput:
+    """The request id is another user's or another kind's, found by the client or the door."""
+    return BadInput(
+        f"request id {request_id!r} was already used by another user or for another kind of "
+        "event: choose another id"
+    )
 
 
 def someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
@@ -48,9 +53,11 @@ def someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
     )
 
 
-def refusal(exc: ResponseError) -> Exception:
+def refusal(exc: ResponseError, request_id: str) -> Exception:
     """The door's refusals are the caller's mistake (exit 2); the rest is Redis's."""
     message = str(exc).split(" script:", 1)[0]
-    if message.startswith(("BSBAD ", "BSTAKEN ")):
+    if message.startswith("BSTAKEN "):  # (the door's words name the id bare)
+        return taken(request_id)
+    if message.startswith("BSBAD "):
         return BadInput(message.split(" ", 1)[1])
     return exc

@@ -182,7 +182,9 @@ async def _submit(args: argparse.Namespace) -> int:
             client, args.user, args.books, request_id=args.request_id, timeout=client.timeout
         )
         if outcome.kind != args.command:
-            raise BadInput(f"request id {outcome.request_id} was already used for a {outcome.kind}")
+            raise BadInput(
+                f"request id {outcome.request_id!r} was already used for a {outcome.kind}"
+            )
         return _print_outcome(outcome, args.json)
 
 

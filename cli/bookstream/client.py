@@ -205,7 +205,7 @@ class AsyncClient:
                         loaded = True
                         continue
                     if not str(exc).startswith("BSENV") or time.monotonic() + delay > deadline:
-                        raise refusal(exc) from None
+                        raise refusal(exc, event.id) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

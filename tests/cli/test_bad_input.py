@@ -86,7 +86,7 @@ def test_no_outcome_in_time_exits_3(
     assert result.returncode == 3, result.stderr
     assert result.stderr.startswith("bookstream: error: no outcome for request ")
     # The request was submitted and will be applied when a Shelving worker runs.
-    request_id = result.stderr.split("no outcome for request ", 1)[1].split()[0]
+    request_id = result.stderr.split("no outcome for request ", 1)[1].split()[0].strip("'")
     assert redis_server.client().exists("bs:{main}:lending:req:" + request_id)
 
 
