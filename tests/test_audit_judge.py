@@ -227,7 +227,7 @@ def in_storage_and_lent(lib: Library) -> list[str]:
     lib.r.sadd(LK.storage, "a")  # a is lent to u1
     return [
         "book 'a' is both in the automated storage and lent",
-        "book 'a' is in the automated storage but Lending's record of it is lent (u1)",
+        "book 'a' is in the automated storage but Lending's record of it is lent ('u1')",
     ]
 
 
@@ -242,7 +242,7 @@ def status_storage_not_in_storage(lib: Library) -> list[str]:
 def lent_to_two_users(lib: Library) -> list[str]:
     lib.r.sadd(LK.loans("u2"), "a")  # a is lent to u1
     return [
-        "book 'a' is among the loans of user 'u2' but Lending's record of it is lent (u1)",
+        "book 'a' is among the loans of user 'u2' but Lending's record of it is lent ('u1')",
         "book 'a' is lent to 2 users",
         "user 'u2': outcomes add up to ['f'] but the loans are ['a', 'f']",
     ]
@@ -305,7 +305,7 @@ def off_shelf_stray(lib: Library) -> list[str]:
 
 def reservation_left_over(lib: Library) -> list[str]:
     lib.r.hset(LK.book_status, "h", "paged:stale")
-    return ["book 'h' is still paged for request stale"]
+    return ["book 'h' is still paged for request 'stale'"]
 
 
 def held_for_a_request_left_over(lib: Library) -> list[str]:
@@ -313,14 +313,14 @@ def held_for_a_request_left_over(lib: Library) -> list[str]:
     lib.r.hset(LK.book_status, "g", "held:stale")
     lib.r.srem(LK.storage, "g")
     return [
-        "book 'g' is still reserved for request stale",
+        "book 'g' is still reserved for request 'stale'",
         "shelving has book 'g' off the shelf but lending does not hold it",
     ]
 
 
 def request_state_left_over(lib: Library) -> list[str]:
     lib.r.hset(LK.request("stale"), mapping={"user": "u9", "held": "[]", "paged": '["h"]'})
-    return ["request stale is still in flight (waiting for Shelving)"]
+    return ["request 'stale' is still in flight (waiting for Shelving)"]
 
 
 def unknown_status(lib: Library) -> list[str]:
@@ -345,15 +345,15 @@ def unread_entry(lib: Library) -> list[str]:
 
 def two_outcomes_for_one_request(lib: Library) -> list[str]:
     lib.add_event(lib.outcome_json("cli-lent"))  # a denial, recorded twice
-    return ["request cli-lent has more than one outcome"]
+    return ["request 'cli-lent' has more than one outcome"]
 
 
 def applied_twice(lib: Library) -> list[str]:
     """What a stale batch applied a second time leaves: the same acceptance twice."""
     lib.add_event(lib.outcome_json("r-u1"))
     return [
-        "request r-u1 has more than one outcome",
-        *(f"request r-u1 lent '{b}' to 'u1' while 'u1' held it" for b in "abcde"),
+        "request 'r-u1' has more than one outcome",
+        *(f"request 'r-u1' lent '{b}' to 'u1' while 'u1' held it" for b in "abcde"),
     ]
 
 
@@ -362,7 +362,7 @@ def replay_lends_a_book_twice(lib: Library) -> list[str]:
     forged.update(request_id="forged-a", user="u2", lent=["a"], books_in_hand=["a", "f"])
     lib.add_event(forged)
     return [
-        "request forged-a lent 'a' to 'u2' while 'u1' held it",
+        "request 'forged-a' lent 'a' to 'u2' while 'u1' held it",
         "user 'u1': outcomes add up to ['b', 'c', 'd', 'e'] "
         "but the loans are ['a', 'b', 'c', 'd', 'e']",
         "user 'u2': outcomes add up to ['a', 'f'] but the loans are ['f']",
@@ -374,7 +374,7 @@ def replay_returns_a_book_not_lent(lib: Library) -> list[str]:
     forged.update(request_id="forged-ret", user="u2", returned=["a"], books_in_hand=["f"])
     lib.add_event(forged)
     return [
-        "return forged-ret took back 'a', not lent to 'u2'",
+        "return 'forged-ret' took back 'a', not lent to 'u2'",
         "user 'u1': outcomes add up to ['b', 'c', 'd', 'e'] "
         "but the loans are ['a', 'b', 'c', 'd', 'e']",
     ]
@@ -469,7 +469,7 @@ def test_a_trimmed_event_stream_is_noted_not_a_violation(built: Library) -> None
     assert "  note: the domain event stream was trimmed" in text
     built.add_event(built.outcome_json("raw-bad"))  # the last outcome, again
     code, violations, text = built.audit()
-    assert (code, violations) == (1, ["request raw-bad has more than one outcome"]), text
+    assert (code, violations) == (1, ["request 'raw-bad' has more than one outcome"]), text
 
 
 def test_unread_entries_in_a_never_served_library(

@@ -4,11 +4,12 @@ options the table says it takes, and a command's --help names only variables it 
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 from bookstream.parser import build_parser
 from bookstream_core.config import add_worker_arguments
-from bookstream_core.settings import SETTINGS, markdown_table, takers
+from bookstream_core.settings import BY_KEY, OPERATOR, SETTINGS, markdown_table, takers
 
 
 def _leaves(
@@ -60,3 +61,31 @@ def test_the_legend_names_every_program_of_the_for_column() -> None:
     table = markdown_table()
     for name in {n for s in SETTINGS for n in takers(s)}:
         assert f"`{name}`" in table, name
+
+
+@pytest.mark.parametrize(("name", "parser"), _all_parsers())
+def test_a_help_names_only_options_its_program_takes(
+    name: str, parser: argparse.ArgumentParser
+) -> None:
+    """A setting's help that names another setting names it as this program gives it
+    (``--tls-key`` where there is one); a command in backticks is another program's."""
+    options = {o for a in parser._actions for o in a.option_strings}
+    for action in parser._actions:
+        help_ = re.sub(r"`[^`]*`", "", action.help or "")
+        if help_.endswith("]"):  # a row of the table
+            for named in re.findall(r"(?<![\w-])--[a-z][a-z-]*", help_):
+                assert named in options, f"{name} {action.option_strings}: {named}"
+
+
+def test_a_help_of_its_own_is_for_a_program_that_takes_the_setting() -> None:
+    for s in SETTINGS:
+        readers = set(takers(s)) | ({OPERATOR} if OPERATOR in (s.scope, *s.also) else set())
+        for programs, _ in s.help_for:
+            assert set(programs) <= readers, (s.key, programs)
+
+
+def test_the_readme_names_a_setting_both_ways_and_the_operator_by_variable() -> None:
+    cert = BY_KEY["tls_cert"]
+    assert cert.readme().endswith("needs --tls-key or BOOKSTREAM_REDIS_TLS_KEY")
+    assert cert.describe().endswith("needs --tls-key")
+    assert cert.describe(OPERATOR).endswith("needs BOOKSTREAM_REDIS_TLS_KEY")

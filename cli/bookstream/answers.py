@@ -30,18 +30,20 @@ def stored_outcome(
     if submit is None or outcome.status == "rejected":
         return outcome
     if (outcome.kind, outcome.user) != (event_type(submit), submit.user):
-        raise BadInput(
-            f"request id {request_id} was already used by another user or for another "
-            "kind of event: choose another id"
-        )
+        raise taken(request_id)
     # Two submissions of one id with other books may both pass the door before either is
     # applied: the second is a duplicate, and this outcome is the first's. (An outcome
     # stored before outcomes named their books names none.)
     if outcome.books and set(outcome.books) != set(submit.books):
-        raise BadInput(
-            f"request id {request_id} was already used for other books: choose another id"
-        )
+        raise taken(request_id, other_books=True)
     return outcome
+
+
+def taken(request_id: str, *, other_books: bool = False) -> BadInput:
+    """The request id is another user's or kind's, or was used for other books: found by
+    the client or the door."""
+    used = "for other books" if other_books else "by another user or for another kind of event"
+    return BadInput(f"request id {request_id!r} was already used {used}: choose another id")
 
 
 def someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
@@ -55,9 +57,11 @@ def someone_elses_rejection(found: Outcome | None, mine: str | None) -> bool:
     )
 
 
-def refusal(exc: ResponseError) -> Exception:
+def refusal(exc: ResponseError, request_id: str) -> Exception:
     """The door's refusals are the caller's mistake (exit 2); the rest is Redis's."""
     message = str(exc).split(" script:", 1)[0]
-    if message.startswith(("BSBAD ", "BSTAKEN ")):
+    if message.startswith("BSTAKEN "):  # (the door's words name the id bare)
+        return taken(request_id, other_books="other books" in message)
+    if message.startswith("BSBAD "):
         return BadInput(message.split(" ", 1)[1])
     return exc

@@ -64,7 +64,7 @@ def _record(status: BookStatus | None) -> str:
     if status is None:
         return "no record (on the shelves)"
     who = status.user or status.request_id
-    return f"{status.kind} ({who})" if who is not None else status.kind
+    return f"{status.kind} ({who!r})" if who is not None else status.kind
 
 
 KNOWN_KINDS = ("storage", "reserved", "paged", "lent")
@@ -146,9 +146,9 @@ async def audit(
     # 5: nothing in flight.
     for book, s in status.items():
         if s.kind in ("reserved", "paged"):
-            v.append(f"book {book!r} is still {s.kind} for request {s.request_id}")
+            v.append(f"book {book!r} is still {s.kind} for request {s.request_id!r}")
     for request_id in lending.requests_in_flight:
-        v.append(f"request {request_id} is still in flight (waiting for Shelving)")
+        v.append(f"request {request_id!r} is still in flight (waiting for Shelving)")
     if (
         await r.exists(keys.submissions)
         and await typed(r, keys.submissions, "list", v)
@@ -229,7 +229,7 @@ async def _replay(
             # A rejection applied nothing: a valid event with its id may replace it, once.
             before = seen.get(outcome.request_id)
             if before is not None and (before != "rejected" or outcome.status == "rejected"):
-                v.append(f"request {outcome.request_id} has more than one outcome")
+                v.append(f"request {outcome.request_id!r} has more than one outcome")
             seen[outcome.request_id] = outcome.status
             if not complete:
                 continue
@@ -237,7 +237,7 @@ async def _replay(
                 for book in outcome.lent:
                     if book in lent_to:
                         v.append(
-                            f"request {outcome.request_id} lent {book!r} to {outcome.user!r} "
+                            f"request {outcome.request_id!r} lent {book!r} to {outcome.user!r} "
                             f"while {lent_to[book]!r} held it"
                         )
                     lent_to[book] = outcome.user
@@ -245,7 +245,7 @@ async def _replay(
                 for book in outcome.returned:
                     if lent_to.get(book) != outcome.user:
                         v.append(
-                            f"return {outcome.request_id} took back {book!r}, "
+                            f"return {outcome.request_id!r} took back {book!r}, "
                             f"not lent to {outcome.user!r}"
                         )
                     lent_to.pop(book, None)

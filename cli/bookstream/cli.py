@@ -1,7 +1,8 @@
 """The ``bookstream`` command.
 
-Exit codes: 0 accepted/processed (or the command succeeded), 1 denied/rejected (or the
-audit found violations), 2 bad input, 3 no outcome in time or Redis unreachable.
+Exit codes (each command's own: ``exits.py``): 0 accepted/processed (or the command
+succeeded), 1 denied/rejected (or the audit found violations), 2 bad input, 3 no outcome
+in time or Redis unreachable.
 """
 
 from __future__ import annotations
@@ -34,14 +35,8 @@ from bookstream.errors import (
     Unreachable,
     report,
 )
-from bookstream.parser import (
-    EXIT_DENIED,
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    build_parser,
-    chosen,
-)
+from bookstream.exits import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from bookstream.parser import build_parser, chosen
 from bookstream.render import render_outcome
 from bookstream.submissions import KINDS
 
@@ -187,7 +182,9 @@ async def _submit(args: argparse.Namespace) -> int:
             client, args.user, args.books, request_id=args.request_id, timeout=client.timeout
         )
         if outcome.kind != args.command:
-            raise BadInput(f"request id {outcome.request_id} was already used for a {outcome.kind}")
+            raise BadInput(
+                f"request id {outcome.request_id!r} was already used for a {outcome.kind}"
+            )
         return _print_outcome(outcome, args.json)
 
 

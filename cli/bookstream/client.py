@@ -134,6 +134,8 @@ class AsyncClient:
                 self._r = connect(
                     self.settings, client_name="bookstream-client", timeout=self.timeout
                 )
+            except ConfigError as exc:  # BOOKSTREAM_HOME no directory of ours (exit 2)
+                raise BadInput(str(exc)) from None
             except EmbeddedRedisError as exc:
                 raise Unreachable(str(exc)) from None
         return self._r
@@ -203,7 +205,7 @@ class AsyncClient:
                         loaded = True
                         continue
                     if not str(exc).startswith("BSENV") or time.monotonic() + delay > deadline:
-                        raise refusal(exc) from None
+                        raise refusal(exc, event.id) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

@@ -32,13 +32,13 @@ async def status_command(client: AsyncClient, args: argparse.Namespace) -> int:
                 if args.json:
                     print(to_json({"user": args.borrower, "books": held}))
                 else:
-                    print(f"{args.borrower} holds {counted(len(held), 'book')}: {books(held)}")
+                    print(f"{args.borrower!r} holds {counted(len(held), 'book')}: {books(held)}")
             if args.book:
                 where = await client.locate(args.book)
                 if args.json:
                     print(to_json(_struct(where)))
                 else:
-                    print(f"{args.book}: {where.describe()}")
+                    print(f"{args.book!r}: {where.describe()}")
             if args.borrower is None and not args.book:
                 status = await library_status(await client.redis(), client.library)
                 print(to_json(status) if args.json else render_status(status))
@@ -209,13 +209,18 @@ def _entry_ids(ids: list[str]) -> list[str]:
     return ids
 
 
+def _id(request_id: object) -> str:
+    """A dead letter's request id (anything its producer wrote, or none)."""
+    return "-" if request_id is None else repr(request_id)
+
+
 def _render_dead_letter(entry: dict[str, object]) -> str:
     deliveries = entry["deliveries"]
     assert isinstance(deliveries, int)
     lines = [
         f"dead letter {entry['id']} ({entry['service']}): {entry['reason']}",
         f"  entry {entry['entry']} of {entry['stream']}, delivered {counted(deliveries, 'time')}",
-        f"  request {entry['request_id'] or '-'} ({entry['kind'] or '-'})",
+        f"  request {_id(entry['request_id'])} ({entry['kind'] or '-'})",
     ]
     fields = entry["fields"]
     assert isinstance(fields, dict)
@@ -241,7 +246,7 @@ async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) ->
                 for e in [] if args.json else entries:
                     print(
                         f"{e['id']}  {e['service']}  deliveries {e['deliveries']}  "
-                        f"request {e['request_id'] or '-'}  {e['reason']}"
+                        f"request {_id(e['request_id'])}  {e['reason']}"
                     )
                 if not entries and not args.json:
                     print("no dead letters")

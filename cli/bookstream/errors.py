@@ -25,12 +25,13 @@ class OutcomeTimeout(BookstreamError, TimeoutError):
     """No outcome arrived in time; the request may still be applied later (exit code 3)."""
 
     def __init__(self, request_id: str, timeout: float, library: str = "main") -> None:
-        # The command to ask again must name the library, or it asks another one.
+        # The command to ask again must name the library, or it asks another one; it is
+        # printed as a shell takes it (a request id has no character a shell would read).
         again = f"bookstream outcome {request_id}"
         if library != "main":
             again += f" --library {library}"
         super().__init__(
-            f"no outcome for request {request_id} within {timeout:g} s (is a lending and a "
+            f"no outcome for request {request_id!r} within {timeout:g} s (is a lending and a "
             f"shelving worker running?); ask again later with: {again}"
         )
         self.request_id = request_id
@@ -58,7 +59,7 @@ class Unknown(BookstreamError, LookupError):
 
     def __init__(self, request_id: str) -> None:
         super().__init__(
-            f"unknown request id {request_id}: nobody submitted it, or its outcome expired "
+            f"unknown request id {request_id!r}: nobody submitted it, or its outcome expired "
             "after the retention"
         )
         self.request_id = request_id

@@ -22,9 +22,9 @@ class BookLocation(msgspec.Struct, frozen=True, kw_only=True):
         return {
             "on_shelf": "on the shelf (available)",
             "in_storage": "in the automated storage (available)",
-            "paged": f"being fetched from the shelves for request {self.request_id}",
-            "reserved": f"reserved for request {self.request_id}, being decided",
-            "checked_out": f"lent to {self.user}",
+            "paged": f"being fetched from the shelves for request {self.request_id!r}",
+            "reserved": f"reserved for request {self.request_id!r}, being decided",
+            "checked_out": f"lent to {self.user!r}",
             "in_transit": "in transit back to the shelves",
         }.get(self.status, self.status)
 

@@ -14,15 +14,8 @@ from bookstream_core import settings as table
 from bookstream_core.config import add_redis_arguments, add_worker_arguments
 from bookstream_core.usage import OneLineParser
 
+from bookstream.exits import epilog
 from bookstream.submissions import KINDS
-
-EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-
-EPILOG = """exit codes:
-  0  accepted / processed (or the command succeeded)
-  1  denied or rejected (or the audit found violations)
-  2  bad input (unknown option, empty or over-long id, too many books, unknown request id)
-  3  no outcome in time, no worker to answer, or Redis unreachable"""
 
 
 class Parser(OneLineParser):
@@ -43,12 +36,16 @@ def count(text: str) -> int:
     return number
 
 
-def _command(sub: Subparsers, name: str, help_: str, description: str | None = None) -> Parser:
+def _command(
+    sub: Subparsers, name: str, help_: str, description: str | None = None, under: str = ""
+) -> Parser:
+    """A (sub)command's parser, its --help ending with its own exit codes (``under``: the
+    command whose action it is)."""
     parser: Parser = sub.add_parser(
         name,
         help=help_,
         description=description or help_,
-        epilog=EPILOG,
+        epilog=epilog(f"{under} {name}".strip()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser
@@ -67,7 +64,7 @@ def _submit(sub: Subparsers, name: str, help_: str, description: str) -> None:
     p.add_argument("--request-id", help="your id for this request: resubmitting it is safe")
     p.add_argument("--no-wait", action="store_true", help="print the request id and exit")
     _json(p, "the outcome")
-    add_redis_arguments(p)
+    add_redis_arguments(p, program=name)
 
 
 def _dead_letters(sub: Subparsers) -> None:
@@ -86,7 +83,7 @@ def _dead_letters(sub: Subparsers) -> None:
         ("retry", "re-inject dead letters into their inbox as new entries"),
         ("purge", "delete dead letters"),
     ):
-        a = _command(actions, name, help_)
+        a = _command(actions, name, help_, under="dead-letters")
         if name == "show":
             a.add_argument("ids", nargs=1, metavar="ID", help="the dead-letter entry id")
         elif name in ("retry", "purge"):
@@ -98,7 +95,7 @@ def _dead_letters(sub: Subparsers) -> None:
                 "--count", type=count, default=100, help="list at most this many per service (100)"
             )
         _json(a)
-        add_redis_arguments(a)
+        add_redis_arguments(a, program="dead-letters")
 
 
 def _embedded(sub: Subparsers) -> None:
@@ -116,10 +113,12 @@ def _embedded(sub: Subparsers) -> None:
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"
     )
-    status = _command(actions, "status", "is it running, and where (exit 3 if not running)")
+    status = _command(
+        actions, "status", "is it running, and where (exit 3 if not running)", under="embedded"
+    )
     _json(status)
-    _command(actions, "start", "start it (or find it running) and print its URL")
-    _command(actions, "stop", "stop it (its data stays on disk)")
+    _command(actions, "start", "start it (or find it running) and print its URL", under="embedded")
+    _command(actions, "stop", "stop it (its data stays on disk)", under="embedded")
 
 
 def chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
@@ -138,7 +137,7 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="bookstream",
         description="Request and return books; run and inspect the library.",
-        epilog=EPILOG,
+        epilog=epilog(None),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -155,13 +154,13 @@ def build_parser() -> Parser:
     p = _command(sub, "outcome", "wait for (or re-read) the outcome of a submitted request")
     p.add_argument("request_id", metavar="REQUEST_ID", help="the id printed by --no-wait")
     _json(p, "the outcome")
-    add_redis_arguments(p)
+    add_redis_arguments(p, program="outcome")
 
     p = _command(sub, "status", "totals and stream health; or where a book is, what a user holds")
     p.add_argument("--borrower", metavar="USER", help="the books this user holds")
     p.add_argument("--book", help="where this book is")
     _json(p)
-    add_redis_arguments(p)
+    add_redis_arguments(p, program="status")
 
     p = _command(sub, "info", "stream keys, groups and event schema for other producers")
     _json(p, "everything, the event schema included,")
@@ -175,12 +174,12 @@ def build_parser() -> Parser:
         metavar="LIBRARY",
         help="print this Redis Functions library's source (to pipe into FUNCTION LOAD)",
     )
-    table.add_options(p, [table.BY_KEY["library"]])
+    table.add_options(p, [table.BY_KEY["library"]], "info")
 
     p = _command(sub, "audit", "check the library's invariants (exit 1 on a violation)")
     _json(p, "the report")
-    table.add_options(p, table.rows("lending"))
-    add_redis_arguments(p)
+    table.add_options(p, table.rows("lending"), "audit")
+    add_redis_arguments(p, program="audit")
 
     _dead_letters(sub)
 
@@ -197,7 +196,7 @@ def build_parser() -> Parser:
         "(the default user, or one allowed ACL and FUNCTION); again after an upgrade.",
     )
     p.add_argument("--acl", metavar="DIR", help="create the role users, passwords in DIR/<role>")
-    add_redis_arguments(p)
+    add_redis_arguments(p, program="setup")
 
     p = _command(
         sub,
@@ -208,7 +207,7 @@ def build_parser() -> Parser:
         "hash of its password file there; without, add a password to each line.",
     )
     p.add_argument("--password-dir", metavar="DIR", help="the folder of <role> password files")
-    table.add_options(p, [table.BY_KEY["library"]])
+    table.add_options(p, [table.BY_KEY["library"]], "acl")
 
     p = _command(
         sub,
@@ -227,7 +226,7 @@ def build_parser() -> Parser:
     )
 
     p = _command(sub, "serve", "run one lending and one shelving worker in this process")
-    add_worker_arguments(p)
+    add_worker_arguments(p, program="serve")
 
     _embedded(sub)
 

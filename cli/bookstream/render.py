@@ -1,8 +1,9 @@
-"""How outcomes look in a terminal."""
+"""How outcomes look in a terminal. An id (a request's, a user's, a book's) is printed as
+its repr, ``'geb'``, in every message: quoted, so that spaces, commas and quotes in it read
+unambiguously, and escaped, so that a control character in one is shown, never obeyed."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -45,20 +46,15 @@ def render_audit(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
-def book(name: str) -> str:
-    """Quote ids that would be ambiguous in a comma-separated list."""
-    return json.dumps(name, ensure_ascii=False) if any(c in name for c in ', "') else name
-
-
 def books(names: Iterable[str]) -> str:
-    listed = [book(n) for n in names]
+    listed = [repr(n) for n in names]
     return ", ".join(listed) if listed else "none"
 
 
 def _requested(outcome: Outcome) -> list[str]:
     lines = [f"  lent:         {books(outcome.lent)}"]
     for item in outcome.unavailable:
-        lines.append(f"  unavailable:  {book(item.book)} ({REASONS.get(item.reason, item.reason)})")
+        lines.append(f"  unavailable:  {item.book!r} ({REASONS.get(item.reason, item.reason)})")
     return lines
 
 
@@ -74,9 +70,9 @@ DETAILS: dict[str, Callable[[Outcome], list[str]]] = {"request": _requested, "re
 
 
 def render_outcome(outcome: Outcome) -> str:
-    head = f"{outcome.kind} {outcome.request_id}"
+    head = f"{outcome.kind} {outcome.request_id!r}"
     if outcome.user:
-        head += f" by {outcome.user}"
+        head += f" by {outcome.user!r}"
     head += f": {outcome.status.upper()}"
     if outcome.reason:
         head += f" ({REASONS.get(outcome.reason, outcome.reason)})"

@@ -150,8 +150,9 @@ def render_status(status: dict[str, object]) -> str:
 
 def _printable(name: str) -> str:
     """A consumer name as a terminal may show it: anyone who can XREADGROUP names one,
-    so control characters (newlines, escapes) are shown escaped, never obeyed."""
-    return name if name.isprintable() else json.dumps(name)
+    so control characters (newlines, escapes) are shown escaped (as an id is), never
+    obeyed."""
+    return name if name.isprintable() else repr(name)
 
 
 def to_json(value: object) -> str:

@@ -18,10 +18,11 @@ from bookstream_operator.settings import OperatorConfig, OperatorConfigError
 
 def variables() -> str:
     """What the operator reads, all from its environment (the chart sets them): the rows of
-    the one settings table it takes."""
+    the one settings table it takes, each in its meaning to the operator."""
     rows = [s for s in table.SETTINGS if s.scope == "operator" or table.OPERATOR in s.also]
     width = max(len(s.variable) for s in rows) + 2
-    return "environment:\n" + "\n".join(f"  {s.variable.ljust(width)}{s.describe()}" for s in rows)
+    lines = [f"  {s.variable.ljust(width)}{s.describe(table.OPERATOR)}" for s in rows]
+    return "environment:\n" + "\n".join(lines)
 
 
 def parse_arguments(argv: list[str]) -> None:

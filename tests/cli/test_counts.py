@@ -35,7 +35,7 @@ def test_the_cli_counts_one_book_and_one_user_in_the_singular(
     lent = run_cli(bookstream_env, "request", "u1", "geb", server=redis_server)
     assert lent.returncode == 0, lent.stderr
     held = run_cli(bookstream_env, "status", "--borrower", "u1", server=redis_server)
-    assert held.stdout.strip() == "u1 holds 1 book: geb"
+    assert held.stdout.strip() == "'u1' holds 1 book: 'geb'"
     audit = run_cli(bookstream_env, "audit", server=redis_server)
     assert audit.stdout.startswith(
         "audit of library main: OK (1 book lent to 1 user, 0 in storage, 1 outcome replayed)"

@@ -17,10 +17,10 @@ EXPECTED = [
     "$ bookstream request --library demo user1 alice-in-wonderland geb invisible-cities",
     "$ bookstream return --library demo user1 invisible-cities",
     "$ bookstream audit --library demo",
-    "lent:         alice-in-wonderland, geb, invisible-cities",
-    "returned:     invisible-cities",
-    "lent:         invisible-cities, selfish-gene",
-    "unavailable:  geb (lent to another user)",
+    "lent:         'alice-in-wonderland', 'geb', 'invisible-cities'",
+    "returned:     'invisible-cities'",
+    "lent:         'invisible-cities', 'selfish-gene'",
+    "unavailable:  'geb' (lent to another user)",
     # The line `bookstream audit` prints, in full.
     "audit of library demo: OK (4 books lent to 2 users, 0 in storage, 3 outcomes replayed)",
 ]

@@ -4,6 +4,7 @@ processes, the real ``bookstream`` command."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import RedisServer, run_cli, wait_for
+from tests.conftest import VENV_BIN, RedisServer, run_cli, wait_for
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
@@ -127,11 +128,75 @@ def test_a_symlinked_pid_file_is_refused(env: dict[str, str], tmp_path: Path) ->
     assert not (home / "redis.sock").exists()
 
 
+def _unusable(result: subprocess.CompletedProcess[str], what: str) -> None:
+    """The directory itself is no directory of the user's: the setting's mistake (exit 2)."""
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"bookstream: error: BOOKSTREAM_HOME: {what}; "), result
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_home_that_is_a_file_is_the_settings_mistake(env: dict[str, str]) -> None:
+    """Not Redis unreachable (exit 3): the user named a file, and every command says so."""
+    _home(env).write_text("mine\n")
+    commands = [["status"], ["request", "u", "geb", "--no-wait"], ["demo"],
+                ["embedded", "start"], ["embedded", "status"], ["embedded", "stop"]]  # fmt: skip
+    for command in commands:
+        _unusable(run_cli(env, *command), f"{_home(env)} is not a directory")
+    # The workers too: `serve` and a worker program, each under its own name.
+    for program in (["bookstream", "serve"], ["bookstream-lending"]):
+        argv = [str(VENV_BIN / program[0]), *program[1:]]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result
+        assert f"BOOKSTREAM_HOME: {_home(env)} is not a directory" in result.stderr, result
+        assert len(result.stderr.strip().splitlines()) == 1, result
+    under = {**env, "BOOKSTREAM_HOME": str(_home(env) / "deeper" / "home")}
+    _unusable(run_cli(under, "outcome", "r1"), f"{_home(env)} is not a directory")
+    assert _home(env).read_text() == "mine\n"
+    shown = " ".join(run_cli(env, "embedded", "status", "--help").stdout.split())
+    assert "2 bad input" in shown and "BOOKSTREAM_HOME no directory of yours" in shown
+
+
+#: Without these rights root is held to files' modes as any user is.
+DAC = "-dac_override,-dac_read_search,-fowner"
+SETPRIV = [shutil.which("setpriv") or "setpriv", "--bounding-set", DAC, "--inh-caps", DAC]
+
+
+def _can_drop_rights() -> bool:
+    try:
+        return subprocess.run([*SETPRIV, "true"], check=False).returncode == 0
+    except OSError:
+        return False
+
+
+@as_root
+@pytest.mark.skipif(not _can_drop_rights(), reason="setpriv cannot drop root's file rights")
+def test_a_home_one_may_not_write_in_or_open_is_the_settings_mistake(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    def run(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [*SETPRIV, str(VENV_BIN / "bookstream"), *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=environment,
+                              timeout=60, check=False)  # fmt: skip
+
+    home = _home(env)
+    home.mkdir(mode=0o500)
+    _unusable(run(env, "status"), f"cannot write in {home}: Permission denied")
+    home.chmod(0o000)
+    _unusable(run(env, "embedded", "start"), f"cannot open {home}: Permission denied")
+    shut = tmp_path / "shut"
+    shut.mkdir(mode=0o500)
+    inside = {**env, "BOOKSTREAM_HOME": str(shut / "home")}
+    _unusable(
+        run(inside, "request", "u", "geb"), f"cannot create {shut / 'home'}: Permission denied"
+    )
+    assert list(shut.iterdir()) == [] and list(home.iterdir()) == []
+
+
 def test_a_symlinked_directory_is_refused(env: dict[str, str], tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     _home(env).symlink_to(elsewhere)
-    _refused(run_cli(env, "embedded", "start"), _home(env), "is a symlink")
+    _unusable(run_cli(env, "embedded", "start"), f"{_home(env)} is a symlink")
     assert list(elsewhere.iterdir()) == []
 
 
@@ -175,7 +240,7 @@ def test_another_users_socket_file_or_directory_is_refused(env: dict[str, str]) 
     _refused(run_cli(env, "embedded", "start"), home / "redis.log", f"belongs to uid {NOBODY}")
     (home / "redis.log").unlink()
     os.chown(home, NOBODY, NOBODY)
-    _refused(run_cli(env, "embedded", "start"), home, f"belongs to uid {NOBODY}, not you")
+    _unusable(run_cli(env, "embedded", "start"), f"{home} belongs to uid {NOBODY}, not you")
     assert not (home / "redis.sock").exists()
 
 

@@ -91,7 +91,7 @@ def test_the_outcome_of_an_unknown_id_says_so_at_once(
     result = run_cli(bookstream_env, "outcome", "nobody-sent-this", server=redis_server)
     assert time.monotonic() - started < 5
     assert result.returncode == 2
-    assert "unknown request id nobody-sent-this" in result.stderr
+    assert "unknown request id 'nobody-sent-this'" in result.stderr
     # An id still waiting in the inbox is known: its outcome is waited for.
     queued = run_cli(bookstream_env, "request", "u", "geb", "--no-wait", server=redis_server)
     waited = run_cli(

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
 from bookstream.client import AsyncClient
 from bookstream.errors import BadInput
 
-from tests.conftest import RedisServer, run_cli
+from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for
 from tests.lending.test_functions import KEYS, Lending
 
 
@@ -24,7 +25,7 @@ def test_the_cli_refuses_an_id_used_for_other_books(
     assert again.returncode == 0 and again.stdout == first.stdout
     other = run_cli(bookstream_env, "request", "ann", "b", "--request-id", "x1", server=served)
     assert other.returncode == 2, other
-    assert "x1" in other.stderr and "other books" in other.stderr
+    assert "'x1' was already used for other books" in other.stderr
     assert "Traceback" not in other.stderr
     returned = run_cli(
         bookstream_env, "return", "ann", "a", "b", "--request-id", "x2", server=served
@@ -60,8 +61,30 @@ async def test_two_submissions_racing_past_the_door(redis_server: RedisServer) -
         rows = await lending.apply(*calls)
         assert [row.status for row in rows] == ["pending", "duplicate"]
         await lending.event("fetched", "x", "", ["a"])  # the first is decided
-        with pytest.raises(BadInput, match="x was already used for other books"):
+        with pytest.raises(BadInput, match="'x' was already used for other books"):
             await asyncio.wait_for(second, 10)
         # The first's own client gets its outcome.
         outcome = await client.outcome("x", timeout=5)
         assert (outcome.status, outcome.books, outcome.lent) == ("accepted", ["a"], ["a"])
+
+
+def test_the_door_refuses_other_books_while_the_request_waits_for_shelving(
+    redis_server: RedisServer,
+    start_worker: Callable[..., WorkerProcess],
+    bookstream_env: dict[str, str],
+) -> None:
+    """No Shelving worker: the first request waits for its books, with no outcome yet, so
+    the client cannot tell; the door can, from the waiting request's state."""
+    start_worker("lending", redis_server)
+    args = ("--request-id", "w1", "--no-wait")
+    first = run_cli(bookstream_env, "request", "ann", "far", *args, server=redis_server)
+    assert first.returncode == 0, first.stderr
+    r = redis_server.client()
+    wait_for(lambda: bool(r.exists("bs:{main}:lending:req:w1")))
+    again = run_cli(bookstream_env, "request", "ann", "far", *args, server=redis_server)
+    assert again.returncode == 0, again.stderr
+    other = run_cli(bookstream_env, "request", "ann", "near", *args, server=redis_server)
+    assert (other.returncode, other.stderr.strip()) == (
+        2,
+        "bookstream: error: request id 'w1' was already used for other books: choose another id",
+    )

@@ -53,11 +53,11 @@ def test_original_scenario_through_the_cli(
     )
     assert third.returncode == 0, third.stderr
     assert "ACCEPTED" in third.stdout
-    assert "lent:         invisible-cities, selfish-gene" in third.stdout
-    assert "unavailable:  geb (lent to another user)" in third.stdout
+    assert "lent:         'invisible-cities', 'selfish-gene'" in third.stdout
+    assert "unavailable:  'geb' (lent to another user)" in third.stdout
 
     where = bookstream(redis_server, bookstream_env, "status", "--book", "geb")
-    assert where.stdout.strip() == "geb: lent to user1"
+    assert where.stdout.strip() == "'geb': lent to 'user1'"
     held = bookstream(redis_server, bookstream_env, "status", "--borrower", "user2", "--json")
     assert json.loads(held.stdout) == {
         "user": "user2",

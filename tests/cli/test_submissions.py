@@ -48,4 +48,4 @@ def test_the_cli_dispatches_each_kind_through_the_table(
         rid = run_cli(bookstream_env, kind, "u1", "geb", "--no-wait", server=redis_server)
         assert rid.returncode == 0, rid.stderr
         outcome = run_cli(bookstream_env, "outcome", rid.stdout.strip(), server=redis_server)
-        assert outcome.stdout.startswith(f"{kind} {rid.stdout.strip()}"), outcome.stdout
+        assert outcome.stdout.startswith(f"{kind} {rid.stdout.strip()!r}"), outcome.stdout

@@ -77,7 +77,7 @@ def test_the_scenario_over_tls_with_client_certificates(
     assert third.returncode == 0, third.stderr
     assert json.loads(third.stdout)["lent"] == ["cities"]
     where = bookstream(by_variables, "status", "--book", "geb")
-    assert where.stdout.strip() == "geb: lent to user1", where.stderr
+    assert where.stdout.strip() == "'geb': lent to 'user1'", where.stderr
 
     with Client(url, **certs.files()) as client:
         assert client.user_books("user2") == ["cities"]

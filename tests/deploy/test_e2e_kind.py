@@ -273,9 +273,9 @@ def test_helm_install_library_scale_cli_metrics(cluster: Cluster, images: dict[s
     assert json.loads(second.stdout.strip().splitlines()[-1])["returned"] == ["invisible-cities"]
     third = _cli(c, images["cli"], "request", "user2", "geb", "invisible-cities", "selfish-gene")
     assert third.returncode == 0 and "ACCEPTED" in third.stdout, third.stdout + third.stderr
-    assert "geb (lent to another user)" in third.stdout
+    assert "'geb' (lent to another user)" in third.stdout
     where = _cli(c, images["cli"], "status", "--book", "geb")
-    assert "geb: lent to user1" in where.stdout, where.stdout + where.stderr
+    assert "'geb': lent to 'user1'" in where.stdout, where.stdout + where.stderr
     audit = _cli(c, images["cli"], "audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
 

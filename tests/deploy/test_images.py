@@ -130,11 +130,11 @@ def test_original_scenario_with_containers(
     third = _cli(images, server, "request", "user2", "geb", "invisible-cities", "selfish-gene")
     assert third.returncode == 0, (third.stdout, third.stderr, logs())
     assert "ACCEPTED" in third.stdout
-    assert re.search(r"lent:\s+invisible-cities, selfish-gene", third.stdout), third.stdout
-    assert re.search(r"unavailable:\s+geb \(lent to another user\)", third.stdout), third.stdout
+    assert re.search(r"lent:\s+'invisible-cities', 'selfish-gene'", third.stdout), third.stdout
+    assert re.search(r"unavailable:\s+'geb' \(lent to another user\)", third.stdout), third.stdout
 
     where = _cli(images, server, "status", "--book", "geb")
-    assert where.stdout.strip() == "geb: lent to user1", where.stdout + where.stderr
+    assert where.stdout.strip() == "'geb': lent to 'user1'", where.stdout + where.stderr
 
     # Bad input is refused at the edge with exit code 2, inside the container too.
     bad = _cli(images, server, "request", "user1")

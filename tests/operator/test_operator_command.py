@@ -41,6 +41,19 @@ def test_help_lists_every_variable_it_reads_and_starts_nothing(tmp_path: Path) -
     assert "Traceback" not in shown.stdout + shown.stderr
 
 
+def test_help_says_what_each_variable_means_to_the_operator(tmp_path: Path) -> None:
+    """The rows it shares with the workers say what they mean to the operator: it has no
+    options to name, and it logs no outcomes."""
+    shown = _run(tmp_path, "--help").stdout
+    environment = shown.split("environment:\n", 1)[1]
+    lines = {line.split()[0]: line for line in environment.splitlines() if line.strip()}
+    assert "needs BOOKSTREAM_REDIS_TLS_KEY" in lines["BOOKSTREAM_REDIS_TLS_CERT"]
+    assert "--" not in environment, environment
+    level = lines["BOOKSTREAM_LOG_LEVEL"]
+    assert "event it posts on a LibraryInstance" in level, level
+    assert "outcome" not in level and "benchmark" not in level, level
+
+
 def test_version_and_a_mistyped_option(tmp_path: Path) -> None:
     shown = _run(tmp_path, "--version")
     assert shown.stdout.strip() == f"bookstream-operator {version('bookstream-operator')}"

@@ -57,10 +57,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "how to reach the Redis --redis names",
         "as for every other command; passed to the workers as variables, never as arguments",
     )
-    table.add_options(connection, [table.BY_KEY[key] for key in CONNECTION])
+    table.add_options(connection, [table.BY_KEY[key] for key in CONNECTION], "bench")
     workers = p.add_argument_group(
         "the workers' settings",
         "passed to every worker the run starts; a short --retention lets outcomes expire "
         "during long (memory) runs: they are then counted, not read",
     )
-    table.add_options(workers, [table.BY_KEY[key] for key in WORKER_SETTINGS])
+    table.add_options(workers, [table.BY_KEY[key] for key in WORKER_SETTINGS], "bench")

@@ -201,13 +201,17 @@ def generated_worker_name(service: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def add_redis_arguments(parser: argparse.ArgumentParser, *, client: bool = True) -> None:
-    """The connection options (and ``--timeout`` for commands that wait on Redis)."""
+def add_redis_arguments(
+    parser: argparse.ArgumentParser, *, client: bool = True, program: str | None = None
+) -> None:
+    """The connection options (and ``--timeout`` for commands that wait on Redis), each
+    with ``program``'s help."""
     group = parser.add_argument_group(
         "Redis connection (default: the embedded Redis, in $BOOKSTREAM_HOME, else "
         "$XDG_STATE_HOME/bookstream or ~/.local/state/bookstream)"
     )
-    table.add_options(group, table.rows("redis", "client") if client else table.rows("redis"))
+    rows = table.rows("redis", "client") if client else table.rows("redis")
+    table.add_options(group, rows, program)
 
 
 #: What one setting gave: its text (None if not given) and the name it was given under.
@@ -266,17 +270,20 @@ def timeout_from(args: argparse.Namespace | None, env: Mapping[str, str]) -> flo
 
 
 def add_worker_arguments(
-    parser: argparse.ArgumentParser, services: tuple[ServiceName, ...] = ("lending", "shelving")
+    parser: argparse.ArgumentParser,
+    services: tuple[ServiceName, ...] = ("lending", "shelving"),
+    program: str | None = None,
 ) -> None:
-    """A worker's options; Lending's rules only where a Lending worker runs."""
+    """A worker's options (with ``program``'s help); Lending's rules only where a Lending
+    worker runs."""
     identity = ("name", "force")
-    table.add_options(parser, [table.BY_KEY[key] for key in identity])
-    add_redis_arguments(parser, client=False)
+    table.add_options(parser, [table.BY_KEY[key] for key in identity], program)
+    add_redis_arguments(parser, client=False, program=program)
     group = parser.add_argument_group("worker")
     scopes: tuple[table.Scope, ...] = (
         ("worker", "lending", "lending_worker") if "lending" in services else ("worker",)
     )
-    table.add_options(group, [s for s in table.rows(*scopes) if s.key not in identity])
+    table.add_options(group, [s for s in table.rows(*scopes) if s.key not in identity], program)
 
 
 def worker_settings_from(

@@ -23,6 +23,7 @@ that passed these checks: never one a stale or forged pid file names.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import os
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import redis
 
+from bookstream_core.settings import ConfigError
+
 SOCKET_NAME = "redis.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 PROC = Path("/proc")
@@ -43,6 +46,12 @@ PROC = Path("/proc")
 
 class EmbeddedRedisError(RuntimeError):
     """The embedded Redis cannot be started or trusted; the message says what to do."""
+
+
+class EmbeddedHomeError(EmbeddedRedisError, ConfigError):
+    """Its directory is no directory of the user's, or cannot be made or written: the
+    setting is at fault (BOOKSTREAM_HOME, or the default it falls back to), as for any
+    other bad setting (the CLI's exit 2), not the server."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,18 +105,24 @@ class EmbeddedRedis:
                 "or point bookstream at a Redis with --redis URL."
             )
         if len(str(self.socket)) > MAX_SOCKET_PATH:
-            raise EmbeddedRedisError(
+            raise EmbeddedHomeError(
                 f"the socket path {self.socket} is too long for a unix socket; "
                 "set BOOKSTREAM_HOME to a shorter directory"
             )
-        self.directory.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            self.directory.mkdir(mode=0o700)
+        try:
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                self.directory.mkdir(mode=0o700)
+        except OSError as exc:  # a parent that is a file, or not writable
+            raise self._unusable(f"cannot create {self.directory}: {exc.strerror}") from None
         self._check_directory()
         # Two commands starting at once: one starts it, the other waits and reuses it.
-        lock = os.open(
-            self.directory / "start.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600
-        )
+        try:
+            lock = os.open(
+                self.directory / "start.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
+        except OSError as exc:  # a directory of ours we may not write in (mode 0500)
+            raise self._unusable(f"cannot write in {self.directory}: {exc.strerror}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             found = self._inspect()
@@ -181,6 +196,12 @@ class EmbeddedRedis:
             "what it made as you: remove that, or set BOOKSTREAM_HOME to another directory"
         )
 
+    def _unusable(self, what: str) -> EmbeddedHomeError:
+        return EmbeddedHomeError(
+            f"BOOKSTREAM_HOME: {what}; the embedded Redis needs a directory of yours: set "
+            "BOOKSTREAM_HOME to one (or to a path where one can be made)"
+        )
+
     def _check_directory(self) -> bool:
         """Whether the directory exists; refuses one that is not the user's own or holds
         anything foreign, and only then narrows a lax mode (all on the directory opened,
@@ -189,13 +210,12 @@ class EmbeddedRedis:
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return False
-        except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file
-            kind = "a symlink" if self.directory.is_symlink() else "not a directory"
-            raise self._refuse(f"{self.directory} is {kind}") from exc
+        except OSError as exc:
+            raise self._unusable(self._why_not_open(exc)) from None
         try:
             st = os.fstat(fd)
             if st.st_uid != os.geteuid():
-                raise self._refuse(f"{self.directory} belongs to uid {st.st_uid}, not you")
+                raise self._unusable(f"{self.directory} belongs to uid {st.st_uid}, not you")
             self._check_entries(fd)
             mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077:
@@ -204,6 +224,15 @@ class EmbeddedRedis:
         finally:
             os.close(fd)
         return True
+
+    def _why_not_open(self, exc: OSError) -> str:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self.directory):
+            return f"{self.directory} is a symlink"  # O_NOFOLLOW
+        if exc.errno == errno.ENOTDIR:  # it, or a folder on its path, is a file
+            on_path = [*reversed(self.directory.parents), self.directory]
+            path = next((p for p in on_path if os.path.lexists(p) and not p.is_dir()), None)
+            return f"{path or self.directory} is not a directory"
+        return f"cannot open {self.directory}: {exc.strerror}"  # a folder on its path: EACCES
 
     def _check_entries(self, fd: int) -> None:
         uid = os.geteuid()

@@ -149,7 +149,8 @@ async def _run(
         workers = [Worker(settings, factory, metrics) for settings, factory in specs]
     except EmbeddedRedisError as exc:
         print(error_line(program, exc), file=sys.stderr)
-        return EXIT_FAILED
+        # A BOOKSTREAM_HOME that is no directory of the user's is a bad setting (exit 2).
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     health: HealthServer | None = None
     if observability.metrics_port is not None:
         health = HealthServer(

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 ENV_PREFIX = "BOOKSTREAM_"
+#: Readers of a setting's help besides the programs with options: the operator reads a
+#: setting's variable only (it has no options); the README shows every reader's help.
+OPERATOR, README = "operator", "README"
 
 SettingKind = Literal["text", "int", "seconds", "flag", "choice"]
 #: Which parsers list a setting (``USED_BY``): every command that talks to Redis, the
@@ -42,6 +46,10 @@ class Setting:
     #: Who takes it besides its scope's programs: commands (``info``) that list its option
     #: although they are not "commands" (USED_BY), or ``operator`` (the variable only).
     also: tuple[str, ...] = ()
+    #: What it means to particular programs where ``help`` would mislead them: (programs,
+    #: their help) pairs; ``operator`` for the operator. A help names another setting as
+    #: ``{key}``: each reader gets the name it gives it by (``named``).
+    help_for: tuple[tuple[tuple[str, ...], str], ...] = ()
 
     @property
     def variable(self) -> str:
@@ -51,9 +59,22 @@ class Setting:
     def positional(self) -> bool:
         return bool(self.flags) and not self.flags[0].startswith("-")
 
-    def describe(self) -> str:
-        """The meaning, with the default: the --help text and the README's third column."""
-        return f"{self.help} (default {self.default})" if self.default is not None else self.help
+    def describe(self, program: str | None = None) -> str:
+        """The meaning to ``program`` (None: a program with options and no help of its
+        own), with the default: its --help text, or the operator's."""
+        text = next((h for programs, h in self.help_for if program in programs), self.help)
+        return self._with_default(named(text, program))
+
+    def readme(self) -> str:
+        """The README's meaning: the help, then each program's own."""
+        parts = [self._with_default(named(self.help, README))]
+        for programs, text in self.help_for:
+            who = ", ".join("the operator" if p == OPERATOR else f"`{p}`" for p in programs)
+            parts.append(f"For {who}: {named(text, README)}")
+        return ". ".join(parts)
+
+    def _with_default(self, text: str) -> str:
+        return f"{text} (default {self.default})" if self.default is not None else text
 
 
 def _s(
@@ -70,12 +91,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s("db", ("--db",), "REDIS_DB", "database number", "redis", kind="int", minimum=0,
        metavar="N",
        also=("bench",)),
+    # Each program needs its own role: one list, true for all, rather than a wrong one.
     _s("redis_user", ("--user",), "REDIS_USER",
-       "Redis ACL user, bs-LIBRARY-ROLE from `bookstream setup --acl` (a command: "
-       "client or viewer; a worker: lending or shelving; default: the default user); not "
-       "the borrower", "redis", metavar="NAME",
-       also=("bench",)),
-    _s("password", ("--password",), "REDIS_PASSWORD", "Redis password (prefer --password-file)",
+       "Redis ACL user, not the borrower (default: the default user); `bookstream setup "
+       "--acl` makes bs-LIBRARY-ROLE: client for request, return, outcome; viewer for "
+       "status, audit, dead-letters list and show; lending or shelving for a worker; "
+       "setup, serve, bench, dead-letters retry and purge need an admin", "redis",
+       metavar="NAME", also=("bench",)),
+    _s("password", ("--password",), "REDIS_PASSWORD", "Redis password (prefer {password_file})",
        "redis", metavar="P",
        also=("bench",)),
     _s("password_file", ("--password-file",), "REDIS_PASSWORD_FILE",
@@ -91,7 +114,7 @@ SETTINGS: tuple[Setting, ...] = (
        "system's CAs)", "redis", metavar="PATH",
        also=("bench", "operator")),
     _s("tls_cert", ("--tls-cert",), "REDIS_TLS_CERT",
-       "client certificate (PEM) for a Redis that asks for one; needs --tls-key", "redis",
+       "client certificate (PEM) for a Redis that asks for one; needs {tls_key}", "redis",
        metavar="PATH",
        also=("bench", "operator")),
     _s("tls_key", ("--tls-key",), "REDIS_TLS_KEY",
@@ -110,7 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("appendfsync", (), "APPENDFSYNC", "the embedded Redis' AOF policy: everysec or always",
        "embedded", kind="choice", choices=("everysec", "always"), default="everysec"),
     _s("name", ("name",), "WORKER_NAME", "unique worker name (generated if omitted)", "worker",
-       metavar="NAME"),
+       metavar="NAME",
+       help_for=((("serve",), "the name of both its workers, one of each service (each "
+                  "generated if omitted)"),)),
     _s("force", ("-f", "--force"), "FORCE", "take the name even if a live worker holds it",
        "worker", kind="flag"),
     _s("metrics_port", ("--metrics-port",), "METRICS_PORT",
@@ -124,14 +149,22 @@ SETTINGS: tuple[Setting, ...] = (
        choices=("console", "json"), default="console",
        also=("operator",)),
     _s("log_level", ("--log-level",), "LOG_LEVEL",
-       "info logs one line per outcome; warning for benchmarks", "worker", kind="choice",
+       "info: a Lending worker logs one line per outcome; warning for benchmarks", "worker",
+       kind="choice",
        choices=("debug", "info", "warning", "error"), default="info",
-       also=("operator",)),
+       also=("operator",),
+       help_for=(((OPERATOR,), "info logs each event it posts on a LibraryInstance and "
+                  "kopf's line per handler run; warning only errors (the events stay on "
+                  "the LibraryInstance)"),)),
     _s("user_limit", ("--user-limit",), "USER_LIMIT", "books one user may hold", "lending",
-       kind="int", minimum=1, default="5", metavar="N"),
+       kind="int", minimum=1, default="5", metavar="N",
+       help_for=((("audit",), "the Lending workers' limit of books per user, which the "
+                  "audit holds every user's loans to"),)),
     _s("storage_capacity", ("--storage-capacity",), "STORAGE_CAPACITY",
        "automated storage capacity", "lending", kind="int", minimum=0, default="20",
-       metavar="N"),
+       metavar="N",
+       help_for=((("audit",), "the Lending workers' automated storage capacity, which the "
+                  "audit holds the storage to"),)),
     _s("batch_size", ("--batch-size",), "BATCH_SIZE", "entries read and applied per call",
        "worker", kind="int", minimum=1, default="200", metavar="N",
        also=("bench",)),
@@ -177,16 +210,35 @@ SETTINGS: tuple[Setting, ...] = (
 BY_KEY = {s.key: s for s in SETTINGS}
 
 
+def named(text: str, program: str | None) -> str:
+    """A help's ``{key}`` as its reader gives that setting: the operator by its variable, a
+    program by its option, the README by both (``{NAME}`` is no setting: left as it is)."""
+
+    def name(found: re.Match[str]) -> str:
+        s = BY_KEY.get(found[1])
+        if s is None:
+            return found[0]
+        option = s.flags[-1] if s.flags and not s.positional else None
+        if option is None or program == OPERATOR:
+            return s.variable
+        return f"{option} or {s.variable}" if program == README else option
+
+    return re.sub(r"\{([a-z_]+)\}", name, text)
+
+
 def rows(*scopes: Scope) -> list[Setting]:
     return [s for s in SETTINGS if s.scope in scopes]
 
 
-def add_options(parser: argparse._ActionsContainer, settings: Iterable[Setting]) -> None:
-    """One option per row that has one; its help names the variable."""
+def add_options(
+    parser: argparse._ActionsContainer, settings: Iterable[Setting], program: str | None = None
+) -> None:
+    """One option per row that has one; its help (``program``'s own, if the row has one)
+    names the variable."""
     for s in settings:
         if not s.flags:
             continue
-        help_ = f"{s.describe()} [{s.variable}]"
+        help_ = f"{s.describe(program)} [{s.variable}]"
         if s.positional:
             parser.add_argument(s.key, nargs="?", metavar=s.metavar, help=help_)
         elif s.kind == "flag":
@@ -286,8 +338,6 @@ USED_BY: dict[Scope, tuple[str, tuple[str, ...]]] = {
     # Variables only: the operator has no options.
     "operator": ("the operator (variable)", ()),
 }
-#: The operator reads a setting's variable only; it has no options.
-OPERATOR = "operator"
 
 
 def takers(s: Setting) -> tuple[str, ...]:
@@ -327,5 +377,5 @@ def markdown_table() -> str:
             value = PIPE.join(s.choices) if s.choices else s.metavar
             arg = f" {value}" if s.kind != "flag" else ""
             option = "`" + "/".join(s.flags) + arg + "`"
-        lines.append(f"| {option} | `{s.variable}` | {_used_by(s)} | {s.describe()} |")
+        lines.append(f"| {option} | `{s.variable}` | {_used_by(s)} | {s.readme()} |")
     return "\n".join([*lines, "", _legend()])

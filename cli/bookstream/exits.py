@@ -1,0 +1,127 @@
+"""What each ``bookstream`` command's exit codes mean: its ``--help`` ends with them, and
+tests/cli/test_exit_codes.py runs the commands to hold them to it. A code a command never
+returns is not listed on it (``status`` denies nothing)."""
+
+from __future__ import annotations
+
+import textwrap
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+#: Every command's 2: argparse's, a setting's (an option or a variable), a bad id.
+BAD = "bad input: an unknown option, a bad value of an option or a variable"
+#: Every command that talks to Redis: 3 (those with --timeout: ``WAITED``).
+REDIS = "Redis unreachable or refusing (a missing right)"
+WAITED = "Redis unreachable or silent past --timeout, or refusing (a missing right)"
+
+Codes = dict[int, str]
+
+_SUBMIT: Codes = {
+    0: "accepted (a request) or processed (a return); with --no-wait: submitted",
+    1: "denied or rejected",
+    2: f"{BAD}; an empty or over-long id, more than 32 books, a request id used by "
+    "another user or for another kind",
+    3: f"no outcome in time, no Lending worker running, or {WAITED}",
+}
+_DEAD_LETTERS: dict[str, Codes] = {
+    "list": {0: "listed", 2: BAD, 3: WAITED},
+    "show": {0: "shown", 2: f"{BAD}; a malformed entry id, no such dead letter", 3: WAITED},
+    "retry": {
+        0: "re-injected",
+        2: f"{BAD}; a malformed entry id, neither ids nor --all",
+        3: f"{WAITED}; a dead letter whose retry Redis refuses is kept",
+    },
+    "purge": {0: "purged", 2: f"{BAD}; a malformed entry id, neither ids nor --all", 3: WAITED},
+}
+#: ``embedded``'s actions; BOOKSTREAM_HOME is a setting like any other (its 2).
+HOME = f"{BAD}; BOOKSTREAM_HOME no directory of yours you may write in"
+_EMBEDDED: dict[str, Codes] = {
+    "status": {
+        0: "running",
+        2: HOME,
+        3: "not running, or its directory holds what it does not trust",
+    },
+    "start": {
+        0: "running (started, or found running)",
+        2: HOME,
+        3: "it could not start (no redis-server), or its directory holds what it does not trust",
+    },
+    "stop": {
+        0: "stopped, or was not running",
+        2: HOME,
+        3: "it did not stop, or its pid file names another process",
+    },
+}
+
+EXITS: dict[str, Codes] = {
+    "request": _SUBMIT,
+    "return": _SUBMIT,
+    "outcome": {
+        0: "accepted or processed",
+        1: "denied or rejected",
+        2: f"{BAD}; an unknown request id (nobody submitted it, or its outcome expired)",
+        3: f"no outcome in time, or {WAITED}",
+    },
+    "status": {0: "printed", 2: f"{BAD}; an empty or over-long user or book id", 3: WAITED},
+    "info": {0: "printed", 2: f"{BAD}; a --function that is no functions library"},
+    "audit": {0: "no violation", 1: "violations (each is listed)", 2: BAD, 3: WAITED},
+    "dead-letters": {
+        0: "done",
+        2: f"{BAD}; a malformed entry id, show: no such dead letter, retry and purge: "
+        "neither ids nor --all",
+        3: WAITED,
+    },
+    **{f"dead-letters {action}": codes for action, codes in _DEAD_LETTERS.items()},
+    "setup": {
+        0: "the library is ready",
+        2: f"{BAD}; a password file refused (another's, or one others may write)",
+        3: f"{WAITED}: setup needs an admin",
+    },
+    "acl": {0: "printed", 2: f"{BAD}; --password-dir no folder, a password file refused"},
+    "demo": {
+        0: "every step was accepted or processed, and the audit found no violation",
+        1: "a step was denied or rejected, or the audit found a violation",
+        2: BAD,
+        3: f"the embedded Redis could not start, or {REDIS}",
+    },
+    "serve": {
+        0: "stopped by a signal (Ctrl-C, SIGTERM), the batches in flight finished",
+        1: "a worker failed or could not start; its line says why (its name taken, a Redis "
+        "that evicts, housekeeping failing past BOOKSTREAM_GIVE_UP_S, the embedded Redis)",
+        2: HOME,
+        130: "a second signal: stopped at once",
+    },
+    "embedded": {
+        0: "done (status: running)",
+        2: HOME,
+        3: "status: not running; start, stop: it could not, or its directory holds what it "
+        "does not trust",
+    },
+    **{f"embedded {action}": codes for action, codes in _EMBEDDED.items()},
+    "bench": {
+        0: "the run was correct",
+        1: "the run broke an invariant, or a worker or redis-benchmark failed",
+        2: BAD,
+        3: f"{REDIS}; redis-server or a worker program is not installed",
+    },
+}
+
+#: The top level's summary: what a code means whichever command returns it.
+SUMMARY: Codes = {
+    0: "success: accepted or processed, nothing wrong found",
+    1: "denied or rejected; the audit (demo, bench) found a violation; a worker failed",
+    2: f"{BAD}; an id out of bounds, an unknown request id",
+    3: "no outcome in time, no worker to answer, Redis unreachable or refusing; the "
+    "embedded Redis not running or not trusted",
+}
+
+
+def epilog(command: str | None) -> str:
+    """The exit codes ``command`` returns (None: the summary of all), for its --help."""
+    codes = SUMMARY if command is None else EXITS[command]
+    lines = ["exit codes:" if command else "exit codes (each command's --help lists its own):"]
+    for code, meaning in codes.items():
+        lines.append(
+            textwrap.fill(meaning, 79, initial_indent=f"  {code:<4}", subsequent_indent=" " * 6)
+        )
+    return "\n".join(lines)
