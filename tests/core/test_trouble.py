@@ -13,6 +13,7 @@ from collections.abc import Callable
 import redis
 
 from tests.conftest import RedisServer, WorkerProcess, run_cli, wait_for
+from tests.test_metrics import http_get
 
 LIB = "trouble"
 INBOX = f"bs:{{{LIB}}}:lending:inbox"
@@ -210,14 +211,63 @@ def test_rolling_restarts_during_a_trouble_are_not_deliveries(
     args = ["--max-deliveries", "2"]
     start_worker("shelving", redis_server, library=LIB)
     lending = start_worker("lending", redis_server, name="rolling", library=LIB, extra=args)
-    r.set(f"bs:{{{LIB}}}:lending:loans:u0", "not a set")  # every batch with u0 refused
-    ids = _requests(r, 1, "roll")  # user u0
+    inflight = f"bs:{{{LIB}}}:lending:inflight"
+    r.set(inflight, "not a sorted set")  # every batch refused
+    ids = _requests(r, 1, "roll")
     wait_for(lambda: "redis refuses the work" in lending.output(), timeout=20)
     for _ in range(3):
         assert lending.terminate() == 0
         lending = start_worker("lending", redis_server, name="rolling", library=LIB, extra=args)
         wait_for(lambda w=lending: "redis refuses the work" in w.output(), timeout=20)  # type: ignore[misc]
-    r.delete(f"bs:{{{LIB}}}:lending:loans:u0")
+    r.delete(inflight)
     wait_for(lambda: _answered(r, ids), timeout=30)
+    assert _statuses(r, ids) == {"accepted"}
+    assert _dead(r) == 0
+
+
+def test_a_stalled_inbox_keeps_its_worker_not_ready_while_its_replies_are_idle(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Each stream a worker reads has its own trouble: the idle replies loop succeeding
+    must not declare the stalled inbox's trouble over (breaker: /readyz flipped back to
+    200 every few seconds, and the log said "accepts the work again" each time)."""
+    r = redis_server.client()
+    lending = start_worker("lending", redis_server, library=LIB, metrics=True)
+    inflight = f"bs:{{{LIB}}}:lending:inflight"
+    r.set(inflight, "not a sorted set")
+    _requests(r, 1, "stalled")
+    port = lending.metrics_port
+    assert port is not None
+    wait_for(lambda: http_get(port, "/readyz")[0] == 503, timeout=20)
+    deadline = time.monotonic() + 8  # several backoffs of the inbox, many replies reads
+    while time.monotonic() < deadline:
+        assert http_get(port, "/readyz")[0] == 503
+        time.sleep(0.1)
+    assert "redis accepts the work again" not in lending.output()
+    r.delete(inflight)
+    wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout=20)
+    assert lending.output().count("redis accepts the work again") == 1
+
+
+def test_one_user_s_damaged_key_holds_back_that_user_alone(
+    redis_server: RedisServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Breaker: a wrong-typed loans key of one user stopped every user's requests, and
+    the worker said it was ready. Now that user's request waits (pending, retried with
+    the claims) while the others are answered, and it is applied once the key is mended."""
+    r = redis_server.client()
+    args = ["--claim-idle-ms", "1000"]
+    lending = start_worker("lending", redis_server, library=LIB, metrics=True, extra=args)
+    start_worker("shelving", redis_server, library=LIB)
+    damaged = f"bs:{{{LIB}}}:lending:loans:u0"
+    r.set(damaged, "not a set")
+    ids = _requests(r, 7, "one")  # users u0..u6: only the first is u0's
+    wait_for(lambda: _answered(r, ids[1:]), timeout=20)
+    assert not _answered(r, ids[:1])
+    assert lending.metrics_port is not None
+    assert http_get(lending.metrics_port, "/readyz")[0] == 200
+    wait_for(lambda: damaged in lending.output(), timeout=20)  # the log names the key
+    r.delete(damaged)
+    wait_for(lambda: _answered(r, ids[:1]), timeout=20)
     assert _statuses(r, ids) == {"accepted"}
     assert _dead(r) == 0

@@ -62,23 +62,35 @@ async def test_a_failing_check_leaves_no_trace(
         await caller.r.aclose()
 
 
-async def test_a_wrong_typed_loans_key_fails_only_its_event(lending: Lending) -> None:
-    ok = await lending.add("request", "r1", "ann", ["a"])
+@pytest.mark.parametrize("damaged", ["loans", "outcome"])
+async def test_an_entry_whose_own_key_is_damaged_waits_alone(
+    lending: Lending, damaged: str
+) -> None:
+    """A key of one entry's own of the wrong type (its user's loans, its outcome) is not
+    the entry's fault, nor the others': it is left pending with nothing written, and the
+    entries before and after it in the batch are applied (breaker: one user's damaged key
+    stopped every user). Once mended, it is applied."""
+    first = await lending.add("request", "r1", "ann", ["a"])
     bad = await lending.add("request", "r2", "bob", ["b"])
-    await lending.r.set(LK.loans("bob"), "oops")
-    with pytest.raises(ResponseError, match="BSENV"):
-        await lending.apply(
-            (ok, "request", "r1", "ann", ["a"]), (bad, "request", "r2", "bob", ["b"])
-        )
-    # r1 was applied whole (and acknowledged); r2 left no trace and is still pending.
-    assert await lending.status("a") == "paged:r1"
-    assert await lending.status("b") is None
-    assert await lending.pending() == 1
-    await lending.r.delete(LK.loans("bob"))
-    rows = await lending.apply(
-        (ok, "request", "r1", "ann", ["a"]), (bad, "request", "r2", "bob", ["b"])
-    )
-    assert [row.status for row in rows] == ["stale", "pending"]
+    last = await lending.add("request", "r3", "cy", ["c"])
+    key = LK.loans("bob") if damaged == "loans" else KEYS.outcome("r2")
+    await lending.r.hset(key, "oops", "1")
+    calls = [
+        (first, "request", "r1", "ann", ["a"]),
+        (bad, "request", "r2", "bob", ["b"]),
+        (last, "request", "r3", "cy", ["c"]),
+    ]
+    before = await lending.r.xlen(KEYS.dead_letters("lending"))
+    rows = await lending.apply(*calls)
+    assert [row.status for row in rows] == ["pending", "deferred", "pending"]
+    assert key in rows[1].reason and "BSENV" not in rows[1].reason
+    assert await lending.status("b") is None  # nothing of r2 written
+    assert (await lending.status("a"), await lending.status("c")) == ("paged:r1", "paged:r3")
+    assert await lending.pending() == 1  # r2 alone
+    assert await lending.r.xlen(KEYS.dead_letters("lending")) == before
+    await lending.r.delete(key)
+    rows = await lending.apply(*calls)
+    assert [row.status for row in rows] == ["stale", "pending", "stale"]
 
 
 async def test_a_request_shelving_never_answers_is_denied_and_released(lending: Lending) -> None:

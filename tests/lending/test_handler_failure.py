@@ -62,7 +62,11 @@ async def test_a_failing_handler_answers_rejected_with_the_digest(
     # Set aside and acknowledged as before: nothing pending, one dead letter.
     assert await buggy.pending() == 0
     (dead,) = await buggy.r.xrange(KEYS.dead_letters("lending"))
+    # In the core's format, with the entry's own field: `dead-letters` lists, shows and
+    # retries it like any other (breaker: it held a rebuilt payload and no request id).
     assert dead[1][b"entry"] == entry
+    assert (dead[1][b"request_id"], dead[1][b"kind"]) == (b"r1", kind.encode())
+    assert dead[1][b"f.e"] == fields[b"e"] and dead[1][b"fields"] == b"1"
 
 
 async def test_an_answered_request_keeps_its_outcome(buggy: Lending) -> None:

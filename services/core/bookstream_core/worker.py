@@ -88,7 +88,10 @@ class Worker:
         )
         self._reachable = True
         self._holds_name = False
-        self._trouble: str | None = None  # a Redis error that is not an entry's fault
+        #: Per stream read, a Redis error that is not an entry's fault: one consumer's
+        #: success must not end another's trouble (breaker: the idle replies loop made a
+        #: stalled inbox's worker ready again every few seconds).
+        self._troubles: dict[str, str] = {}
         self._housekeeping_failing: str | None = None
         self._need_prepare = False
         self._preparing = asyncio.Lock()
@@ -100,7 +103,7 @@ class Worker:
         return (
             self._reachable
             and self._holds_name
-            and self._trouble is None
+            and not self._troubles
             and self._housekeeping_failing is None
             and (self.admitting is None or self.admitting.failing is None)
         )
@@ -193,8 +196,8 @@ class Worker:
                         await in_flight.popleft()
                     if not self._reachable:
                         self._back_online()
-                    if self._trouble is not None:
-                        self._trouble_over()
+                    if consumer.stream in self._troubles:
+                        self._trouble_over(consumer.stream)
                     backoff = 0.1
                 except (*UNREACHABLE, RedisTrouble, ResponseError) as exc:
                     await _settle(in_flight)
@@ -206,7 +209,7 @@ class Worker:
                     else:
                         # Refused batches are kept (consumer.refused) and applied again as
                         # they are: no re-read, so no delivery is counted for the trouble.
-                        self._in_trouble(as_trouble(exc))
+                        self._in_trouble(consumer.stream, as_trouble(exc))
                     backoff = min(backoff * 2, 5.0)
                     await sleep_or_stop(stop, backoff * random.uniform(0.5, 1.0))
         finally:
@@ -221,19 +224,21 @@ class Worker:
         if problem is None and self._need_prepare:
             await self._prepare_again()
 
-    def _in_trouble(self, problem: RedisTrouble) -> None:
+    def _in_trouble(self, stream: str, problem: RedisTrouble) -> None:
         """Redis refuses the work for a reason that is not an entry's (OOM, NOPERM, lost
         functions...): not ready, the batch stays pending, retried with backoff."""
         if problem.lost_state:
             self._need_prepare = True
-        if self._trouble is None:
-            self._trouble = str(problem)[:300]
+        if stream not in self._troubles:
+            self._troubles[stream] = str(problem)[:300]
             self._set_ready()
-            self.log.error("redis refuses the work, retrying", error=self._trouble)
+            self.log.error(
+                "redis refuses the work, retrying", stream=stream, error=self._troubles[stream]
+            )
 
-    def _trouble_over(self) -> None:
-        self.log.warning("redis accepts the work again", error=self._trouble)
-        self._trouble = None
+    def _trouble_over(self, stream: str) -> None:
+        error = self._troubles.pop(stream)
+        self.log.warning("redis accepts the work again", stream=stream, error=error)
         self._set_ready()
 
     def _went_offline(self, exc: BaseException) -> None:

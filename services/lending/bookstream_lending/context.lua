@@ -58,7 +58,7 @@ local function check_environment(ctx)
   local req, loans, outcome = ctx.p .. 'lending:req:x', ctx.p .. 'lending:loans:x',
     ctx.p .. 'outcome:x'
   -- Reads too: some run after a handler's first write.
-  expect_rights({{'XACK', ctx.stream}, {'XADD', ctx.shelving_inbox}, {'XADD', ctx.events},
+  expect_rights({{'XACK', ctx.stream}, {'XRANGE', ctx.stream}, {'XADD', ctx.shelving_inbox}, {'XADD', ctx.events},
     {'XADD', ctx.p .. 'lending:dead'}, {'HSET', ctx.book}, {'HDEL', ctx.book},
     {'HMGET', ctx.book}, {'SADD', ctx.storage}, {'SREM', ctx.storage}, {'SCARD', ctx.storage},
     {'SADD', ctx.borrowers}, {'SREM', ctx.borrowers}, {'ZADD', ctx.inflight},

@@ -16,7 +16,7 @@ from bookstream_core.packed import execute_packed
 from bookstream_lending.kinds import stream_kinds_lua
 
 SOURCE = read_library(
-    "bookstream_lending", "lending.lua", "outcome.lua", "context.lua", "door.lua",
+    "bookstream_lending", "lending.lua", "outcome.lua", "context.lua", "aside.lua", "door.lua",
     constants={"LENDING_STREAM_KINDS": stream_kinds_lua()},
 )  # fmt: skip
 
@@ -25,7 +25,8 @@ SOURCE = read_library(
 class LendingRow:
     """One event's result: ``status`` is accepted, denied, processed, pending (waiting for
     shelving), duplicate (applied before), orphan (dead-lettered by the script), rejected
-    (dead-lettered, and its client answered ``rejected``) or stale (no longer pending:
+    (dead-lettered, and its client answered ``rejected``), deferred (left pending: a key
+    of its own is of the wrong type, ``reason`` says which) or stale (no longer pending:
     another worker applied it or set it aside)."""
 
     type: str

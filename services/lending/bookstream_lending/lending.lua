@@ -251,43 +251,17 @@ local function on_unfetched(ctx, entry_id, reqid)
   return abandon(ctx, 'unfetched', reqid, 'fetch_failed')
 end
 
--- A row the worker could not even validate never reaches here (it is dead-lettered
--- by the core library); this guards against an unknown type all the same.
-local function dead_letter(ctx, entry_id, reason, payload)
-  redis.call('XADD', ctx.p .. 'lending:dead', 'MAXLEN', '~', ctx.events_maxlen, '*',
-    'stream', ctx.stream, 'entry', entry_id, 'reason', reason, 'deliveries', '1',
-    'time', tostring(ctx.now), 'e', payload)
-end
-
--- The user's loans, read before the entry is acknowledged: a key of the wrong type is
--- the environment's fault (BSENV), and the handlers need the set anyway.
+-- The user's loans, read before the entry is acknowledged (the handlers need the set),
+-- and the request's outcome key checked: a key of the wrong type is not the entry's
+-- fault (BSENV; apply holds the entry back).
 local function user_loans(ctx, reqid, user)
+  expect_type(outcome_key(ctx, reqid), 'string')
   local ok, hand = pcall(redis.call, 'SMEMBERS', loans_key(ctx, user))
   if not ok then env_error(loans_key(ctx, user) .. ' is not a set') end
   return hand
 end
 
 local function request_state(ctx, reqid) expect_type(req_key(ctx, reqid), 'hash') end
-
--- The kinds clients submit (bookstream_core.events.SUBMISSIONS, written in when read).
-local SUBMITTED = @SUBMISSION_KINDS@
-
--- A client's submission its handler failed on (a bug, set aside as script_error) is
--- answered `rejected`, as the core's dead_letter answers what the worker refused, unless
--- it was answered already or waits for Shelving: its client would otherwise wait for
--- ever. The rejection names the submission by the digest of its bytes, read back from
--- its entry (events.submission_digest), so that its client knows it for its own.
-local function reject(ctx, entry_id, reqid, kind, reason)
-  if answered(ctx, reqid) or redis.call('EXISTS', req_key(ctx, reqid)) == 1 then return false end
-  local found = redis.call('XRANGE', ctx.stream, entry_id, entry_id)[1]
-  local fields, digest = found and found[2] or {}, nil
-  for j = 1, #fields - 1, 2 do
-    if fields[j] == 'e' then digest = string.sub(redis.sha1hex(fields[j + 1]), 1, 32) end
-  end
-  publish_outcome(ctx, reqid, outcome_json(reqid, kind, 'rejected', '',
-    {reason = string.sub(reason, 1, 200), entry = entry_id, submission = digest}))
-  return true
-end
 
 -- One table of event kinds: the handler, and what it needs checked or read before the
 -- entry is acknowledged (passed on to the handler).
@@ -302,9 +276,12 @@ local HANDLERS = {
 -- ARGV: see new_ctx, then per event: entry id, type, request id, user, book count, books...
 -- Returns one row per event: {type, status, reason, books, latency ms, outcome json or ''}
 -- status: accepted|denied|processed|pending|duplicate|orphan|rejected (an orphan whose
--- client was answered `rejected`)|stale. The XACK comes first and fences the entry: one
--- no longer pending (applied by another worker, or set aside) is stale and skipped,
--- however late a frozen worker sends it.
+-- client was answered `rejected`)|deferred|stale. The XACK comes first and fences the
+-- entry: one no longer pending (applied by another worker, or set aside) is stale and
+-- skipped, however late a frozen worker sends it. An entry whose own keys (its user's
+-- loans, its outcome, its request's state) are of the wrong type is `deferred`: pending,
+-- nothing written, while the rest of the batch goes on (breaker: one user's damaged key
+-- stalled every user); it is claimed again later, and set aside after --max-deliveries.
 local function apply(keys, args)
   local ctx = new_ctx(keys, args)
   check_environment(ctx)
@@ -317,9 +294,12 @@ local function apply(keys, args)
     for j = 1, n do books[j] = args[i + 4 + j] end
     i = i + 5 + n
     local handler = HANDLERS[type]
-    local prepared = handler and handler[2](ctx, reqid, user)
+    local ready, prepared = true, nil
+    if handler then ready, prepared = pcall(handler[2], ctx, reqid, user) end
     local row
-    if redis.call('XACK', ctx.stream, ctx.group, entry_id) == 0 and ctx.fence then
+    if not ready then
+      row = {type, 'deferred', failure_text(prepared), 0, 0, ''}
+    elseif redis.call('XACK', ctx.stream, ctx.group, entry_id) == 0 and ctx.fence then
       row = {type, 'stale', '', 0, 0, ''}
     elseif not handler then
       row = {type, 'orphan', 'unknown_type', 0, 0, ''}
@@ -330,13 +310,7 @@ local function apply(keys, args)
       local ok, result = pcall(handler[1], ctx, entry_id, reqid, user, books, prepared)
       row = ok and result or {type, 'orphan', 'script_error: ' .. tostring(result), 0, 0, ''}
     end
-    if row[2] == 'orphan' then
-      dead_letter(ctx, entry_id, row[3], cjson.encode({type = type, id = reqid, user = user, books = books}))
-      if handler and ctx.kinds[type] and SUBMITTED[type] and reqid ~= ''
-          and reject(ctx, entry_id, reqid, type, row[3]) then
-        row[2] = 'rejected'
-      end
-    end
+    if row[2] == 'orphan' then row[2] = set_aside(ctx, entry_id, type, reqid, row[3]) end
     rows[#rows + 1] = row
   end
   announce_outcomes(ctx)

@@ -115,7 +115,10 @@ class LendingService:
                 tally.add(m.outcomes_by_kind[DECIDES[row.type]], lib, "rejected")
             return
         if row.status not in FINAL:
-            if row.status == "duplicate" and self.log_outcomes:
+            if row.status == "deferred":  # retried with the claims; set aside at the bound
+                self.log.warning("entry left pending: a key of its own is damaged",
+                                 entry=entry_id.decode(), reason=row.reason)  # fmt: skip
+            elif row.status == "duplicate" and self.log_outcomes:
                 self.log.info(
                     "duplicate event ignored", request_id=getattr(event, "id", None), type=row.type
                 )
