@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from bookstream_core.events import submission_digest
 from bookstream_core.keys import LibraryKeys
 from bookstream_core.roles import ROLES
 
@@ -363,13 +364,27 @@ def test_a_client_s_raw_pushes_are_admitted_and_judged_by_lending(
     client = role_client("client")
     valid = {"v": 1, "type": "request", "id": "raw-ok", "user": "u1", "books": ["b1"]}
     junk = {"v": 1, "type": "request", "id": "raw-bad", "user": "u1", "books": "b1"}
-    client.rpush(KEYS.submissions, "not json", json.dumps(junk), json.dumps(valid))
+    # What the door refuses, pushed past it (breaker: a key written twice was applied for
+    # the last of its users; a field the door refuses was applied as if absent).
+    twice = '{"type":"request","v":1,"id":"raw-twice","user":"m","books":["b2"],"user":"n"}'
+    extra = '{"v":1,"type":"request","id":"raw-extra","user":"u2","books":["b3"],"zz":1}'
+    pushed = ["not json", json.dumps(junk), twice, extra, json.dumps(valid)]
+    client.rpush(KEYS.submissions, *pushed)
     assert client.publish(KEYS.doorbell, "forged ring") >= 1  # it only wakes Lending
     r = redis_server.client()
-    wait_for(lambda: r.exists(KEYS.outcome("raw-ok")) and r.exists(KEYS.outcome("raw-bad")))
-    assert json.loads(r.get(KEYS.outcome("raw-ok")))["status"] == "accepted"  # type: ignore[arg-type]
-    assert json.loads(r.get(KEYS.outcome("raw-bad")))["status"] == "rejected"  # type: ignore[arg-type]
-    wait_for(lambda: r.xlen(KEYS.dead_letters("lending")) == 2)
+    ids = ("raw-ok", "raw-bad", "raw-twice", "raw-extra")
+    wait_for(lambda: all(r.exists(KEYS.outcome(rid)) for rid in ids))
+    outcomes = {rid: json.loads(r.get(KEYS.outcome(rid))) for rid in ids}  # type: ignore[arg-type]
+    assert {rid: o["status"] for rid, o in outcomes.items()} == {
+        "raw-ok": "accepted", "raw-bad": "rejected", "raw-twice": "rejected",
+        "raw-extra": "rejected",
+    }  # fmt: skip
+    assert outcomes["raw-twice"]["reason"] == (
+        "refused: each field must be written once, without escapes"
+    )
+    # Each rejection names its own submission, so its pusher knows it for its own.
+    assert outcomes["raw-extra"]["submission"] == submission_digest(extra.encode())
+    wait_for(lambda: r.xlen(KEYS.dead_letters("lending")) == 4)
     assert r.llen(KEYS.submissions) == 0
     assert r.acl_log() == []
     assert_audit_ok(redis_server, bookstream_env, roles)

@@ -79,7 +79,8 @@ def info(library: str) -> dict[str, object]:
             "submissions": keys.submissions,
             "refusals": {
                 "BSBAD": "the event is invalid (the message says why); nothing was written",
-                "BSTAKEN": "the request id was used by another user or for another kind",
+                "BSTAKEN": "the request id was used by another user, for another kind or for "
+                "other books",
                 "BSENV": "Redis's trouble (a key of the wrong type, a missing right): retry",
             },
             "entry": {"e": "<JSON event>"},

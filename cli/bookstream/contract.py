@@ -13,9 +13,25 @@ from msgspec import inspect
 
 
 def schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
-    """The struct's JSON schema (self-contained: ``$ref`` into its own ``$defs``)."""
-    result: dict[str, Any] = msgspec.json.schema(struct)
+    """The struct's JSON schema (self-contained: ``$ref`` into its own ``$defs``), its
+    patterns in the ECMA-262 form JSON Schema uses."""
+    result: dict[str, Any] = _ecma(msgspec.json.schema(struct))
     return result
+
+
+def _ecma(node: Any) -> Any:
+    """Python's end anchor ``\\Z`` (ids.py: ``$`` would let a final newline through)
+    is ``$`` in ECMA-262, where ``$`` matches only at the end without the m flag;
+    ``\\Z`` there is no anchor at all (breaker: a JavaScript producer's validator threw
+    on it, or read it as a letter Z)."""
+    if isinstance(node, dict):
+        return {
+            k: v.replace("\\Z", "$") if k == "pattern" and isinstance(v, str) else _ecma(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_ecma(item) for item in node]
+    return node
 
 
 def example(struct: type[msgspec.Struct], known: dict[str, object] | None = None) -> object:
@@ -32,6 +48,8 @@ def _sample(info: inspect.Type, name: str, known: dict[str, object]) -> object:
         tag = {info.tag_field: info.tag} if info.tag_field else {}
         fields = {f.encode_name: _sample(f.type, f.name, known) for f in info.fields}
         return tag | fields
+    if isinstance(info, inspect.Metadata):  # a described or bounded type: its value's form
+        return _sample(info.type, name, known)
     if isinstance(info, inspect.LiteralType):
         return info.values[0]
     if isinstance(info, inspect.StrType):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
+import jsonschema
 import msgspec
 import redis.asyncio as aioredis
 from bookstream import contract
@@ -18,6 +19,7 @@ from bookstream_core.events import (
     outcome_decoder,
 )
 from bookstream_core.keys import LibraryKeys
+from redis.exceptions import ResponseError
 
 from tests.conftest import run_cli
 
@@ -94,3 +96,33 @@ def test_a_field_of_another_type_gets_an_example_its_decoder_accepts() -> None:
     decoded = msgspec.json.decode(json.dumps(value), type=Grown)
     assert msgspec.to_builtins(decoded) == value
     assert set(value) == _names(Grown)
+
+
+async def test_the_schemas_refuse_what_the_door_refuses(
+    aredis: aioredis.Redis, bookstream_env: dict[str, str]
+) -> None:
+    """Breaker: the schemas allowed an unknown field, which the door refuses, and wrote
+    Python's end anchor \\Z, which an ECMA-262 validator (JavaScript, Go) rejects or reads
+    as a letter. Each case here is judged the same by the schema and the door."""
+    producer = _info(bookstream_env)["producer"]
+    assert isinstance(producer, dict)
+    assert "\\Z" not in json.dumps(producer["schemas"])
+    command = producer["submit"].split(" '", 1)[0].split()
+    example = producer["events"]["request"]
+    cases = {
+        "as printed": (example, True),
+        "library null": ({**example, "library": None}, True),
+        "an unknown field": ({**example, "x-trace": "abc"}, False),
+        "no books": ({**example, "books": []}, False),
+        "an id with a space": ({**example, "id": "a b"}, False),
+    }
+    validator = jsonschema.Draft202012Validator(producer["schemas"]["request"])
+    for why, (event, valid) in cases.items():
+        assert validator.is_valid(event) == valid, why
+        try:
+            await aredis.execute_command(*command, json.dumps(event))  # type: ignore[no-untyped-call]
+            accepted = True
+        except ResponseError as exc:
+            assert str(exc).startswith("BSBAD "), exc
+            accepted = False
+        assert accepted == valid, why

@@ -32,7 +32,8 @@ RequestId = Annotated[
     msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID_LENGTH, pattern=REQUEST_ID_PATTERN),
 ]
 Books = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_BOOKS_PER_EVENT)]
-Version = Literal[1]
+#: Written as the integer 1 (not 1.0 or 1e0: the door and the workers refuse those).
+Version = Annotated[Literal[1], msgspec.Meta(description="the schema version, written 1")]
 
 
 class EventBase(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, omit_defaults=True):
@@ -43,14 +44,15 @@ class EventBase(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, omi
     library: str | None = None
 
 
-class RequestEvent(EventBase, tag="request", frozen=True):
-    """A user asks for books (client -> lending)."""
+class RequestEvent(EventBase, tag="request", frozen=True, forbid_unknown_fields=True):
+    """A user asks for books (client -> lending). A field it does not know is refused, as
+    the door refuses it: a submission means exactly what its fields say."""
 
     user: Id
     books: Books
 
 
-class ReturnEvent(EventBase, tag="return", frozen=True):
+class ReturnEvent(EventBase, tag="return", frozen=True, forbid_unknown_fields=True):
     """A user brings books back (client -> lending)."""
 
     user: Id

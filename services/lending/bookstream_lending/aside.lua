@@ -8,10 +8,10 @@
 -- The kinds clients submit (bookstream_core.events.SUBMISSIONS, written in when read).
 local SUBMITTED = @SUBMISSION_KINDS@
 
--- What an error raised in a call says (an error table's text, BSENV's prefix dropped).
+-- What an error raised in a call says (an error table's text, its BS... code dropped).
 local function failure_text(err)
   local why = type(err) == 'table' and err.err or tostring(err)
-  return (string.gsub(why, '^BSENV ', ''))
+  return (string.gsub(why, '^BS%u+ ', ''))
 end
 
 -- The entry's `e` field as its stream holds it (nil if there is none).
