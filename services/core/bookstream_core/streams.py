@@ -19,16 +19,27 @@ from bookstream_core.types import text
 MAX_ID = "18446744073709551615-18446744073709551615"
 
 
-async def backlog(r: aioredis.Redis, stream: str, group: Mapping[str, object]) -> int | None:
+#: Entries counted one by one when Redis cannot say the lag (an entry was deleted):
+#: past this many, the backlog is reported as at least this many.
+COUNTED_AT_MOST = 10_000
+
+
+async def backlog(r: aioredis.Redis, stream: str, group: Mapping[str, object]) -> int:
     """Entries not yet delivered to the group (an ``XINFO GROUPS`` row): 0 when none
-    follows its last delivered id, else Redis's lag (at least 1), or None if unknown."""
+    follows its last delivered id, else Redis's lag (at least 1). Redis has no lag once
+    an entry was deleted (XDEL, the repair of an id set ahead): the entries after the
+    last delivered id are then counted, up to COUNTED_AT_MOST (breaker: status said
+    "backlog None" and the lag gauge was NaN while requests waited)."""
     last = text(group["last-delivered-id"])  # type: ignore[arg-type]
     if last == MAX_ID:  # nothing can follow it (and Redis refuses the range "(max")
         return 0
     if not await r.xrange(stream, min=f"({last}", count=1):
         return 0
     lag = group.get("lag")
-    return max(1, int(lag)) if lag is not None else None  # type: ignore[call-overload]
+    if lag is not None:
+        return max(1, int(text(lag)))  # type: ignore[arg-type]
+    after = await r.xrange(stream, min=f"({last}", count=COUNTED_AT_MOST)
+    return len(after or [])
 
 
 async def waiting(r: aioredis.Redis, queue: str) -> int | None:

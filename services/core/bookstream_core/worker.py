@@ -343,8 +343,7 @@ class Worker:
             for info in await self.r.xinfo_groups(stream):
                 if text(info["name"]) != group:
                     continue
-                behind = await backlog(self.r, stream, info)
-                lag += float(behind) if behind is not None else float("nan")
+                lag += float(await backlog(self.r, stream, info))
                 pending += int(info["pending"])
             oldest = (await self.r.xpending(stream, group)).get("min")
             if oldest:
