@@ -339,7 +339,9 @@ class StreamConsumer:
             ):
                 retired.append(name)
         if retired:
-            self.log.info("removed consumers of gone workers", consumers=retired)
+            self.log.info(
+                "removed consumers of gone workers", stream=self.stream, consumers=retired
+            )
         return retired
 
 
