@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,20 +22,20 @@ from tests.lending.test_functions import KEYS, LK, Lending
 
 
 def _with_bug(handler: str) -> str:
-    head = f"local function {handler}(ctx, entry_id, reqid, user, books, hand)\n"
-    assert head in SOURCE
-    return SOURCE.replace(head, head + "  if reqid ~= 'fine' then error('injected bug') end\n")
+    head = re.search(rf"local function {handler}\(.*\)\n", SOURCE)
+    assert head is not None
+    injected = "  if reqid ~= 'fine' then error('injected bug') end\n"
+    return SOURCE.replace(head[0], head[0] + injected)
 
 
 @pytest.fixture
 async def buggy(aredis: aioredis.Redis) -> Lending:
     lending = Lending(aredis)
     await lending.setup()
-    source = _with_bug("on_request")
-    source = source.replace(  # and on_return
-        "local function on_return(ctx, entry_id, reqid, user, books, hand)\n",
-        "local function on_return(ctx, entry_id, reqid, user, books, hand)\n"
-        "  error('injected bug')\n",
+    on_return = re.search(r"local function on_return\(.*\)\n", SOURCE)
+    assert on_return is not None
+    source = _with_bug("on_request").replace(
+        on_return[0], on_return[0] + "  error('injected bug')\n"
     )
     await aredis.function_load(source, replace=True)
     return lending

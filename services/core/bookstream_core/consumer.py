@@ -33,7 +33,6 @@ from bookstream_core.rejected import (
     Rejected,
     as_admitted,
     bad_shape,
-    refused_at_admission,
     whole_entry,
 )
 from bookstream_core.service import InvalidEvent, Service
@@ -131,7 +130,7 @@ class StreamConsumer:
             if fields is None:  # deleted from the stream while pending: nothing to apply
                 await self.r.xack(self.stream, self.group, entry_id)
                 continue
-            reason = bad_shape(entry) or refused_at_admission(entry)
+            reason = bad_shape(entry)
             if reason is None and _id_key(entry_id)[0] > time.time() * 1000 + FUTURE_MS:
                 # Set by a producer, not by Redis; core.lua deletes it and repairs the
                 # stream's ids once it is set aside.

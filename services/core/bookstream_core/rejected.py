@@ -90,17 +90,6 @@ def as_admitted(entry: Entry) -> Entry:
     return Entry(entry.entry_id, entry.deliveries, kept, False, 1, size, (named[0], named[1]))
 
 
-#: The field bs1_admit adds to a submission that fails the door's checks (pushed raw,
-#: past the door): why. The worker sets it aside without reading it further.
-REFUSED_FIELD = b"refused"
-
-
-def refused_at_admission(entry: Entry) -> str | None:
-    """Why the admission refused a submission pushed past the door, if it did."""
-    why = entry.fields.get(REFUSED_FIELD) if entry.fields is not None and entry.whole else None
-    return None if why is None else f"refused: {why.decode(errors='replace')[:300]}"
-
-
 def bad_shape(entry: Entry) -> str | None:
     """Bounds first: nothing after this scales with a hostile entry's size."""
     if entry.field_count > MAX_FIELDS:
