@@ -32,7 +32,7 @@ from bookstream_core.logging import get_logger
 from bookstream_core.metrics import Metrics
 from bookstream_core.redis_config import check_eviction
 from bookstream_core.service import Service
-from bookstream_core.streams import backlog, waiting
+from bookstream_core.streams import GAUGE_COUNTS_AT_MOST, backlog, waiting
 from bookstream_core.tls import tls_failure
 from bookstream_core.trouble import RedisTrouble, as_trouble
 from bookstream_core.types import text
@@ -343,7 +343,7 @@ class Worker:
             for info in await self.r.xinfo_groups(stream):
                 if text(info["name"]) != group:
                     continue
-                lag += float(await backlog(self.r, stream, info))
+                lag += float(await backlog(self.r, stream, info, GAUGE_COUNTS_AT_MOST))
                 pending += int(info["pending"])
             oldest = (await self.r.xpending(stream, group)).get("min")
             if oldest:
