@@ -102,13 +102,18 @@ end
 -- and order (tests/lending/test_contract.py decodes every path strictly). Lending's
 -- decisions and the core's `rejected` answers both build it here.
 local function outcome_json(reqid, kind, status, user, fields)
+  local lent, returned = json_list(fields.lent or EMPTY), json_list(fields.returned or EMPTY)
+  -- Most requests lend, and most returns take back, every book named: the same list,
+  -- written once.
+  local books = (fields.books == fields.lent and lent)
+    or (fields.books == fields.returned and returned) or json_list(fields.books or EMPTY)
   return '{"request_id":' .. q(reqid)
     .. ',"kind":"' .. kind .. '","status":"' .. status .. '"'
     .. ',"user":' .. q(user)
-    .. ',"books":' .. json_list(fields.books or EMPTY)
-    .. ',"lent":' .. json_list(fields.lent or EMPTY)
+    .. ',"books":' .. books
+    .. ',"lent":' .. lent
     .. ',"unavailable":' .. json_unavailable(fields.unavailable or EMPTY)
-    .. ',"returned":' .. json_list(fields.returned or EMPTY)
+    .. ',"returned":' .. returned
     .. ',"not_held":' .. json_list(fields.not_held or EMPTY)
     .. ',"reason":' .. (fields.reason and q(fields.reason) or 'null')
     .. ',"books_in_hand":' .. json_list(fields.in_hand or EMPTY)

@@ -87,8 +87,11 @@ local function decide(ctx, reqid, user, submitted_ms, from_storage, from_shelf, 
     redis.call('SADD', ctx.borrowers, user)
     table.sort(lent)
   end
+  -- Every book lent (the common case): the books asked for are the books lent.
+  local books = (#lent > 0 and #unavailable == 0) and lent
+    or asked(from_storage, from_shelf, unavailable)
   local json = outcome_json(reqid, 'request', status, user, {
-    books = asked(from_storage, from_shelf, unavailable), lent = lent,
+    books = books, lent = lent,
     unavailable = unavailable, reason = reason,
     in_hand = sorted(hand), limit = ctx.limit_s,
   })
@@ -180,12 +183,16 @@ local function on_return(ctx, entry_id, reqid, user, books, hand, seen)
   local status, reason = 'processed', nil
   if #returned == 0 then status, reason = 'denied', 'not_held' end
   table.sort(returned)
-  local books = {}
-  for _, b in ipairs(returned) do books[#books + 1] = b end
-  for _, b in ipairs(not_held) do books[#books + 1] = b end
+  local books = returned  -- every book named was taken back (the common case)
+  if #not_held > 0 then
+    books = {}
+    for _, b in ipairs(returned) do books[#books + 1] = b end
+    for _, b in ipairs(not_held) do books[#books + 1] = b end
+    books = sorted(books)
+  end
   local json = outcome_json(reqid, 'return', status, user, {
-    books = sorted(books), returned = returned, not_held = not_held, reason = reason, in_hand = in_hand,
-    limit = ctx.limit_s,
+    books = books, returned = returned, not_held = not_held, reason = reason,
+    in_hand = in_hand, limit = ctx.limit_s,
   })
   publish_outcome(ctx, reqid, json)
   return {'return', status, reason or '', #returned, ctx.now - entry_ms(entry_id),
