@@ -46,6 +46,7 @@ from bookstream.errors import (
     Unreachable,
 )
 from bookstream.location import BookLocation, locate
+from bookstream.rights import login_error, login_refused, missing_right
 from bookstream.unprocessed import mentions
 from bookstream.waiter import OutcomeWaiter
 
@@ -115,6 +116,8 @@ class AsyncClient:
             # stdout closed (redis-py reports its sockets' errors as ConnectionError).
             raise
         except UNREACHABLE as exc:
+            if (login := login_error(exc)) is not None:  # Redis was reached: not unreachable
+                raise Unreachable(login_refused(login, self.settings)) from None
             if "DB index is out of range" in str(exc):  # SELECT failed: a bad --db
                 raise BadInput(
                     f"Redis at {self.settings.describe()} has no database {self.settings.db}"
@@ -126,7 +129,10 @@ class AsyncClient:
         except ResponseError as exc:
             # Redis refused (out of memory, an inbox out of ids, a missing right): nothing
             # was submitted; the same request id may be submitted again once it passes.
-            raise Unreachable(f"Redis at {self.settings.describe()} refused: {exc}") from None
+            raise Unreachable(
+                missing_right(exc, self.settings, self.library)
+                or f"Redis at {self.settings.describe()} refused: {exc}"
+            ) from None
 
     async def _redis(self) -> aioredis.Redis:
         if self._r is None:

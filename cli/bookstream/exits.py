@@ -11,8 +11,8 @@ EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 #: Every command's 2: argparse's, a setting's (an option or a variable), a bad id.
 BAD = "bad input: an unknown option, a bad value of an option or a variable"
 #: Every command that talks to Redis: 3 (those with --timeout: ``WAITED``).
-REDIS = "Redis unreachable or refusing (a missing right)"
-WAITED = "Redis unreachable or silent past --timeout, or refusing (a missing right)"
+REDIS = "Redis unreachable or refusing (the login, a missing right)"
+WAITED = "Redis unreachable or silent past --timeout, or refusing (the login, a missing right)"
 
 Codes = dict[int, str]
 
