@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from bookstream_core.config import (
@@ -31,11 +32,20 @@ from bookstream.errors import (
     BenchFailed,
     NoWorker,
     OutcomeTimeout,
+    OutputFailed,
     Unknown,
     Unreachable,
+    ask_again,
     report,
 )
-from bookstream.exits import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from bookstream.exits import (
+    EXIT_DENIED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+from bookstream.output import check_stdout
 from bookstream.parser import build_parser, chosen
 from bookstream.render import render_outcome
 from bookstream.submissions import KINDS
@@ -46,14 +56,24 @@ EXIT_CLOSED_PIPE = 141
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
+        check_stdout()
         code = run(argv)
         sys.stdout.flush()
     except BrokenPipeError:
-        # Whoever reads our output stopped reading (``| head``): leave quietly, and keep
-        # Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Whoever reads our output stopped reading (``| head``): leave quietly.
+        _drop_output()
         code = EXIT_CLOSED_PIPE
+    except OutputFailed as exc:
+        report(exc)
+        _drop_output()
+        code = EXIT_OUTPUT
     sys.exit(code)
+
+
+def _drop_output() -> None:
+    """Keep Python from failing again when it flushes stdout at exit."""
+    if sys.stdout is not None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -166,17 +186,29 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> int:
     if as_json:
         from bookstream.status import to_json
 
-        print(to_json(outcome.to_dict()))
+        print(to_json(outcome.to_dict()), flush=True)
     else:
-        print(render_outcome(outcome))
+        print(render_outcome(outcome), flush=True)  # flushed: a failure is told here
     return EXIT_OK if outcome.ok else EXIT_DENIED
+
+
+@contextlib.contextmanager
+def _telling(done: str) -> Iterator[None]:
+    """An output that fails says what was done all the same: the user cannot read it."""
+    try:
+        yield
+    except OutputFailed as exc:
+        raise OutputFailed(exc.cause, done) from None
 
 
 async def _submit(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         kind = KINDS[args.command]
         if args.no_wait:
-            print(await kind.submit(client, args.user, args.books, request_id=args.request_id))
+            rid = await kind.submit(client, args.user, args.books, request_id=args.request_id)
+            again = ask_again(rid, client.library)
+            with _telling(f"{args.command} {rid!r} was submitted: {again} shows its outcome"):
+                print(rid, flush=True)
             return EXIT_OK
         outcome = await kind.wait(
             client, args.user, args.books, request_id=args.request_id, timeout=client.timeout
@@ -185,7 +217,9 @@ async def _submit(args: argparse.Namespace) -> int:
             raise BadInput(
                 f"request id {outcome.request_id!r} was already used for a {outcome.kind}"
             )
-        return _print_outcome(outcome, args.json)
+        again = ask_again(outcome.request_id, client.library)
+        with _telling(f"the outcome of request {outcome.request_id!r} is stored: {again} shows it"):
+            return _print_outcome(outcome, args.json)
 
 
 async def _outcome(args: argparse.Namespace) -> int:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import textwrap
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+#: The output could not be written (sysexits.h's EX_IOERR): not "denied", not "Redis
+#: unreachable", for a command that may have done its work.
+EXIT_OUTPUT = 74
 
 #: Every command's 2: argparse's, a setting's (an option or a variable), a bad id.
 BAD = "bad input: an unknown option, a bad value of an option or a variable"
@@ -106,6 +109,15 @@ EXITS: dict[str, Codes] = {
     },
 }
 
+#: Every command's 74 (``output.py``); request and return did their work all the same.
+OUTPUT = "the output could not be written (a full disk, a closed stdout)"
+for _name, _codes in EXITS.items():
+    _codes[EXIT_OUTPUT] = (
+        f"{OUTPUT}; a request submitted all the same is named, and how to see its outcome"
+        if _name in ("request", "return")
+        else OUTPUT
+    )
+
 #: The top level's summary: what a code means whichever command returns it.
 SUMMARY: Codes = {
     0: "success: accepted or processed, nothing wrong found",
@@ -113,6 +125,7 @@ SUMMARY: Codes = {
     2: f"{BAD}; an id out of bounds, an unknown request id",
     3: "no outcome in time, no worker to answer, Redis unreachable or refusing; the "
     "embedded Redis not running or not trusted",
+    EXIT_OUTPUT: f"{OUTPUT}; request, return: a request submitted all the same is named",
 }
 
 
@@ -120,7 +133,7 @@ def epilog(command: str | None) -> str:
     """The exit codes ``command`` returns (None: the summary of all), for its --help."""
     codes = SUMMARY if command is None else EXITS[command]
     lines = ["exit codes:" if command else "exit codes (each command's --help lists its own):"]
-    for code, meaning in codes.items():
+    for code, meaning in sorted(codes.items()):
         lines.append(
             textwrap.fill(meaning, 79, initial_indent=f"  {code:<4}", subsequent_indent=" " * 6)
         )
