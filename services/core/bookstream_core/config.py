@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping
@@ -310,10 +311,9 @@ def worker_settings_from(
         log_format=table.text("log_format", args, env) or "console",
         log_level=table.text("log_level", args, env) or "info",
     )
-    name = table.text("name", args, env) or generated_worker_name(service)
     return WorkerSettings(
         service=service,
-        name=check_worker_name(name),
+        name=worker_name_from(service, args, env),
         library=library_from(args, env),
         force=table.flag("force", args, env),
         redis=redis_settings_from(args, env),
@@ -330,11 +330,27 @@ def domain_settings_from(args: argparse.Namespace | None, env: Mapping[str, str]
     return DomainSettings(user_limit=limit, storage_capacity=capacity)
 
 
-def check_worker_name(name: str) -> str:
-    from bookstream_core.ids import InvalidId, check_id
+#: A worker's Redis connection is named after it (CLIENT SETNAME), and Redis refuses any
+#: other character there: a worker with a space in its name retried its start forever.
+WORKER_NAME = re.compile(r"[!-~]{1,200}")
 
+
+def worker_name_from(service: str, args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """The worker's name, generated when none is given (an empty variable is none, an
+    empty NAME is a name, and refused, as ``--library ''`` is)."""
+    value, name = table.raw("name", args, env)
+    if value is None:
+        return generated_worker_name(service)
     try:
-        check_id("worker name", name)
-    except InvalidId as exc:
-        raise ConfigError(str(exc)) from None
+        return check_worker_name(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def check_worker_name(name: str) -> str:
+    if not WORKER_NAME.fullmatch(name):
+        raise ConfigError(
+            "a worker name is 1-200 characters from '!' to '~' (printable ASCII, no space), "
+            f"as Redis takes a connection's name; not {name!r}"
+        )
     return name

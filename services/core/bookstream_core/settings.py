@@ -132,10 +132,11 @@ SETTINGS: tuple[Setting, ...] = (
        "else ~/.local/state/bookstream)", "embedded"),
     _s("appendfsync", (), "APPENDFSYNC", "the embedded Redis' AOF policy: everysec or always",
        "embedded", kind="choice", choices=("everysec", "always"), default="everysec"),
-    _s("name", ("name",), "WORKER_NAME", "unique worker name (generated if omitted)", "worker",
+    _s("name", ("name",), "WORKER_NAME",
+       "unique worker name, 1-200 characters from '!' to '~' (generated if omitted)", "worker",
        metavar="NAME",
-       help_for=((("serve",), "the name of both its workers, one of each service (each "
-                  "generated if omitted)"),)),
+       help_for=((("serve",), "the name of both its workers, one of each service, 1-200 "
+                  "characters from '!' to '~' (each generated if omitted)"),)),
     _s("force", ("-f", "--force"), "FORCE", "take the name even if a live worker holds it",
        "worker", kind="flag"),
     _s("metrics_port", ("--metrics-port",), "METRICS_PORT",
@@ -165,8 +166,11 @@ SETTINGS: tuple[Setting, ...] = (
        metavar="N",
        help_for=((("audit",), "the Lending workers' automated storage capacity, which the "
                   "audit holds the storage to"),)),
-    _s("batch_size", ("--batch-size",), "BATCH_SIZE", "entries read and applied per call",
-       "worker", kind="int", minimum=1, default="200", metavar="N",
+    # Redis serves nobody else while one call applies a batch.
+    _s("batch_size", ("--batch-size",), "BATCH_SIZE",
+       "entries read and applied per call, at most 10000: Redis serves no other client while "
+       "it applies one", "worker", kind="int", minimum=1, maximum=10000, default="200",
+       metavar="N",
        also=("bench",)),
     _s("in_flight", ("--in-flight",), "IN_FLIGHT",
        "batches one worker has applying at once: Redis works on the next while the worker "
