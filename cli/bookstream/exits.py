@@ -37,7 +37,10 @@ _DEAD_LETTERS: dict[str, Codes] = {
     "purge": {0: "purged", 2: f"{BAD}; a malformed entry id, neither ids nor --all", 3: WAITED},
 }
 #: ``embedded``'s actions; BOOKSTREAM_HOME is a setting like any other (its 2).
-HOME = f"{BAD}; BOOKSTREAM_HOME no directory of yours you may write in"
+HOME = (
+    f"{BAD}; BOOKSTREAM_HOME relative, no directory of yours you may write in, or a folder "
+    "of other files"
+)
 _EMBEDDED: dict[str, Codes] = {
     "status": {
         0: "running",

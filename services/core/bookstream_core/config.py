@@ -79,14 +79,24 @@ class RedisSettings:
 
 def default_home(env: Mapping[str, str]) -> Path:
     """$BOOKSTREAM_HOME, else one embedded Redis per user whatever the current folder
-    (the XDG state directory). A relative one is made absolute now, once: a program that
-    changes its folder later still finds the same embedded Redis."""
+    (the XDG state directory)."""
     home = table.text("home", None, env)
     if home:
-        return Path(home).expanduser().absolute()
+        return absolute_home(Path(home).expanduser(), BY_HOME)
     state = env.get("XDG_STATE_HOME") or ""
     base = Path(state) if Path(state).is_absolute() else Path.home() / ".local" / "state"
     return base / "bookstream"
+
+
+BY_HOME = table.BY_KEY["home"].variable
+
+
+def absolute_home(home: Path, name: str) -> Path:
+    """A relative home would be another embedded Redis in every folder a command runs in,
+    where the same one from every folder is promised."""
+    if not home.is_absolute():
+        raise ConfigError(f"{name} must be an absolute path, not {str(home)!r}")
+    return home
 
 
 def build_redis_settings(
@@ -139,7 +149,7 @@ def build_redis_settings(
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
-        home=home.absolute() if home is not None else default_home(os.environ),
+        home=absolute_home(home, "home") if home is not None else default_home(os.environ),
         appendfsync=appendfsync,
     )
 

@@ -128,8 +128,9 @@ SETTINGS: tuple[Setting, ...] = (
        kind="seconds",
        default="10", metavar="S"),
     _s("home", (), "HOME",
-       "the embedded Redis' directory, mode 0700 (default $XDG_STATE_HOME/bookstream, "
-       "else ~/.local/state/bookstream)", "embedded"),
+       "the embedded Redis' directory, mode 0700: an absolute path, new, empty or the "
+       "embedded Redis' own (default $XDG_STATE_HOME/bookstream, else "
+       "~/.local/state/bookstream)", "embedded"),
     _s("appendfsync", (), "APPENDFSYNC", "the embedded Redis' AOF policy: everysec or always",
        "embedded", kind="choice", choices=("everysec", "always"), default="everysec"),
     _s("name", ("name",), "WORKER_NAME",
