@@ -21,6 +21,11 @@ def ask_again(request_id: str, library: str) -> str:
     return again if library == "main" else f"{again} --library {library}"
 
 
+def report_warning(message: object) -> None:
+    """A line about part of a command that was not done, the rest being done."""
+    print(f"bookstream: warning: {message}", file=sys.stderr)
+
+
 class BookstreamError(Exception):
     """Base of everything the client raises on purpose."""
 

@@ -26,15 +26,21 @@ _SUBMIT: Codes = {
     "another user or for another kind",
     3: f"no outcome in time, no Lending worker running, or {WAITED}",
 }
+#: retry's and purge's 2 besides BAD.
+NAMED = "a malformed entry id, neither ids nor --all or both, ids none of which is a dead letter"
 _DEAD_LETTERS: dict[str, Codes] = {
     "list": {0: "listed", 2: BAD, 3: WAITED},
     "show": {0: "shown", 2: f"{BAD}; a malformed entry id, no such dead letter", 3: WAITED},
     "retry": {
-        0: "re-injected",
-        2: f"{BAD}; a malformed entry id, neither ids nor --all",
+        0: "re-injected (ids that are no dead letter are named and left out)",
+        2: f"{BAD}; {NAMED}",
         3: f"{WAITED}; a dead letter whose retry Redis refuses is kept",
     },
-    "purge": {0: "purged", 2: f"{BAD}; a malformed entry id, neither ids nor --all", 3: WAITED},
+    "purge": {
+        0: "purged (ids that are no dead letter are named and left out)",
+        2: f"{BAD}; {NAMED}",
+        3: WAITED,
+    },
 }
 #: ``embedded``'s actions; BOOKSTREAM_HOME is a setting like any other (its 2).
 HOME = (
@@ -74,7 +80,7 @@ EXITS: dict[str, Codes] = {
     "dead-letters": {
         0: "done",
         2: f"{BAD}; a malformed entry id, show: no such dead letter, retry and purge: "
-        "neither ids nor --all",
+        "neither ids nor --all or both, ids none of which is a dead letter",
         3: WAITED,
     },
     **{f"dead-letters {action}": codes for action, codes in _DEAD_LETTERS.items()},
