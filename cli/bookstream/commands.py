@@ -139,6 +139,11 @@ def info_command(
     library: str, as_json: bool, functions: bool = False, function: str | None = None
 ) -> int:
     if functions or function is not None:
+        if as_json:  # it was ignored: the sources are Lua to pipe, the list plain lines
+            raise BadInput(
+                "--json goes with neither --functions nor --function (info --json lists the "
+                "libraries as functions_libraries)"
+            )
         return functions_command(function)
     data = info(library)
     if as_json:

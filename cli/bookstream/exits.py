@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import textwrap
 
+from bookstream_core.runner import EXITS as WORKER_EXITS
+
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 #: The output could not be written (sysexits.h's EX_IOERR): not "denied", not "Redis
 #: unreachable", for a command that may have done its work.
@@ -22,8 +24,8 @@ Codes = dict[int, str]
 _SUBMIT: Codes = {
     0: "accepted (a request) or processed (a return); with --no-wait: submitted",
     1: "denied or rejected",
-    2: f"{BAD}; an empty or over-long id, more than 32 books, a request id used by "
-    "another user or for another kind",
+    2: f"{BAD}; an empty or over-long id, more than 32 books, a request id already used "
+    "for other books, by another user or for the other kind",
     3: f"no outcome in time, no Lending worker running, or {WAITED}",
 }
 #: retry's and purge's 2 besides BAD.
@@ -75,7 +77,11 @@ EXITS: dict[str, Codes] = {
         3: f"no outcome in time, or {WAITED}",
     },
     "status": {0: "printed", 2: f"{BAD}; an empty or over-long user or book id", 3: WAITED},
-    "info": {0: "printed", 2: f"{BAD}; a --function that is no functions library"},
+    "info": {
+        0: "printed",
+        2: f"{BAD}; a --function that is no functions library, --json with --functions or "
+        "--function",
+    },
     "audit": {0: "no violation", 1: "violations (each is listed)", 2: BAD, 3: WAITED},
     "dead-letters": {
         0: "done",
@@ -96,13 +102,8 @@ EXITS: dict[str, Codes] = {
         2: BAD,
         3: f"the embedded Redis could not start, or {REDIS}",
     },
-    "serve": {
-        0: "stopped by a signal (Ctrl-C, SIGTERM), the batches in flight finished",
-        1: "a worker failed or could not start; its line says why (its name taken, a Redis "
-        "that evicts, housekeeping failing past BOOKSTREAM_GIVE_UP_S, the embedded Redis)",
-        2: HOME,
-        130: "a second signal: stopped at once",
-    },
+    # The worker programs' own (bookstream-lending --help), but its 2.
+    "serve": {**WORKER_EXITS, 2: HOME},
     "embedded": {
         0: "done (status: running)",
         2: HOME,

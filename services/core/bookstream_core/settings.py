@@ -157,7 +157,9 @@ SETTINGS: tuple[Setting, ...] = (
        also=("operator",),
        help_for=(((OPERATOR,), "info logs each event it posts on a LibraryInstance and "
                   "kopf's line per handler run; warning only errors (the events stay on "
-                  "the LibraryInstance)"),)),
+                  "the LibraryInstance)"),
+                 (("bookstream-shelving",), "info: its start and stop and its claims of "
+                  "idle entries (no line per fetch or reshelving); warning for benchmarks"))),
     _s("user_limit", ("--user-limit",), "USER_LIMIT", "books one user may hold", "lending",
        kind="int", minimum=1, default="5", metavar="N",
        help_for=((("audit",), "the Lending workers' limit of books per user, which the "
@@ -186,7 +188,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("retention", ("--retention",), "RETENTION_S",
        "seconds outcomes and idempotency records are kept: how long a client may resubmit "
        "an id", "worker", kind="int", minimum=1, default="86400", metavar="S",
-       also=("bench",)),
+       also=("bench",),
+       help_for=((("bookstream-shelving",), "seconds Shelving remembers each fetch and "
+                  "reshelving it applied, so that one delivered again is not applied twice"),)),
     _s("request_deadline", ("--request-deadline",), "REQUEST_DEADLINE_S",
        "seconds a request may wait for Shelving before it is denied (shelving_timeout) and "
        "its books go back", "lending_worker", kind="int", minimum=1, default="300", metavar="S"),
