@@ -133,6 +133,8 @@ class EmbeddedRedis:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             found = self._inspect()
+            if found.stray is not None:  # its pid file would be overwritten: refused as by stop
+                raise self._stray(found.stray)
             if found.pid is not None and not found.answering:
                 raise EmbeddedRedisError(
                     f"the embedded Redis (pid {found.pid}) runs but does not answer on "
@@ -177,10 +179,7 @@ class EmbeddedRedis:
         found = self._inspect()
         if found.pid is None:
             if found.stray is not None:
-                raise EmbeddedRedisError(
-                    f"the embedded Redis is not running, and {self.pidfile} names process "
-                    f"{found.stray}, which is not it: left alone (remove the stale file)"
-                )
+                raise self._stray(found.stray)
             return False
         try:
             os.kill(found.pid, signal.SIGTERM)
@@ -196,6 +195,12 @@ class EmbeddedRedis:
         raise EmbeddedRedisError(f"redis-server (pid {found.pid}) did not stop within 15 s")
 
     # ------------------------------------------------------------------ the checks
+
+    def _stray(self, pid: int) -> EmbeddedRedisError:
+        return EmbeddedRedisError(
+            f"the embedded Redis is not running, and {self.pidfile} names process {pid}, "
+            "which is not it: left alone (remove the stale file)"
+        )
 
     def _refuse(self, what: str) -> EmbeddedRedisError:
         return EmbeddedRedisError(
