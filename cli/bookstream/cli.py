@@ -23,6 +23,7 @@ from bookstream_core.config import (
 )
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.events import Outcome
+from bookstream_core.ids import new_request_id
 from bookstream_core.settings import ENV_PREFIX
 from redis.exceptions import RedisError
 
@@ -118,7 +119,7 @@ def _async(fn: Callable[[], Awaitable[int]]) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command in KINDS:
-        return _async(lambda: _submit(args))
+        return _interruptible(args)
     if command == "outcome":
         return _async(lambda: _outcome(args))
     if command == "status":
@@ -199,6 +200,23 @@ def _telling(done: str) -> Iterator[None]:
         yield
     except OutputFailed as exc:
         raise OutputFailed(exc.cause, done) from None
+
+
+def _interruptible(args: argparse.Namespace) -> int:
+    """Submit; Ctrl-C names the request, which may have been submitted all the same (its
+    id chosen here, so that it can be named)."""
+    if args.request_id is None:
+        args.request_id = new_request_id()
+    try:
+        return _async(lambda: _submit(args))
+    except KeyboardInterrupt:
+        again = ask_again(args.request_id, library_from(args, os.environ))
+        print(
+            f"bookstream: interrupted: request {args.request_id!r} may have been submitted; "
+            f"{again} shows its outcome",
+            file=sys.stderr,
+        )
+        raise
 
 
 async def _submit(args: argparse.Namespace) -> int:

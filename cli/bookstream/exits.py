@@ -27,6 +27,7 @@ _SUBMIT: Codes = {
     2: f"{BAD}; an empty or over-long id, more than 32 books, a request id already used "
     "for other books, by another user or for the other kind",
     3: f"no outcome in time, no Lending worker running, or {WAITED}",
+    130: "interrupted (Ctrl-C): the request, which may have been submitted, is named",
 }
 #: retry's and purge's 2 besides BAD.
 NAMED = "a malformed entry id, neither ids nor --all or both, ids none of which is a dead letter"
@@ -136,6 +137,7 @@ SUMMARY: Codes = {
     3: "no outcome in time, no worker to answer, Redis unreachable or refusing; the "
     "embedded Redis not running or not trusted",
     EXIT_OUTPUT: f"{OUTPUT}; request, return: a request submitted all the same is named",
+    130: "interrupted (Ctrl-C); serve: a second signal, stopped at once",
 }
 
 
