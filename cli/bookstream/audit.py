@@ -158,10 +158,13 @@ async def audit(
             f"{keys.submissions} holds {counted(waiting, 'submission')} no lending worker "
             "has admitted yet: start one (bookstream serve) or wait for it"
         )
+    served: set[str] = set()
     for service, inbox in ((s, stream) for s in SERVICES for stream in keys.streams(s)):
         if not await r.exists(inbox) or not await typed(r, inbox, "stream", v):
             continue
         groups = await r.xinfo_groups(inbox)
+        if keys.group(service) in {text(g["name"]) for g in groups}:
+            served.add(service)
         if keys.group(service) not in {text(g["name"]) for g in groups} and (
             length := int(await r.xlen(inbox))
         ):
@@ -181,6 +184,13 @@ async def audit(
             if lag != 0:
                 unread = f"{counted(lag, 'entry', 'entries')}" if lag is not None else "entries"
                 v.append(f"group {name!r} on {inbox} has {unread} not yet read")
+
+    if never := [s for s in SERVICES if s not in served]:
+        # An OK over nothing: a mistyped --library reads a library nobody ever used.
+        report.notes.append(
+            f"no {' or '.join(never)} worker ever served library {library!r}: is that the "
+            "library's name?"
+        )
 
     # The library's records survive only if Redis never evicts them.
     if (problem := eviction_problem(await eviction_policy(r))) is not None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from bookstream_core.config import (
@@ -22,6 +23,7 @@ from bookstream_core.config import (
 )
 from bookstream_core.embedded import EmbeddedRedisError
 from bookstream_core.events import Outcome
+from bookstream_core.ids import new_request_id
 from bookstream_core.settings import ENV_PREFIX
 from redis.exceptions import RedisError
 
@@ -31,11 +33,20 @@ from bookstream.errors import (
     BenchFailed,
     NoWorker,
     OutcomeTimeout,
+    OutputFailed,
     Unknown,
     Unreachable,
+    ask_again,
     report,
 )
-from bookstream.exits import EXIT_DENIED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from bookstream.exits import (
+    EXIT_DENIED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+from bookstream.output import check_stdout
 from bookstream.parser import build_parser, chosen
 from bookstream.render import render_outcome
 from bookstream.submissions import KINDS
@@ -46,14 +57,24 @@ EXIT_CLOSED_PIPE = 141
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
+        check_stdout()
         code = run(argv)
         sys.stdout.flush()
     except BrokenPipeError:
-        # Whoever reads our output stopped reading (``| head``): leave quietly, and keep
-        # Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Whoever reads our output stopped reading (``| head``): leave quietly.
+        _drop_output()
         code = EXIT_CLOSED_PIPE
+    except OutputFailed as exc:
+        report(exc)
+        _drop_output()
+        code = EXIT_OUTPUT
     sys.exit(code)
+
+
+def _drop_output() -> None:
+    """Keep Python from failing again when it flushes stdout at exit."""
+    if sys.stdout is not None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +119,7 @@ def _async(fn: Callable[[], Awaitable[int]]) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command in KINDS:
-        return _async(lambda: _submit(args))
+        return _interruptible(args)
     if command == "outcome":
         return _async(lambda: _outcome(args))
     if command == "status":
@@ -166,17 +187,46 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> int:
     if as_json:
         from bookstream.status import to_json
 
-        print(to_json(outcome.to_dict()))
+        print(to_json(outcome.to_dict()), flush=True)
     else:
-        print(render_outcome(outcome))
+        print(render_outcome(outcome), flush=True)  # flushed: a failure is told here
     return EXIT_OK if outcome.ok else EXIT_DENIED
+
+
+@contextlib.contextmanager
+def _telling(done: str) -> Iterator[None]:
+    """An output that fails says what was done all the same: the user cannot read it."""
+    try:
+        yield
+    except OutputFailed as exc:
+        raise OutputFailed(exc.cause, done) from None
+
+
+def _interruptible(args: argparse.Namespace) -> int:
+    """Submit; Ctrl-C names the request, which may have been submitted all the same (its
+    id chosen here, so that it can be named)."""
+    if args.request_id is None:
+        args.request_id = new_request_id()
+    try:
+        return _async(lambda: _submit(args))
+    except KeyboardInterrupt:
+        again = ask_again(args.request_id, library_from(args, os.environ))
+        print(
+            f"bookstream: interrupted: request {args.request_id!r} may have been submitted; "
+            f"{again} shows its outcome",
+            file=sys.stderr,
+        )
+        raise
 
 
 async def _submit(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         kind = KINDS[args.command]
         if args.no_wait:
-            print(await kind.submit(client, args.user, args.books, request_id=args.request_id))
+            rid = await kind.submit(client, args.user, args.books, request_id=args.request_id)
+            again = ask_again(rid, client.library)
+            with _telling(f"{args.command} {rid!r} was submitted: {again} shows its outcome"):
+                print(rid, flush=True)
             return EXIT_OK
         outcome = await kind.wait(
             client, args.user, args.books, request_id=args.request_id, timeout=client.timeout
@@ -185,7 +235,9 @@ async def _submit(args: argparse.Namespace) -> int:
             raise BadInput(
                 f"request id {outcome.request_id!r} was already used for a {outcome.kind}"
             )
-        return _print_outcome(outcome, args.json)
+        again = ask_again(outcome.request_id, client.library)
+        with _telling(f"the outcome of request {outcome.request_id!r} is stored: {again} shows it"):
+            return _print_outcome(outcome, args.json)
 
 
 async def _outcome(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from bookstream_shelving.views import ShelvingView
 from redis.exceptions import ResponseError
 
 from bookstream.answers import refusal, someone_elses_rejection, stored_outcome
+from bookstream.checks import books_of, optional_text, seconds, text
 from bookstream.errors import (
     BadInput,
     BookstreamError,
@@ -46,6 +47,7 @@ from bookstream.errors import (
     Unreachable,
 )
 from bookstream.location import BookLocation, locate
+from bookstream.rights import login_error, login_refused, missing_right
 from bookstream.unprocessed import mentions
 from bookstream.waiter import OutcomeWaiter
 
@@ -78,11 +80,13 @@ class AsyncClient:
         at once when no live Lending worker serves the library (False: submit and wait
         anyway, say for a worker that is restarting). ``tls_*``: PEM files for a
         ``rediss://`` URL, as ``--tls-ca`` etc."""
+        library = text("library", library)
+        timeout = seconds("timeout", timeout)
         try:
             self.keys = LibraryKeys(library)
             if settings is None:
                 settings = build_redis_settings(
-                    url=url,
+                    url=optional_text("url", url),
                     user=user,
                     password=password,
                     password_file=password_file,
@@ -115,6 +119,8 @@ class AsyncClient:
             # stdout closed (redis-py reports its sockets' errors as ConnectionError).
             raise
         except UNREACHABLE as exc:
+            if (login := login_error(exc)) is not None:  # Redis was reached: not unreachable
+                raise Unreachable(login_refused(login, self.settings)) from None
             if "DB index is out of range" in str(exc):  # SELECT failed: a bad --db
                 raise BadInput(
                     f"Redis at {self.settings.describe()} has no database {self.settings.db}"
@@ -126,7 +132,10 @@ class AsyncClient:
         except ResponseError as exc:
             # Redis refused (out of memory, an inbox out of ids, a missing right): nothing
             # was submitted; the same request id may be submitted again once it passes.
-            raise Unreachable(f"Redis at {self.settings.describe()} refused: {exc}") from None
+            raise Unreachable(
+                missing_right(exc, self.settings, self.library)
+                or f"Redis at {self.settings.describe()} refused: {exc}"
+            ) from None
 
     async def _redis(self) -> aioredis.Redis:
         if self._r is None:
@@ -162,19 +171,17 @@ class AsyncClient:
     def check_request(user: str, books: Iterable[str], request_id: str | None) -> None:
         """Raise ``BadInput`` unless the ids are within bounds."""
         try:
-            check_id("user id", user)
-            check_books(list(books))
-            if request_id is not None:
-                check_request_id(request_id)
+            check_id("user id", text("user id", user))
+            check_books(books_of(books))
+            if (rid := optional_text("request id", request_id)) is not None:
+                check_request_id(rid)
         except InvalidId as exc:
             raise BadInput(str(exc)) from None
 
     def _event(
         self, kind: str, user: str, books: Iterable[str], request_id: str | None
     ) -> Submission:
-        if isinstance(books, str | bytes):  # newcomer: request("u", "geb") lent g, e and b
-            raise BadInput("books must be a list of book ids, not one string")
-        books = list(books)
+        books = books_of(books)
         self.check_request(user, books, request_id)
         rid = request_id if request_id is not None else new_request_id()
         return SUBMISSIONS[kind](v=SCHEMA_VERSION, id=rid, user=user, books=books)
@@ -233,6 +240,7 @@ class AsyncClient:
         timeout: float = 10.0,
     ) -> Outcome:
         """Ask for books and wait (at most ``timeout`` s) for the outcome."""
+        timeout = seconds("timeout", timeout)
         return await self._round_trip(self._event("request", user, books, request_id), timeout)
 
     async def return_books(
@@ -244,6 +252,7 @@ class AsyncClient:
         timeout: float = 10.0,
     ) -> Outcome:
         """Bring books back and wait (at most ``timeout`` s) for the outcome."""
+        timeout = seconds("timeout", timeout)
         return await self._round_trip(self._event("return", user, books, request_id), timeout)
 
     async def _round_trip(self, event: Submission, timeout: float) -> Outcome:
@@ -253,8 +262,9 @@ class AsyncClient:
     async def outcome(self, request_id: str, timeout: float = 10.0) -> Outcome:
         """Wait (at most ``timeout`` s) for the outcome of a submitted request; ``Unknown``
         when nobody submitted it (or its outcome expired after the retention)."""
+        timeout = seconds("timeout", timeout)
         try:
-            check_request_id(request_id)
+            check_request_id(text("request id", request_id))
         except InvalidId as exc:
             raise BadInput(str(exc)) from None
         r = await self._redis()
@@ -348,7 +358,7 @@ class AsyncClient:
     async def user_books(self, user: str) -> list[str]:
         """The books lent to ``user``, sorted."""
         try:
-            check_id("user id", user)
+            check_id("user id", text("user id", user))
         except InvalidId as exc:
             raise BadInput(str(exc)) from None
         r = await self._redis()
@@ -358,7 +368,7 @@ class AsyncClient:
     async def locate(self, book: str) -> BookLocation:
         """Where the book is: on the shelf, in storage, lent to whom, in transit..."""
         try:
-            check_id("book id", book)
+            check_id("book id", text("book id", book))
         except InvalidId as exc:
             raise BadInput(str(exc)) from None
         r = await self._redis()

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 
+import redis.asyncio as aioredis
 from bookstream_core.config import domain_settings_from, redis_settings_from
 from bookstream_core.embedded import EmbeddedRedis
 from bookstream_core.events import SCHEMA_VERSION
@@ -17,7 +18,7 @@ from bookstream_core.keys import SERVICES, LibraryKeys
 from bookstream.audit import audit
 from bookstream.client import AsyncClient
 from bookstream.contract import contract
-from bookstream.errors import BadInput
+from bookstream.errors import BadInput, report_warning
 from bookstream.render import books, counted, render_audit
 from bookstream.status import library_status, render_status, to_json
 
@@ -139,6 +140,11 @@ def info_command(
     library: str, as_json: bool, functions: bool = False, function: str | None = None
 ) -> int:
     if functions or function is not None:
+        if as_json:  # it was ignored: the sources are Lua to pipe, the list plain lines
+            raise BadInput(
+                "--json goes with neither --functions nor --function (info --json lists the "
+                "libraries as functions_libraries)"
+            )
         return functions_command(function)
     data = info(library)
     if as_json:
@@ -204,10 +210,25 @@ ENTRY_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 
 
 def _entry_ids(ids: list[str]) -> list[str]:
+    """Each id whole: a time alone is its first entry's (``ms-0``), as XDEL reads it."""
     for entry_id in ids:
         if not ENTRY_ID.fullmatch(entry_id):
             raise BadInput(f"{entry_id!r} is not a dead-letter entry id (like 1700000000000-0)")
-    return ids
+    return [entry_id if "-" in entry_id else f"{entry_id}-0" for entry_id in ids]
+
+
+async def _named(r: aioredis.Redis, library: str, ids: list[str], service: str | None) -> list[str]:
+    """The named ids that are dead letters: none is a mistake (exit 2, as ``show``'s),
+    some are done, and the others named."""
+    from bookstream import deadletters as dl
+
+    found = await dl.existing(r, library, ids, service)
+    missing = ", ".join(i for i in dict.fromkeys(ids) if i not in found)
+    if not found:
+        raise BadInput(f"no dead letter {missing}")
+    if missing:
+        report_warning(f"no dead letter {missing}: left out")
+    return found
 
 
 def _id(request_id: object) -> str:
@@ -236,10 +257,14 @@ async def dead_letters_command(client: AsyncClient, args: argparse.Namespace) ->
     every = getattr(args, "all", False)
     if action in ("retry", "purge") and not args.ids and not every:
         raise BadInput(f"dead-letters {action}: name entry ids or give --all")
+    if every and args.ids:  # ids and --all did everything, the ids ignored
+        raise BadInput(f"dead-letters {action}: name entry ids or give --all, not both")
     ids = None if every else _entry_ids(list(getattr(args, "ids", [])))
     async with client:
         with client.redis_errors():
             r = await client.redis()
+            if action in ("retry", "purge") and ids is not None:
+                ids = await _named(r, client.library, ids, args.service)
             if action == "list":
                 entries = await dl.list_dead_letters(r, client.library, args.service, args.count)
                 if args.json:

@@ -75,6 +75,20 @@ async def show_dead_letter(
     return None
 
 
+async def existing(
+    r: aioredis.Redis, library: str, ids: list[str], service: str | None = None
+) -> list[str]:
+    """The ids (each ``ms-seq``) that name a dead letter, in the order given."""
+    keys = LibraryKeys(library)
+    found = []
+    for entry_id in ids:
+        for svc in _services(service):
+            if await r.xrange(keys.dead_letters(svc), min=entry_id, max=entry_id, count=1):
+                found.append(entry_id)
+                break
+    return found
+
+
 async def retry_dead_letters(
     r: aioredis.Redis, library: str, ids: list[str] | None, service: str | None = None
 ) -> list[tuple[str, str]]:

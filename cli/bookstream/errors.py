@@ -13,6 +13,19 @@ def report(message: object) -> None:
     print(error_line("bookstream", message), file=sys.stderr)
 
 
+def ask_again(request_id: str, library: str) -> str:
+    """The command that shows a request's outcome. It must name the library, or it asks
+    another one; it is printed as a shell takes it (a request id has no character a shell
+    would read)."""
+    again = f"bookstream outcome {request_id}"
+    return again if library == "main" else f"{again} --library {library}"
+
+
+def report_warning(message: object) -> None:
+    """A line about part of a command that was not done, the rest being done."""
+    print(f"bookstream: warning: {message}", file=sys.stderr)
+
+
 class BookstreamError(Exception):
     """Base of everything the client raises on purpose."""
 
@@ -25,14 +38,9 @@ class OutcomeTimeout(BookstreamError, TimeoutError):
     """No outcome arrived in time; the request may still be applied later (exit code 3)."""
 
     def __init__(self, request_id: str, timeout: float, library: str = "main") -> None:
-        # The command to ask again must name the library, or it asks another one; it is
-        # printed as a shell takes it (a request id has no character a shell would read).
-        again = f"bookstream outcome {request_id}"
-        if library != "main":
-            again += f" --library {library}"
         super().__init__(
             f"no outcome for request {request_id!r} within {timeout:g} s (is a lending and a "
-            f"shelving worker running?); ask again later with: {again}"
+            f"shelving worker running?); ask again later with: {ask_again(request_id, library)}"
         )
         self.request_id = request_id
 
@@ -68,3 +76,14 @@ class Unknown(BookstreamError, LookupError):
 class BenchFailed(BookstreamError, RuntimeError):
     """A benchmark run could not be carried out: a worker or redis-benchmark failed (exit
     code 1, as a run that broke an invariant)."""
+
+
+class OutputFailed(BookstreamError):
+    """The command's output could not be written (a full disk, a closed stdout): the CLI's
+    exit code 74, neither "denied" nor "Redis unreachable". ``done``: what the command did
+    all the same, for the user who cannot read its output."""
+
+    def __init__(self, cause: OSError | None, done: str = "") -> None:
+        why = "stdout is closed" if cause is None else cause.strerror or str(cause)
+        super().__init__(f"cannot write the output: {why}" + (f"; {done}" if done else ""))
+        self.cause = cause

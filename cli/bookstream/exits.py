@@ -6,35 +6,50 @@ from __future__ import annotations
 
 import textwrap
 
+from bookstream_core.runner import EXITS as WORKER_EXITS
+
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+#: The output could not be written (sysexits.h's EX_IOERR): not "denied", not "Redis
+#: unreachable", for a command that may have done its work.
+EXIT_OUTPUT = 74
 
 #: Every command's 2: argparse's, a setting's (an option or a variable), a bad id.
 BAD = "bad input: an unknown option, a bad value of an option or a variable"
 #: Every command that talks to Redis: 3 (those with --timeout: ``WAITED``).
-REDIS = "Redis unreachable or refusing (a missing right)"
-WAITED = "Redis unreachable or silent past --timeout, or refusing (a missing right)"
+REDIS = "Redis unreachable or refusing (the login, a missing right)"
+WAITED = "Redis unreachable or silent past --timeout, or refusing (the login, a missing right)"
 
 Codes = dict[int, str]
 
 _SUBMIT: Codes = {
     0: "accepted (a request) or processed (a return); with --no-wait: submitted",
     1: "denied or rejected",
-    2: f"{BAD}; an empty or over-long id, more than 32 books, a request id used by "
-    "another user or for another kind",
+    2: f"{BAD}; an empty or over-long id, more than 32 books, a request id already used "
+    "for other books, by another user or for the other kind",
     3: f"no outcome in time, no Lending worker running, or {WAITED}",
+    130: "interrupted (Ctrl-C): the request, which may have been submitted, is named",
 }
+#: retry's and purge's 2 besides BAD.
+NAMED = "a malformed entry id, neither ids nor --all or both, ids none of which is a dead letter"
 _DEAD_LETTERS: dict[str, Codes] = {
     "list": {0: "listed", 2: BAD, 3: WAITED},
     "show": {0: "shown", 2: f"{BAD}; a malformed entry id, no such dead letter", 3: WAITED},
     "retry": {
-        0: "re-injected",
-        2: f"{BAD}; a malformed entry id, neither ids nor --all",
+        0: "re-injected (ids that are no dead letter are named and left out)",
+        2: f"{BAD}; {NAMED}",
         3: f"{WAITED}; a dead letter whose retry Redis refuses is kept",
     },
-    "purge": {0: "purged", 2: f"{BAD}; a malformed entry id, neither ids nor --all", 3: WAITED},
+    "purge": {
+        0: "purged (ids that are no dead letter are named and left out)",
+        2: f"{BAD}; {NAMED}",
+        3: WAITED,
+    },
 }
 #: ``embedded``'s actions; BOOKSTREAM_HOME is a setting like any other (its 2).
-HOME = f"{BAD}; BOOKSTREAM_HOME no directory of yours you may write in"
+HOME = (
+    f"{BAD}; BOOKSTREAM_HOME relative, no directory of yours you may write in, or a folder "
+    "of other files"
+)
 _EMBEDDED: dict[str, Codes] = {
     "status": {
         0: "running",
@@ -63,12 +78,16 @@ EXITS: dict[str, Codes] = {
         3: f"no outcome in time, or {WAITED}",
     },
     "status": {0: "printed", 2: f"{BAD}; an empty or over-long user or book id", 3: WAITED},
-    "info": {0: "printed", 2: f"{BAD}; a --function that is no functions library"},
+    "info": {
+        0: "printed",
+        2: f"{BAD}; a --function that is no functions library, --json with --functions or "
+        "--function",
+    },
     "audit": {0: "no violation", 1: "violations (each is listed)", 2: BAD, 3: WAITED},
     "dead-letters": {
         0: "done",
         2: f"{BAD}; a malformed entry id, show: no such dead letter, retry and purge: "
-        "neither ids nor --all",
+        "neither ids nor --all or both, ids none of which is a dead letter",
         3: WAITED,
     },
     **{f"dead-letters {action}": codes for action, codes in _DEAD_LETTERS.items()},
@@ -84,13 +103,8 @@ EXITS: dict[str, Codes] = {
         2: BAD,
         3: f"the embedded Redis could not start, or {REDIS}",
     },
-    "serve": {
-        0: "stopped by a signal (Ctrl-C, SIGTERM), the batches in flight finished",
-        1: "a worker failed or could not start; its line says why (its name taken, a Redis "
-        "that evicts, housekeeping failing past BOOKSTREAM_GIVE_UP_S, the embedded Redis)",
-        2: HOME,
-        130: "a second signal: stopped at once",
-    },
+    # The worker programs' own (bookstream-lending --help), but its 2.
+    "serve": {**WORKER_EXITS, 2: HOME},
     "embedded": {
         0: "done (status: running)",
         2: HOME,
@@ -106,6 +120,15 @@ EXITS: dict[str, Codes] = {
     },
 }
 
+#: Every command's 74 (``output.py``); request and return did their work all the same.
+OUTPUT = "the output could not be written (a full disk, a closed stdout)"
+for _name, _codes in EXITS.items():
+    _codes[EXIT_OUTPUT] = (
+        f"{OUTPUT}; a request submitted all the same is named, and how to see its outcome"
+        if _name in ("request", "return")
+        else OUTPUT
+    )
+
 #: The top level's summary: what a code means whichever command returns it.
 SUMMARY: Codes = {
     0: "success: accepted or processed, nothing wrong found",
@@ -113,6 +136,8 @@ SUMMARY: Codes = {
     2: f"{BAD}; an id out of bounds, an unknown request id",
     3: "no outcome in time, no worker to answer, Redis unreachable or refusing; the "
     "embedded Redis not running or not trusted",
+    EXIT_OUTPUT: f"{OUTPUT}; request, return: a request submitted all the same is named",
+    130: "interrupted (Ctrl-C); serve: a second signal, stopped at once",
 }
 
 
@@ -120,7 +145,7 @@ def epilog(command: str | None) -> str:
     """The exit codes ``command`` returns (None: the summary of all), for its --help."""
     codes = SUMMARY if command is None else EXITS[command]
     lines = ["exit codes:" if command else "exit codes (each command's --help lists its own):"]
-    for code, meaning in codes.items():
+    for code, meaning in sorted(codes.items()):
         lines.append(
             textwrap.fill(meaning, 79, initial_indent=f"  {code:<4}", subsequent_indent=" " * 6)
         )

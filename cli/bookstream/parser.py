@@ -7,6 +7,7 @@ The connection and worker options come from the settings table
 from __future__ import annotations
 
 import argparse
+import textwrap
 from importlib.metadata import PackageNotFoundError, version
 from typing import TypeAlias
 
@@ -44,7 +45,8 @@ def _command(
     parser: Parser = sub.add_parser(
         name,
         help=help_,
-        description=description or help_,
+        # Wrapped here: the raw formatter keeps the epilog's lines, and the description's.
+        description=textwrap.fill(description or help_, 79),
         epilog=epilog(f"{under} {name}".strip()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -104,11 +106,12 @@ def _embedded(sub: Subparsers) -> None:
         "embedded",
         "manage the embedded Redis",
         "The embedded Redis: a private redis-server on a unix socket in $BOOKSTREAM_HOME "
-        "(default ~/.local/state/bookstream), used when no Redis is named. It trusts only "
-        "what it made as you: the directory must be yours; a symlink or another user's file "
-        "in it, or a pid file naming another process, is refused (a wider mode than 0700 is "
-        "narrowed once nothing foreign is found). stop signals only the redis-server it "
-        "checked it started.",
+        "(an absolute path; default $XDG_STATE_HOME/bookstream, else "
+        "~/.local/state/bookstream), used when no Redis is named. It trusts only what it "
+        "made as you: the directory must be yours, new, empty or its own (a folder of other "
+        "files is refused); a symlink or another user's file in it, or a pid file naming "
+        "another process, is refused (a wider mode than 0700 is narrowed once nothing "
+        "foreign is found). stop signals only the redis-server it checked it started.",
     )
     actions = p.add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=Parser, help="what to do"

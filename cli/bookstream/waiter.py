@@ -31,12 +31,14 @@ class OutcomeWaiter:
         done once Redis confirmed the subscription."""
         key = channel.encode()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)
         async with self._lock:
             pubsub = await self._ensure()
             self._waiters.setdefault(key, []).append(future)
             confirmed = self._confirmed.get(key)
             if confirmed is None:
                 confirmed = asyncio.get_running_loop().create_future()
+                confirmed.add_done_callback(_retrieved)
                 self._confirmed[key] = confirmed
                 await pubsub.subscribe(channel)
         return future, confirmed
@@ -104,3 +106,10 @@ class OutcomeWaiter:
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         self._pubsub = self._reader = None
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a failure read: a waiter may have left (an earlier error, its time up) before
+    the connection broke, and asyncio would print a failure nobody read as a traceback."""
+    if not future.cancelled():
+        future.exception()

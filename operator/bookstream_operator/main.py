@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from importlib.metadata import version
+from pathlib import Path
 
 import kopf
 from bookstream_core import settings as table
@@ -48,6 +50,9 @@ def main() -> None:
     except OperatorConfigError as exc:
         print(error_line("bookstream-operator", exc), file=sys.stderr)
         raise SystemExit(2) from None
+    if (missing := missing_credentials(os.environ)) is not None:
+        print(error_line("bookstream-operator", missing), file=sys.stderr)
+        raise SystemExit(2)
     configure_logging(config)
     registry = kopf.OperatorRegistry()
     register(registry, config)
@@ -59,6 +64,24 @@ def main() -> None:
         peering_name=config.peering or None,
         priority=config.priority,
         liveness_endpoint=config.liveness,
+    )
+
+
+def missing_credentials(env: Mapping[str, str]) -> str | None:
+    """Why the operator has no way to log in to Kubernetes, if it has none: kopf would
+    retry every 60 s for ever, each time with a 45-line traceback. In a cluster, its
+    service account; else a kubeconfig file (KUBECONFIG's paths, else ~/.kube/config)."""
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    given = env.get("KUBECONFIG")
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    paths = [p for p in given.split(os.pathsep) if p] if given else [str(home / ".kube/config")]
+    if any(Path(p).expanduser().is_file() for p in paths):
+        return None
+    where = f"KUBECONFIG={given}" if given else paths[0]
+    return (
+        "no Kubernetes credentials: not in a cluster (no KUBERNETES_SERVICE_HOST) and no "
+        f"kubeconfig file ({where} not found)"
     )
 
 

@@ -99,6 +99,31 @@ def test_retry_and_purge_need_ids_or_all(
     assert "name entry ids or give --all" in result.stderr
 
 
+def test_ids_with_all_or_ids_that_are_no_dead_letter_are_refused(
+    redis_server: RedisServer, bookstream_env: dict[str, str]
+) -> None:
+    """`retry 1-1 --all` retried everything; `purge 0-0` said "0 purged", exit 0."""
+    r = redis_server.client()
+    dead_id = r.xadd(DEAD, {"f.e": "x", "stream": INBOX, "reason": "invalid_json"}).decode()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return bookstream(redis_server, bookstream_env, "dead-letters", *args)
+
+    for action in ("retry", "purge"):
+        both = run(action, dead_id, "--all")
+        assert both.returncode == 2 and "not both" in both.stderr, both
+        # (A time alone is its first entry, as XDEL reads it.)
+        for ids, named in ((["0-0"], "0-0"), (["0-0", "5"], "0-0, 5-0")):
+            none = run(action, *ids)
+            assert none.returncode == 2, none
+            assert none.stderr == f"bookstream: error: no dead letter {named}\n"
+        assert r.xlen(DEAD) == 1
+    some = run("purge", "0-0", dead_id)
+    assert some.returncode == 0 and some.stdout == "1 purged\n", some
+    assert some.stderr == "bookstream: warning: no dead letter 0-0: left out\n"
+    assert r.xlen(DEAD) == 0
+
+
 def test_a_retried_rejection_is_applied_and_a_refused_retry_keeps_its_dead_letter(
     redis_server: RedisServer,
     start_worker: Callable[..., WorkerProcess],

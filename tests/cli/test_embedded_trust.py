@@ -77,7 +77,13 @@ def test_a_pid_file_naming_another_process_is_reported_and_never_signalled(
     assert stale.returncode == 3
     assert f"{pidfile} names process {sleeper.pid}, which is not it: left alone" in stale.stderr
     assert sleeper.poll() is None
-    # Starting anew is safe: the new server writes its own pid there.
+    # start refuses it as stop does (it started a server that overwrote the file), and
+    # once the stale file is removed starts anew.
+    for start in (run_cli(env, "embedded", "start"), run_cli(env, "status")):
+        assert start.returncode == 3, start
+        assert start.stderr == f"{stale.stderr}", start.stderr
+    assert pidfile.read_text() == f"{sleeper.pid}\n"
+    pidfile.unlink()
     assert run_cli(env, "embedded", "start").returncode == 0
     assert pidfile.read_text().strip() != str(sleeper.pid)
     assert run_cli(env, "embedded", "stop").stdout.strip() == "stopped"
@@ -153,7 +159,7 @@ def test_a_home_that_is_a_file_is_the_settings_mistake(env: dict[str, str]) -> N
     _unusable(run_cli(under, "outcome", "r1"), f"{_home(env)} is not a directory")
     assert _home(env).read_text() == "mine\n"
     shown = " ".join(run_cli(env, "embedded", "status", "--help").stdout.split())
-    assert "2 bad input" in shown and "BOOKSTREAM_HOME no directory of yours" in shown
+    assert "2 bad input" in shown and "BOOKSTREAM_HOME relative, no directory of yours" in shown
 
 
 #: Without these rights root is held to files' modes as any user is.

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 
 import pytest
 from bookstream.exits import EXITS, epilog
 from bookstream.parser import build_parser
 
-from tests.conftest import RedisServer, run_cli
+from tests.conftest import VENV_BIN, RedisServer, run_cli
 
 #: Commands that decide no request: their help must not speak of denials.
 DECIDE_NOTHING = ("status", "info", "audit", "dead-letters", "setup", "acl", "serve",
@@ -71,13 +72,14 @@ def _codes(env: dict[str, str], *command: str) -> dict[int, str]:
 def test_status_help_speaks_of_no_denial(bookstream_env: dict[str, str]) -> None:
     shown = run_cli(bookstream_env, "status", "--help")
     assert "denied" not in shown.stdout and "rejected" not in shown.stdout
-    assert set(listed(shown.stdout)) == {0, 2, 3}
+    assert set(listed(shown.stdout)) == {0, 2, 3, 74}
 
 
 @pytest.mark.parametrize(
     ("command", "code", "meaning"),
     [
         (("info", "--function", "nope"), 2, "no functions library"),
+        (("info", "--json", "--functions"), 2, "--json with --functions"),  # (was ignored)
         (("embedded", "status"), 3, "not running"),
     ],
 )
@@ -110,3 +112,37 @@ def test_commands_on_a_real_redis_exit_as_their_help_says(
     assert "no such dead letter" in _codes(env, "dead-letters", "show")[2]
     gone = run_cli(env, "status", "--redis", f"unix://{redis_server.directory}/none.sock")
     assert gone.returncode == 3 and "Redis unreachable" in _codes(env, "status")[3]
+
+
+def test_submit_helps_name_every_refused_request_id(bookstream_env: dict[str, str]) -> None:
+    for kind in ("request", "return"):
+        meaning = _codes(bookstream_env, kind)[2]
+        assert "a request id already used for other books, by another user or for the other " \
+            "kind" in meaning, meaning  # fmt: skip
+
+
+def test_embedded_help_names_the_default_home_as_the_others_do(
+    bookstream_env: dict[str, str],
+) -> None:
+    shown = " ".join(run_cli(bookstream_env, "embedded", "--help").stdout.split())
+    assert "default $XDG_STATE_HOME/bookstream, else ~/.local/state/bookstream" in shown
+
+
+@pytest.mark.parametrize("service", ["lending", "shelving"])
+def test_worker_programs_end_their_help_with_their_codes(
+    bookstream_env: dict[str, str], service: str
+) -> None:
+    shown = subprocess.run(
+        [str(VENV_BIN / f"bookstream-{service}"), "--help"],
+        capture_output=True, text=True, env=bookstream_env, timeout=30, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    codes = listed(shown.stdout)
+    assert set(codes) == {0, 1, 2, 130}, codes
+    serve = _codes(bookstream_env, "serve")
+    assert all(codes[code] == serve[code] for code in (0, 1, 130)), (codes, serve)
+    assert "stopped by a signal" in codes[0] and "bad" in codes[2]
+    if service == "shelving":
+        # Lending's words misled: Shelving logs no outcome and keeps none.
+        options = shown.stdout.split("\n  --log-level", 1)[1].split("exit codes:", 1)[0]
+        assert "Lending" not in options and "outcome" not in options, options

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -110,34 +111,49 @@ def test_status_of_a_library_no_worker_ever_served_says_to_start_one(
     assert "hint:" not in served.stdout  # served once: stopped workers are another story
 
 
-def test_a_relative_home_is_resolved_once_at_start(
+def test_a_relative_home_is_refused(bookstream_env: dict[str, str], tmp_path: Path) -> None:
+    """BOOKSTREAM_HOME=state was resolved against each command's folder: one embedded
+    Redis per folder, where the README promises the same one from every folder."""
+    for home in ("state", "."):
+        env = {**bookstream_env, "BOOKSTREAM_HOME": home}
+        for program in (["bookstream", "status"], ["bookstream-lending", "w1"]):
+            done = subprocess.run(
+                [str(VENV_BIN / program[0]), *program[1:]],
+                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 2, done
+            assert done.stderr == (
+                f"{program[0]}: error: BOOKSTREAM_HOME must be an absolute path, not {home!r}\n"
+            )
+        program = "from bookstream import BadInput, Client\ntry:\n    Client()\n"
+        program += "except BadInput as exc:\n    print(exc)\n"
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "must be an absolute path" in done.stdout, done
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_of_other_files_is_not_taken_for_the_home(
     bookstream_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """BOOKSTREAM_HOME=state, a program that later changes its folder: the embedded Redis
-    is still the one under the folder it started in."""
-    start, later = tmp_path / "start", tmp_path / "later"
-    start.mkdir()
-    later.mkdir()
-    program = (
-        "import os, sys\n"
-        "from bookstream import Client\n"
-        "client = Client()\n"
-        "os.chdir(sys.argv[1])\n"
-        "print(client.submit_request('u', ['geb']))\n"
-        "client.close()\n"
-    )
-    env = {**bookstream_env, "BOOKSTREAM_HOME": "state"}
-    absolute = {**bookstream_env, "BOOKSTREAM_HOME": str(start / "state")}
+    """BOOKSTREAM_HOME=$PWD in a project: its mode was narrowed to 0700 and it was filled
+    with Redis's files."""
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    (project / "setup.py").write_text("")
+    env = {**bookstream_env, "BOOKSTREAM_HOME": str(project)}
+    for command in (("embedded", "start"), ("embedded", "status"), ("status",)):
+        done = run_cli(env, *command)
+        assert done.returncode == 2, done
+        assert f"{project} holds other files and nothing of an embedded Redis" in done.stderr
+    assert stat.S_IMODE(project.stat().st_mode) == 0o755
+    assert [p.name for p in project.iterdir()] == ["setup.py"]
+    # Its own directory, or an empty one, is used as before.
+    (project / "setup.py").unlink()
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", program, str(later)],
-            cwd=start, env=env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        assert (start / "state" / "redis.sock").is_socket()
-        assert not (later / "state").exists()
-        status = run_cli(absolute, "status", "--json")
-        assert json.loads(status.stdout)["streams"]["lending"]["submissions_waiting"] == 1
+        assert run_cli(env, "embedded", "start").returncode == 0
+        assert run_cli(env, "embedded", "start").returncode == 0  # again: its files found
     finally:
-        run_cli(absolute, "embedded", "stop")
-        run_cli({**env, "BOOKSTREAM_HOME": str(later / "state")}, "embedded", "stop")
+        run_cli(env, "embedded", "stop")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from bookstream_core.config import (
 )
 from bookstream_core.settings import BY_KEY
 
-from tests.conftest import run_cli
+from tests.conftest import VENV_BIN, RedisServer, run_cli
 
 
 def parse(*argv: str, env: dict[str, str] | None = None) -> object:
@@ -104,7 +105,8 @@ def test_options_win_over_the_environment() -> None:
         (["--in-flight", "0"], "at least 1"),
         (["--metrics-port", "x"], "whole number"),
         (["--password-file", "/nonexistent/pw"], "cannot read password file"),
-        (["bad\x00name"], "control character"),
+        (["bad\x00name"], "printable ASCII"),
+        (["--batch-size", "10001"], "at most 10000"),
     ],
 )
 def test_bad_settings_are_config_errors(argv: list[str], message: str) -> None:
@@ -125,6 +127,54 @@ def test_an_empty_option_is_a_value_an_empty_variable_is_unset() -> None:
     with pytest.raises(ConfigError, match="invalid library name ''"):
         parse("--library", "")
     assert parse(env={"BOOKSTREAM_LIBRARY": ""}).library == "main"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["bad name"], {}, "NAME"),
+        (["é"], {}, "NAME"),
+        ([""], {"BOOKSTREAM_WORKER_NAME": "w1"}, "NAME"),  # an empty option is a value
+        (["x" * 201], {}, "NAME"),
+        ([], {"BOOKSTREAM_WORKER_NAME": "x y"}, "BOOKSTREAM_WORKER_NAME"),
+    ],
+)
+def test_a_worker_name_redis_would_refuse_is_a_bad_setting(
+    argv: list[str], env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{named}: a worker name is 1-200 characters"):
+        parse(*argv, env=env)
+
+
+def test_an_empty_worker_name_variable_is_unset() -> None:
+    assert parse(env={"BOOKSTREAM_WORKER_NAME": ""}).name.startswith("lending-")  # type: ignore[attr-defined]
+    assert parse("!~w-1.a_b").name == "!~w-1.a_b"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["bookstream-lending", "bad name"], {}),
+        (["bookstream-lending", ""], {}),
+        (["bookstream-shelving"], {"BOOKSTREAM_WORKER_NAME": "x y"}),
+        (["bookstream", "serve", "a b"], {}),
+        (["bookstream", "serve", "--batch-size", "1000000000"], {}),
+    ],
+)
+def test_a_worker_with_a_bad_name_or_batch_exits_2_at_once(
+    redis_server: RedisServer,
+    bookstream_env: dict[str, str],
+    argv: list[str],
+    env: dict[str, str],
+) -> None:
+    """(It retried its start for ever, Redis refusing the connection's name.)"""
+    done = subprocess.run(
+        [str(VENV_BIN / argv[0]), *argv[1:], "--redis", redis_server.url],
+        capture_output=True, text=True, env={**bookstream_env, **env}, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert f"{argv[0]}: error: " in done.stderr
 
 
 @pytest.mark.parametrize("bad", ["h:0", "h:65536", "redis://h:99999", "redis://h:x"])

@@ -9,6 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bookstream_core import settings as table
+from bookstream_operator.main import missing_credentials
 
 from tests.conftest import VENV_BIN
 
@@ -60,3 +61,31 @@ def test_version_and_a_mistyped_option(tmp_path: Path) -> None:
     wrong = _run(tmp_path, "--namespace", "x")
     assert wrong.returncode == 2 and "unrecognized arguments" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_without_credentials_it_says_so_once_and_exits_2(tmp_path: Path) -> None:
+    """kopf retried the login every 60 s for ever, each time with a 45-line traceback."""
+    for extra, where in (({}, f"{tmp_path}/.kube/config"), ({"KUBECONFIG": "/nonexistent"},
+                         "KUBECONFIG=/nonexistent")):  # fmt: skip
+        env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **extra}
+        done = subprocess.run(
+            [str(VENV_BIN / "bookstream-operator")],
+            capture_output=True, text=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done
+        assert done.stderr == (
+            "bookstream-operator: error: no Kubernetes credentials: not in a cluster (no "
+            f"KUBERNETES_SERVICE_HOST) and no kubeconfig file ({where} not found)\n"
+        )
+
+
+def test_credentials_are_a_cluster_or_a_kubeconfig_file(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    assert missing_credentials({"HOME": str(tmp_path)}) is not None
+    assert missing_credentials({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}) is None
+    assert missing_credentials({"KUBECONFIG": f"/nonexistent:{config}"}) is not None
+    config.write_text("apiVersion: v1\n")
+    assert missing_credentials({"KUBECONFIG": f"/nonexistent:{config}"}) is None
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("apiVersion: v1\n")
+    assert missing_credentials({"HOME": str(tmp_path)}) is None

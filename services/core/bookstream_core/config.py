@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping
@@ -78,14 +79,24 @@ class RedisSettings:
 
 def default_home(env: Mapping[str, str]) -> Path:
     """$BOOKSTREAM_HOME, else one embedded Redis per user whatever the current folder
-    (the XDG state directory). A relative one is made absolute now, once: a program that
-    changes its folder later still finds the same embedded Redis."""
+    (the XDG state directory)."""
     home = table.text("home", None, env)
     if home:
-        return Path(home).expanduser().absolute()
+        return absolute_home(Path(home).expanduser(), BY_HOME)
     state = env.get("XDG_STATE_HOME") or ""
     base = Path(state) if Path(state).is_absolute() else Path.home() / ".local" / "state"
     return base / "bookstream"
+
+
+BY_HOME = table.BY_KEY["home"].variable
+
+
+def absolute_home(home: Path, name: str) -> Path:
+    """A relative home would be another embedded Redis in every folder a command runs in,
+    where the same one from every folder is promised."""
+    if not home.is_absolute():
+        raise ConfigError(f"{name} must be an absolute path, not {str(home)!r}")
+    return home
 
 
 def build_redis_settings(
@@ -138,7 +149,7 @@ def build_redis_settings(
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
-        home=home.absolute() if home is not None else default_home(os.environ),
+        home=absolute_home(home, "home") if home is not None else default_home(os.environ),
         appendfsync=appendfsync,
     )
 
@@ -310,10 +321,9 @@ def worker_settings_from(
         log_format=table.text("log_format", args, env) or "console",
         log_level=table.text("log_level", args, env) or "info",
     )
-    name = table.text("name", args, env) or generated_worker_name(service)
     return WorkerSettings(
         service=service,
-        name=check_worker_name(name),
+        name=worker_name_from(service, args, env),
         library=library_from(args, env),
         force=table.flag("force", args, env),
         redis=redis_settings_from(args, env),
@@ -330,11 +340,27 @@ def domain_settings_from(args: argparse.Namespace | None, env: Mapping[str, str]
     return DomainSettings(user_limit=limit, storage_capacity=capacity)
 
 
-def check_worker_name(name: str) -> str:
-    from bookstream_core.ids import InvalidId, check_id
+#: A worker's Redis connection is named after it (CLIENT SETNAME), and Redis refuses any
+#: other character there: a worker with a space in its name retried its start forever.
+WORKER_NAME = re.compile(r"[!-~]{1,200}")
 
+
+def worker_name_from(service: str, args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """The worker's name, generated when none is given (an empty variable is none, an
+    empty NAME is a name, and refused, as ``--library ''`` is)."""
+    value, name = table.raw("name", args, env)
+    if value is None:
+        return generated_worker_name(service)
     try:
-        check_id("worker name", name)
-    except InvalidId as exc:
-        raise ConfigError(str(exc)) from None
+        return check_worker_name(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def check_worker_name(name: str) -> str:
+    if not WORKER_NAME.fullmatch(name):
+        raise ConfigError(
+            "a worker name is 1-200 characters from '!' to '~' (printable ASCII, no space), "
+            f"as Redis takes a connection's name; not {name!r}"
+        )
     return name

@@ -40,6 +40,13 @@ import redis
 from bookstream_core.settings import ConfigError
 
 SOCKET_NAME = "redis.sock"
+#: What the embedded Redis leaves in its directory (redis-server's AOF directory and files
+#: included): a directory that is not empty and holds none of them is someone else's
+#: folder (BOOKSTREAM_HOME=. in a project), neither narrowed nor filled.
+OWN_NAMES = frozenset(
+    {SOCKET_NAME, "redis.pid", "redis.log", "start.lock", "appendonlydir", "appendonly.aof",
+     "dump.rdb"}
+)  # fmt: skip
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
 PROC = Path("/proc")
 
@@ -126,6 +133,8 @@ class EmbeddedRedis:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             found = self._inspect()
+            if found.stray is not None:  # its pid file would be overwritten: refused as by stop
+                raise self._stray(found.stray)
             if found.pid is not None and not found.answering:
                 raise EmbeddedRedisError(
                     f"the embedded Redis (pid {found.pid}) runs but does not answer on "
@@ -170,10 +179,7 @@ class EmbeddedRedis:
         found = self._inspect()
         if found.pid is None:
             if found.stray is not None:
-                raise EmbeddedRedisError(
-                    f"the embedded Redis is not running, and {self.pidfile} names process "
-                    f"{found.stray}, which is not it: left alone (remove the stale file)"
-                )
+                raise self._stray(found.stray)
             return False
         try:
             os.kill(found.pid, signal.SIGTERM)
@@ -190,17 +196,25 @@ class EmbeddedRedis:
 
     # ------------------------------------------------------------------ the checks
 
+    def _stray(self, pid: int) -> EmbeddedRedisError:
+        return EmbeddedRedisError(
+            f"the embedded Redis is not running, and {self.pidfile} names process {pid}, "
+            "which is not it: left alone (remove the stale file)"
+        )
+
     def _refuse(self, what: str) -> EmbeddedRedisError:
         return EmbeddedRedisError(
             f"not trusting the embedded Redis in {self.directory}: {what}; it trusts only "
             "what it made as you: remove that, or set BOOKSTREAM_HOME to another directory"
         )
 
-    def _unusable(self, what: str) -> EmbeddedHomeError:
-        return EmbeddedHomeError(
-            f"BOOKSTREAM_HOME: {what}; the embedded Redis needs a directory of yours: set "
-            "BOOKSTREAM_HOME to one (or to a path where one can be made)"
-        )
+    def _unusable(
+        self,
+        what: str,
+        advice: str = "the embedded Redis needs a directory of yours: set BOOKSTREAM_HOME to "
+        "one (or to a path where one can be made)",
+    ) -> EmbeddedHomeError:
+        return EmbeddedHomeError(f"BOOKSTREAM_HOME: {what}; {advice}")
 
     def _check_directory(self) -> bool:
         """Whether the directory exists; refuses one that is not the user's own or holds
@@ -216,6 +230,13 @@ class EmbeddedRedis:
             st = os.fstat(fd)
             if st.st_uid != os.geteuid():
                 raise self._unusable(f"{self.directory} belongs to uid {st.st_uid}, not you")
+            names = set(os.listdir(fd))
+            if names and not names & OWN_NAMES:
+                raise self._unusable(
+                    f"{self.directory} holds other files and nothing of an embedded Redis",
+                    "set BOOKSTREAM_HOME to a new or empty directory (the embedded Redis "
+                    "narrows its mode to 0700 and fills it)",
+                )
             self._check_entries(fd)
             mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077:

@@ -8,12 +8,14 @@ and its name lock expires with its TTL.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
 import random
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from redis.exceptions import ResponseError
@@ -40,6 +42,25 @@ from bookstream_core.usage import OneLineParser, error_line
 from bookstream_core.worker import NameTaken, ServiceFactory, Worker
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
+#: What a worker program returns (serve's too, but its 2), ending its --help.
+EXITS = {
+    EXIT_OK: "stopped by a signal (Ctrl-C, SIGTERM), the batches in flight finished",
+    EXIT_FAILED: "a worker failed or could not start; its line says why (its name taken, a "
+    "Redis that evicts, housekeeping failing past BOOKSTREAM_GIVE_UP_S, the embedded Redis, "
+    "the metrics port)",
+    EXIT_USAGE: "bad input: an unknown option, a bad value of an option or a variable "
+    "(BOOKSTREAM_HOME included)",
+    EXIT_FORCED: "a second signal: stopped at once",
+}
+
+
+def exit_codes(codes: dict[int, str]) -> str:
+    """An ``exit codes:`` section of a --help, one code a line (wrapped under itself)."""
+    lines = ["exit codes:"]
+    for code, meaning in sorted(codes.items()):
+        lines.append(textwrap.fill(meaning, 79, initial_indent=f"  {code:<4}",
+                                   subsequent_indent=" " * 6))  # fmt: skip
+    return "\n".join(lines)
 
 
 def install_uvloop() -> None:
@@ -56,9 +77,14 @@ def service_main(
     argv: Sequence[str] | None = None,
 ) -> int:
     program = f"bookstream-{service}"
-    parser = OneLineParser(prog=program, description=description)
+    parser = OneLineParser(
+        prog=program,
+        description=textwrap.fill(description, 79),
+        epilog=exit_codes(EXITS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog's lines kept
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version(service)}")
-    add_worker_arguments(parser, (service,))
+    add_worker_arguments(parser, (service,), program)
     args = parser.parse_args(argv)
     try:
         settings = worker_settings_from(service, args, os.environ)

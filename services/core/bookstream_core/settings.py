@@ -128,14 +128,16 @@ SETTINGS: tuple[Setting, ...] = (
        kind="seconds",
        default="10", metavar="S"),
     _s("home", (), "HOME",
-       "the embedded Redis' directory, mode 0700 (default $XDG_STATE_HOME/bookstream, "
-       "else ~/.local/state/bookstream)", "embedded"),
+       "the embedded Redis' directory, mode 0700: an absolute path, new, empty or the "
+       "embedded Redis' own (default $XDG_STATE_HOME/bookstream, else "
+       "~/.local/state/bookstream)", "embedded"),
     _s("appendfsync", (), "APPENDFSYNC", "the embedded Redis' AOF policy: everysec or always",
        "embedded", kind="choice", choices=("everysec", "always"), default="everysec"),
-    _s("name", ("name",), "WORKER_NAME", "unique worker name (generated if omitted)", "worker",
+    _s("name", ("name",), "WORKER_NAME",
+       "unique worker name, 1-200 characters from '!' to '~' (generated if omitted)", "worker",
        metavar="NAME",
-       help_for=((("serve",), "the name of both its workers, one of each service (each "
-                  "generated if omitted)"),)),
+       help_for=((("serve",), "the name of both its workers, one of each service, 1-200 "
+                  "characters from '!' to '~' (each generated if omitted)"),)),
     _s("force", ("-f", "--force"), "FORCE", "take the name even if a live worker holds it",
        "worker", kind="flag"),
     _s("metrics_port", ("--metrics-port",), "METRICS_PORT",
@@ -155,7 +157,9 @@ SETTINGS: tuple[Setting, ...] = (
        also=("operator",),
        help_for=(((OPERATOR,), "info logs each event it posts on a LibraryInstance and "
                   "kopf's line per handler run; warning only errors (the events stay on "
-                  "the LibraryInstance)"),)),
+                  "the LibraryInstance)"),
+                 (("bookstream-shelving",), "info: its start and stop and its claims of "
+                  "idle entries (no line per fetch or reshelving); warning for benchmarks"))),
     _s("user_limit", ("--user-limit",), "USER_LIMIT", "books one user may hold", "lending",
        kind="int", minimum=1, default="5", metavar="N",
        help_for=((("audit",), "the Lending workers' limit of books per user, which the "
@@ -165,8 +169,11 @@ SETTINGS: tuple[Setting, ...] = (
        metavar="N",
        help_for=((("audit",), "the Lending workers' automated storage capacity, which the "
                   "audit holds the storage to"),)),
-    _s("batch_size", ("--batch-size",), "BATCH_SIZE", "entries read and applied per call",
-       "worker", kind="int", minimum=1, default="200", metavar="N",
+    # Redis serves nobody else while one call applies a batch.
+    _s("batch_size", ("--batch-size",), "BATCH_SIZE",
+       "entries read and applied per call, at most 10000: Redis serves no other client while "
+       "it applies one", "worker", kind="int", minimum=1, maximum=10000, default="200",
+       metavar="N",
        also=("bench",)),
     _s("in_flight", ("--in-flight",), "IN_FLIGHT",
        "batches one worker has applying at once: Redis works on the next while the worker "
@@ -181,7 +188,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("retention", ("--retention",), "RETENTION_S",
        "seconds outcomes and idempotency records are kept: how long a client may resubmit "
        "an id", "worker", kind="int", minimum=1, default="86400", metavar="S",
-       also=("bench",)),
+       also=("bench",),
+       help_for=((("bookstream-shelving",), "seconds Shelving remembers each fetch and "
+                  "reshelving it applied, so that one delivered again is not applied twice"),)),
     _s("request_deadline", ("--request-deadline",), "REQUEST_DEADLINE_S",
        "seconds a request may wait for Shelving before it is denied (shelving_timeout) and "
        "its books go back", "lending_worker", kind="int", minimum=1, default="300", metavar="S"),
