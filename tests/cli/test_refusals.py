@@ -3,6 +3,8 @@ said as such (Redis was reached), a missing right names the library it was neede
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,19 @@ def test_an_audit_of_a_library_nobody_used_says_so(
     done = run_cli(bookstream_env, "audit", "--library", "typo", server=redis_server)
     assert done.returncode == 0, done.stderr
     assert "note: no lending or shelving worker ever served library 'typo'" in done.stdout
+
+
+def test_no_password_for_a_redis_that_wants_one_fails_at_once(
+    redis_factory: Callable[..., RedisServer], bookstream_env: dict[str, str]
+) -> None:
+    """Breaker: redis-py's health check of a connection whose login was refused reconnected
+    for ever, and `status --timeout 3` hung (past 20 s) instead of failing."""
+    server = redis_factory()
+    server.client().config_set("requirepass", "sekret")
+    server.close_clients()
+    for command in (["status"], ["request", "u", "b"], ["outcome", "r1"]):
+        started = time.monotonic()
+        done = run_cli(bookstream_env, *command, "--timeout", "3", server=server, timeout=30)
+        assert done.returncode == 3, done
+        assert time.monotonic() - started < 10, command
+        assert "refused the login of the default user" in one_line(done.stderr)
