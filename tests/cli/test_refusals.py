@@ -3,13 +3,15 @@ said as such (Redis was reached), a missing right names the library it was neede
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RedisServer, run_cli
+from tests.conftest import VENV_BIN, RedisServer, run_cli
 
 
 @pytest.fixture
@@ -89,3 +91,26 @@ def test_no_password_for_a_redis_that_wants_one_fails_at_once(
         assert done.returncode == 3, done
         assert time.monotonic() - started < 10, command
         assert "refused the login of the default user" in one_line(done.stderr)
+
+
+def test_a_worker_given_no_password_says_so_and_stops_on_sigterm(
+    redis_factory: Callable[..., RedisServer], bookstream_env: dict[str, str]
+) -> None:
+    """Breaker: a worker started without the password of a Redis that wants one logged
+    nothing, never got ready and ignored SIGTERM (redis-py's health check reconnecting
+    for ever); in a pod missing its Secret only SIGKILL ended it."""
+    server = redis_factory()
+    server.client().config_set("requirepass", "sekret")
+    server.close_clients()
+    worker = subprocess.Popen(
+        [str(VENV_BIN / "bookstream-lending"), "nopw", "--redis", server.url],
+        env=bookstream_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(4)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=15)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, output
+    assert "redis unavailable at start" in output and "authenticated" in output, output

@@ -116,11 +116,11 @@ def connect(
     backoff = EqualJitterBackoff(cap=0.5, base=0.02)
     kwargs: dict[str, object] = {
         "decode_responses": False,
-        # A worker's long-lived connections are checked when idle for 15 s; a client's are
-        # not: redis-py's check of a connection whose login Redis refused (no password
-        # given to a Redis that wants one) reconnected for ever, and the command hung past
-        # its timeout (breaker) instead of failing at once.
-        "health_check_interval": 15 if timeout is None else 0,
+        # No idle check: redis-py's check of a connection whose login Redis refused (no
+        # password given to a Redis that wants one) reconnected for ever, so a command
+        # hung past its timeout and a worker hung silently, deaf to SIGTERM (breakers). A
+        # dead connection is noticed when used (and retried), on TCP by keepalive too.
+        "health_check_interval": 0,
         # A short, jittered retry inside redis-py for one-off blips; longer outages
         # are handled (and logged once per state change) by the worker loop.
         "retry": Retry(backoff, 3)
