@@ -166,16 +166,12 @@ local function used_by(p, reqid)
   local waiting = redis.call('HMGET', p .. 'lending:req:' .. reqid, 'user', 'held', 'paged',
     'unavailable')
   if not waiting[1] then return nil end
-  local books = {}
-  for i = 2, 3 do
-    local ok, list = pcall(cjson.decode, waiting[i] or '[]')
-    for _, b in ipairs(ok and type(list) == 'table' and list or {}) do books[#books + 1] = b end
-  end
-  local ok, unavailable = pcall(cjson.decode, waiting[4] or '[]')
-  for _, item in ipairs(ok and type(unavailable) == 'table' and unavailable or {}) do
-    if type(item) == 'table' then books[#books + 1] = item.book end
-  end
-  return 'request', waiting[1], books
+  -- Read as Lending reads it (take_waiting); a state it cannot read names no books here.
+  local ok, books = pcall(function()
+    return asked(decode_list(waiting[2] or '[]'), decode_list(waiting[3] or '[]'),
+      decode_unavailable(waiting[4] or '[]'))
+  end)
+  return 'request', waiting[1], ok and books or nil
 end
 
 -- KEYS: the library's submissions list. ARGV: the event's JSON.

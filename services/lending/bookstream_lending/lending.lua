@@ -17,17 +17,6 @@
 -- Requests waiting for shelving are indexed by when they started (lending:inflight),
 -- so that one shelving never answers is denied after a deadline (bs1_lending_expire).
 
--- The books a request asked for, each once, sorted (its outcome's `books`, by which a
--- resubmission of its id with other books is told apart): every one of them was
--- reserved from storage, paged from the shelves or unavailable.
-local function asked(held, paged, unavailable)
-  local books = {}
-  for _, b in ipairs(held) do books[#books + 1] = b end
-  for _, b in ipairs(paged) do books[#books + 1] = b end
-  for _, item in ipairs(unavailable) do books[#books + 1] = item[1] end
-  return sorted(books)
-end
-
 -- A request denied with nothing reserved (early denial) or after its reservations went
 -- back. Returns the result row for the worker.
 local function deny(ctx, reqid, user, submitted_ms, reason, books, unavailable, hand)

@@ -18,6 +18,17 @@ local function sorted(items)
   return items
 end
 
+-- The books a request asked for, each once, sorted (its outcome's `books`, by which the
+-- door tells a resubmission of its id with other books apart): every one of them was
+-- reserved from storage, paged from the shelves or unavailable.
+local function asked(held, paged, unavailable)
+  local books = {}
+  for _, b in ipairs(held) do books[#books + 1] = b end
+  for _, b in ipairs(paged) do books[#books + 1] = b end
+  for _, item in ipairs(unavailable) do books[#books + 1] = item[1] end
+  return sorted(books)
+end
+
 local function outcome_key(ctx, reqid) return ctx.p .. 'outcome:' .. reqid end
 
 -- Store the outcome (bounded by retention), append it to the domain event stream and
