@@ -40,11 +40,12 @@ import redis
 from bookstream_core.settings import ConfigError
 
 SOCKET_NAME = "redis.sock"
+PID_NAME, LOG_NAME, LOCK_NAME = "redis.pid", "redis.log", "start.lock"
 #: What the embedded Redis leaves in its directory (redis-server's AOF directory and files
 #: included): a directory that is not empty and holds none of them is someone else's
 #: folder (BOOKSTREAM_HOME=. in a project), neither narrowed nor filled.
 OWN_NAMES = frozenset(
-    {SOCKET_NAME, "redis.pid", "redis.log", "start.lock", "appendonlydir", "appendonly.aof",
+    {SOCKET_NAME, PID_NAME, LOG_NAME, LOCK_NAME, "appendonlydir", "appendonly.aof",
      "dump.rdb"}
 )  # fmt: skip
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
@@ -90,7 +91,7 @@ class EmbeddedRedis:
 
     @property
     def pidfile(self) -> Path:
-        return self.directory / "redis.pid"
+        return self.directory / PID_NAME
 
     def running(self) -> bool:
         return self.running_pid() is not None
@@ -126,7 +127,7 @@ class EmbeddedRedis:
         # Two commands starting at once: one starts it, the other waits and reuses it.
         try:
             lock = os.open(
-                self.directory / "start.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600
+                self.directory / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600
             )
         except OSError as exc:  # a directory of ours we may not write in (mode 0500)
             raise self._unusable(f"cannot write in {self.directory}: {exc.strerror}") from None
@@ -160,7 +161,7 @@ class EmbeddedRedis:
             "--save", "",
             "--daemonize", "yes",
             "--pidfile", str(self.pidfile),
-            "--logfile", str(self.directory / "redis.log"),
+            "--logfile", str(self.directory / LOG_NAME),
         ]  # fmt: skip
         result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -170,7 +171,7 @@ class EmbeddedRedis:
             if self._ask() is not None:
                 return
             time.sleep(0.02)
-        log = self.directory / "redis.log"
+        log = self.directory / LOG_NAME
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         raise EmbeddedRedisError(f"redis-server did not come up within 15 s; its log:\n{tail}")
 
