@@ -21,8 +21,8 @@ MAX_ID = "18446744073709551615-18446744073709551615"
 
 #: Entries counted one by one when Redis cannot say the lag (after a deletion or a trim):
 #: past this many, the backlog is reported as this many (at least). Each is read whole,
-#: so a worker's gauge, refreshed every second, counts few (counting 10,000 there made
-#: half the drain benchmark's runs a third slower); a user's `status`, more.
+#: so a worker's gauge, refreshed every second on the hot path's Redis, counts few; a
+#: user's `status`, more. (The operator's observe.py counts the same way on its own.)
 COUNTED_AT_MOST = 10_000
 GAUGE_COUNTS_AT_MOST = 100
 
