@@ -350,8 +350,8 @@ class Worker:
                 ms = int(text(oldest).split("-")[0])
                 age = max(age, time.time() - ms / 1000)
         if self.service.admission is not None:  # submitted, not yet admitted: waiting too
-            # A list of another type is unknown (NaN), as a stream's lag may be: the
-            # admission reports it; housekeeping goes on (it used to fail with it).
+            # A list of another type is unknown (NaN): the admission reports it, and
+            # housekeeping goes on (it used to fail with it).
             queued = await waiting(self.r, self.service.admission.queue)
             lag += float(queued) if queued is not None else float("nan")
         self.metrics.lag.labels(**self._labels).set(lag)
